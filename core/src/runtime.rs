@@ -1,0 +1,36 @@
+//! The seam between the core and an async runtime.
+//!
+//! A [`Runtime`] spawns tasks, makes timers, tells the time and opens gRPC channels. That is
+//! all the core's driver needs; tikv-tokio and tikv-async-std implement it in a few dozen lines
+//! each on top of tikv-proto's shared HTTP/2 transport, and a simulation runtime implements it
+//! with virtual time and the simulated cluster in-process.
+
+use tikv_proto::rpc::{BoxFuture, Channel, RpcError};
+
+use crate::time::Time;
+
+/// An async runtime as the client driver sees it.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// The gRPC channel type [`connect`](Self::connect) produces.
+    type Channel: Channel;
+
+    /// Runs `task` in the background until it completes.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+
+    /// A future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Time) -> BoxFuture<'static, ()>;
+
+    /// The current monotonic time, measured from this runtime's epoch.
+    fn now(&self) -> Time;
+
+    /// Wall-clock time in milliseconds since the Unix epoch; used only where TiKV's protocol
+    /// needs physical time (lock TTLs, TSO physical parts), never for ordering.
+    fn wall_clock_ms(&self) -> u64;
+
+    /// Opens a channel to `address` (`host:port`), over TLS when the runtime was configured
+    /// with it.
+    ///
+    /// Errors with [`RpcError::Connect`] when the address cannot be resolved or reached, or
+    /// the TLS or HTTP/2 handshake fails.
+    fn connect(&self, address: &str) -> BoxFuture<'static, Result<Self::Channel, RpcError>>;
+}

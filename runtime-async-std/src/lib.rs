@@ -1,0 +1,168 @@
+//! Run the TiKV client on async-std, or on any runtime built on `async-io` (smol).
+//!
+//! [`AsyncStdRuntime`] implements [`tikv_core::Runtime`]: TCP streams from async-std (seen
+//! through tikv-proto's futures-io adapter), `async-io` timers, and tikv-proto's shared HTTP/2
+//! gRPC transport. Tasks are spawned on async-std unless a different spawner is supplied.
+//!
+//! async-std is no longer maintained upstream; see this crate's README.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tikv_core::{Runtime, Time};
+use tikv_proto::rpc::{BoxFuture, RpcError};
+use tikv_proto::transport::client::{self, H2Channel};
+use tikv_proto::transport::io::FuturesIo;
+use tikv_proto::transport::{Executor, micros_since, unix_millis};
+
+pub use tikv_core;
+pub use tikv_proto;
+pub use tikv_proto::transport::{ChannelConfig, ConnectOptions};
+
+/// A function that runs a future in the background.
+pub type Spawner = Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
+
+/// The [`Executor`] for tikv-proto's transport: a spawner and `async-io` timers.
+#[derive(Clone)]
+pub struct AsyncStdExecutor {
+    spawner: Spawner,
+}
+
+impl fmt::Debug for AsyncStdExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncStdExecutor").finish_non_exhaustive()
+    }
+}
+
+impl AsyncStdExecutor {
+    /// Spawns on async-std's global executor.
+    pub fn new() -> Self {
+        Self::with_spawner(Arc::new(|future| {
+            drop(async_std::task::spawn(future));
+        }))
+    }
+
+    /// Spawns with `spawner` (for example `smol::spawn(f).detach()`).
+    pub fn with_spawner(spawner: Spawner) -> Self {
+        Self { spawner }
+    }
+}
+
+impl Default for AsyncStdExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Executor for AsyncStdExecutor {
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        (self.spawner)(future);
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            async_io::Timer::after(duration).await;
+        })
+    }
+}
+
+/// [`Runtime`] for async-std and other async-io runtimes.
+#[derive(Clone, Debug)]
+pub struct AsyncStdRuntime {
+    executor: AsyncStdExecutor,
+    epoch: Instant,
+    options: Arc<ConnectOptions>,
+}
+
+impl AsyncStdRuntime {
+    /// A runtime spawning on async-std with `options`.
+    pub fn new(options: ConnectOptions) -> Self {
+        Self::with_executor(AsyncStdExecutor::new(), options)
+    }
+
+    /// A runtime spawning on `executor` with `options`.
+    pub fn with_executor(executor: AsyncStdExecutor, options: ConnectOptions) -> Self {
+        Self {
+            executor,
+            epoch: Instant::now(),
+            options: Arc::new(options),
+        }
+    }
+
+    /// The executor tasks and timers run on.
+    pub fn executor(&self) -> &AsyncStdExecutor {
+        &self.executor
+    }
+}
+
+async fn connect(
+    executor: AsyncStdExecutor,
+    options: Arc<ConnectOptions>,
+    address: String,
+) -> Result<H2Channel<AsyncStdExecutor>, RpcError> {
+    let connect_error = |reason: String| RpcError::Connect {
+        address: address.clone(),
+        reason,
+    };
+    let stream = match async_std::future::timeout(
+        options.connect_timeout,
+        async_std::net::TcpStream::connect(address.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return Err(connect_error(err.to_string())),
+        Err(_) => {
+            return Err(connect_error(format!(
+                "timed out after {:?}",
+                options.connect_timeout
+            )));
+        }
+    };
+    // Requests are small and latency-bound; never let Nagle hold them back.
+    stream
+        .set_nodelay(true)
+        .map_err(|err| connect_error(err.to_string()))?;
+    client::establish(
+        FuturesIo(stream),
+        executor,
+        &address,
+        options.tls.clone(),
+        options.channel.clone(),
+    )
+    .await
+}
+
+impl Runtime for AsyncStdRuntime {
+    type Channel = H2Channel<AsyncStdExecutor>;
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.executor.spawn(task);
+    }
+
+    fn sleep_until(&self, deadline: Time) -> BoxFuture<'static, ()> {
+        let at = self.epoch + deadline.since_epoch();
+        Box::pin(async move {
+            async_io::Timer::at(at).await;
+        })
+    }
+
+    fn now(&self) -> Time {
+        Time::from_micros(micros_since(self.epoch))
+    }
+
+    fn wall_clock_ms(&self) -> u64 {
+        unix_millis()
+    }
+
+    fn connect(&self, address: &str) -> BoxFuture<'static, Result<Self::Channel, RpcError>> {
+        Box::pin(connect(
+            self.executor.clone(),
+            Arc::clone(&self.options),
+            address.to_owned(),
+        ))
+    }
+}

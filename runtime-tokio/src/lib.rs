@@ -1,0 +1,150 @@
+//! Run the TiKV client on tokio.
+//!
+//! [`TokioRuntime`] implements [`tikv_core::Runtime`]: tasks go to the tokio runtime the
+//! client was created in, timers are tokio timers, and connections are TCP (optionally TLS)
+//! streams carrying tikv-proto's shared HTTP/2 gRPC transport.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tikv_core::{Runtime, Time};
+use tikv_proto::rpc::{BoxFuture, RpcError};
+use tikv_proto::transport::client::{self, H2Channel};
+use tikv_proto::transport::{Executor, micros_since, unix_millis};
+
+pub use tikv_core;
+pub use tikv_proto;
+pub use tikv_proto::transport::{ChannelConfig, ConnectOptions};
+
+/// The tokio [`Executor`] for tikv-proto's transport.
+#[derive(Clone, Debug)]
+pub struct TokioExecutor {
+    handle: tokio::runtime::Handle,
+}
+
+impl TokioExecutor {
+    /// An executor on the current tokio runtime.
+    ///
+    /// Errors when called outside a tokio runtime.
+    pub fn current() -> Result<Self, tokio::runtime::TryCurrentError> {
+        tokio::runtime::Handle::try_current().map(|handle| Self { handle })
+    }
+
+    /// An executor on the runtime behind `handle`.
+    pub fn new(handle: tokio::runtime::Handle) -> Self {
+        Self { handle }
+    }
+}
+
+impl Executor for TokioExecutor {
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        drop(self.handle.spawn(future));
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        // The timer registers with the executor's runtime even when polled elsewhere.
+        let _guard = self.handle.enter();
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+/// [`Runtime`] for tokio.
+#[derive(Clone, Debug)]
+pub struct TokioRuntime {
+    executor: TokioExecutor,
+    epoch: Instant,
+    options: Arc<ConnectOptions>,
+}
+
+impl TokioRuntime {
+    /// A runtime on the current tokio runtime with `options`.
+    ///
+    /// Errors when called outside a tokio runtime.
+    pub fn current(options: ConnectOptions) -> Result<Self, tokio::runtime::TryCurrentError> {
+        Ok(Self::new(TokioExecutor::current()?, options))
+    }
+
+    /// A runtime on `executor` with `options`.
+    pub fn new(executor: TokioExecutor, options: ConnectOptions) -> Self {
+        Self {
+            executor,
+            epoch: Instant::now(),
+            options: Arc::new(options),
+        }
+    }
+
+    /// The executor tasks and timers run on.
+    pub fn executor(&self) -> &TokioExecutor {
+        &self.executor
+    }
+}
+
+async fn connect(
+    executor: TokioExecutor,
+    options: Arc<ConnectOptions>,
+    address: String,
+) -> Result<H2Channel<TokioExecutor>, RpcError> {
+    let connect_error = |reason: String| RpcError::Connect {
+        address: address.clone(),
+        reason,
+    };
+    let stream = match tokio::time::timeout(
+        options.connect_timeout,
+        tokio::net::TcpStream::connect(address.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return Err(connect_error(err.to_string())),
+        Err(_) => {
+            return Err(connect_error(format!(
+                "timed out after {:?}",
+                options.connect_timeout
+            )));
+        }
+    };
+    // Requests are small and latency-bound; never let Nagle hold them back.
+    stream
+        .set_nodelay(true)
+        .map_err(|err| connect_error(err.to_string()))?;
+    client::establish(
+        stream,
+        executor,
+        &address,
+        options.tls.clone(),
+        options.channel.clone(),
+    )
+    .await
+}
+
+impl Runtime for TokioRuntime {
+    type Channel = H2Channel<TokioExecutor>;
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.executor.spawn(task);
+    }
+
+    fn sleep_until(&self, deadline: Time) -> BoxFuture<'static, ()> {
+        let at = self.epoch + deadline.since_epoch();
+        let _guard = self.executor.handle.enter();
+        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at)))
+    }
+
+    fn now(&self) -> Time {
+        Time::from_micros(micros_since(self.epoch))
+    }
+
+    fn wall_clock_ms(&self) -> u64 {
+        unix_millis()
+    }
+
+    fn connect(&self, address: &str) -> BoxFuture<'static, Result<Self::Channel, RpcError>> {
+        Box::pin(connect(
+            self.executor.clone(),
+            Arc::clone(&self.options),
+            address.to_owned(),
+        ))
+    }
+}
