@@ -19,6 +19,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod rand;
+pub mod region;
 pub mod runtime;
 pub mod time;
 

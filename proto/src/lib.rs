@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod frame;
 pub mod method;
 pub mod rpc;

@@ -8,5 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
+pub mod mvcc;
+pub mod raw;
 pub mod serve;
 pub mod stub;

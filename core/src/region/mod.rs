@@ -1,0 +1,1 @@
+//! Region cache and routing (being written).

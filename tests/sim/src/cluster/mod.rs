@@ -1,0 +1,1 @@
+//! The PD and region model of the simulated cluster (being written).

@@ -1,0 +1,1 @@
+//! Percolator MVCC storage of the simulated cluster (being written).

@@ -1,0 +1,1 @@
+//! Raw KV storage of the simulated cluster (being written).
