@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tikv_core::{Runtime, Time};
+use tikv_core::{Client, Config, Error, Runtime, Time};
 use tikv_proto::rpc::{BoxFuture, RpcError};
 use tikv_proto::transport::client::{self, H2Channel};
 use tikv_proto::transport::io::FuturesIo;
@@ -165,4 +165,37 @@ impl Runtime for AsyncStdRuntime {
             address.to_owned(),
         ))
     }
+}
+
+/// Connects to the cluster whose PD answers at `pd_endpoints` (`host:port`), with TLS when
+/// `config.tls` is set, and returns the client.
+///
+/// Connections are made lazily by the first operation. Errors with
+/// [`Error::InvalidArgument`] when no endpoint is given, when the TLS material does not
+/// parse.
+pub fn connect(
+    pd_endpoints: impl IntoIterator<Item = impl Into<String>>,
+    config: Config,
+) -> Result<Client, Error> {
+    let mut options = ConnectOptions {
+        connect_timeout: Duration::from_secs(5),
+        ..ConnectOptions::default()
+    };
+    options.channel.max_send_message_size = config.max_message_size;
+    options.channel.max_recv_message_size = config.max_message_size;
+    if let Some(tls) = &config.tls {
+        let identity = tls
+            .identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_slice(), key.as_slice()));
+        let client_tls = tikv_proto::transport::tls::client_config(&tls.ca_pem, identity)
+            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+        options.tls = Some(client_tls);
+    }
+    let runtime = AsyncStdRuntime::new(options);
+    Client::start(
+        runtime,
+        pd_endpoints.into_iter().map(Into::into).collect(),
+        config,
+    )
 }

@@ -1,1 +1,0 @@
-//! Backoff: client-go's retry kinds as pure values that yield deadlines (being written).

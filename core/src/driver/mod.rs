@@ -1,0 +1,224 @@
+//! The generic driver: one task that owns the [`Core`] by value and connects it to the world
+//! through a [`Runtime`].
+//!
+//! User handles send commands over an in-memory channel; connection tasks (one or more per
+//! store address, one per PD address) turn transmits into gRPC calls and send replies back.
+//! Encoding and decoding happen in the connection tasks, never in the driver, so the one task
+//! that runs the machine does nothing but state transitions. The loop, after quinn's
+//! connection driver: take inputs (commands, replies, the timer), then drain transmits to
+//! connections and finished operations to their callers, then re-arm the timer.
+
+mod connection;
+
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_channel::{mpsc, oneshot};
+use futures_core::Stream;
+use tikv_proto::rpc::{BoxFuture, RpcError};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::machine::{Command, Core, Event, OpId, Output, RequestId, Transmit};
+use crate::rpc::Response;
+use crate::runtime::Runtime;
+use crate::time::Time;
+
+use connection::Connections;
+
+/// A reply from a connection task to the driver.
+pub(crate) type Reply = (RequestId, Result<Response, RpcError>);
+
+/// What handles send to the driver.
+pub(crate) enum Message {
+    /// Run a command and send its result back.
+    Command(Command, oneshot::Sender<Result<Output, Error>>),
+}
+
+/// A cheap, cloneable handle to a running client driver.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    commands: mpsc::UnboundedSender<Message>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Command(command, _) => f.debug_tuple("Command").field(command).finish(),
+        }
+    }
+}
+
+impl Handle {
+    /// Runs `command` and waits for its result.
+    ///
+    /// Errors with the operation's error, or [`Error::Closed`] when the driver is gone.
+    pub async fn run(&self, command: Command) -> Result<Output, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .unbounded_send(Message::Command(command, tx))
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// Starts a client for the cluster behind `pd_endpoints` on `runtime`: spawns the driver task
+/// and returns a handle to it.
+///
+/// Errors with [`Error::InvalidArgument`] when no endpoint is given. Connecting happens lazily:
+/// the first operation discovers PD.
+pub fn start<R: Runtime>(
+    runtime: R,
+    pd_endpoints: Vec<String>,
+    config: Config,
+) -> Result<Handle, Error> {
+    let core = Core::new(config.clone(), pd_endpoints, runtime.now())?;
+    let (commands_tx, commands_rx) = mpsc::unbounded();
+    let task = drive(runtime.clone(), core, commands_rx, config);
+    runtime.spawn(Box::pin(task));
+    Ok(Handle {
+        commands: commands_tx,
+    })
+}
+
+enum Input {
+    Command(Message),
+    CommandsClosed,
+    Reply(Reply),
+    Timeout,
+}
+
+async fn drive<R: Runtime>(
+    runtime: R,
+    mut core: Core,
+    mut commands: mpsc::UnboundedReceiver<Message>,
+    config: Config,
+) {
+    let (replies_tx, mut replies) = mpsc::unbounded::<Reply>();
+    let mut connections = Connections::new(runtime.clone(), replies_tx, config);
+    let mut waiters: BTreeMap<OpId, oneshot::Sender<Result<Output, Error>>> = BTreeMap::new();
+    let mut timer: Option<(Time, BoxFuture<'static, ()>)> = None;
+    let mut commands_open = true;
+
+    loop {
+        // Drain everything the last input produced.
+        while let Some(transmit) = core.poll_transmit() {
+            connections.send(transmit);
+        }
+        while let Some(Event::Done(op, result)) = core.poll_event() {
+            if let Some(waiter) = waiters.remove(&op) {
+                // The caller may have stopped waiting; its result is simply dropped.
+                let _ = waiter.send(result);
+            }
+        }
+        if !commands_open && core.ops_in_flight() == 0 {
+            return;
+        }
+        match core.poll_timeout() {
+            Some(deadline) if timer.as_ref().is_none_or(|(at, _)| *at != deadline) => {
+                timer = Some((deadline, runtime.sleep_until(deadline)));
+            }
+            Some(_) => {}
+            None => timer = None,
+        }
+
+        let input = poll_fn(|cx| {
+            if commands_open {
+                match Pin::new(&mut commands).poll_next(cx) {
+                    Poll::Ready(Some(message)) => return Poll::Ready(Input::Command(message)),
+                    Poll::Ready(None) => return Poll::Ready(Input::CommandsClosed),
+                    Poll::Pending => {}
+                }
+            }
+            if let Poll::Ready(Some(reply)) = Pin::new(&mut replies).poll_next(cx) {
+                return Poll::Ready(Input::Reply(reply));
+            }
+            if let Some((_, sleep)) = &mut timer {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Input::Timeout);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+
+        let now = runtime.now();
+        match input {
+            Input::Command(Message::Command(command, waiter)) => {
+                let op = core.handle_command(now, command);
+                waiters.insert(op, waiter);
+            }
+            Input::CommandsClosed => commands_open = false,
+            Input::Reply((id, reply)) => {
+                core.handle_reply(now, id, reply);
+                // Take every reply already queued before draining: one drain, one batch.
+                while let Ok((id, reply)) = replies.try_recv() {
+                    core.handle_reply(now, id, reply);
+                }
+            }
+            Input::Timeout => {
+                timer = None;
+                core.handle_timeout(now);
+            }
+        }
+        // Commands already queued join this drain too, so their requests batch together.
+        if commands_open {
+            loop {
+                match commands.try_recv() {
+                    Ok(Message::Command(command, waiter)) => {
+                        let op = core.handle_command(now, command);
+                        waiters.insert(op, waiter);
+                    }
+                    Err(mpsc::TryRecvError::Closed) => {
+                        commands_open = false;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+/// The transmit type connection tasks consume.
+pub(crate) type Outgoing = Transmit;
+
+/// A connected client: the entry point to every API (raw KV today; transactions next).
+///
+/// Cheap to clone. Created by the runtime crates' `connect` functions (or [`start`] with any
+/// [`Runtime`]); the driver task stops once every clone and every API handle is dropped and
+/// the last operation finished.
+#[derive(Clone, Debug)]
+pub struct Client {
+    handle: Handle,
+}
+
+impl Client {
+    /// Starts a client on `runtime` for the cluster behind `pd_endpoints`.
+    ///
+    /// Errors with [`Error::InvalidArgument`] when no endpoint is given.
+    pub fn start<R: Runtime>(
+        runtime: R,
+        pd_endpoints: Vec<String>,
+        config: Config,
+    ) -> Result<Self, Error> {
+        start(runtime, pd_endpoints, config).map(|handle| Self { handle })
+    }
+
+    /// The raw KV API.
+    pub fn raw(&self) -> crate::raw_client::RawClient {
+        crate::raw_client::RawClient::new(self.handle.clone())
+    }
+
+    /// A timestamp from PD's TSO.
+    ///
+    /// Errors when PD cannot be reached within its backoff budget.
+    pub async fn current_timestamp(&self) -> Result<u64, Error> {
+        match self.handle.run(Command::Timestamp).await? {
+            Output::Timestamp(ts) => Ok(ts),
+            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+}

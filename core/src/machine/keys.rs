@@ -1,0 +1,180 @@
+//! The client's key spaces: what users pass, what requests carry, and what region boundaries
+//! are compared against.
+//!
+//! - API V1/V1TTL raw: all three are the user's key.
+//! - API V2: requests carry the keyspace prefix (`'r'` + 3-byte keyspace id) in front of the
+//!   user key, and PD's region boundaries are memcomparable-encoded request keys.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::ApiVersion;
+use crate::error::Error;
+use tikv_proto::codec;
+
+/// Converts keys between the user's, the wire's and the region cache's spaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum KeySpace {
+    /// Keys travel as the user wrote them.
+    Plain,
+    /// API V2: keys carry a keyspace prefix; region boundaries are memcomparable-encoded.
+    Keyspace {
+        /// The 4-byte prefix.
+        prefix: [u8; 4],
+        /// First request key after the keyspace (prefix + 1).
+        end: [u8; 4],
+    },
+}
+
+impl KeySpace {
+    /// The key space of raw requests for `api_version` and keyspace `keyspace_id`.
+    pub(crate) fn raw(api_version: ApiVersion, keyspace_id: Option<u32>) -> Result<Self, Error> {
+        match api_version {
+            ApiVersion::V1 | ApiVersion::V1Ttl => Ok(Self::Plain),
+            ApiVersion::V2 => {
+                let id = keyspace_id.unwrap_or(0);
+                let (start, end) = codec::range(codec::KeyMode::Raw, id)
+                    .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+                Ok(Self::Keyspace { prefix: start, end })
+            }
+        }
+    }
+
+    /// The request key for a user key.
+    pub(crate) fn request_key(&self, user_key: &[u8]) -> Bytes {
+        match self {
+            Self::Plain => Bytes::copy_from_slice(user_key),
+            Self::Keyspace { prefix, .. } => {
+                let mut key = BytesMut::with_capacity(4 + user_key.len());
+                key.extend_from_slice(prefix);
+                key.extend_from_slice(user_key);
+                key.freeze()
+            }
+        }
+    }
+
+    /// The request key for the end of a user range; an empty end means "no bound", which in
+    /// a keyspace is the keyspace's end.
+    pub(crate) fn request_end(&self, user_end: &[u8]) -> Bytes {
+        match self {
+            Self::Plain => Bytes::copy_from_slice(user_end),
+            Self::Keyspace { end, .. } if user_end.is_empty() => Bytes::copy_from_slice(end),
+            Self::Keyspace { .. } => self.request_key(user_end),
+        }
+    }
+
+    /// The region-cache key of a request key.
+    pub(crate) fn routing_key(&self, request_key: &[u8]) -> Bytes {
+        match self {
+            Self::Plain => Bytes::copy_from_slice(request_key),
+            Self::Keyspace { .. } => Bytes::from(codec::encode_bytes(request_key)),
+        }
+    }
+
+    /// The request key at a region boundary, clamped to the key space; `None` for the
+    /// unbounded end ("") of the key space.
+    pub(crate) fn boundary_to_request(&self, boundary: &[u8]) -> Option<Bytes> {
+        if boundary.is_empty() {
+            return None;
+        }
+        match self {
+            Self::Plain => Some(Bytes::copy_from_slice(boundary)),
+            Self::Keyspace { prefix, end } => {
+                // A boundary that does not decode lies outside any keyspace's keys: compare it
+                // raw, which places it correctly relative to the prefix.
+                let key = codec::decode_bytes(boundary)
+                    .map(|(key, _)| key)
+                    .unwrap_or_else(|_| boundary.to_vec());
+                if key.as_slice() >= &end[..] {
+                    Some(Bytes::copy_from_slice(end))
+                } else if key.as_slice() <= &prefix[..] {
+                    Some(Bytes::copy_from_slice(prefix))
+                } else {
+                    Some(Bytes::from(key))
+                }
+            }
+        }
+    }
+
+    /// The user key of a request key from a response.
+    ///
+    /// Errors when the key lies outside the keyspace (a server bug or a crossed wire).
+    pub(crate) fn user_key(&self, request_key: Bytes) -> Result<Bytes, Error> {
+        match self {
+            Self::Plain => Ok(request_key),
+            Self::Keyspace { prefix, .. } => {
+                if request_key.starts_with(prefix) {
+                    Ok(request_key.slice(4..))
+                } else {
+                    Err(Error::UnexpectedResponse(format!(
+                        "key {request_key:?} outside the keyspace"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Whether a request key is the start of the key space (nothing lies before it).
+    pub(crate) fn is_start(&self, request_key: &[u8]) -> bool {
+        match self {
+            Self::Plain => request_key.is_empty(),
+            Self::Keyspace { prefix, .. } => request_key <= &prefix[..],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_keys_pass_through() {
+        let space = KeySpace::Plain;
+        assert_eq!(space.request_key(b"k"), Bytes::from_static(b"k"));
+        assert_eq!(space.request_end(b""), Bytes::new());
+        assert_eq!(space.routing_key(b"k"), Bytes::from_static(b"k"));
+        assert_eq!(space.boundary_to_request(b""), None);
+        assert_eq!(
+            space.boundary_to_request(b"m"),
+            Some(Bytes::from_static(b"m"))
+        );
+        assert!(space.is_start(b""));
+        assert_eq!(
+            space.user_key(Bytes::from_static(b"x")),
+            Ok(Bytes::from_static(b"x"))
+        );
+    }
+
+    #[test]
+    fn keyspace_keys_are_prefixed_and_encoded() {
+        let space = KeySpace::raw(ApiVersion::V2, Some(1)).unwrap_or(KeySpace::Plain);
+        assert_eq!(
+            space.request_key(b"k"),
+            Bytes::from_static(b"r\x00\x00\x01k")
+        );
+        assert_eq!(space.request_end(b""), Bytes::from_static(b"r\x00\x00\x02"));
+        let routing = space.routing_key(b"r\x00\x00\x01k");
+        assert_eq!(
+            codec::decode_bytes(&routing).map(|(k, _)| k),
+            Ok(b"r\x00\x00\x01k".to_vec())
+        );
+        assert_eq!(
+            space.boundary_to_request(&codec::encode_bytes(b"r\x00\x00\x01m")),
+            Some(Bytes::from_static(b"r\x00\x00\x01m"))
+        );
+        // Boundaries past the keyspace clamp to its end.
+        assert_eq!(
+            space.boundary_to_request(&codec::encode_bytes(b"x")),
+            Some(Bytes::from_static(b"r\x00\x00\x02"))
+        );
+        assert_eq!(
+            space.user_key(Bytes::from_static(b"r\x00\x00\x01abc")),
+            Ok(Bytes::from_static(b"abc"))
+        );
+        assert!(
+            space
+                .user_key(Bytes::from_static(b"r\x00\x00\x02abc"))
+                .is_err()
+        );
+        assert!(space.is_start(b"r\x00\x00\x01"));
+    }
+}

@@ -1,0 +1,211 @@
+//! User operations: the commands handles send, what they finish with, and the machine that
+//! runs each one.
+
+use bytes::Bytes;
+
+use super::OpId;
+use super::raw::RawOp;
+use super::shared::{Shared, Wake};
+use crate::error::Error;
+
+/// Largest `limit` a raw scan accepts (client-go `MaxRawKVScanLimit`).
+pub const MAX_RAW_SCAN_LIMIT: u32 = 10_240;
+
+/// An operation a user handle asks the machine to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// A raw KV operation.
+    Raw(RawCommand),
+    /// Allocate one timestamp from PD's TSO.
+    Timestamp,
+}
+
+/// A raw KV operation. Keys are the user's (the machine adds keyspace prefixes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawCommand {
+    /// Read one key.
+    Get {
+        /// The key.
+        key: Bytes,
+        /// Column family ("" = default).
+        cf: String,
+    },
+    /// Read several keys.
+    BatchGet {
+        /// The keys.
+        keys: Vec<Bytes>,
+        /// Column family.
+        cf: String,
+    },
+    /// Write one key.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// Time to live in seconds; 0 = forever.
+        ttl_secs: u64,
+        /// Column family.
+        cf: String,
+        /// Serialize with compare-and-swap (the client's atomic mode).
+        atomic: bool,
+    },
+    /// Write several keys.
+    BatchPut {
+        /// Key-value pairs.
+        pairs: Vec<(Bytes, Bytes)>,
+        /// TTLs in seconds: empty, or one per pair.
+        ttls_secs: Vec<u64>,
+        /// Column family.
+        cf: String,
+        /// Atomic mode.
+        atomic: bool,
+    },
+    /// Delete one key.
+    Delete {
+        /// The key.
+        key: Bytes,
+        /// Column family.
+        cf: String,
+        /// Atomic mode.
+        atomic: bool,
+    },
+    /// Delete several keys.
+    BatchDelete {
+        /// The keys.
+        keys: Vec<Bytes>,
+        /// Column family.
+        cf: String,
+        /// Atomic mode.
+        atomic: bool,
+    },
+    /// Delete every key in `[start, end)` (`end` empty = no upper bound).
+    DeleteRange {
+        /// First key deleted.
+        start: Bytes,
+        /// First key kept.
+        end: Bytes,
+        /// Column family.
+        cf: String,
+    },
+    /// Read up to `limit` pairs in a range: forward over `[start, end)`, or with `reverse`
+    /// downward from `start` (exclusive) to `end` (inclusive), as client-go's ReverseScan.
+    Scan {
+        /// Where the scan starts.
+        start: Bytes,
+        /// Where it stops (empty = no bound).
+        end: Bytes,
+        /// Most pairs returned (at most [`MAX_RAW_SCAN_LIMIT`]).
+        limit: u32,
+        /// Return keys with empty values.
+        key_only: bool,
+        /// Scan downward.
+        reverse: bool,
+        /// Column family.
+        cf: String,
+    },
+    /// A key's remaining time to live.
+    GetKeyTtl {
+        /// The key.
+        key: Bytes,
+        /// Column family.
+        cf: String,
+    },
+    /// Atomically replace a key's value if it currently equals `previous` (`None`: if absent).
+    CompareAndSwap {
+        /// The key.
+        key: Bytes,
+        /// The expected current value.
+        previous: Option<Bytes>,
+        /// The new value.
+        value: Bytes,
+        /// Column family.
+        cf: String,
+        /// Atomic mode (required).
+        atomic: bool,
+    },
+    /// CRC-64 XOR checksum, count and size of the pairs in `[start, end)`.
+    Checksum {
+        /// First key.
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+    },
+}
+
+/// Checksum of a raw key range, as TiKV computes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawChecksum {
+    /// XOR of the CRC-64 of every key and value.
+    pub crc64_xor: u64,
+    /// Number of pairs.
+    pub total_kvs: u64,
+    /// Total size of keys and values.
+    pub total_bytes: u64,
+}
+
+/// What a finished operation produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Done, nothing to return.
+    Unit,
+    /// One value, `None` when the key does not exist.
+    Value(Option<Bytes>),
+    /// Values in the order of the requested keys.
+    Values(Vec<Option<Bytes>>),
+    /// Key-value pairs in scan order.
+    Pairs(Vec<(Bytes, Bytes)>),
+    /// Remaining TTL in seconds (`Some(0)` = no TTL); `None` when the key does not exist.
+    Ttl(Option<u64>),
+    /// Compare-and-swap outcome: the value before, and whether the swap happened.
+    Swapped {
+        /// The value before the operation (`None` = absent).
+        previous: Option<Bytes>,
+        /// Whether the new value was written.
+        succeeded: bool,
+    },
+    /// A checksum.
+    Checksum(RawChecksum),
+    /// A timestamp from TSO.
+    Timestamp(u64),
+}
+
+/// A running operation.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Raw(Box<RawOp>),
+    Timestamp,
+}
+
+impl Op {
+    /// Validates `command` and creates its machine.
+    ///
+    /// Errors with [`Error::InvalidArgument`] for input the operation cannot accept.
+    pub(crate) fn start(command: Command, shared: &mut Shared, _id: OpId) -> Result<Self, Error> {
+        match command {
+            Command::Raw(raw) => Ok(Self::Raw(Box::new(RawOp::new(raw, shared)?))),
+            Command::Timestamp => Ok(Self::Timestamp),
+        }
+    }
+
+    /// Advances the operation; `Some` when it finished.
+    pub(crate) fn drive(
+        &mut self,
+        shared: &mut Shared,
+        id: OpId,
+        wake: Wake,
+    ) -> Option<Result<Output, Error>> {
+        match self {
+            Self::Raw(raw) => raw.drive(shared, id, wake),
+            Self::Timestamp => {
+                if let Some(result) = shared.pd.take_timestamp(id) {
+                    return Some(result.map(Output::Timestamp));
+                }
+                if matches!(wake, Wake::Start) {
+                    shared.request_timestamp(id);
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! PD from the client's side: member discovery with failover, cluster id, region and store
+//! lookups shared by every operation that needs them, and TSO batching.
+//!
+//! ```text
+//!  Discovering ──GetMembers ok──► Ready{leader, cluster_id} ──transport error──► Discovering
+//!       │  ▲                                                     (rotate endpoints, back off)
+//!       └──┘ failure: next endpoint after a backoff
+//! ```
+//!
+//! Requests made while no leader is known are queued and sent once discovery succeeds. Each
+//! PD request is retried with client-go's `pdRPC` backoff up to a budget; when it runs out,
+//! every operation waiting on it fails with the last error.
+
+use std::collections::BTreeMap;
+
+use tikv_proto::pdpb;
+use tikv_proto::rpc::RpcError;
+
+use super::shared::{Owner, Shared};
+use super::{OpId, RequestId};
+use crate::backoff::{BackoffKind, Backoffer};
+use crate::error::Error;
+use crate::rpc::{PdRequest, PdResponse, Request, Response};
+use crate::time::Time;
+
+/// Total backoff one PD request may spend before its waiters fail (client-go's TSO and
+/// region-lookup budgets are of this order).
+const PD_MAX_BACKOFF_MS: u64 = 20_000;
+
+/// What a PD request is for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Purpose {
+    Region { key: Vec<u8>, reverse: bool },
+    Store(u64),
+    Tso,
+}
+
+#[derive(Debug)]
+struct Pending {
+    purpose: Purpose,
+    request: PdRequest,
+    backoff: Backoffer,
+}
+
+/// PD-side state of the client.
+#[derive(Debug)]
+pub(crate) struct PdState {
+    endpoints: Vec<String>,
+    next_endpoint: usize,
+    leader: Option<String>,
+    cluster_id: u64,
+    keyspace_id: Option<u32>,
+    discovery: Option<RequestId>,
+    discovery_backoff: Option<Backoffer>,
+    retry_at: Option<Time>,
+    /// Requests waiting for a leader or for their backoff to pass.
+    queued: Vec<(Time, Pending)>,
+    inflight: BTreeMap<RequestId, Pending>,
+    region_waiters: BTreeMap<(Vec<u8>, bool), Vec<OpId>>,
+    store_waiters: BTreeMap<u64, Vec<OpId>>,
+    tso_waiters: Vec<OpId>,
+    tso_inflight: Option<(RequestId, Vec<OpId>)>,
+    timestamps: BTreeMap<OpId, Result<u64, Error>>,
+    lookup_errors: BTreeMap<OpId, Error>,
+}
+
+impl PdState {
+    pub(crate) fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            next_endpoint: 0,
+            leader: None,
+            cluster_id: 0,
+            keyspace_id: None,
+            discovery: None,
+            discovery_backoff: None,
+            retry_at: None,
+            queued: Vec::new(),
+            inflight: BTreeMap::new(),
+            region_waiters: BTreeMap::new(),
+            store_waiters: BTreeMap::new(),
+            tso_waiters: Vec::new(),
+            tso_inflight: None,
+            timestamps: BTreeMap::new(),
+            lookup_errors: BTreeMap::new(),
+        }
+    }
+
+    /// The cluster id PD reported (0 before discovery).
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The keyspace id in use (API V2), once loaded.
+    pub(crate) fn keyspace_id(&self) -> Option<u32> {
+        self.keyspace_id
+    }
+
+    /// The timestamp allocated to `op`, if it arrived.
+    pub(crate) fn take_timestamp(&mut self, op: OpId) -> Option<Result<u64, Error>> {
+        self.timestamps.remove(&op)
+    }
+
+    pub(crate) fn take_lookup_error(&mut self, op: OpId) -> Option<Error> {
+        self.lookup_errors.remove(&op)
+    }
+
+    pub(crate) fn forget_waiter(&mut self, op: OpId) {
+        for waiters in self.region_waiters.values_mut() {
+            waiters.retain(|w| *w != op);
+        }
+        for waiters in self.store_waiters.values_mut() {
+            waiters.retain(|w| *w != op);
+        }
+        self.tso_waiters.retain(|w| *w != op);
+        if let Some((_, waiters)) = &mut self.tso_inflight {
+            waiters.retain(|w| *w != op);
+        }
+        self.timestamps.remove(&op);
+        self.lookup_errors.remove(&op);
+    }
+}
+
+/// `http://host:port` → `host:port`.
+fn address_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+fn header_error(response: &PdResponse) -> Option<Error> {
+    let error = response.header()?.error.as_ref()?;
+    if error.r#type == pdpb::ErrorType::Ok as i32 {
+        return None;
+    }
+    let kind = pdpb::ErrorType::try_from(error.r#type)
+        .map(|t| t.as_str_name().to_owned())
+        .unwrap_or_else(|_| format!("type {}", error.r#type));
+    Some(Error::Pd {
+        kind,
+        message: error.message.clone(),
+    })
+}
+
+impl Shared {
+    /// Parks `op` until the region for `key` is known, sharing one PD lookup among waiters.
+    pub(crate) fn lookup_region(&mut self, op: OpId, key: &[u8], reverse: bool) {
+        let slot = (key.to_vec(), reverse);
+        let waiters = self.pd.region_waiters.entry(slot).or_default();
+        let first = waiters.is_empty();
+        if !waiters.contains(&op) {
+            waiters.push(op);
+        }
+        if first {
+            let region_key = bytes::Bytes::copy_from_slice(key);
+            let request = pdpb::GetRegionRequest {
+                region_key,
+                ..Default::default()
+            };
+            let request = if reverse {
+                PdRequest::GetPrevRegion(request)
+            } else {
+                PdRequest::GetRegion(request)
+            };
+            self.pd_send(
+                Purpose::Region {
+                    key: key.to_vec(),
+                    reverse,
+                },
+                request,
+            );
+        }
+    }
+
+    /// Parks `op` until the address of store `store_id` is known.
+    pub(crate) fn lookup_store(&mut self, op: OpId, store_id: u64) {
+        let waiters = self.pd.store_waiters.entry(store_id).or_default();
+        let first = waiters.is_empty();
+        if !waiters.contains(&op) {
+            waiters.push(op);
+        }
+        if first {
+            self.pd_send(
+                Purpose::Store(store_id),
+                PdRequest::GetStore(pdpb::GetStoreRequest {
+                    store_id,
+                    ..Default::default()
+                }),
+            );
+        }
+    }
+
+    /// Parks `op` until it has a timestamp (see [`PdState::take_timestamp`]).
+    pub(crate) fn request_timestamp(&mut self, op: OpId) {
+        if !self.pd.tso_waiters.contains(&op) {
+            self.pd.tso_waiters.push(op);
+        }
+    }
+
+    /// Sends one TSO request for every operation waiting, unless one is already in flight
+    /// (waiters arriving meanwhile go with the next one).
+    pub(crate) fn flush_tso(&mut self) {
+        if self.pd.tso_waiters.is_empty() || self.pd.tso_inflight.is_some() {
+            return;
+        }
+        let max = self.config.tso_max_batch.max(1) as usize;
+        let take = self.pd.tso_waiters.len().min(max);
+        let waiters: Vec<OpId> = self.pd.tso_waiters.drain(..take).collect();
+        let count = u32::try_from(waiters.len()).unwrap_or(u32::MAX);
+        let request = PdRequest::Tso(pdpb::TsoRequest {
+            count,
+            ..Default::default()
+        });
+        // The in-flight marker is set before sending so that re-entrant flushes do nothing.
+        self.pd.tso_inflight = Some((RequestId(0), waiters));
+        self.pd_send(Purpose::Tso, request);
+    }
+
+    fn pd_send(&mut self, purpose: Purpose, request: PdRequest) {
+        let backoff = Backoffer::new(PD_MAX_BACKOFF_MS);
+        let pending = Pending {
+            purpose,
+            request,
+            backoff,
+        };
+        self.pd_dispatch(pending);
+    }
+
+    fn pd_dispatch(&mut self, mut pending: Pending) {
+        let Some(leader) = self.pd.leader.clone() else {
+            let now = self.now;
+            self.pd.queued.push((now, pending));
+            self.discover();
+            return;
+        };
+        pending.request.set_cluster_id(self.pd.cluster_id);
+        let timeout = self.config.pd_timeout;
+        let id = self.transmit(
+            Owner::Pd,
+            leader,
+            Request::Pd(pending.request.clone()),
+            timeout,
+        );
+        if pending.purpose == Purpose::Tso
+            && let Some((slot, _)) = &mut self.pd.tso_inflight
+        {
+            *slot = id;
+        }
+        self.pd.inflight.insert(id, pending);
+    }
+
+    /// Starts member discovery if it is not running: GetMembers to the next endpoint.
+    fn discover(&mut self) {
+        if self.pd.discovery.is_some() || self.pd.retry_at.is_some_and(|at| at > self.now) {
+            return;
+        }
+        self.pd.retry_at = None;
+        let index = self.pd.next_endpoint % self.pd.endpoints.len().max(1);
+        let Some(endpoint) = self.pd.endpoints.get(index).cloned() else {
+            return;
+        };
+        let timeout = self.config.pd_timeout;
+        let id = self.transmit(
+            Owner::Pd,
+            endpoint,
+            Request::Pd(PdRequest::GetMembers(pdpb::GetMembersRequest::default())),
+            timeout,
+        );
+        self.pd.discovery = Some(id);
+    }
+
+    pub(crate) fn on_pd_reply(&mut self, id: RequestId, reply: Result<Response, RpcError>) {
+        if self.pd.discovery == Some(id) {
+            self.pd.discovery = None;
+            self.on_members(reply);
+            return;
+        }
+        let Some(pending) = self.pd.inflight.remove(&id) else {
+            return;
+        };
+        let response = match reply {
+            Ok(Response::Pd(response)) => response,
+            Ok(Response::Store(_)) => {
+                let err = Error::UnexpectedResponse("store response to a PD request".into());
+                self.pd_give_up(pending, err);
+                return;
+            }
+            Err(err) => {
+                // The leader may have moved or died: rediscover, then retry after a backoff.
+                self.pd.leader = None;
+                self.pd_retry(pending, Error::Rpc(err));
+                return;
+            }
+        };
+        if let Some(err) = header_error(&response) {
+            self.pd_retry(pending, err);
+            return;
+        }
+        match (pending.purpose.clone(), response) {
+            (Purpose::Tso, PdResponse::Tso(tso)) => self.on_tso(tso),
+            (Purpose::Region { key, reverse }, PdResponse::GetRegion(r))
+            | (Purpose::Region { key, reverse }, PdResponse::GetPrevRegion(r)) => {
+                self.on_region(pending, key, reverse, r);
+            }
+            (Purpose::Store(store_id), PdResponse::GetStore(r)) => {
+                self.on_store(pending, store_id, r);
+            }
+            (_, other) => {
+                let err = Error::UnexpectedResponse(format!("PD answered {other:?}"));
+                self.pd_give_up(pending, err);
+            }
+        }
+    }
+
+    fn on_members(&mut self, reply: Result<Response, RpcError>) {
+        let outcome = match reply {
+            Ok(Response::Pd(PdResponse::GetMembers(members))) => {
+                let cluster_id = members.header.as_ref().map_or(0, |h| h.cluster_id);
+                let leader = members
+                    .leader
+                    .as_ref()
+                    .and_then(|leader| leader.client_urls.first())
+                    .map(|url| address_of(url));
+                match leader {
+                    Some(leader) if cluster_id != 0 => Ok((cluster_id, leader)),
+                    _ => Err(Error::Pd {
+                        kind: "NO_LEADER".to_owned(),
+                        message: "PD reported no leader or no cluster id".to_owned(),
+                    }),
+                }
+            }
+            Ok(other) => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+            Err(err) => Err(Error::Rpc(err)),
+        };
+        match outcome {
+            Ok((cluster_id, leader)) => {
+                self.pd.cluster_id = cluster_id;
+                self.pd.leader = Some(leader);
+                self.pd.discovery_backoff = None;
+                let queued = std::mem::take(&mut self.pd.queued);
+                let now = self.now;
+                for (due, pending) in queued {
+                    if due <= now {
+                        self.pd_dispatch(pending);
+                    } else {
+                        self.pd.queued.push((due, pending));
+                    }
+                }
+            }
+            Err(err) => {
+                self.pd.next_endpoint = self.pd.next_endpoint.wrapping_add(1);
+                let backoff = self
+                    .pd
+                    .discovery_backoff
+                    .get_or_insert_with(|| Backoffer::new(PD_MAX_BACKOFF_MS));
+                match backoff.next_sleep(BackoffKind::PdRpc, &mut self.rng, &err) {
+                    Ok(sleep) => {
+                        let at = self.now + sleep;
+                        self.pd.retry_at = Some(at);
+                        self.schedule_pd_timer(at);
+                    }
+                    Err(_) => {
+                        // Discovery keeps failing: everything waiting on PD fails, and the
+                        // next request starts discovery afresh.
+                        self.pd.discovery_backoff = None;
+                        let queued = std::mem::take(&mut self.pd.queued);
+                        for (_, pending) in queued {
+                            self.pd_give_up(pending, err.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn pd_retry(&mut self, mut pending: Pending, err: Error) {
+        match pending
+            .backoff
+            .next_sleep(BackoffKind::PdRpc, &mut self.rng, &err)
+        {
+            Ok(sleep) => {
+                let at = self.now + sleep;
+                self.pd.queued.push((at, pending));
+                self.schedule_pd_timer(at);
+            }
+            Err(_) => self.pd_give_up(pending, err),
+        }
+    }
+
+    pub(crate) fn on_pd_timer(&mut self) {
+        if self.pd.retry_at.is_some_and(|at| at <= self.now) {
+            self.pd.retry_at = None;
+        }
+        if self.pd.leader.is_none() {
+            if !self.pd.queued.is_empty() {
+                self.discover();
+            }
+            return;
+        }
+        let queued = std::mem::take(&mut self.pd.queued);
+        let now = self.now;
+        for (due, pending) in queued {
+            if due <= now {
+                self.pd_dispatch(pending);
+            } else {
+                self.pd.queued.push((due, pending));
+            }
+        }
+    }
+
+    /// Fails every operation waiting on `pending` with `err`.
+    fn pd_give_up(&mut self, pending: Pending, err: Error) {
+        let waiters = match pending.purpose {
+            Purpose::Region { key, reverse } => self
+                .pd
+                .region_waiters
+                .remove(&(key, reverse))
+                .unwrap_or_default(),
+            Purpose::Store(store_id) => self.pd.store_waiters.remove(&store_id).unwrap_or_default(),
+            Purpose::Tso => {
+                let waiters = self
+                    .pd
+                    .tso_inflight
+                    .take()
+                    .map(|(_, w)| w)
+                    .unwrap_or_default();
+                for op in &waiters {
+                    self.pd.timestamps.insert(*op, Err(err.clone()));
+                    self.wake(*op);
+                }
+                return;
+            }
+        };
+        for op in waiters {
+            self.pd.lookup_errors.insert(op, err.clone());
+            self.wake(op);
+        }
+    }
+
+    fn on_tso(&mut self, tso: pdpb::TsoResponse) {
+        let waiters = self
+            .pd
+            .tso_inflight
+            .take()
+            .map(|(_, w)| w)
+            .unwrap_or_default();
+        let count = u64::try_from(waiters.len()).unwrap_or(u64::MAX);
+        let result = match tso.timestamp {
+            Some(ts) if u64::from(tso.count) == count && ts.physical >= 0 && ts.logical >= 0 => {
+                // PD returns the last timestamp of the batch; hand them out in order.
+                let last = ((ts.physical as u64) << 18) | (ts.logical as u64);
+                last.checked_sub(count.saturating_sub(1))
+                    .ok_or_else(|| Error::UnexpectedResponse("TSO underflow".into()))
+                    .map(|first| (first, last))
+            }
+            _ => Err(Error::UnexpectedResponse(format!(
+                "TSO answered count {} for {count} waiters",
+                tso.count
+            ))),
+        };
+        for (i, op) in waiters.into_iter().enumerate() {
+            let value = result
+                .clone()
+                .map(|(first, _)| first + u64::try_from(i).unwrap_or(0));
+            self.pd.timestamps.insert(op, value);
+            self.wake(op);
+        }
+        // Anyone who asked while this request was in flight goes now.
+        self.flush_tso();
+    }
+
+    fn on_region(
+        &mut self,
+        pending: Pending,
+        key: Vec<u8>,
+        reverse: bool,
+        response: pdpb::GetRegionResponse,
+    ) {
+        let Some(region) = response.region else {
+            // PD knows no region here yet (e.g. during a split); try again after a backoff.
+            let err = Error::RegionUnavailable(format!(
+                "PD has no region for key {:?}",
+                String::from_utf8_lossy(&key)
+            ));
+            self.pd_retry(pending, err);
+            return;
+        };
+        let now = self.now;
+        if let Err(err) = self
+            .regions
+            .insert(region, response.leader.as_ref(), now, &mut self.rng)
+        {
+            // A stale answer (a lagging PD) or a region without peers: ask again later.
+            self.pd_retry(pending, Error::RegionUnavailable(err.to_string()));
+            return;
+        }
+        for op in self
+            .pd
+            .region_waiters
+            .remove(&(key, reverse))
+            .unwrap_or_default()
+        {
+            self.wake(op);
+        }
+    }
+
+    fn on_store(&mut self, pending: Pending, store_id: u64, response: pdpb::GetStoreResponse) {
+        let resolved = match &response.store {
+            Some(store) => matches!(
+                self.regions.stores_mut().on_store_meta(store),
+                Ok(crate::region::StoreUpdate::Resolved
+                    | crate::region::StoreUpdate::Changed
+                    | crate::region::StoreUpdate::Unchanged)
+            ),
+            None => {
+                self.regions.stores_mut().on_store_not_found(store_id);
+                false
+            }
+        };
+        if resolved {
+            for op in self.pd.store_waiters.remove(&store_id).unwrap_or_default() {
+                self.wake(op);
+            }
+        } else {
+            // The store is gone: regions naming it are stale. Waiters fail this attempt and
+            // retry through their own backoff, which reloads the region.
+            let err = Error::RegionUnavailable(format!("store {store_id} is gone"));
+            self.pd_give_up(pending, err);
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! State every operation shares: configuration, PRNG, PD and TSO state, the region cache and
+//! store table, in-flight requests, timers, and the output queues.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use tikv_proto::metapb;
+use tikv_proto::rpc::RpcError;
+
+use super::pd::PdState;
+use super::{Event, OpId, RequestId};
+use crate::config::Config;
+use crate::error::Error;
+use crate::rand::Rng;
+use crate::region::{InvalidReason, RegionCache, RegionCacheConfig, RegionVerId};
+use crate::rpc::{Request, Response, StoreRequest};
+use crate::time::Time;
+
+/// One request for the driver to send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transmit {
+    /// Echo this in [`super::Core::handle_reply`].
+    pub id: RequestId,
+    /// Where to send it: `host:port` of a store or of the PD leader.
+    pub address: String,
+    /// What to send.
+    pub request: Request,
+    /// How long the call may take; the machine also enforces this itself.
+    pub timeout: Duration,
+}
+
+/// Why an operation is being driven.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    /// It was just created.
+    Start,
+    /// A reply to one of its requests arrived (or the request timed out).
+    Reply(RequestId, Result<Response, RpcError>),
+    /// One of its timers fired.
+    Timer,
+    /// Something it was parked on (a region lookup, a store lookup, a timestamp) completed.
+    Resume,
+}
+
+/// A timer that fired, for the machine to dispatch.
+#[derive(Debug)]
+pub(crate) enum Expired {
+    /// An operation's wake-up timer.
+    Op(OpId),
+    /// A request's deadline (its timeout given): the operation gets a deadline error for it.
+    Request(OpId, RequestId, Duration),
+}
+
+/// Who waits for a request's reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// A user operation.
+    Op(OpId),
+    /// The PD machinery (lookups, TSO, discovery).
+    Pd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Op(OpId),
+    Request(RequestId),
+    Pd,
+}
+
+/// Where a request for a region goes, as the cache knows it now.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Route {
+    /// The region (id, epoch, range, peers).
+    pub region: metapb::Region,
+    /// The region's id and epoch, for reporting errors against this version.
+    pub ver_id: RegionVerId,
+    /// The peer the request goes to (the leader, as far as the cache knows).
+    pub peer: metapb::Peer,
+    /// The index of that peer among the region's peers.
+    pub peer_index: usize,
+    /// That peer's store address.
+    pub address: String,
+}
+
+/// Result of asking for a route.
+#[derive(Debug)]
+pub(crate) enum Routing {
+    /// Route known.
+    Ready(Route),
+    /// The operation was parked on a PD lookup and will be resumed.
+    Parked,
+    /// The lookup failed for good.
+    Failed(Error),
+}
+
+#[derive(Debug)]
+struct InFlight {
+    owner: Owner,
+    deadline: Time,
+    timeout: Duration,
+}
+
+/// The shared state.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) rng: Rng,
+    pub(crate) now: Time,
+    pub(crate) pd: PdState,
+    pub(crate) regions: RegionCache,
+    next_request: u64,
+    inflight: BTreeMap<RequestId, InFlight>,
+    timers: BTreeSet<(Time, TimerKey)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    wakeups: BTreeSet<OpId>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, pd_endpoints: Vec<String>, now: Time) -> Self {
+        let rng = Rng::new(config.rng_seed);
+        Self {
+            pd: PdState::new(pd_endpoints),
+            regions: RegionCache::new(RegionCacheConfig {
+                ttl: config.region_cache_ttl,
+                ttl_jitter: config.region_cache_ttl_jitter,
+            }),
+            config,
+            rng,
+            now,
+            next_request: 1,
+            inflight: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            wakeups: BTreeSet::new(),
+        }
+    }
+
+    /// Moves the clock forward (never backward: inputs must arrive in time order).
+    pub(crate) fn advance(&mut self, now: Time) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    pub(crate) fn next_request_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        id
+    }
+
+    /// Queues a request and remembers who waits for it.
+    pub(crate) fn transmit(
+        &mut self,
+        owner: Owner,
+        address: String,
+        request: Request,
+        timeout: Duration,
+    ) -> RequestId {
+        let id = self.next_request_id();
+        let deadline = self.now + timeout;
+        self.inflight.insert(
+            id,
+            InFlight {
+                owner,
+                deadline,
+                timeout,
+            },
+        );
+        self.timers.insert((deadline, TimerKey::Request(id)));
+        self.transmits.push_back(Transmit {
+            id,
+            address,
+            request,
+            timeout,
+        });
+        id
+    }
+
+    /// Sends a store request for operation `op` along `route`, filling the context.
+    pub(crate) fn send_store(
+        &mut self,
+        op: OpId,
+        route: &Route,
+        mut request: StoreRequest,
+        timeout: Duration,
+        is_retry: bool,
+    ) -> RequestId {
+        let api_version = self.config.api_version.to_proto();
+        let cluster_id = self.pd.cluster_id();
+        let keyspace_id = self.pd.keyspace_id();
+        let context = request.context_mut();
+        context.region_id = route.region.id;
+        context.region_epoch = route.region.region_epoch;
+        context.peer = Some(route.peer);
+        context.api_version = api_version as i32;
+        context.cluster_id = cluster_id;
+        context.is_retry_request = is_retry;
+        if let Some(keyspace_id) = keyspace_id {
+            context.keyspace = Some(tikv_proto::kvrpcpb::context::Keyspace::KeyspaceId(
+                keyspace_id,
+            ));
+        }
+        self.transmit(
+            Owner::Op(op),
+            route.address.clone(),
+            Request::Store(request),
+            timeout,
+        )
+    }
+
+    /// Routes a reply to its owner; PD replies are handled here, operation replies are
+    /// returned for the machine to deliver. Unknown ids (timed out, cancelled) are dropped.
+    pub(crate) fn on_reply(
+        &mut self,
+        id: RequestId,
+        reply: Result<Response, RpcError>,
+    ) -> Option<(OpId, Result<Response, RpcError>)> {
+        let inflight = self.inflight.remove(&id)?;
+        self.timers
+            .remove(&(inflight.deadline, TimerKey::Request(id)));
+        match inflight.owner {
+            Owner::Op(op) => Some((op, reply)),
+            Owner::Pd => {
+                self.on_pd_reply(id, reply);
+                None
+            }
+        }
+    }
+
+    /// Wakes operation `op` at `at` (or at once if that has passed).
+    pub(crate) fn wake_at(&mut self, op: OpId, at: Time) {
+        self.timers.insert((at, TimerKey::Op(op)));
+    }
+
+    pub(crate) fn schedule_pd_timer(&mut self, at: Time) {
+        self.timers.insert((at, TimerKey::Pd));
+    }
+
+    /// Marks a parked operation ready to resume.
+    pub(crate) fn wake(&mut self, op: OpId) {
+        self.wakeups.insert(op);
+    }
+
+    pub(crate) fn take_wakeups(&mut self) -> Vec<OpId> {
+        std::mem::take(&mut self.wakeups).into_iter().collect()
+    }
+
+    /// Removes and returns the timers due now; PD timers are handled here.
+    pub(crate) fn take_due_timers(&mut self) -> Vec<Expired> {
+        let mut expired = Vec::new();
+        let mut pd_due = false;
+        while let Some(&(at, key)) = self.timers.first() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop_first();
+            match key {
+                TimerKey::Op(op) => expired.push(Expired::Op(op)),
+                TimerKey::Pd => pd_due = true,
+                TimerKey::Request(id) => {
+                    let Some(inflight) = self.inflight.remove(&id) else {
+                        continue;
+                    };
+                    match inflight.owner {
+                        Owner::Op(op) => expired.push(Expired::Request(op, id, inflight.timeout)),
+                        Owner::Pd => {
+                            self.on_pd_reply(id, Err(RpcError::DeadlineExceeded(inflight.timeout)))
+                        }
+                    }
+                }
+            }
+        }
+        if pd_due {
+            self.on_pd_timer();
+        }
+        expired
+    }
+
+    /// Drops every trace of a finished or cancelled operation.
+    pub(crate) fn forget_op(&mut self, op: OpId) {
+        let ids: Vec<RequestId> = self
+            .inflight
+            .iter()
+            .filter(|(_, inflight)| inflight.owner == Owner::Op(op))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(inflight) = self.inflight.remove(&id) {
+                self.timers
+                    .remove(&(inflight.deadline, TimerKey::Request(id)));
+            }
+        }
+        self.wakeups.remove(&op);
+        self.pd.forget_waiter(op);
+        // Op timers are few; a stale one only causes a harmless spurious drive of nothing.
+        self.timers.retain(|(_, key)| *key != TimerKey::Op(op));
+    }
+
+    pub(crate) fn finish(&mut self, op: OpId, result: Result<super::Output, Error>) {
+        self.events.push_back(Event::Done(op, result));
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            // Every operation that asked for a timestamp since the last TSO request is served
+            // by this one: batching falls out of draining.
+            self.flush_tso();
+        }
+        self.transmits.pop_front()
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Time> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Where a request for the region containing `key` (or, with `reverse`, the region just
+    /// before `key`) goes; parks `op` on a PD lookup when the cache cannot say.
+    pub(crate) fn route(&mut self, op: OpId, key: &[u8], reverse: bool) -> Routing {
+        if let Some(error) = self.pd.take_lookup_error(op) {
+            return Routing::Failed(error);
+        }
+        let now = self.now;
+        let located = if reverse {
+            self.regions.locate_end_key(key, now)
+        } else {
+            self.regions.locate_key(key, now)
+        };
+        let Some(region) = located else {
+            self.lookup_region(op, key, reverse);
+            return Routing::Parked;
+        };
+        let Some(peer) = region.work_peer().copied() else {
+            // A region without peers cannot be served; ask PD again.
+            self.regions
+                .invalidate(region.ver_id(), InvalidReason::NoLeader);
+            self.lookup_region(op, key, reverse);
+            return Routing::Parked;
+        };
+        match self.regions.stores().address(peer.store_id) {
+            Some(address) => Routing::Ready(Route {
+                region: region.meta().clone(),
+                ver_id: region.ver_id(),
+                peer,
+                peer_index: region.work_index(),
+                address: address.to_owned(),
+            }),
+            None => {
+                self.lookup_store(op, peer.store_id);
+                Routing::Parked
+            }
+        }
+    }
+
+    /// Applies what a region error taught about the cache (see `retry::RegionRetry`).
+    pub(crate) fn apply_region_retry(&mut self, route: &Route, retry: &super::retry::RegionRetry) {
+        use super::retry::RegionRetry;
+        match retry {
+            RegionRetry::UpdateLeader {
+                leader_store_id,
+                leader_peer_id,
+            } => {
+                let leader = metapb::Peer {
+                    id: *leader_peer_id,
+                    store_id: *leader_store_id,
+                    ..Default::default()
+                };
+                // A leader outside the cached peers invalidates the region inside the cache.
+                self.regions.update_leader(route.ver_id, &leader);
+            }
+            RegionRetry::Relocate {
+                current_regions,
+                refresh_store,
+                ..
+            } => {
+                if current_regions.is_empty() {
+                    self.regions.invalidate(route.ver_id, InvalidReason::Other);
+                } else {
+                    let now = self.now;
+                    self.regions.on_epoch_not_match(
+                        route.ver_id,
+                        current_regions,
+                        route.peer.store_id,
+                        now,
+                        &mut self.rng,
+                    );
+                }
+                if *refresh_store {
+                    let epoch = self
+                        .regions
+                        .stores()
+                        .get(route.peer.store_id)
+                        .map_or(0, crate::region::Store::epoch);
+                    self.regions
+                        .stores_mut()
+                        .mark_needs_refresh(route.peer.store_id, epoch);
+                }
+            }
+            RegionRetry::Backoff(_) | RegionRetry::Fail(_) => {}
+        }
+    }
+
+    /// After a transport failure towards `route`: move on to the next peer and have PD
+    /// re-check the store.
+    pub(crate) fn on_send_failure(&mut self, route: &Route) {
+        // client-go's onSendFail for leader requests: try the next peer (it answers with the
+        // leader if it is not one), and have PD re-check the store's address.
+        let store_id = route.peer.store_id;
+        let epoch = self
+            .regions
+            .stores()
+            .get(store_id)
+            .map_or(0, crate::region::Store::epoch);
+        self.regions
+            .stores_mut()
+            .mark_needs_refresh(store_id, epoch);
+        if !self
+            .regions
+            .switch_to_next_peer(route.ver_id, route.peer_index)
+        {
+            self.regions.invalidate(route.ver_id, InvalidReason::Other);
+        }
+    }
+}
