@@ -115,6 +115,14 @@ macro_rules! store_rpcs {
                 }
             }
 
+            /// Sets the response's region error.
+            pub fn set_region_error(&mut self, err: errorpb::Error) {
+                match self {
+                    $( Self::$b_variant(r) => r.region_error = Some(err), )*
+                    $( Self::$u_variant(r) => r.region_error = Some(err), )*
+                }
+            }
+
             /// Takes the region error out of the response.
             pub fn take_region_error(&mut self) -> Option<errorpb::Error> {
                 match self {
@@ -129,6 +137,15 @@ macro_rules! store_rpcs {
                 match cmd {
                     $( BatchResponseCmd::$b_variant(r) => Some(Self::$b_variant(r)), )*
                     _ => None,
+                }
+            }
+
+            /// An empty response of the command's type: what a store with nothing to report
+            /// answers. Test responders and fuzzers start from it.
+            pub fn empty_for(request: &StoreRequest) -> Self {
+                match request {
+                    $( StoreRequest::$b_variant(_) => Self::$b_variant(Default::default()), )*
+                    $( StoreRequest::$u_variant(_) => Self::$u_variant(Default::default()), )*
                 }
             }
 

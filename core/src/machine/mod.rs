@@ -21,6 +21,9 @@ mod pd;
 mod raw;
 mod retry;
 mod shared;
+pub mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 

@@ -222,10 +222,7 @@ mod tests {
     fn split_range_stops_at_the_hole() {
         let mut cache = cache_with_hole();
         let split = cache.split_range(b"a", b"z", Time::ZERO);
-        assert_eq!(
-            pieces(&split),
-            [(1, &b"a"[..], &b"b"[..]), (2, b"b", b"d")]
-        );
+        assert_eq!(pieces(&split), [(1, &b"a"[..], &b"b"[..]), (2, b"b", b"d")]);
         assert_eq!(split.missing.as_deref(), Some(&b"d"[..]));
         assert!(!split.is_complete());
 
@@ -236,8 +233,14 @@ mod tests {
         let split = cache.split_range(b"", b"c", Time::ZERO);
         assert_eq!(pieces(&split), [(1, &b""[..], &b"b"[..]), (2, b"b", b"c")]);
         // Empty or inverted ranges have nothing to route.
-        assert_eq!(cache.split_range(b"c", b"c", Time::ZERO), RangeSplit::default());
-        assert_eq!(cache.split_range(b"c", b"a", Time::ZERO), RangeSplit::default());
+        assert_eq!(
+            cache.split_range(b"c", b"c", Time::ZERO),
+            RangeSplit::default()
+        );
+        assert_eq!(
+            cache.split_range(b"c", b"a", Time::ZERO),
+            RangeSplit::default()
+        );
     }
 
     #[test]

@@ -193,13 +193,20 @@ impl Stores {
     pub fn address(&self, id: u64) -> Option<&str> {
         self.stores
             .get(&id)
-            .filter(|store| matches!(store.state, ResolveState::Resolved | ResolveState::NeedCheck))
+            .filter(|store| {
+                matches!(
+                    store.state,
+                    ResolveState::Resolved | ResolveState::NeedCheck
+                )
+            })
             .map(Store::address)
     }
 
     /// Adds store `id` as unresolved unless it is already known; returns it.
     pub fn ensure(&mut self, id: u64) -> &Store {
-        self.stores.entry(id).or_insert_with(|| Store::unresolved(id))
+        self.stores
+            .entry(id)
+            .or_insert_with(|| Store::unresolved(id))
     }
 
     /// Applies PD's description of a store; returns what changed.
@@ -304,8 +311,10 @@ impl Stores {
         labels: &'a [metapb::StoreLabel],
     ) -> impl Iterator<Item = &'a Store> + 'a {
         self.stores.values().filter(move |store| {
-            matches!(store.state, ResolveState::Resolved | ResolveState::NeedCheck)
-                && store.labels_match(labels)
+            matches!(
+                store.state,
+                ResolveState::Resolved | ResolveState::NeedCheck
+            ) && store.labels_match(labels)
         })
     }
 

@@ -1,0 +1,326 @@
+//! Scripted drivers for the machine: run it against made-up answers, with virtual time.
+//!
+//! Used by the machine's own tests, property tests and fuzz targets. [`Responder`] answers
+//! PD's discovery, region and store lookups with a one-store, one-region cluster, and every
+//! store request with an empty response of the right type; a script of [`Fault`]s replaces
+//! answers with transport errors, region errors or silence. [`run`] drives a machine until
+//! every operation has finished, failing when it does not within a bound.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tikv_proto::rpc::RpcError;
+use tikv_proto::{errorpb, metapb, pdpb};
+
+use super::{Core, Event, OpId, Output, RequestId, Transmit};
+use crate::error::Error;
+use crate::rpc::{PdRequest, PdResponse, Request, Response, StoreResponse};
+use crate::time::Time;
+
+/// What to do with one request instead of answering it normally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    None,
+    /// Fail it in the transport (connection lost).
+    Transport,
+    /// Never answer (the machine's deadline must fire).
+    Drop,
+    /// Answer a store request with this region error kind.
+    Region(RegionFault),
+}
+
+/// A region error to answer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionFault {
+    /// NotLeader naming the same peer again.
+    NotLeader,
+    /// NotLeader without a leader.
+    NoLeader,
+    /// EpochNotMatch without current regions.
+    EpochNotMatch,
+    /// ServerIsBusy.
+    ServerIsBusy,
+    /// RegionNotFound.
+    RegionNotFound,
+    /// StaleCommand.
+    StaleCommand,
+}
+
+/// Answers requests for a one-store, one-region cluster.
+#[derive(Debug)]
+pub struct Responder {
+    /// The cluster id PD reports.
+    pub cluster_id: u64,
+    /// The one store's address.
+    pub store_address: String,
+    next_ts: u64,
+}
+
+impl Default for Responder {
+    fn default() -> Self {
+        Self {
+            cluster_id: 1,
+            store_address: "store-1:20160".to_owned(),
+            next_ts: 1 << 18,
+        }
+    }
+}
+
+fn region() -> metapb::Region {
+    metapb::Region {
+        id: 2,
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![metapb::Peer {
+            id: 3,
+            store_id: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+impl Responder {
+    /// The normal answer to `transmit`.
+    pub fn answer(&mut self, transmit: &Transmit) -> Result<Response, RpcError> {
+        let header = Some(pdpb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            ..Default::default()
+        });
+        let response = match &transmit.request {
+            Request::Store(request) => Response::Store(StoreResponse::empty_for(request)),
+            Request::Pd(PdRequest::GetMembers(_)) => {
+                let member = pdpb::Member {
+                    name: "pd".into(),
+                    client_urls: vec!["http://pd:2379".into()],
+                    ..Default::default()
+                };
+                Response::Pd(PdResponse::GetMembers(pdpb::GetMembersResponse {
+                    header,
+                    members: vec![member.clone()],
+                    leader: Some(member),
+                    ..Default::default()
+                }))
+            }
+            Request::Pd(PdRequest::Tso(tso)) => {
+                self.next_ts += u64::from(tso.count);
+                let last = self.next_ts - 1;
+                Response::Pd(PdResponse::Tso(pdpb::TsoResponse {
+                    header,
+                    count: tso.count,
+                    timestamp: Some(pdpb::Timestamp {
+                        physical: i64::try_from(last >> 18).unwrap_or(0),
+                        logical: i64::try_from(last & ((1 << 18) - 1)).unwrap_or(0),
+                        ..Default::default()
+                    }),
+                }))
+            }
+            Request::Pd(
+                PdRequest::GetRegion(_) | PdRequest::GetPrevRegion(_) | PdRequest::GetRegionById(_),
+            ) => {
+                let region = region();
+                let response = pdpb::GetRegionResponse {
+                    header,
+                    leader: region.peers.first().copied(),
+                    region: Some(region),
+                    ..Default::default()
+                };
+                Response::Pd(match &transmit.request {
+                    Request::Pd(PdRequest::GetPrevRegion(_)) => PdResponse::GetPrevRegion(response),
+                    Request::Pd(PdRequest::GetRegionById(_)) => PdResponse::GetRegionById(response),
+                    _ => PdResponse::GetRegion(response),
+                })
+            }
+            Request::Pd(PdRequest::GetStore(request)) => {
+                Response::Pd(PdResponse::GetStore(pdpb::GetStoreResponse {
+                    header,
+                    store: Some(metapb::Store {
+                        id: request.store_id,
+                        address: self.store_address.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }))
+            }
+            Request::Pd(PdRequest::ScanRegions(_)) => {
+                Response::Pd(PdResponse::ScanRegions(pdpb::ScanRegionsResponse {
+                    header,
+                    ..Default::default()
+                }))
+            }
+            Request::Pd(PdRequest::GetAllStores(_)) => {
+                Response::Pd(PdResponse::GetAllStores(pdpb::GetAllStoresResponse {
+                    header,
+                    ..Default::default()
+                }))
+            }
+        };
+        Ok(response)
+    }
+
+    /// The answer to `transmit` with `fault` applied; `None` means no answer at all.
+    pub fn answer_with(
+        &mut self,
+        transmit: &Transmit,
+        fault: &Fault,
+    ) -> Option<Result<Response, RpcError>> {
+        match fault {
+            Fault::None => Some(self.answer(transmit)),
+            Fault::Drop => None,
+            Fault::Transport => Some(Err(RpcError::ConnectionLost("injected".into()))),
+            Fault::Region(kind) => {
+                let Request::Store(request) = &transmit.request else {
+                    return Some(self.answer(transmit));
+                };
+                let mut response = StoreResponse::empty_for(request);
+                set_region_error(&mut response, region_error(*kind));
+                Some(Ok(Response::Store(response)))
+            }
+        }
+    }
+}
+
+fn region_error(kind: RegionFault) -> errorpb::Error {
+    let mut err = errorpb::Error {
+        message: format!("{kind:?}"),
+        ..Default::default()
+    };
+    match kind {
+        RegionFault::NotLeader => {
+            err.not_leader = Some(errorpb::NotLeader {
+                region_id: 2,
+                leader: region().peers.first().copied(),
+            });
+        }
+        RegionFault::NoLeader => {
+            err.not_leader = Some(errorpb::NotLeader {
+                region_id: 2,
+                leader: None,
+            });
+        }
+        RegionFault::EpochNotMatch => err.epoch_not_match = Some(Default::default()),
+        RegionFault::ServerIsBusy => err.server_is_busy = Some(Default::default()),
+        RegionFault::RegionNotFound => err.region_not_found = Some(Default::default()),
+        RegionFault::StaleCommand => err.stale_command = Some(Default::default()),
+    }
+    err
+}
+
+fn set_region_error(response: &mut StoreResponse, err: errorpb::Error) {
+    response.set_region_error(err);
+}
+
+/// What [`run`] observed.
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    /// Each operation's result.
+    pub results: BTreeMap<OpId, Result<Output, Error>>,
+    /// One line per request sent, reply fed, timeout handled and operation finished, with
+    /// virtual times: stable across runs, so tests snapshot it.
+    pub trace: Vec<String>,
+}
+
+/// A short, stable description of a request.
+pub fn describe(request: &Request) -> String {
+    match request {
+        Request::Store(store) => {
+            let region = store.context().map_or(0, |c| c.region_id);
+            format!("{} region={region}", store.name())
+        }
+        Request::Pd(pd) => match pd {
+            PdRequest::GetMembers(_) => "pd.GetMembers".to_owned(),
+            PdRequest::Tso(r) => format!("pd.Tso count={}", r.count),
+            PdRequest::GetRegion(r) => format!(
+                "pd.GetRegion key={:?}",
+                String::from_utf8_lossy(&r.region_key)
+            ),
+            PdRequest::GetPrevRegion(r) => {
+                format!(
+                    "pd.GetPrevRegion key={:?}",
+                    String::from_utf8_lossy(&r.region_key)
+                )
+            }
+            PdRequest::GetRegionById(r) => format!("pd.GetRegionById id={}", r.region_id),
+            PdRequest::ScanRegions(_) => "pd.ScanRegions".to_owned(),
+            PdRequest::GetStore(r) => format!("pd.GetStore id={}", r.store_id),
+            PdRequest::GetAllStores(_) => "pd.GetAllStores".to_owned(),
+        },
+    }
+}
+
+fn describe_reply(reply: &Result<Response, RpcError>) -> String {
+    match reply {
+        Ok(Response::Store(response)) => match response.region_error() {
+            Some(err) => format!("region error: {}", err.message),
+            None => "ok".to_owned(),
+        },
+        Ok(Response::Pd(_)) => "ok".to_owned(),
+        Err(err) => format!("error: {err}"),
+    }
+}
+
+/// Drives `core` with `responder`, applying `faults` to requests in the order they are sent
+/// (then answering normally), until no operation is in flight.
+///
+/// Errors when more than `max_steps` inputs are needed: a livelock, or an operation that
+/// never finishes.
+pub fn run(
+    core: &mut Core,
+    responder: &mut Responder,
+    faults: &[Fault],
+    mut now: Time,
+    max_steps: usize,
+) -> Result<RunOutcome, String> {
+    let mut outcome = RunOutcome::default();
+    let mut next_fault = 0usize;
+    let mut queue: std::collections::VecDeque<(RequestId, Result<Response, RpcError>)> =
+        std::collections::VecDeque::new();
+    for _ in 0..max_steps {
+        while let Some(transmit) = core.poll_transmit() {
+            let fault = faults.get(next_fault).cloned().unwrap_or(Fault::None);
+            next_fault += 1;
+            outcome.trace.push(format!(
+                "{now} -> #{} {} {}{}",
+                transmit.id.0,
+                transmit.address,
+                describe(&transmit.request),
+                if fault == Fault::None {
+                    String::new()
+                } else {
+                    format!(" [{fault:?}]")
+                }
+            ));
+            if let Some(reply) = responder.answer_with(&transmit, &fault) {
+                queue.push_back((transmit.id, reply));
+            }
+        }
+        while let Some(Event::Done(op, result)) = core.poll_event() {
+            outcome
+                .trace
+                .push(format!("{now} done op{} {result:?}", op.0));
+            outcome.results.insert(op, result);
+        }
+        if core.ops_in_flight() == 0 && queue.is_empty() {
+            return Ok(outcome);
+        }
+        if let Some((id, reply)) = queue.pop_front() {
+            outcome
+                .trace
+                .push(format!("{now} <- #{} {}", id.0, describe_reply(&reply)));
+            core.handle_reply(now, id, reply);
+            continue;
+        }
+        match core.poll_timeout() {
+            Some(at) => {
+                now = now.max(at);
+                outcome.trace.push(format!("{now} timeout"));
+                core.handle_timeout(now);
+            }
+            None => return Err("operations in flight but nothing to wait for".to_owned()),
+        }
+    }
+    Err(format!("not finished after {max_steps} steps"))
+}

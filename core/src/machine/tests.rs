@@ -1,0 +1,459 @@
+//! Tests of the client machine against scripted answers.
+
+use bytes::Bytes;
+use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
+
+use super::testing::{Fault, RegionFault, Responder, run};
+use super::*;
+use crate::config::{ApiVersion, Config};
+use crate::rpc::{PdRequest, Request};
+
+fn core() -> Core {
+    match Core::new(Config::default(), vec!["pd:2379".into()], Time::ZERO) {
+        Ok(core) => core,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+fn get(key: &str) -> Command {
+    Command::Raw(RawCommand::Get {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        cf: String::new(),
+    })
+}
+
+fn drain(core: &mut Core) -> Vec<Transmit> {
+    std::iter::from_fn(|| core.poll_transmit()).collect()
+}
+
+#[test]
+fn first_operation_discovers_pd_then_locates_region_and_store() {
+    let mut core = core();
+    let op = core.handle_command(Time::ZERO, get("k"));
+    let outcome = run(&mut core, &mut Responder::default(), &[], Time::ZERO, 100);
+    let outcome = outcome.unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(
+        outcome.results.get(&op),
+        Some(&Ok(Output::Value(Some(Bytes::new()))))
+    );
+    insta::assert_snapshot!("first_get", outcome.trace.join("\n"));
+    assert_eq!(core.cluster_id(), 1);
+}
+
+#[test]
+fn concurrent_misses_for_one_key_share_one_region_lookup() {
+    let mut core = core();
+    let ops: Vec<OpId> = (0..10)
+        .map(|_| core.handle_command(Time::ZERO, get("hot")))
+        .collect();
+    let outcome = run(&mut core, &mut Responder::default(), &[], Time::ZERO, 200)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let lookups = outcome
+        .trace
+        .iter()
+        .filter(|line| line.contains("pd.GetRegion"))
+        .count();
+    assert_eq!(lookups, 1, "{:#?}", outcome.trace);
+    let stores = outcome
+        .trace
+        .iter()
+        .filter(|l| l.contains("pd.GetStore"))
+        .count();
+    assert_eq!(stores, 1);
+    for op in ops {
+        assert!(matches!(
+            outcome.results.get(&op),
+            Some(Ok(Output::Value(_)))
+        ));
+    }
+}
+
+#[test]
+fn tso_waiters_are_served_by_one_request() {
+    let mut core = core();
+    let ops: Vec<OpId> = (0..50)
+        .map(|_| core.handle_command(Time::ZERO, Command::Timestamp))
+        .collect();
+    let outcome = run(&mut core, &mut Responder::default(), &[], Time::ZERO, 100)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let tso: Vec<&String> = outcome
+        .trace
+        .iter()
+        .filter(|l| l.contains("pd.Tso"))
+        .collect();
+    assert_eq!(tso.len(), 1, "{tso:?}");
+    assert!(tso[0].contains("count=50"));
+    let mut timestamps: Vec<u64> = ops
+        .iter()
+        .map(|op| match outcome.results.get(op) {
+            Some(Ok(Output::Timestamp(ts))) => *ts,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // Handed out in request order, consecutive.
+    assert!(timestamps.windows(2).all(|w| w[1] == w[0] + 1));
+    timestamps.dedup();
+    assert_eq!(timestamps.len(), 50);
+    insta::assert_snapshot!("tso_batch", outcome.trace.join("\n"));
+}
+
+#[test]
+fn timestamps_requested_during_a_tso_call_go_in_the_next_one() {
+    let mut core = core();
+    core.handle_command(Time::ZERO, Command::Timestamp);
+    let sent = drain(&mut core);
+    // Discovery first.
+    assert!(matches!(
+        sent[0].request,
+        Request::Pd(PdRequest::GetMembers(_))
+    ));
+    let mut responder = Responder::default();
+    let reply = responder.answer(&sent[0]);
+    core.handle_reply(Time::ZERO, sent[0].id, reply);
+    let sent = drain(&mut core);
+    assert_eq!(sent.len(), 1);
+    core.handle_command(Time::ZERO, Command::Timestamp);
+    core.handle_command(Time::ZERO, Command::Timestamp);
+    assert!(
+        drain(&mut core).is_empty(),
+        "one TSO request in flight at a time"
+    );
+    let reply = responder.answer(&sent[0]);
+    core.handle_reply(Time::ZERO, sent[0].id, reply);
+    let next = drain(&mut core);
+    assert_eq!(next.len(), 1);
+    assert!(matches!(&next[0].request, Request::Pd(PdRequest::Tso(t)) if t.count == 2));
+}
+
+#[test]
+fn not_leader_with_hint_retries_without_backoff() {
+    let mut core = core();
+    let op = core.handle_command(Time::ZERO, get("k"));
+    let faults = [
+        Fault::None,
+        Fault::None,
+        Fault::None,
+        Fault::Region(RegionFault::NotLeader),
+    ];
+    let outcome = run(
+        &mut core,
+        &mut Responder::default(),
+        &faults,
+        Time::ZERO,
+        100,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    assert!(matches!(
+        outcome.results.get(&op),
+        Some(Ok(Output::Value(_)))
+    ));
+    assert!(
+        !outcome.trace.iter().any(|l| l.ends_with("timeout")),
+        "{:#?}",
+        outcome.trace
+    );
+    insta::assert_snapshot!("get_not_leader", outcome.trace.join("\n"));
+}
+
+#[test]
+fn server_busy_backs_off_then_succeeds() {
+    let mut core = core();
+    let op = core.handle_command(Time::ZERO, get("k"));
+    let faults = [
+        Fault::None,
+        Fault::None,
+        Fault::None,
+        Fault::Region(RegionFault::ServerIsBusy),
+    ];
+    let outcome = run(
+        &mut core,
+        &mut Responder::default(),
+        &faults,
+        Time::ZERO,
+        100,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    assert!(matches!(
+        outcome.results.get(&op),
+        Some(Ok(Output::Value(_)))
+    ));
+    assert!(outcome.trace.iter().any(|l| l.ends_with("timeout")));
+}
+
+#[test]
+fn dropped_reply_times_out_and_retries() {
+    let mut core = core();
+    let op = core.handle_command(Time::ZERO, get("k"));
+    let faults = [Fault::None, Fault::None, Fault::None, Fault::Drop];
+    let outcome = run(
+        &mut core,
+        &mut Responder::default(),
+        &faults,
+        Time::ZERO,
+        100,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    assert!(matches!(
+        outcome.results.get(&op),
+        Some(Ok(Output::Value(_)))
+    ));
+    let timeout_line = outcome
+        .trace
+        .iter()
+        .position(|l| l.ends_with("timeout"))
+        .unwrap_or_else(|| panic!("{:#?}", outcome.trace));
+    // The deadline is the short read timeout (30 s).
+    assert!(
+        outcome.trace[timeout_line].starts_with("30."),
+        "{:#?}",
+        outcome.trace
+    );
+}
+
+#[test]
+fn an_always_failing_cluster_fails_the_operation_within_its_budget() {
+    let mut core = core();
+    let op = core.handle_command(Time::ZERO, get("k"));
+    let mut faults = vec![Fault::None, Fault::None, Fault::None];
+    faults.extend(std::iter::repeat_n(Fault::Transport, 10_000));
+    let outcome = run(
+        &mut core,
+        &mut Responder::default(),
+        &faults,
+        Time::ZERO,
+        100_000,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    // Store calls and the PD lookups that follow them all fail: whichever budget runs out
+    // first ends the operation, with a typed error, in bounded virtual time.
+    match outcome.results.get(&op) {
+        Some(Err(Error::BackoffExhausted { .. } | Error::Rpc(_))) => {}
+        other => panic!("{other:?}"),
+    }
+    let last = outcome.trace.last().cloned().unwrap_or_default();
+    let secs: f64 = last
+        .split('s')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(f64::MAX);
+    assert!(secs < 120.0, "{last}");
+}
+
+#[test]
+fn store_failures_alone_exhaust_the_tikv_rpc_budget() {
+    let mut core = core();
+    let op = core.handle_command(Time::ZERO, get("k"));
+    let mut responder = Responder::default();
+    let mut now = Time::ZERO;
+    let mut result = None;
+    for _ in 0..100_000 {
+        while let Some(transmit) = core.poll_transmit() {
+            let reply = match transmit.request {
+                Request::Store(_) => Err(tikv_proto::rpc::RpcError::ConnectionLost("down".into())),
+                Request::Pd(_) => responder.answer(&transmit),
+            };
+            core.handle_reply(now, transmit.id, reply);
+        }
+        if let Some(Event::Done(done, outcome)) = core.poll_event() {
+            assert_eq!(done, op);
+            result = Some(outcome);
+            break;
+        }
+        if let Some(at) = core.poll_timeout() {
+            now = now.max(at);
+            core.handle_timeout(now);
+        }
+    }
+    match result {
+        Some(Err(Error::BackoffExhausted { kind, .. })) => assert_eq!(kind, "tikvRPC"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unreachable_pd_fails_operations_with_a_typed_error() {
+    let mut core = core();
+    let op = core.handle_command(Time::ZERO, get("k"));
+    let faults = vec![Fault::Transport; 10_000];
+    let outcome = run(
+        &mut core,
+        &mut Responder::default(),
+        &faults,
+        Time::ZERO,
+        100_000,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        matches!(outcome.results.get(&op), Some(Err(_))),
+        "{:?}",
+        outcome.results
+    );
+}
+
+#[test]
+fn invalid_input_fails_fast() {
+    let mut core = core();
+    let cases = vec![
+        get(""),
+        Command::Raw(RawCommand::Scan {
+            start: Bytes::new(),
+            end: Bytes::new(),
+            limit: MAX_RAW_SCAN_LIMIT + 1,
+            key_only: false,
+            reverse: false,
+            cf: String::new(),
+        }),
+        Command::Raw(RawCommand::CompareAndSwap {
+            key: Bytes::from_static(b"k"),
+            previous: None,
+            value: Bytes::new(),
+            cf: String::new(),
+            atomic: false,
+        }),
+        Command::Raw(RawCommand::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::new(),
+            ttl_secs: 10,
+            cf: String::new(),
+            atomic: false,
+        }),
+        Command::Raw(RawCommand::BatchPut {
+            pairs: vec![(Bytes::from_static(b"k"), Bytes::new())],
+            ttls_secs: vec![1, 2],
+            cf: String::new(),
+            atomic: false,
+        }),
+    ];
+    for command in cases {
+        let op = core.handle_command(Time::ZERO, command.clone());
+        match core.poll_event() {
+            Some(Event::Done(done, Err(Error::InvalidArgument(_)))) => assert_eq!(done, op),
+            other => panic!("{command:?} gave {other:?}"),
+        }
+    }
+    assert_eq!(core.ops_in_flight(), 0);
+    assert!(core.poll_transmit().is_none());
+}
+
+#[test]
+fn ttl_is_accepted_with_v1ttl() {
+    let config = Config::default().with_api_version(ApiVersion::V1Ttl);
+    let mut core =
+        Core::new(config, vec!["pd:2379".into()], Time::ZERO).unwrap_or_else(|err| panic!("{err}"));
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::Raw(RawCommand::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ttl_secs: 10,
+            cf: String::new(),
+            atomic: false,
+        }),
+    );
+    let outcome = run(&mut core, &mut Responder::default(), &[], Time::ZERO, 100)
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(outcome.results.get(&op), Some(&Ok(Output::Unit)));
+}
+
+#[test]
+fn cancelled_operation_reports_nothing_and_ignores_late_replies() {
+    let mut core = core();
+    let op = core.handle_command(Time::ZERO, get("k"));
+    let sent = drain(&mut core);
+    core.cancel(Time::ZERO, op);
+    let reply = Responder::default().answer(&sent[0]);
+    core.handle_reply(Time::ZERO, sent[0].id, reply);
+    assert_eq!(core.ops_in_flight(), 0);
+    assert!(core.poll_event().is_none());
+}
+
+#[test]
+fn empty_endpoint_list_is_rejected() {
+    assert!(matches!(
+        Core::new(Config::default(), Vec::new(), Time::ZERO),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+/// A random fault for the property test.
+#[derive(Clone, Debug)]
+struct AnyFault(Fault);
+
+impl Arbitrary for AnyFault {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let kinds = [
+            Fault::None,
+            Fault::None,
+            Fault::None,
+            Fault::Transport,
+            Fault::Drop,
+            Fault::Region(RegionFault::NotLeader),
+            Fault::Region(RegionFault::NoLeader),
+            Fault::Region(RegionFault::EpochNotMatch),
+            Fault::Region(RegionFault::ServerIsBusy),
+            Fault::Region(RegionFault::RegionNotFound),
+            Fault::Region(RegionFault::StaleCommand),
+        ];
+        Self(g.choose(&kinds).cloned().unwrap_or(Fault::None))
+    }
+}
+
+/// Whatever faults hit the requests, every operation finishes (with a value or a typed error)
+/// within a bounded number of steps, and the machine ends empty.
+#[test]
+fn every_operation_finishes_under_any_faults() {
+    fn property(faults: Vec<AnyFault>, ops: u8, seed: u64) -> TestResult {
+        let config = Config::default().with_rng_seed(seed);
+        let Ok(mut core) = Core::new(config, vec!["pd:2379".into()], Time::ZERO) else {
+            return TestResult::failed();
+        };
+        let count = usize::from(ops % 6) + 1;
+        let mut ids = Vec::new();
+        for i in 0..count {
+            let command = match i % 6 {
+                0 => get("a"),
+                1 => Command::Timestamp,
+                2 => Command::Raw(RawCommand::BatchGet {
+                    keys: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+                    cf: String::new(),
+                }),
+                3 => Command::Raw(RawCommand::Scan {
+                    start: Bytes::from_static(b"a"),
+                    end: Bytes::from_static(b"z"),
+                    limit: 10,
+                    key_only: false,
+                    reverse: i % 2 == 0,
+                    cf: String::new(),
+                }),
+                4 => Command::Raw(RawCommand::DeleteRange {
+                    start: Bytes::new(),
+                    end: Bytes::new(),
+                    cf: String::new(),
+                }),
+                _ => Command::Raw(RawCommand::Checksum {
+                    start: Bytes::new(),
+                    end: Bytes::new(),
+                }),
+            };
+            ids.push(core.handle_command(Time::ZERO, command));
+        }
+        let faults: Vec<Fault> = faults.into_iter().map(|f| f.0).collect();
+        match run(
+            &mut core,
+            &mut Responder::default(),
+            &faults,
+            Time::ZERO,
+            200_000,
+        ) {
+            Ok(outcome) => TestResult::from_bool(
+                ids.iter().all(|id| outcome.results.contains_key(id))
+                    && core.ops_in_flight() == 0
+                    && core.poll_timeout().is_none_or(|_| true),
+            ),
+            Err(err) => TestResult::error(err),
+        }
+    }
+    QuickCheck::new()
+        .tests(200)
+        .quickcheck(property as fn(Vec<AnyFault>, u8, u64) -> TestResult);
+}
