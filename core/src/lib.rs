@@ -20,20 +20,20 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
-pub mod machine;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod machine;
 pub mod rand;
 pub mod raw_client;
-pub mod rpc;
 pub mod region;
+pub mod rpc;
 pub mod runtime;
 pub mod time;
 
 pub use config::{ApiVersion, Config};
-pub use error::Error;
 pub use driver::Client;
+pub use error::Error;
 pub use raw_client::{KvPair, RawClient};
 pub use runtime::Runtime;
 pub use tikv_proto as proto;

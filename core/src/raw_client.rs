@@ -250,10 +250,12 @@ impl RawClient {
         Ok(pairs.into_iter().map(|pair| pair.key).collect())
     }
 
-    /// Up to `limit` pairs in descending key order, from just below `start` (exclusive; empty
-    /// = from the very end) down to `end` (inclusive), as client-go's `ReverseScan`.
+    /// Up to `limit` pairs in descending key order, from just below `start` (exclusive) down
+    /// to `end` (inclusive), as client-go's `ReverseScan`. With a keyspace (API V2) an empty
+    /// `start` means the end of the keyspace.
     ///
-    /// Errors like [`scan`](Self::scan).
+    /// Errors with [`Error::InvalidArgument`] for an empty `start` outside a keyspace (TiKV
+    /// would read it as "before every key" and return nothing), or like [`scan`](Self::scan).
     pub async fn reverse_scan(
         &self,
         start: impl Into<Bytes>,

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tikv_proto::frame::Framed;
 use tikv_proto::rpc::{BoxFuture, CallOptions, Channel, RpcError};
 use tikv_proto::transport::client::{H2Channel, Scheme};

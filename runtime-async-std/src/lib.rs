@@ -98,7 +98,7 @@ impl AsyncStdRuntime {
     }
 }
 
-async fn connect(
+async fn dial(
     executor: AsyncStdExecutor,
     options: Arc<ConnectOptions>,
     address: String,
@@ -159,7 +159,7 @@ impl Runtime for AsyncStdRuntime {
     }
 
     fn connect(&self, address: &str) -> BoxFuture<'static, Result<Self::Channel, RpcError>> {
-        Box::pin(connect(
+        Box::pin(dial(
             self.executor.clone(),
             Arc::clone(&self.options),
             address.to_owned(),

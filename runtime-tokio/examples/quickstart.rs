@@ -28,8 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .to_owned(),
         None => {
             let pd = tikv_sim::stub::StubPd::new(6_982_178_453_187_395_173);
-            let server =
-                tikv_sim::serve::serve_loopback(pd.clone(), Default::default()).await?;
+            let server = tikv_sim::serve::serve_loopback(pd.clone(), Default::default()).await?;
             pd.set_address(server.address());
             println!("started an embedded simulated PD at {}", server.address());
             let address = server.address().to_owned();

@@ -81,7 +81,7 @@ impl TokioRuntime {
     }
 }
 
-async fn connect(
+async fn dial(
     executor: TokioExecutor,
     options: Arc<ConnectOptions>,
     address: String,
@@ -141,7 +141,7 @@ impl Runtime for TokioRuntime {
     }
 
     fn connect(&self, address: &str) -> BoxFuture<'static, Result<Self::Channel, RpcError>> {
-        Box::pin(connect(
+        Box::pin(dial(
             self.executor.clone(),
             Arc::clone(&self.options),
             address.to_owned(),

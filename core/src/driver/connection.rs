@@ -137,6 +137,9 @@ async fn next_batch(
     Some(batch)
 }
 
+/// The sending half of a Tso stream and the ids of its requests, in order.
+type TsoStream<C> = (<C as Channel>::Sender, Arc<Mutex<VecDeque<u64>>>);
+
 /// Request ids waiting on one BatchCommands stream, shared with its receiver task; `None` once
 /// the receiver has ended (the stream is dead and must be replaced).
 type PendingIds = Arc<Mutex<Option<BTreeSet<u64>>>>;
@@ -369,7 +372,7 @@ async fn pd_task<R: Runtime>(
     config: Arc<Config>,
 ) {
     let mut channel: Option<R::Channel> = None;
-    let mut tso: Option<(<R::Channel as Channel>::Sender, Arc<Mutex<VecDeque<u64>>>)> = None;
+    let mut tso: Option<TsoStream<R::Channel>> = None;
     while let Some(batch) = next_batch(&mut rx, usize::MAX).await {
         if channel.as_ref().is_none_or(Channel::is_closed) {
             tso = None;

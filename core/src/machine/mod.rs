@@ -100,9 +100,8 @@ impl Core {
     /// more (the request timed out, or its operation was cancelled) are dropped.
     pub fn handle_reply(&mut self, now: Time, id: RequestId, reply: Result<Response, RpcError>) {
         self.shared.advance(now);
-        match self.shared.on_reply(id, reply) {
-            Some((op, reply)) => self.drive(op, Wake::Reply(id, reply)),
-            None => {}
+        if let Some((op, reply)) = self.shared.on_reply(id, reply) {
+            self.drive(op, Wake::Reply(id, reply));
         }
         self.run_wakeups();
     }

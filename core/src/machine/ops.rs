@@ -89,7 +89,8 @@ pub enum RawCommand {
         cf: String,
     },
     /// Read up to `limit` pairs in a range: forward over `[start, end)`, or with `reverse`
-    /// downward from `start` (exclusive) to `end` (inclusive), as client-go's ReverseScan.
+    /// downward from `start` (exclusive, non-empty outside a keyspace) to `end` (inclusive),
+    /// as client-go's ReverseScan.
     Scan {
         /// Where the scan starts.
         start: Bytes,

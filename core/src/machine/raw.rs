@@ -211,6 +211,14 @@ impl RawOp {
                         "scan limit {limit} exceeds the maximum {MAX_RAW_SCAN_LIMIT}"
                     )));
                 }
+                if reverse && start.is_empty() && space == KeySpace::Plain {
+                    // TiKV reads an empty upper bound of a reverse scan as "before the first
+                    // key", so the scan would silently return nothing (client-go's
+                    // ReverseScan does exactly that). Say so instead.
+                    return Err(Error::InvalidArgument(
+                        "a reverse scan needs a non-empty upper bound (start key)".to_owned(),
+                    ));
+                }
                 let (cursor, end) = if reverse {
                     (space.request_end(&start), range_start(&space, &end))
                 } else {

@@ -7,7 +7,6 @@
 //! every operation has finished, failing when it does not within a bound.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use tikv_proto::rpc::RpcError;
 use tikv_proto::{errorpb, metapb, pdpb};

@@ -249,7 +249,7 @@ fn store_failures_alone_exhaust_the_tikv_rpc_budget() {
     for _ in 0..100_000 {
         while let Some(transmit) = core.poll_transmit() {
             let reply = match transmit.request {
-                Request::Store(_) => Err(tikv_proto::rpc::RpcError::ConnectionLost("down".into())),
+                Request::Store(_) => Err(RpcError::ConnectionLost("down".into())),
                 Request::Pd(_) => responder.answer(&transmit),
             };
             core.handle_reply(now, transmit.id, reply);

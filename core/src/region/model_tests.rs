@@ -161,8 +161,8 @@ impl Model {
         let new = epoch(region);
         for (cached, _, _) in &self.entries {
             let old = epoch(cached);
-            let same_stale = old.id == new.id
-                && (old.version > new.version || old.conf_ver > new.conf_ver);
+            let same_stale =
+                old.id == new.id && (old.version > new.version || old.conf_ver > new.conf_ver);
             let overlap_stale = overlaps(cached, region) && old.version > new.version;
             if same_stale || overlap_stale {
                 return false;
@@ -184,11 +184,7 @@ impl Model {
         false
     }
 
-    fn find(
-        &mut self,
-        now: Time,
-        fits: impl Fn(&metapb::Region) -> bool,
-    ) -> Option<RegionVerId> {
+    fn find(&mut self, now: Time, fits: impl Fn(&metapb::Region) -> bool) -> Option<RegionVerId> {
         // The cache answers from the one entry whose range fits, usable or not.
         let (region, valid, deadline) = self.entries.iter_mut().find(|(r, _, _)| fits(r))?;
         if !*valid || now > *deadline {
@@ -249,7 +245,10 @@ fn run_history(ops: Vec<Op>) -> bool {
             Op::LocateEnd { key } => {
                 let key = key_of(key);
                 let got = cache.locate_end_key(&key, now);
-                if got.as_ref().is_some_and(|region| !region.contains_by_end(&key)) {
+                if got
+                    .as_ref()
+                    .is_some_and(|region| !region.contains_by_end(&key))
+                {
                     return false;
                 }
                 let want = model.find(now, |r| {
@@ -376,9 +375,7 @@ fn reverse_split_is_exact(splits: Vec<u8>, keep: Vec<bool>, start: u8, end: u8) 
         cursor = piece.start.clone();
     }
     match split.missing {
-        Some(missing) => {
-            missing == cursor && cache.locate_end_key(&missing, Time::ZERO).is_none()
-        }
+        Some(missing) => missing == cursor && cache.locate_end_key(&missing, Time::ZERO).is_none(),
         None => cursor.as_ref() == start.as_slice(),
     }
 }

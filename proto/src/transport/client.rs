@@ -269,6 +269,13 @@ async fn with_deadline<E: Executor, T>(
     match timeout {
         None => future.await,
         Some(timeout) => match select(future, executor.sleep(timeout)).await {
+            // The server enforces the same deadline from `grpc-timeout` and may report it
+            // first; either way the caller sees one error for one cause.
+            Either::Left((Err(RpcError::Status(status)), _))
+                if status.code == Code::DeadlineExceeded =>
+            {
+                Err(RpcError::DeadlineExceeded(timeout))
+            }
             Either::Left((result, _)) => result,
             // Dropping the call resets its stream with CANCEL, which tells the server to stop.
             Either::Right(((), _)) => Err(RpcError::DeadlineExceeded(timeout)),

@@ -9,7 +9,15 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod faults;
 pub mod mvcc;
+pub mod pd_service;
 pub mod raw;
 pub mod serve;
+pub mod server;
+pub mod sim;
 pub mod stub;
+pub mod tikv;
+
+pub use server::SimServer;
+pub use sim::{Sim, SimConfig};

@@ -1,0 +1,249 @@
+//! The timestamp oracle: hybrid timestamps `physical_ms << 18 | logical`, strictly increasing.
+//!
+//! A batch of `count` timestamps takes the next `count` logical values under one physical
+//! part and is answered with the **last** one (clients derive the rest). The physical part
+//! follows the injected wall clock but never moves backwards; when the clock stalls or goes
+//! back, logical values keep counting, and when they would overflow 18 bits the physical part
+//! advances by one millisecond (PD waits for its next physical tick instead; the visible
+//! result is the same: later timestamps, never repeated ones).
+
+use tikv_proto::pdpb;
+
+/// Number of bits of the logical part.
+pub const LOGICAL_BITS: u32 = 18;
+/// Logical values must stay below this.
+pub const MAX_LOGICAL: i64 = 1 << LOGICAL_BITS;
+
+/// Why the TSO could not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TsoError {
+    /// PD answers a zero count with an error.
+    #[error("tso count should be positive")]
+    CountZero,
+    /// A batch must fit in one physical millisecond.
+    #[error("tso count {count} does not fit in {LOGICAL_BITS} logical bits")]
+    CountTooLarge {
+        /// The requested count.
+        count: u32,
+    },
+    /// The fault API paused the TSO.
+    #[error("tso service is paused")]
+    Paused,
+}
+
+/// A hybrid timestamp as PD returns it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp {
+    /// Milliseconds since the Unix epoch.
+    pub physical_ms: i64,
+    /// The logical counter within that millisecond.
+    pub logical: i64,
+}
+
+impl Timestamp {
+    /// The 64-bit TSO, `physical_ms << 18 | logical`.
+    pub fn to_u64(self) -> u64 {
+        ((self.physical_ms as u64) << LOGICAL_BITS) | self.logical as u64
+    }
+
+    /// Splits a 64-bit TSO into its parts.
+    pub fn from_u64(ts: u64) -> Self {
+        Self {
+            physical_ms: (ts >> LOGICAL_BITS) as i64,
+            logical: (ts & (MAX_LOGICAL as u64 - 1)) as i64,
+        }
+    }
+
+    /// The wire form (`suffix_bits` 0, as plain PD sends).
+    pub fn to_proto(self) -> pdpb::Timestamp {
+        pdpb::Timestamp {
+            physical: self.physical_ms,
+            logical: self.logical,
+            suffix_bits: 0,
+        }
+    }
+}
+
+/// The allocator state: the last timestamp handed out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TsoAllocator {
+    last: Timestamp,
+    paused: bool,
+}
+
+impl TsoAllocator {
+    /// Allocates `count` consecutive timestamps and returns the last one.
+    pub(crate) fn allocate(&mut self, count: u32, now_ms: u64) -> Result<Timestamp, TsoError> {
+        if self.paused {
+            return Err(TsoError::Paused);
+        }
+        if count == 0 {
+            return Err(TsoError::CountZero);
+        }
+        let count_logical = i64::from(count);
+        if count_logical >= MAX_LOGICAL {
+            return Err(TsoError::CountTooLarge { count });
+        }
+        // Physical parts beyond 46 bits would not fit the 64-bit TSO; clamp the clock there.
+        let max_physical = (u64::MAX >> LOGICAL_BITS) as i64;
+        let now = i64::try_from(now_ms)
+            .unwrap_or(max_physical)
+            .min(max_physical);
+        let mut next = self.last;
+        if now > next.physical_ms {
+            next = Timestamp {
+                physical_ms: now,
+                logical: 0,
+            };
+        }
+        if next.logical + count_logical >= MAX_LOGICAL {
+            next = Timestamp {
+                physical_ms: next.physical_ms + 1,
+                logical: 0,
+            };
+        }
+        next.logical += count_logical;
+        self.last = next;
+        Ok(next)
+    }
+
+    /// The last timestamp handed out (zero before the first).
+    pub(crate) fn last(&self) -> Timestamp {
+        self.last
+    }
+
+    pub(crate) fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+}
+
+impl super::Cluster {
+    /// Allocates `count` timestamps at wall-clock `now_ms` and returns the last of the batch.
+    pub fn allocate_ts(&mut self, count: u32, now_ms: u64) -> Result<Timestamp, TsoError> {
+        self.tso.allocate(count, now_ms)
+    }
+
+    /// The last timestamp the TSO handed out, without allocating.
+    pub fn last_ts(&self) -> Timestamp {
+        self.tso.last()
+    }
+
+    /// Pauses (or resumes) the TSO: while paused every Tso request fails with
+    /// [`TsoError::Paused`].
+    pub fn set_tso_paused(&mut self, paused: bool) {
+        self.tso.set_paused(paused);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quickcheck::quickcheck;
+
+    #[test]
+    fn batches_return_their_last_timestamp() {
+        let mut tso = TsoAllocator::default();
+        let ts = tso.allocate(10, 1_000).unwrap();
+        assert_eq!(
+            ts,
+            Timestamp {
+                physical_ms: 1_000,
+                logical: 10
+            }
+        );
+        let ts = tso.allocate(1, 1_000).unwrap();
+        assert_eq!(
+            ts,
+            Timestamp {
+                physical_ms: 1_000,
+                logical: 11
+            }
+        );
+        let ts = tso.allocate(3, 1_005).unwrap();
+        assert_eq!(
+            ts,
+            Timestamp {
+                physical_ms: 1_005,
+                logical: 3
+            }
+        );
+        assert_eq!(ts.to_u64(), (1_005 << 18) | 3);
+        assert_eq!(Timestamp::from_u64(ts.to_u64()), ts);
+    }
+
+    #[test]
+    fn clock_going_back_keeps_counting() {
+        let mut tso = TsoAllocator::default();
+        let first = tso.allocate(1, 5_000).unwrap();
+        let second = tso.allocate(1, 4_000).unwrap();
+        assert_eq!(
+            second,
+            Timestamp {
+                physical_ms: 5_000,
+                logical: 2
+            }
+        );
+        assert!(second > first);
+    }
+
+    #[test]
+    fn logical_overflow_advances_physical() {
+        let mut tso = TsoAllocator::default();
+        tso.allocate((MAX_LOGICAL - 2) as u32, 7).unwrap();
+        let ts = tso.allocate(5, 7).unwrap();
+        assert_eq!(
+            ts,
+            Timestamp {
+                physical_ms: 8,
+                logical: 5
+            }
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let mut tso = TsoAllocator::default();
+        assert_eq!(tso.allocate(0, 1), Err(TsoError::CountZero));
+        assert_eq!(
+            tso.allocate(MAX_LOGICAL as u32, 1),
+            Err(TsoError::CountTooLarge {
+                count: MAX_LOGICAL as u32
+            })
+        );
+        tso.set_paused(true);
+        assert_eq!(tso.allocate(1, 1), Err(TsoError::Paused));
+        tso.set_paused(false);
+        assert!(tso.allocate(1, 1).is_ok());
+    }
+
+    quickcheck! {
+        /// Any sequence of (count, clock) yields contiguous batches under one physical part,
+        /// each starting after the previous one ended.
+        fn batches_are_strictly_increasing_and_contiguous(steps: Vec<(u32, u64)>) -> bool {
+            let mut tso = TsoAllocator::default();
+            let mut previous_last: Option<u64> = None;
+            for (count, clock) in steps {
+                // Mix small and huge counts so that overflow happens often.
+                let count = if count % 7 == 0 { count % (MAX_LOGICAL as u32) } else { count % 5000 };
+                let clock = clock % 10_000;
+                let Ok(last) = tso.allocate(count, clock) else {
+                    if count != 0 {
+                        return false;
+                    }
+                    continue;
+                };
+                let first_logical = last.logical - i64::from(count) + 1;
+                if first_logical < 1 || last.logical >= MAX_LOGICAL {
+                    return false;
+                }
+                let first = Timestamp { logical: first_logical, ..last }.to_u64();
+                if previous_last.is_some_and(|prev| first <= prev) {
+                    return false;
+                }
+                previous_last = Some(last.to_u64());
+            }
+            true
+        }
+    }
+}

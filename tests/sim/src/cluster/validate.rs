@@ -1,0 +1,293 @@
+//! What a TiKV store checks before it executes a request: the region errors a client's
+//! routing reacts to.
+//!
+//! Order (TiKV's, spread over its service, storage and raftstore layers): the store must be
+//! running (else the connection fails), the context's cluster id must match when set, then
+//! StoreNotMatch → RegionNotFound → MismatchPeerId → NotLeader (followers serve
+//! `replica_read` and `stale_read`) → missing epoch → EpochNotMatch (only `version` is
+//! compared; `conf_ver` is not checked for KV commands) → KeyNotInRegion.
+
+use bytes::Bytes;
+use tikv_proto::errorpb;
+use tikv_proto::kvrpcpb::{self, ApiVersion};
+use tikv_proto::metapb;
+
+use super::codec::encode_bytes;
+use super::{Cluster, Region, key_range};
+
+/// How request keys map onto region boundaries (see the `cluster` module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyMode {
+    /// Keys are compared as they are: RawKV in API v1 / v1ttl.
+    Plain,
+    /// Keys are memcomparable-encoded before comparing: TxnKV in every API version and RawKV
+    /// in API v2.
+    Encoded,
+}
+
+impl KeyMode {
+    /// The mode of a request: `txn` for transactional commands, with the context's
+    /// `api_version` (the raw `i32` field).
+    pub fn for_request(api_version: i32, txn: bool) -> Self {
+        if txn || api_version == ApiVersion::V2 as i32 {
+            Self::Encoded
+        } else {
+            Self::Plain
+        }
+    }
+
+    /// `key` in the key space of region boundaries.
+    pub fn to_boundary(self, key: &[u8]) -> Bytes {
+        match self {
+            Self::Plain => Bytes::copy_from_slice(key),
+            Self::Encoded => Bytes::from(encode_bytes(key)),
+        }
+    }
+}
+
+/// Keys a request touches, as the request carries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touched<'a> {
+    /// One key; it must lie in `[start, end)` of the region.
+    Key(&'a [u8]),
+    /// A range `[start, end)` (lower bound first, also for reverse scans); `start` must lie in
+    /// the region and `end` (empty = unbounded) must not pass the region's end.
+    Range {
+        /// Inclusive lower bound.
+        start: &'a [u8],
+        /// Exclusive upper bound; empty means unbounded.
+        end: &'a [u8],
+    },
+}
+
+/// Why a store refuses a request before executing it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// The store is stopped, removed or unknown: the server layer turns this into a
+    /// connection failure, not a response.
+    #[error("store {store_id} is unavailable")]
+    StoreUnavailable {
+        /// The store addressed.
+        store_id: u64,
+    },
+    /// The context names another cluster (TiKV answers gRPC `INVALID_ARGUMENT`).
+    #[error("cluster id mismatch, request {got}, store {expected}")]
+    ClusterIdMismatch {
+        /// This cluster's id.
+        expected: u64,
+        /// The id in the request context.
+        got: u64,
+    },
+    /// A region error, returned in the response's `region_error` field.
+    #[error("region error: {}", .0.message)]
+    Region(Box<errorpb::Error>),
+}
+
+/// How many regions an EpochNotMatch may carry (TiKV's cap).
+const MAX_REGIONS_IN_ERROR: usize = 10;
+
+fn region_error(message: String) -> errorpb::Error {
+    errorpb::Error {
+        message,
+        ..Default::default()
+    }
+}
+
+impl Cluster {
+    /// Validates a request's context on store `store_id` as TiKV does (see the module docs
+    /// for the order). `touched` lists the request's keys and ranges, compared after mapping
+    /// them with `mode`.
+    pub fn check_context(
+        &self,
+        store_id: u64,
+        ctx: &kvrpcpb::Context,
+        touched: &[Touched<'_>],
+        mode: KeyMode,
+    ) -> Result<(), ContextError> {
+        if !self
+            .stores
+            .get(&store_id)
+            .is_some_and(|store| store.running)
+        {
+            return Err(ContextError::StoreUnavailable { store_id });
+        }
+        if ctx.cluster_id != 0 && ctx.cluster_id != self.cluster_id() {
+            return Err(ContextError::ClusterIdMismatch {
+                expected: self.cluster_id(),
+                got: ctx.cluster_id,
+            });
+        }
+        self.check_region(store_id, ctx, touched, mode)
+            .map_err(ContextError::Region)
+    }
+
+    fn check_region(
+        &self,
+        store_id: u64,
+        ctx: &kvrpcpb::Context,
+        touched: &[Touched<'_>],
+        mode: KeyMode,
+    ) -> Result<(), Box<errorpb::Error>> {
+        let requested = ctx.peer.unwrap_or_default();
+        if requested.store_id != store_id {
+            return Err(Box::new(errorpb::Error {
+                store_not_match: Some(errorpb::StoreNotMatch {
+                    request_store_id: requested.store_id,
+                    actual_store_id: store_id,
+                }),
+                ..region_error(format!(
+                    "to store id {}, mine {store_id}",
+                    requested.store_id
+                ))
+            }));
+        }
+        let found = self
+            .regions
+            .get(&ctx.region_id)
+            .and_then(|region| region.peer_on(store_id).map(|peer| (region, *peer)));
+        let Some((region, local)) = found else {
+            return Err(Box::new(errorpb::Error {
+                region_not_found: Some(errorpb::RegionNotFound {
+                    region_id: ctx.region_id,
+                }),
+                ..region_error(format!("region {} not found", ctx.region_id))
+            }));
+        };
+        if local.id != requested.id {
+            return Err(Box::new(errorpb::Error {
+                mismatch_peer_id: Some(errorpb::MismatchPeerId {
+                    request_peer_id: requested.id,
+                    store_peer_id: local.id,
+                }),
+                ..region_error(format!("mismatch peer id {} != {}", requested.id, local.id))
+            }));
+        }
+        if local.id != region.leader_peer_id && !ctx.replica_read && !ctx.stale_read {
+            let leader = region.leader().map(|peer| peer.to_proto());
+            return Err(Box::new(errorpb::Error {
+                not_leader: Some(errorpb::NotLeader {
+                    region_id: region.id,
+                    leader,
+                }),
+                ..region_error(format!(
+                    "peer is not leader for region {}, leader may {leader:?}",
+                    region.id
+                ))
+            }));
+        }
+        let Some(epoch) = ctx.region_epoch else {
+            return Err(Box::new(region_error("missing epoch!".to_owned())));
+        };
+        if epoch.version != region.epoch.version {
+            return Err(Box::new(errorpb::Error {
+                epoch_not_match: Some(errorpb::EpochNotMatch {
+                    current_regions: self.epoch_not_match_regions(region, store_id, epoch),
+                }),
+                ..region_error(format!(
+                    "EpochNotMatch current epoch of region {} is {:?}, but you sent {epoch:?}",
+                    region.id, region.epoch
+                ))
+            }));
+        }
+        for touch in touched {
+            check_touched(region, *touch, mode)?;
+        }
+        Ok(())
+    }
+
+    /// The regions an EpochNotMatch carries: this region, then (when the client's version is
+    /// older) left neighbours on this store, nearest first, as many as the version gap
+    /// suggests were split off (right-derive puts new regions on the left), up to 10.
+    fn epoch_not_match_regions(
+        &self,
+        region: &Region,
+        store_id: u64,
+        requested: metapb::RegionEpoch,
+    ) -> Vec<metapb::Region> {
+        let mut out = vec![region.to_proto()];
+        let mut max_version = region.epoch.version;
+        if requested.version >= max_version {
+            return out;
+        }
+        let mut wanted = max_version - requested.version;
+        let neighbours = self
+            .by_start
+            .range::<[u8], _>(key_range::below(&region.start_key))
+            .rev()
+            .filter_map(|(_, id)| self.regions.get(id))
+            .filter(|r| r.peer_on(store_id).is_some())
+            .take(MAX_REGIONS_IN_ERROR);
+        for neighbour in neighbours {
+            wanted -= 1;
+            // A neighbour with a newer version has split again; look that much further.
+            if neighbour.epoch.version >= max_version {
+                wanted += neighbour.epoch.version - max_version;
+                max_version = neighbour.epoch.version;
+            }
+            out.push(neighbour.to_proto());
+            if wanted == 0 {
+                break;
+            }
+        }
+        out
+    }
+}
+
+fn key_not_in_region(region: &Region, key: Bytes) -> errorpb::Error {
+    errorpb::Error {
+        message: format!(
+            "key {key:?} is not in region key range [{:?}, {:?}) for region {}",
+            region.start_key, region.end_key, region.id
+        ),
+        key_not_in_region: Some(errorpb::KeyNotInRegion {
+            key,
+            region_id: region.id,
+            start_key: region.start_key.clone(),
+            end_key: region.end_key.clone(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn check_touched(
+    region: &Region,
+    touched: Touched<'_>,
+    mode: KeyMode,
+) -> Result<(), Box<errorpb::Error>> {
+    match touched {
+        Touched::Key(key) => {
+            let key = mode.to_boundary(key);
+            if region.contains(&key) {
+                Ok(())
+            } else {
+                Err(Box::new(key_not_in_region(region, key)))
+            }
+        }
+        Touched::Range { start, end } => {
+            let start = mode.to_boundary(start);
+            if !region.contains(&start) {
+                return Err(Box::new(key_not_in_region(region, start)));
+            }
+            if end.is_empty() {
+                return if region.end_key.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Box::new(key_not_in_region(region, Bytes::new())))
+                };
+            }
+            let end = mode.to_boundary(end);
+            let within =
+                end >= region.start_key && (region.end_key.is_empty() || end <= region.end_key);
+            if within {
+                Ok(())
+            } else {
+                Err(Box::new(key_not_in_region(region, end)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,447 @@
+//! The store itself: locks and write records per key, max_ts, and per-command atomicity.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use tikv_proto::kvrpcpb;
+
+use super::deadlock::DeadlockDetector;
+use super::error::TxnError;
+
+/// The in-memory Percolator store of the whole simulated cluster.
+///
+/// Every method runs one TiKV command to completion: it takes the request by reference and
+/// returns the response with `region_error` unset. A command either applies all its changes
+/// or none (like a TiKV write batch). Reads at a timestamp and some status checks raise the
+/// store's `max_ts`, which async commit and 1PC use to pick commit timestamps.
+#[derive(Debug, Default)]
+pub struct MvccStore {
+    pub(super) locks: BTreeMap<Bytes, Lock>,
+    /// Write records per key, keyed by commit ts (the start ts for rollbacks).
+    pub(super) writes: BTreeMap<Bytes, BTreeMap<u64, Write>>,
+    pub(super) max_ts: u64,
+    pub(super) detector: DeadlockDetector,
+    undo: Vec<Undo>,
+    pending_released: Vec<ReleasedLock>,
+    released: Vec<ReleasedLock>,
+}
+
+/// A lock that a command removed, so that requests waiting on the key can be woken up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleasedLock {
+    /// The key that is now unlocked.
+    pub key: Bytes,
+    /// The start ts of the transaction that held the lock.
+    pub start_ts: u64,
+    /// The commit ts if the lock was committed, 0 if it was rolled back or just released.
+    pub commit_ts: u64,
+    /// Whether the lock's transaction was pessimistic.
+    pub pessimistic: bool,
+}
+
+impl MvccStore {
+    /// Creates an empty store with `max_ts` 0
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns the largest timestamp any read or status check has announced so far
+    pub fn max_ts(&self) -> u64 {
+        self.max_ts
+    }
+
+    /// Raises `max_ts` to `ts` (ignored for `u64::MAX`), as a TSO-synced leader would
+    pub fn update_max_ts(&mut self, ts: u64) {
+        if ts != u64::MAX && ts > self.max_ts {
+            self.max_ts = ts;
+        }
+    }
+
+    /// Returns and forgets the locks released by commands since the last call
+    pub fn take_released_locks(&mut self) -> Vec<ReleasedLock> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Returns and forgets the keys whose locks were released since the last call
+    pub fn take_released_keys(&mut self) -> Vec<Bytes> {
+        self.take_released_locks()
+            .into_iter()
+            .map(|released| released.key)
+            .collect()
+    }
+
+    /// Returns the deadlock detector (the wait-for graph of pessimistic lock waits)
+    pub fn deadlock_detector(&self) -> &DeadlockDetector {
+        &self.detector
+    }
+
+    /// Runs one command: keeps its changes if it returns `Ok`, undoes all of them otherwise.
+    pub(super) fn atomically<T, E>(
+        &mut self,
+        command: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.undo.clear();
+        self.pending_released.clear();
+        let result = command(self);
+        match &result {
+            Ok(_) => {
+                self.undo.clear();
+                for released in std::mem::take(&mut self.pending_released) {
+                    if released.pessimistic {
+                        // A finished pessimistic transaction waits for nobody any more.
+                        self.detector.clean_up(released.start_ts);
+                    }
+                    self.released.push(released);
+                }
+            }
+            Err(_) => self.discard_changes(),
+        }
+        result
+    }
+
+    /// Undoes every change of the running command so far.
+    pub(super) fn discard_changes(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::Lock { key, previous } => match previous {
+                    Some(lock) => {
+                        self.locks.insert(key, lock);
+                    }
+                    None => {
+                        self.locks.remove(&key);
+                    }
+                },
+                Undo::Write {
+                    key,
+                    commit_ts,
+                    previous,
+                } => self.set_write(key, commit_ts, previous),
+            }
+        }
+        self.pending_released.clear();
+    }
+
+    pub(super) fn load_lock(&self, key: &[u8]) -> Option<&Lock> {
+        self.locks.get(key)
+    }
+
+    pub(super) fn put_lock(&mut self, key: &Bytes, lock: Lock) {
+        let previous = self.locks.insert(key.clone(), lock);
+        self.undo.push(Undo::Lock {
+            key: key.clone(),
+            previous,
+        });
+    }
+
+    /// Removes the key's lock and remembers it as released.
+    pub(super) fn unlock_key(&mut self, key: &Bytes, commit_ts: u64) {
+        if let Some(previous) = self.locks.remove(key) {
+            self.pending_released.push(ReleasedLock {
+                key: key.clone(),
+                start_ts: previous.start_ts,
+                commit_ts,
+                pessimistic: previous.is_pessimistic_txn(),
+            });
+            self.undo.push(Undo::Lock {
+                key: key.clone(),
+                previous: Some(previous),
+            });
+        }
+    }
+
+    pub(super) fn put_write(&mut self, key: &Bytes, commit_ts: u64, write: Write) {
+        let previous = self
+            .writes
+            .get(key)
+            .and_then(|w| w.get(&commit_ts))
+            .cloned();
+        self.set_write(key.clone(), commit_ts, Some(write));
+        self.undo.push(Undo::Write {
+            key: key.clone(),
+            commit_ts,
+            previous,
+        });
+    }
+
+    pub(super) fn delete_write(&mut self, key: &Bytes, commit_ts: u64) {
+        let previous = self
+            .writes
+            .get(key)
+            .and_then(|w| w.get(&commit_ts))
+            .cloned();
+        if previous.is_some() {
+            self.set_write(key.clone(), commit_ts, None);
+            self.undo.push(Undo::Write {
+                key: key.clone(),
+                commit_ts,
+                previous,
+            });
+        }
+    }
+
+    fn set_write(&mut self, key: Bytes, commit_ts: u64, write: Option<Write>) {
+        match write {
+            Some(write) => {
+                self.writes.entry(key).or_default().insert(commit_ts, write);
+            }
+            None => {
+                if let Some(versions) = self.writes.get_mut(&key) {
+                    versions.remove(&commit_ts);
+                    if versions.is_empty() {
+                        self.writes.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns the newest write record of `key` with commit ts ≤ `ts`.
+    pub(super) fn seek_write(&self, key: &[u8], ts: u64) -> Option<(u64, &Write)> {
+        self.writes
+            .get(key)?
+            .range(..=ts)
+            .next_back()
+            .map(|(commit_ts, write)| (*commit_ts, write))
+    }
+
+    /// Returns the newest `Put` at or below `ts`, skipping Lock/Rollback; `None` at a Delete.
+    pub(super) fn get_write(&self, key: &[u8], ts: u64) -> Option<(u64, &Write)> {
+        let versions = self.writes.get(key)?;
+        for (commit_ts, write) in versions.range(..=ts).rev() {
+            match write.write_type {
+                WriteType::Put => return Some((*commit_ts, write)),
+                WriteType::Delete => return None,
+                WriteType::Lock | WriteType::Rollback => {}
+            }
+        }
+        None
+    }
+
+    /// Finds what the transaction `start_ts` left on `key` in the write column.
+    pub(super) fn txn_commit_record(&self, key: &[u8], start_ts: u64) -> CommitRecord {
+        let Some(versions) = self.writes.get(key) else {
+            return CommitRecord::None { overlapped: None };
+        };
+        for (commit_ts, write) in versions.range(start_ts..).rev() {
+            if write.start_ts == start_ts {
+                return CommitRecord::Single {
+                    commit_ts: *commit_ts,
+                    write: write.clone(),
+                };
+            }
+            if *commit_ts == start_ts {
+                if write.has_overlapped_rollback {
+                    return CommitRecord::OverlappedRollback;
+                }
+                return CommitRecord::None {
+                    overlapped: Some(write.clone()),
+                };
+            }
+        }
+        CommitRecord::None { overlapped: None }
+    }
+
+    /// Keys that hold a lock or a write in `[lower, upper)` (`None` = unbounded), in order.
+    pub(super) fn keys_in_range(
+        &self,
+        lower: Option<&[u8]>,
+        upper: Option<&[u8]>,
+        reverse: bool,
+    ) -> Vec<Bytes> {
+        use std::ops::Bound;
+        let range = (
+            lower.map_or(Bound::Unbounded, |k| {
+                Bound::Included(Bytes::copy_from_slice(k))
+            }),
+            upper.map_or(Bound::Unbounded, |k| {
+                Bound::Excluded(Bytes::copy_from_slice(k))
+            }),
+        );
+        if let (Some(lower), Some(upper)) = (lower, upper) {
+            if lower >= upper {
+                return Vec::new();
+            }
+        }
+        let mut keys: std::collections::BTreeSet<Bytes> = self
+            .locks
+            .range(range.clone())
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.extend(self.writes.range(range).map(|(k, _)| k.clone()));
+        if reverse {
+            keys.into_iter().rev().collect()
+        } else {
+            keys.into_iter().collect()
+        }
+    }
+}
+
+/// What [`MvccStore::txn_commit_record`] found.
+#[derive(Clone, Debug)]
+pub(super) enum CommitRecord {
+    /// The transaction's own record (commit or rollback).
+    Single { commit_ts: u64, write: Write },
+    /// Another transaction committed at our start ts and carries our rollback mark.
+    OverlappedRollback,
+    /// Nothing; `overlapped` is another transaction's commit sitting at our start ts.
+    None { overlapped: Option<Write> },
+}
+
+/// The kind of a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LockType {
+    Put,
+    Delete,
+    Lock,
+    Pessimistic,
+}
+
+/// The kind of a write record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WriteType {
+    Put,
+    Delete,
+    Lock,
+    Rollback,
+}
+
+/// A Percolator lock (one per key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Lock {
+    pub(super) lock_type: LockType,
+    pub(super) primary: Bytes,
+    pub(super) start_ts: u64,
+    pub(super) ttl: u64,
+    /// The value of a Put lock (TiKV splits short and long values; the model keeps it here).
+    pub(super) value: Option<Bytes>,
+    pub(super) for_update_ts: u64,
+    pub(super) txn_size: u64,
+    pub(super) min_commit_ts: u64,
+    pub(super) use_async_commit: bool,
+    pub(super) use_one_pc: bool,
+    pub(super) secondaries: Vec<Bytes>,
+    /// Start ts of rolled-back transactions whose rollback must survive this lock's commit.
+    pub(super) rollback_ts: Vec<u64>,
+    pub(super) generation: u64,
+    pub(super) is_locked_with_conflict: bool,
+}
+
+impl Lock {
+    /// A lock of `lock_type` with every optional field empty.
+    pub(super) fn new(lock_type: LockType, primary: Bytes, start_ts: u64, ttl: u64) -> Self {
+        Self {
+            lock_type,
+            primary,
+            start_ts,
+            ttl,
+            value: None,
+            for_update_ts: 0,
+            txn_size: 0,
+            min_commit_ts: 0,
+            use_async_commit: false,
+            use_one_pc: false,
+            secondaries: Vec::new(),
+            rollback_ts: Vec::new(),
+            generation: 0,
+            is_locked_with_conflict: false,
+        }
+    }
+
+    pub(super) fn is_pessimistic(&self) -> bool {
+        self.lock_type == LockType::Pessimistic
+    }
+
+    /// Whether the lock belongs to a pessimistic transaction.
+    pub(super) fn is_pessimistic_txn(&self) -> bool {
+        self.for_update_ts != 0
+    }
+
+    /// Whether the lock's TTL has run out at `current_ts` (physical parts in ms).
+    pub(super) fn is_expired(&self, current_ts: u64) -> bool {
+        physical(self.start_ts).saturating_add(self.ttl) < physical(current_ts)
+    }
+
+    /// The wire form of the lock on `key`.
+    pub(super) fn lock_info(&self, key: &Bytes) -> kvrpcpb::LockInfo {
+        let lock_type = match self.lock_type {
+            LockType::Put => kvrpcpb::Op::Put,
+            LockType::Delete => kvrpcpb::Op::Del,
+            LockType::Lock => kvrpcpb::Op::Lock,
+            LockType::Pessimistic => kvrpcpb::Op::PessimisticLock,
+        };
+        kvrpcpb::LockInfo {
+            primary_lock: self.primary.clone(),
+            lock_version: self.start_ts,
+            key: key.clone(),
+            lock_ttl: self.ttl,
+            txn_size: self.txn_size,
+            lock_type: lock_type as i32,
+            lock_for_update_ts: self.for_update_ts,
+            use_async_commit: self.use_async_commit,
+            min_commit_ts: self.min_commit_ts,
+            secondaries: self.secondaries.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A write record (commit or rollback).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Write {
+    pub(super) write_type: WriteType,
+    pub(super) start_ts: u64,
+    /// The value of a Put.
+    pub(super) value: Option<Bytes>,
+    /// A rollback of the transaction whose start ts equals this record's commit ts.
+    pub(super) has_overlapped_rollback: bool,
+    /// For rollbacks: must not be collapsed away (primary keys, async commit checks).
+    pub(super) protected: bool,
+}
+
+impl Write {
+    /// A commit record of `write_type` for the transaction `start_ts`.
+    pub(super) fn new(write_type: WriteType, start_ts: u64, value: Option<Bytes>) -> Self {
+        Self {
+            write_type,
+            start_ts,
+            value,
+            has_overlapped_rollback: false,
+            protected: false,
+        }
+    }
+
+    /// A rollback record for the transaction `start_ts`.
+    pub(super) fn rollback(start_ts: u64, protected: bool) -> Self {
+        Self {
+            protected,
+            ..Self::new(WriteType::Rollback, start_ts, None)
+        }
+    }
+}
+
+/// The physical (millisecond) part of a TSO timestamp.
+pub(super) fn physical(ts: u64) -> u64 {
+    ts >> 18
+}
+
+#[derive(Debug)]
+enum Undo {
+    Lock {
+        key: Bytes,
+        previous: Option<Lock>,
+    },
+    Write {
+        key: Bytes,
+        commit_ts: u64,
+        previous: Option<Write>,
+    },
+}
+
+/// Rejects an empty key, which no TiKV command accepts.
+pub(super) fn check_key(key: &Bytes) -> Result<(), TxnError> {
+    if key.is_empty() {
+        Err(TxnError::BadRequest("empty key".to_owned()))
+    } else {
+        Ok(())
+    }
+}

@@ -1,1 +1,0 @@
-//! Raw KV storage of the simulated cluster (being written).

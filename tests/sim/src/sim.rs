@@ -1,0 +1,177 @@
+//! [`Sim`]: the whole simulated cluster as one deterministic value.
+//!
+//! PD and region metadata ([`Cluster`]), the storage every store shares (one MVCC store and
+//! one raw store: replication is not modelled, every peer sees the same data), injected
+//! faults, and the queue of pessimistic lock requests waiting for other transactions' locks.
+//! Wall-clock time comes in as `now_ms`; nothing reads the environment.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use tikv_proto::kvrpcpb::{self, ApiVersion};
+use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
+
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
+use crate::faults::Faults;
+use crate::mvcc::{DEFAULT_LOCK_WAIT_TIMEOUT_MS, LockAcquire, LockWait, MvccStore};
+use crate::raw::RawStore;
+use crate::tikv::{Execution, TikvResponse};
+
+/// How to build a [`Sim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    /// PD, stores and regions.
+    pub cluster: ClusterConfig,
+    /// The stores' `storage.api-version`.
+    pub api_version: ApiVersion,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            cluster: ClusterConfig::default(),
+            api_version: ApiVersion::V1,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Waiter {
+    wait: LockWait,
+    deadline_ms: u64,
+}
+
+/// The simulated cluster.
+#[derive(Debug)]
+pub struct Sim {
+    /// PD's view and the region/store model; tests split, merge and move leaders through it.
+    pub cluster: Cluster,
+    /// Transactional storage.
+    pub mvcc: MvccStore,
+    /// Raw storage.
+    pub raw: RawStore,
+    /// Injected faults.
+    pub faults: Faults,
+    api_version: ApiVersion,
+    waiters: BTreeMap<u64, Waiter>,
+    next_wait: u64,
+    ready: VecDeque<(u64, TikvResponse)>,
+}
+
+impl Sim {
+    /// A fresh cluster.
+    ///
+    /// Errors when the cluster configuration is impossible (no stores, zero cluster id...).
+    pub fn new(config: SimConfig) -> Result<Self, ClusterError> {
+        Ok(Self {
+            cluster: Cluster::new(config.cluster)?,
+            mvcc: MvccStore::new(),
+            raw: RawStore::new(config.api_version),
+            faults: Faults::default(),
+            api_version: config.api_version,
+            waiters: BTreeMap::new(),
+            next_wait: 1,
+            ready: VecDeque::new(),
+        })
+    }
+
+    /// The stores' API version.
+    pub fn api_version(&self) -> ApiVersion {
+        self.api_version
+    }
+
+    pub(crate) fn pessimistic_lock(
+        &mut self,
+        request: kvrpcpb::PessimisticLockRequest,
+        now_ms: u64,
+    ) -> Execution {
+        match self.mvcc.pessimistic_lock(&request) {
+            LockAcquire::Done(response) => {
+                self.after_write();
+                Execution::Done(TikvResponse::Batch(Resp::PessimisticLock(response)))
+            }
+            LockAcquire::Wait(wait) => {
+                let timeout_ms = if wait.wait_timeout_ms == 0 {
+                    DEFAULT_LOCK_WAIT_TIMEOUT_MS
+                } else {
+                    wait.wait_timeout_ms
+                };
+                let id = self.next_wait;
+                self.next_wait += 1;
+                self.waiters.insert(
+                    id,
+                    Waiter {
+                        wait,
+                        deadline_ms: now_ms.saturating_add(timeout_ms),
+                    },
+                );
+                Execution::Parked(id)
+            }
+        }
+    }
+
+    /// After a command that may release locks: wake the waiters queued on those keys, oldest
+    /// first, as TiKV's lock manager does.
+    pub(crate) fn after_write(&mut self) {
+        // Bounded: each pass either finishes waiters or leaves them parked.
+        for _ in 0..64 {
+            let released = self.mvcc.take_released_locks();
+            if released.is_empty() {
+                return;
+            }
+            for lock in released {
+                let Some(id) = self
+                    .waiters
+                    .iter()
+                    .find(|(_, waiter)| waiter.wait.key == lock.key)
+                    .map(|(id, _)| *id)
+                else {
+                    continue;
+                };
+                let Some(waiter) = self.waiters.remove(&id) else {
+                    continue;
+                };
+                match self.mvcc.wake_up_lock_wait(waiter.wait, &lock) {
+                    LockAcquire::Done(response) => self
+                        .ready
+                        .push_back((id, TikvResponse::Batch(Resp::PessimisticLock(response)))),
+                    LockAcquire::Wait(wait) => {
+                        self.waiters.insert(
+                            id,
+                            Waiter {
+                                wait,
+                                deadline_ms: waiter.deadline_ms,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Times out lock waits whose deadline passed.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let expired: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, waiter)| waiter.deadline_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(waiter) = self.waiters.remove(&id) {
+                let response = self.mvcc.lock_wait_timed_out(&waiter.wait);
+                self.ready
+                    .push_back((id, TikvResponse::Batch(Resp::PessimisticLock(response))));
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must run next (wall-clock ms).
+    pub fn next_timeout_ms(&self) -> Option<u64> {
+        self.waiters.values().map(|w| w.deadline_ms).min()
+    }
+
+    /// The next answer to a parked request, if one is ready.
+    pub fn poll_ready(&mut self) -> Option<(u64, TikvResponse)> {
+        self.ready.pop_front()
+    }
+}

@@ -1,0 +1,650 @@
+//! The TiKV side of the simulated cluster: what every store does with a request.
+//!
+//! A request is checked in TiKV's order (store up, cluster id, store, region, peer, leader,
+//! epoch, keys in range; see [`crate::cluster::Cluster::check_context`]), then injected
+//! faults get their chance, then the command runs against the one shared storage: the MVCC
+//! store for transactional commands and the raw store for raw ones. Range commands are
+//! clamped to the region they were sent to, as TiKV's region snapshots clamp them, so a scan
+//! returns only what that region holds. Region errors go into the response's
+//! `region_error`, as TiKV sends them.
+
+use bytes::Bytes;
+use prost::Message;
+use tikv_proto::codec;
+use tikv_proto::frame::Framed;
+use tikv_proto::kvrpcpb::{self, ApiVersion};
+use tikv_proto::status::{Code, Status};
+use tikv_proto::tikvpb;
+use tikv_proto::tikvpb::batch_commands_request::request::Cmd as Req;
+use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
+use tikv_proto::{errorpb, metapb};
+
+use crate::cluster::{ContextError, KeyMode, Touched};
+use crate::faults::FaultAction;
+use crate::sim::Sim;
+
+/// A request to a store: a BatchCommands arm, or a command only the unary API carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TikvRequest {
+    /// Any command BatchCommands can carry.
+    Batch(Req),
+    /// RawGetKeyTTL.
+    RawGetKeyTtl(kvrpcpb::RawGetKeyTtlRequest),
+    /// RawCompareAndSwap.
+    RawCas(kvrpcpb::RawCasRequest),
+    /// RawChecksum.
+    RawChecksum(kvrpcpb::RawChecksumRequest),
+    /// SplitRegion.
+    SplitRegion(kvrpcpb::SplitRegionRequest),
+    /// UnsafeDestroyRange (store-wide, no region).
+    UnsafeDestroyRange(kvrpcpb::UnsafeDestroyRangeRequest),
+}
+
+/// A store's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TikvResponse {
+    /// Any command BatchCommands can carry.
+    Batch(Resp),
+    /// RawGetKeyTTL.
+    RawGetKeyTtl(kvrpcpb::RawGetKeyTtlResponse),
+    /// RawCompareAndSwap.
+    RawCas(kvrpcpb::RawCasResponse),
+    /// RawChecksum.
+    RawChecksum(kvrpcpb::RawChecksumResponse),
+    /// SplitRegion.
+    SplitRegion(kvrpcpb::SplitRegionResponse),
+    /// UnsafeDestroyRange.
+    UnsafeDestroyRange(kvrpcpb::UnsafeDestroyRangeResponse),
+}
+
+/// What running a request produced.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Execution {
+    /// The answer.
+    Done(TikvResponse),
+    /// A pessimistic lock request is waiting for another transaction's lock; its answer comes
+    /// later from [`Sim::poll_ready`] under this id.
+    Parked(u64),
+    /// The request fails at the gRPC level (store down, cluster id mismatch, injected).
+    Failed(Status),
+    /// An injected fault: the request (or its reply) is lost; the caller never answers.
+    Dropped,
+}
+
+/// Maps unary paths to BatchCommands arms and back, in one table.
+macro_rules! batch_table {
+    ($( $arm:ident, $method:ident, $req:ident, $resp:ident; )*) => {
+        /// Decodes a unary request whose method BatchCommands also carries.
+        fn decode_batchable(path: &str, payload: Bytes) -> Option<Result<Req, prost::DecodeError>> {
+            $(
+                if path == tikvpb::tikv::$method.path() {
+                    return Some(kvrpcpb::$req::decode(payload).map(Req::$arm));
+                }
+            )*
+            None
+        }
+
+        /// Encodes a batchable response for a unary call.
+        fn encode_batchable(response: &Resp) -> Option<Vec<u8>> {
+            match response {
+                $( Resp::$arm(r) => Some(r.encode_to_vec()), )*
+                _ => None,
+            }
+        }
+
+        /// An empty response of `request`'s type carrying `err` as its region error.
+        fn region_error_response(request: &Req, err: errorpb::Error) -> Option<Resp> {
+            match request {
+                $( Req::$arm(_) => Some(Resp::$arm(kvrpcpb::$resp {
+                    region_error: Some(err),
+                    ..Default::default()
+                })), )*
+                _ => None,
+            }
+        }
+
+        /// The command's method name, for fault matching.
+        fn batch_name(request: &Req) -> &'static str {
+            match request {
+                $( Req::$arm(_) => tikvpb::tikv::$method.desc.name, )*
+                _ => "Other",
+            }
+        }
+
+        /// The request's context.
+        fn batch_context(request: &Req) -> Option<&kvrpcpb::Context> {
+            match request {
+                $( Req::$arm(r) => r.context.as_ref(), )*
+                _ => None,
+            }
+        }
+    };
+}
+
+batch_table! {
+    Get, KV_GET, GetRequest, GetResponse;
+    Scan, KV_SCAN, ScanRequest, ScanResponse;
+    Prewrite, KV_PREWRITE, PrewriteRequest, PrewriteResponse;
+    Commit, KV_COMMIT, CommitRequest, CommitResponse;
+    Cleanup, KV_CLEANUP, CleanupRequest, CleanupResponse;
+    BatchGet, KV_BATCH_GET, BatchGetRequest, BatchGetResponse;
+    BatchRollback, KV_BATCH_ROLLBACK, BatchRollbackRequest, BatchRollbackResponse;
+    ScanLock, KV_SCAN_LOCK, ScanLockRequest, ScanLockResponse;
+    ResolveLock, KV_RESOLVE_LOCK, ResolveLockRequest, ResolveLockResponse;
+    DeleteRange, KV_DELETE_RANGE, DeleteRangeRequest, DeleteRangeResponse;
+    RawGet, RAW_GET, RawGetRequest, RawGetResponse;
+    RawBatchGet, RAW_BATCH_GET, RawBatchGetRequest, RawBatchGetResponse;
+    RawPut, RAW_PUT, RawPutRequest, RawPutResponse;
+    RawBatchPut, RAW_BATCH_PUT, RawBatchPutRequest, RawBatchPutResponse;
+    RawDelete, RAW_DELETE, RawDeleteRequest, RawDeleteResponse;
+    RawBatchDelete, RAW_BATCH_DELETE, RawBatchDeleteRequest, RawBatchDeleteResponse;
+    RawScan, RAW_SCAN, RawScanRequest, RawScanResponse;
+    RawDeleteRange, RAW_DELETE_RANGE, RawDeleteRangeRequest, RawDeleteRangeResponse;
+    RawBatchScan, RAW_BATCH_SCAN, RawBatchScanRequest, RawBatchScanResponse;
+    PessimisticLock, KV_PESSIMISTIC_LOCK, PessimisticLockRequest, PessimisticLockResponse;
+    PessimisticRollback, KV_PESSIMISTIC_ROLLBACK, PessimisticRollbackRequest, PessimisticRollbackResponse;
+    CheckTxnStatus, KV_CHECK_TXN_STATUS, CheckTxnStatusRequest, CheckTxnStatusResponse;
+    TxnHeartBeat, KV_TXN_HEART_BEAT, TxnHeartBeatRequest, TxnHeartBeatResponse;
+    CheckSecondaryLocks, KV_CHECK_SECONDARY_LOCKS, CheckSecondaryLocksRequest, CheckSecondaryLocksResponse;
+    Flush, KV_FLUSH, FlushRequest, FlushResponse;
+    BufferBatchGet, KV_BUFFER_BATCH_GET, BufferBatchGetRequest, BufferBatchGetResponse;
+}
+
+fn internal(err: impl std::fmt::Display) -> Status {
+    Status::new(Code::Internal, err.to_string())
+}
+
+impl TikvRequest {
+    /// Decodes the unary request at `path`.
+    ///
+    /// Errors with `UNIMPLEMENTED` for a method the simulator does not serve and `INTERNAL`
+    /// for a payload that is not valid protobuf, as a gRPC server answers them.
+    pub fn decode(path: &str, payload: Bytes) -> Result<Self, Status> {
+        if let Some(decoded) = decode_batchable(path, payload.clone()) {
+            return decoded.map(Self::Batch).map_err(internal);
+        }
+        let t = &tikvpb::tikv::RAW_GET_KEY_TTL;
+        if path == t.path() {
+            return kvrpcpb::RawGetKeyTtlRequest::decode(payload)
+                .map(Self::RawGetKeyTtl)
+                .map_err(internal);
+        }
+        if path == tikvpb::tikv::RAW_COMPARE_AND_SWAP.path() {
+            return kvrpcpb::RawCasRequest::decode(payload)
+                .map(Self::RawCas)
+                .map_err(internal);
+        }
+        if path == tikvpb::tikv::RAW_CHECKSUM.path() {
+            return kvrpcpb::RawChecksumRequest::decode(payload)
+                .map(Self::RawChecksum)
+                .map_err(internal);
+        }
+        if path == tikvpb::tikv::SPLIT_REGION.path() {
+            return kvrpcpb::SplitRegionRequest::decode(payload)
+                .map(Self::SplitRegion)
+                .map_err(internal);
+        }
+        if path == tikvpb::tikv::UNSAFE_DESTROY_RANGE.path() {
+            return kvrpcpb::UnsafeDestroyRangeRequest::decode(payload)
+                .map(Self::UnsafeDestroyRange)
+                .map_err(internal);
+        }
+        Err(Status::new(
+            Code::Unimplemented,
+            format!("unknown method {path}"),
+        ))
+    }
+
+    /// The command's method name (`RawGet`, `KvPrewrite`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Batch(cmd) => batch_name(cmd),
+            Self::RawGetKeyTtl(_) => tikvpb::tikv::RAW_GET_KEY_TTL.desc.name,
+            Self::RawCas(_) => tikvpb::tikv::RAW_COMPARE_AND_SWAP.desc.name,
+            Self::RawChecksum(_) => tikvpb::tikv::RAW_CHECKSUM.desc.name,
+            Self::SplitRegion(_) => tikvpb::tikv::SPLIT_REGION.desc.name,
+            Self::UnsafeDestroyRange(_) => tikvpb::tikv::UNSAFE_DESTROY_RANGE.desc.name,
+        }
+    }
+
+    fn context(&self) -> Option<&kvrpcpb::Context> {
+        match self {
+            Self::Batch(cmd) => batch_context(cmd),
+            Self::RawGetKeyTtl(r) => r.context.as_ref(),
+            Self::RawCas(r) => r.context.as_ref(),
+            Self::RawChecksum(r) => r.context.as_ref(),
+            Self::SplitRegion(r) => r.context.as_ref(),
+            Self::UnsafeDestroyRange(r) => r.context.as_ref(),
+        }
+    }
+
+    fn region_error_response(&self, err: errorpb::Error) -> Option<TikvResponse> {
+        Some(match self {
+            Self::Batch(cmd) => TikvResponse::Batch(region_error_response(cmd, err)?),
+            Self::RawGetKeyTtl(_) => TikvResponse::RawGetKeyTtl(kvrpcpb::RawGetKeyTtlResponse {
+                region_error: Some(err),
+                ..Default::default()
+            }),
+            Self::RawCas(_) => TikvResponse::RawCas(kvrpcpb::RawCasResponse {
+                region_error: Some(err),
+                ..Default::default()
+            }),
+            Self::RawChecksum(_) => TikvResponse::RawChecksum(kvrpcpb::RawChecksumResponse {
+                region_error: Some(err),
+                ..Default::default()
+            }),
+            Self::SplitRegion(_) => TikvResponse::SplitRegion(kvrpcpb::SplitRegionResponse {
+                region_error: Some(err),
+                ..Default::default()
+            }),
+            Self::UnsafeDestroyRange(_) => {
+                TikvResponse::UnsafeDestroyRange(kvrpcpb::UnsafeDestroyRangeResponse {
+                    region_error: Some(err),
+                    ..Default::default()
+                })
+            }
+        })
+    }
+}
+
+impl TikvResponse {
+    /// Encodes the response for a unary call.
+    ///
+    /// Errors with `INTERNAL` for a response arm with no unary form (never produced).
+    pub fn encode(&self) -> Result<Framed, Status> {
+        let payload = match self {
+            Self::Batch(resp) => {
+                encode_batchable(resp).ok_or_else(|| internal("response has no unary form"))?
+            }
+            Self::RawGetKeyTtl(r) => r.encode_to_vec(),
+            Self::RawCas(r) => r.encode_to_vec(),
+            Self::RawChecksum(r) => r.encode_to_vec(),
+            Self::SplitRegion(r) => r.encode_to_vec(),
+            Self::UnsafeDestroyRange(r) => r.encode_to_vec(),
+        };
+        Framed::from_payload(&payload, usize::MAX).map_err(internal)
+    }
+}
+
+/// A region's range in the key space requests use (decoded from PD's space when needed).
+fn request_space_range(region: &metapb::Region, mode: KeyMode) -> (Bytes, Bytes) {
+    let decode = |boundary: &Bytes| -> Bytes {
+        match mode {
+            KeyMode::Plain => boundary.clone(),
+            KeyMode::Encoded => codec::decode_region_key(boundary)
+                .map(Bytes::from)
+                .unwrap_or_else(|_| boundary.clone()),
+        }
+    };
+    (decode(&region.start_key), decode(&region.end_key))
+}
+
+/// `max(a, b)` of two lower bounds.
+fn max_start(a: &Bytes, b: &Bytes) -> Bytes {
+    if a >= b { a.clone() } else { b.clone() }
+}
+
+/// `min(a, b)` of two upper bounds where empty means unbounded.
+fn min_end(a: &Bytes, b: &Bytes) -> Bytes {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.clone(),
+        (_, true) => a.clone(),
+        _ => {
+            if a <= b {
+                a.clone()
+            } else {
+                b.clone()
+            }
+        }
+    }
+}
+
+impl Sim {
+    /// Runs one request on store `store_id` at wall-clock `now_ms`.
+    pub fn execute(&mut self, store_id: u64, request: TikvRequest, now_ms: u64) -> Execution {
+        let context = request.context().cloned().unwrap_or_default();
+        match self
+            .faults
+            .take(store_id, request.name(), context.region_id)
+        {
+            Some(FaultAction::RegionError(err)) => {
+                return match request.region_error_response(*err) {
+                    Some(response) => Execution::Done(response),
+                    None => Execution::Failed(internal("no region error form")),
+                };
+            }
+            Some(FaultAction::Status(status)) => return Execution::Failed(status),
+            Some(FaultAction::Drop) => return Execution::Dropped,
+            None => {}
+        }
+        if let TikvRequest::UnsafeDestroyRange(req) = &request {
+            return Execution::Done(TikvResponse::UnsafeDestroyRange(
+                self.unsafe_destroy_range(store_id, req),
+            ));
+        }
+        let txn = matches!(&request, TikvRequest::Batch(cmd) if !is_raw(cmd))
+            || matches!(&request, TikvRequest::SplitRegion(r) if !r.is_raw_kv);
+        let mode = KeyMode::for_request(context.api_version, txn);
+        let touched_keys = touched(&request);
+        let touched: Vec<Touched<'_>> = touched_keys
+            .iter()
+            .map(|key| Touched::Key(key.as_ref()))
+            .collect();
+        match self
+            .cluster
+            .check_context(store_id, &context, &touched, mode)
+        {
+            Ok(()) => {}
+            Err(ContextError::Region(err)) => {
+                return match request.region_error_response(*err) {
+                    Some(response) => Execution::Done(response),
+                    None => Execution::Failed(internal("no region error form")),
+                };
+            }
+            Err(ContextError::ClusterIdMismatch { expected, got }) => {
+                return Execution::Failed(Status::new(
+                    Code::InvalidArgument,
+                    format!("cluster id mismatch: request {got}, store {expected}"),
+                ));
+            }
+            Err(other) => {
+                return Execution::Failed(Status::new(Code::Unavailable, other.to_string()));
+            }
+        }
+        let region = self
+            .cluster
+            .region(context.region_id)
+            .map(|r| r.to_proto())
+            .unwrap_or_default();
+        let (region_start, region_end) = request_space_range(&region, mode);
+        self.run_command(request, &region_start, &region_end, now_ms)
+    }
+
+    fn unsafe_destroy_range(
+        &mut self,
+        store_id: u64,
+        req: &kvrpcpb::UnsafeDestroyRangeRequest,
+    ) -> kvrpcpb::UnsafeDestroyRangeResponse {
+        if self.cluster.store(store_id).is_none() {
+            return kvrpcpb::UnsafeDestroyRangeResponse {
+                error: format!("store {store_id} not found"),
+                ..Default::default()
+            };
+        }
+        let delete = kvrpcpb::DeleteRangeRequest {
+            start_key: req.start_key.clone(),
+            end_key: req.end_key.clone(),
+            ..Default::default()
+        };
+        let response = self.mvcc.delete_range(&delete);
+        kvrpcpb::UnsafeDestroyRangeResponse {
+            error: response.error,
+            ..Default::default()
+        }
+    }
+
+    fn run_command(
+        &mut self,
+        request: TikvRequest,
+        region_start: &Bytes,
+        region_end: &Bytes,
+        now_ms: u64,
+    ) -> Execution {
+        let batch = |resp: Resp| Execution::Done(TikvResponse::Batch(resp));
+        let cmd = match request {
+            TikvRequest::Batch(cmd) => cmd,
+            TikvRequest::RawGetKeyTtl(req) => {
+                return Execution::Done(TikvResponse::RawGetKeyTtl(
+                    self.raw.raw_get_key_ttl(&req, now_ms),
+                ));
+            }
+            TikvRequest::RawCas(req) => {
+                return Execution::Done(TikvResponse::RawCas(
+                    self.raw.raw_compare_and_swap(&req, now_ms),
+                ));
+            }
+            TikvRequest::RawChecksum(mut req) => {
+                for range in &mut req.ranges {
+                    range.start_key = max_start(&range.start_key, region_start);
+                    range.end_key = min_end(&range.end_key, region_end);
+                }
+                req.ranges
+                    .retain(|r| r.end_key.is_empty() || r.start_key < r.end_key);
+                return Execution::Done(TikvResponse::RawChecksum(
+                    self.raw.raw_checksum(&req, now_ms),
+                ));
+            }
+            TikvRequest::SplitRegion(req) => {
+                return Execution::Done(TikvResponse::SplitRegion(self.split_region(&req)));
+            }
+            TikvRequest::UnsafeDestroyRange(req) => {
+                return Execution::Done(TikvResponse::UnsafeDestroyRange(
+                    kvrpcpb::UnsafeDestroyRangeResponse {
+                        error: format!("unexpected {req:?}"),
+                        ..Default::default()
+                    },
+                ));
+            }
+        };
+        match cmd {
+            Req::RawGet(req) => batch(Resp::RawGet(self.raw.raw_get(&req, now_ms))),
+            Req::RawBatchGet(req) => batch(Resp::RawBatchGet(self.raw.raw_batch_get(&req, now_ms))),
+            Req::RawPut(req) => batch(Resp::RawPut(self.raw.raw_put(&req, now_ms))),
+            Req::RawBatchPut(req) => batch(Resp::RawBatchPut(self.raw.raw_batch_put(&req, now_ms))),
+            Req::RawDelete(req) => batch(Resp::RawDelete(self.raw.raw_delete(&req, now_ms))),
+            Req::RawBatchDelete(req) => batch(Resp::RawBatchDelete(
+                self.raw.raw_batch_delete(&req, now_ms),
+            )),
+            Req::RawScan(mut req) => {
+                if req.reverse {
+                    // start_key is the exclusive upper bound, end_key the inclusive lower one.
+                    req.start_key = if req.start_key.is_empty() {
+                        region_end.clone()
+                    } else {
+                        min_end(&req.start_key, region_end)
+                    };
+                    req.end_key = max_start(&req.end_key, region_start);
+                } else {
+                    req.start_key = max_start(&req.start_key, region_start);
+                    req.end_key = min_end(&req.end_key, region_end);
+                }
+                batch(Resp::RawScan(self.raw.raw_scan(&req, now_ms)))
+            }
+            Req::RawDeleteRange(mut req) => {
+                req.start_key = max_start(&req.start_key, region_start);
+                req.end_key = min_end(&req.end_key, region_end);
+                batch(Resp::RawDeleteRange(
+                    self.raw.raw_delete_range(&req, now_ms),
+                ))
+            }
+            Req::RawBatchScan(req) => {
+                batch(Resp::RawBatchScan(self.raw.raw_batch_scan(&req, now_ms)))
+            }
+            Req::Get(req) => batch(Resp::Get(self.mvcc.get(&req))),
+            Req::BatchGet(req) => batch(Resp::BatchGet(self.mvcc.batch_get(&req))),
+            Req::Scan(mut req) => {
+                if req.reverse {
+                    req.start_key = if req.start_key.is_empty() {
+                        region_end.clone()
+                    } else {
+                        min_end(&req.start_key, region_end)
+                    };
+                    req.end_key = max_start(&req.end_key, region_start);
+                } else {
+                    req.start_key = max_start(&req.start_key, region_start);
+                    req.end_key = min_end(&req.end_key, region_end);
+                }
+                batch(Resp::Scan(self.mvcc.scan(&req)))
+            }
+            Req::Prewrite(req) => {
+                let response = self.mvcc.prewrite(&req);
+                self.after_write();
+                batch(Resp::Prewrite(response))
+            }
+            Req::Commit(req) => {
+                let response = self.mvcc.commit(&req);
+                self.after_write();
+                batch(Resp::Commit(response))
+            }
+            Req::Cleanup(req) => {
+                let response = self.mvcc.cleanup(&req);
+                self.after_write();
+                batch(Resp::Cleanup(response))
+            }
+            Req::BatchRollback(req) => {
+                let response = self.mvcc.batch_rollback(&req);
+                self.after_write();
+                batch(Resp::BatchRollback(response))
+            }
+            Req::ScanLock(mut req) => {
+                req.start_key = max_start(&req.start_key, region_start);
+                req.end_key = min_end(&req.end_key, region_end);
+                batch(Resp::ScanLock(self.mvcc.scan_lock(&req)))
+            }
+            Req::ResolveLock(req) => {
+                let response = self.mvcc.resolve_lock(&req);
+                self.after_write();
+                batch(Resp::ResolveLock(response))
+            }
+            Req::DeleteRange(mut req) => {
+                req.start_key = max_start(&req.start_key, region_start);
+                req.end_key = min_end(&req.end_key, region_end);
+                let response = self.mvcc.delete_range(&req);
+                self.after_write();
+                batch(Resp::DeleteRange(response))
+            }
+            Req::PessimisticLock(req) => self.pessimistic_lock(req, now_ms),
+            Req::PessimisticRollback(req) => {
+                let response = self.mvcc.pessimistic_rollback(&req);
+                self.after_write();
+                batch(Resp::PessimisticRollback(response))
+            }
+            Req::CheckTxnStatus(req) => {
+                let response = self.mvcc.check_txn_status(&req);
+                self.after_write();
+                batch(Resp::CheckTxnStatus(response))
+            }
+            Req::TxnHeartBeat(req) => batch(Resp::TxnHeartBeat(self.mvcc.txn_heart_beat(&req))),
+            Req::CheckSecondaryLocks(req) => {
+                let response = self.mvcc.check_secondary_locks(&req);
+                self.after_write();
+                batch(Resp::CheckSecondaryLocks(response))
+            }
+            Req::Flush(req) => {
+                let response = self.mvcc.flush(&req);
+                self.after_write();
+                batch(Resp::Flush(response))
+            }
+            Req::BufferBatchGet(req) => {
+                batch(Resp::BufferBatchGet(self.mvcc.buffer_batch_get(&req)))
+            }
+            Req::BroadcastTxnStatus(req) => batch(Resp::BroadcastTxnStatus(
+                self.mvcc.broadcast_txn_status(&req),
+            )),
+            Req::Empty(req) => batch(Resp::Empty(tikvpb::BatchCommandsEmptyResponse {
+                test_id: req.test_id,
+            })),
+            other => Execution::Failed(Status::new(
+                Code::Unimplemented,
+                format!("command {} is not simulated", batch_name(&other)),
+            )),
+        }
+    }
+
+    fn split_region(&mut self, req: &kvrpcpb::SplitRegionRequest) -> kvrpcpb::SplitRegionResponse {
+        let mode = if req.is_raw_kv
+            && req
+                .context
+                .as_ref()
+                .is_none_or(|c| c.api_version != ApiVersion::V2 as i32)
+        {
+            KeyMode::Plain
+        } else {
+            KeyMode::Encoded
+        };
+        let keys: Vec<Bytes> = req
+            .split_keys
+            .iter()
+            .map(|key| mode.to_boundary(key))
+            .collect();
+        match self.cluster.split_keys(&keys) {
+            Ok(_) => {
+                let mut regions: Vec<metapb::Region> = Vec::new();
+                let mut seen = std::collections::BTreeSet::new();
+                for key in &keys {
+                    for region in [self.cluster.region_by_key(key)].into_iter().flatten() {
+                        if seen.insert(region.id) {
+                            regions.push(region.to_proto());
+                        }
+                    }
+                }
+                kvrpcpb::SplitRegionResponse {
+                    regions,
+                    ..Default::default()
+                }
+            }
+            Err(err) => kvrpcpb::SplitRegionResponse {
+                region_error: Some(errorpb::Error {
+                    message: err.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+fn is_raw(cmd: &Req) -> bool {
+    matches!(
+        cmd,
+        Req::RawGet(_)
+            | Req::RawBatchGet(_)
+            | Req::RawPut(_)
+            | Req::RawBatchPut(_)
+            | Req::RawDelete(_)
+            | Req::RawBatchDelete(_)
+            | Req::RawScan(_)
+            | Req::RawDeleteRange(_)
+            | Req::RawBatchScan(_)
+            | Req::RawCoprocessor(_)
+    )
+}
+
+/// The keys whose region membership TiKV checks before executing (range commands check their
+/// start; the range itself is clamped to the region).
+fn touched(request: &TikvRequest) -> Vec<Bytes> {
+    let single = |key: &Bytes| vec![key.clone()];
+    match request {
+        TikvRequest::Batch(cmd) => match cmd {
+            Req::Get(r) => single(&r.key),
+            Req::BatchGet(r) => r.keys.clone(),
+            Req::Scan(r) if !r.reverse => single(&r.start_key),
+            Req::Prewrite(r) => r.mutations.iter().map(|m| m.key.clone()).collect(),
+            Req::Commit(r) => r.keys.clone(),
+            Req::Cleanup(r) => single(&r.key),
+            Req::BatchRollback(r) => r.keys.clone(),
+            Req::ResolveLock(r) => r.keys.clone(),
+            Req::RawGet(r) => single(&r.key),
+            Req::RawBatchGet(r) => r.keys.clone(),
+            Req::RawPut(r) => single(&r.key),
+            Req::RawBatchPut(r) => r.pairs.iter().map(|p| p.key.clone()).collect(),
+            Req::RawDelete(r) => single(&r.key),
+            Req::RawBatchDelete(r) => r.keys.clone(),
+            Req::RawScan(r) if !r.reverse => single(&r.start_key),
+            Req::RawDeleteRange(r) => single(&r.start_key),
+            Req::PessimisticLock(r) => r.mutations.iter().map(|m| m.key.clone()).collect(),
+            Req::PessimisticRollback(r) => r.keys.clone(),
+            Req::CheckTxnStatus(r) => single(&r.primary_key),
+            Req::TxnHeartBeat(r) => single(&r.primary_lock),
+            Req::CheckSecondaryLocks(r) => r.keys.clone(),
+            Req::Flush(r) => r.mutations.iter().map(|m| m.key.clone()).collect(),
+            Req::BufferBatchGet(r) => r.keys.clone(),
+            _ => Vec::new(),
+        },
+        TikvRequest::RawGetKeyTtl(r) => single(&r.key),
+        TikvRequest::RawCas(r) => single(&r.key),
+        TikvRequest::RawChecksum(_)
+        | TikvRequest::SplitRegion(_)
+        | TikvRequest::UnsafeDestroyRange(_) => Vec::new(),
+    }
+}
