@@ -1,74 +1,64 @@
-//! Quickstart: talk gRPC to PD through the client's transport.
+//! Quickstart: raw key-value operations against a TiKV cluster.
 //!
-//! With `PD_ENDPOINTS` set (`127.0.0.1:2379`, comma-separated), this asks that PD for its
-//! members; without it, it first starts an embedded simulated PD on a loopback port. Either
-//! way it shows a full gRPC round trip: HTTP/2 connection, framing, status and decoding.
+//! With `PD_ENDPOINTS` set (`127.0.0.1:2379`, comma-separated) this talks to that cluster;
+//! without it, it first starts an embedded simulated cluster (PD and three stores on loopback
+//! ports, split into a few regions), so it runs anywhere with nothing else installed.
 //!
 //! Run with `cargo run -p tikv-tokio --example quickstart`.
 
-use std::time::Duration;
+use tikv_core::Config;
 
-use tikv_core::Runtime;
-use tikv_proto::grpc::health::v1 as health;
-use tikv_proto::pdpb;
-use tikv_proto::rpc::{self, CallOptions};
-use tikv_tokio::{ConnectOptions, TokioRuntime};
-
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let configured = std::env::var("PD_ENDPOINTS").ok();
-    // Keep the embedded PD alive until the end of main.
+    // Keep the embedded cluster alive until the end of main.
     let mut _embedded = None;
-    let endpoint = match configured.as_deref() {
-        Some(endpoints) => endpoints
-            .split(',')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
-        None => {
-            let pd = tikv_sim::stub::StubPd::new(6_982_178_453_187_395_173);
-            let server = tikv_sim::serve::serve_loopback(pd.clone(), Default::default()).await?;
-            pd.set_address(server.address());
-            println!("started an embedded simulated PD at {}", server.address());
-            let address = server.address().to_owned();
+    let endpoints: Vec<String> = match std::env::var("PD_ENDPOINTS") {
+        Ok(endpoints) => endpoints.split(',').map(|e| e.trim().to_owned()).collect(),
+        Err(_) => {
+            let server = tikv_sim::SimServer::start(tikv_sim::SimConfig::default()).await?;
+            server.with(|sim| {
+                for key in ["b", "m", "t"] {
+                    let _ = sim.cluster.split_at(key.as_bytes());
+                }
+            });
+            println!(
+                "started an embedded simulated cluster: PD at {}, {} stores",
+                server.pd_address(),
+                server.store_addresses().len()
+            );
+            let pd = server.pd_address().to_owned();
             _embedded = Some(server);
-            address
+            vec![pd]
         }
     };
 
-    let runtime = TokioRuntime::current(ConnectOptions::default())?;
-    let channel = runtime.connect(&endpoint).await?;
-    let options = CallOptions::with_timeout(Duration::from_secs(3));
+    let client = tikv_tokio::connect(endpoints, Config::default())?;
+    let raw = client.raw();
 
-    let health = rpc::call(
-        &channel,
-        health::health::CHECK,
-        &health::HealthCheckRequest::default(),
-        options.clone(),
-        4 << 20,
-    )
-    .await?;
+    raw.put("apple", "red").await?;
+    raw.batch_put([("banana", "yellow"), ("kiwi", "green"), ("plum", "purple")]).await?;
+    println!("get apple -> {:?}", raw.get("apple").await?);
     println!(
-        "health of {endpoint}: {:?}",
-        health::health_check_response::ServingStatus::try_from(health.status)
+        "batch_get [apple, kiwi, mango] -> {:?}",
+        raw.batch_get(["apple", "kiwi", "mango"]).await?
     );
-
-    let members = rpc::call(
-        &channel,
-        pdpb::pd::GET_MEMBERS,
-        &pdpb::GetMembersRequest::default(),
-        options,
-        4 << 20,
-    )
-    .await?;
-    let cluster_id = members.header.map(|header| header.cluster_id).unwrap_or(0);
-    println!("cluster id: {cluster_id}");
-    for member in &members.members {
-        println!("PD member {} at {:?}", member.name, member.client_urls);
+    for pair in raw.scan("a", "z", 10).await? {
+        println!(
+            "scan: {} = {}",
+            String::from_utf8_lossy(&pair.key),
+            String::from_utf8_lossy(&pair.value)
+        );
     }
-    if let Some(leader) = &members.leader {
-        println!("PD leader: {}", leader.name);
-    }
+    let atomic = raw.with_atomic_for_cas(true);
+    let (previous, swapped) = atomic.compare_and_swap("apple", Some("red".into()), "green").await?;
+    println!("compare_and_swap apple red->green: previous {previous:?}, swapped {swapped}");
+    raw.delete("banana").await?;
+    println!("after delete, get banana -> {:?}", raw.get("banana").await?);
+    let checksum = raw.checksum("", "").await?;
+    println!(
+        "checksum: crc64_xor={:#x} kvs={} bytes={}",
+        checksum.crc64_xor, checksum.total_kvs, checksum.total_bytes
+    );
+    println!("timestamp from TSO: {}", client.current_timestamp().await?);
     Ok(())
 }
