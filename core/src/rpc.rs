@@ -218,6 +218,8 @@ pub enum PdRequest {
     GetStore(pdpb::GetStoreRequest),
     /// Every store.
     GetAllStores(pdpb::GetAllStoresRequest),
+    /// A keyspace's metadata by name (API V2).
+    LoadKeyspace(tikv_proto::keyspacepb::LoadKeyspaceRequest),
 }
 
 /// PD's answer to a [`PdRequest`], of the same variant.
@@ -239,6 +241,8 @@ pub enum PdResponse {
     GetStore(pdpb::GetStoreResponse),
     /// Every store.
     GetAllStores(pdpb::GetAllStoresResponse),
+    /// The keyspace, if it exists.
+    LoadKeyspace(tikv_proto::keyspacepb::LoadKeyspaceResponse),
 }
 
 impl PdRequest {
@@ -253,6 +257,7 @@ impl PdRequest {
             Self::ScanRegions(_) => pdpb::pd::SCAN_REGIONS.path(),
             Self::GetStore(_) => pdpb::pd::GET_STORE.path(),
             Self::GetAllStores(_) => pdpb::pd::GET_ALL_STORES.path(),
+            Self::LoadKeyspace(_) => tikv_proto::keyspacepb::keyspace::LOAD_KEYSPACE.path(),
         }
     }
 
@@ -266,6 +271,7 @@ impl PdRequest {
             Self::ScanRegions(r) => &mut r.header,
             Self::GetStore(r) => &mut r.header,
             Self::GetAllStores(r) => &mut r.header,
+            Self::LoadKeyspace(r) => &mut r.header,
         };
         header.get_or_insert_with(Default::default).cluster_id = cluster_id;
     }
@@ -282,6 +288,7 @@ impl PdRequest {
             Self::ScanRegions(r) => Framed::encode(r, limit),
             Self::GetStore(r) => Framed::encode(r, limit),
             Self::GetAllStores(r) => Framed::encode(r, limit),
+            Self::LoadKeyspace(r) => Framed::encode(r, limit),
         }
     }
 
@@ -299,6 +306,7 @@ impl PdRequest {
             Self::ScanRegions(_) => PdResponse::ScanRegions(decode(payload)?),
             Self::GetStore(_) => PdResponse::GetStore(decode(payload)?),
             Self::GetAllStores(_) => PdResponse::GetAllStores(decode(payload)?),
+            Self::LoadKeyspace(_) => PdResponse::LoadKeyspace(decode(payload)?),
         })
     }
 }
@@ -315,6 +323,7 @@ impl PdResponse {
             Self::ScanRegions(r) => r.header.as_ref(),
             Self::GetStore(r) => r.header.as_ref(),
             Self::GetAllStores(r) => r.header.as_ref(),
+            Self::LoadKeyspace(r) => r.header.as_ref(),
         }
     }
 }

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::OpId;
+use super::pd::Readiness;
 use super::raw::RawOp;
 use super::shared::{Shared, Wake};
 use crate::error::Error;
@@ -174,6 +175,8 @@ pub enum Output {
 /// A running operation.
 #[derive(Debug)]
 pub(crate) enum Op {
+    /// Waiting for the keyspace before the command can be validated.
+    Waiting(Command),
     Raw(Box<RawOp>),
     Timestamp,
 }
@@ -182,11 +185,11 @@ impl Op {
     /// Validates `command` and creates its machine.
     ///
     /// Errors with [`Error::InvalidArgument`] for input the operation cannot accept.
-    pub(crate) fn start(command: Command, shared: &mut Shared, _id: OpId) -> Result<Self, Error> {
-        match command {
-            Command::Raw(raw) => Ok(Self::Raw(Box::new(RawOp::new(raw, shared)?))),
-            Command::Timestamp => Ok(Self::Timestamp),
-        }
+    pub(crate) fn start(command: Command, _shared: &mut Shared, _id: OpId) -> Result<Self, Error> {
+        Ok(match command {
+            Command::Timestamp => Self::Timestamp,
+            raw @ Command::Raw(_) => Self::Waiting(raw),
+        })
     }
 
     /// Advances the operation; `Some` when it finished.
@@ -196,7 +199,23 @@ impl Op {
         id: OpId,
         wake: Wake,
     ) -> Option<Result<Output, Error>> {
+        if let Self::Waiting(command) = self {
+            match shared.ensure_keyspace(id) {
+                Readiness::Parked => return None,
+                Readiness::Failed(err) => return Some(Err(err)),
+                Readiness::Ready => {}
+            }
+            let Command::Raw(raw) = command.clone() else {
+                return Some(Err(Error::UnexpectedResponse("bad waiting command".into())));
+            };
+            match RawOp::new(raw, shared) {
+                Ok(op) => *self = Self::Raw(Box::new(op)),
+                Err(err) => return Some(Err(err)),
+            }
+            return self.drive(shared, id, Wake::Start);
+        }
         match self {
+            Self::Waiting(_) => None,
             Self::Raw(raw) => raw.drive(shared, id, wake),
             Self::Timestamp => {
                 if let Some(result) = shared.pd.take_timestamp(id) {

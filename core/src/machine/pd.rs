@@ -27,12 +27,31 @@ use crate::time::Time;
 /// region-lookup budgets are of this order).
 const PD_MAX_BACKOFF_MS: u64 = 20_000;
 
+/// The keyspace API V2 clients use when none is named.
+const DEFAULT_KEYSPACE: &str = "DEFAULT";
+
 /// What a PD request is for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Purpose {
     Region { key: Vec<u8>, reverse: bool },
     Store(u64),
     Tso,
+    Keyspace,
+}
+
+/// Where loading the configured keyspace stands (API V2 only).
+#[derive(Debug)]
+pub(crate) enum KeyspaceState {
+    /// No keyspace is needed (API V1/V1TTL).
+    NotNeeded,
+    /// Not asked for yet.
+    Unloaded,
+    /// Asked for; these operations wait.
+    Loading(Vec<OpId>),
+    /// Loaded with this id.
+    Loaded(u32),
+    /// PD said no (or could not be reached within the budget).
+    Failed(Error),
 }
 
 #[derive(Debug)]
@@ -49,7 +68,7 @@ pub(crate) struct PdState {
     next_endpoint: usize,
     leader: Option<String>,
     cluster_id: u64,
-    keyspace_id: Option<u32>,
+    keyspace: KeyspaceState,
     discovery: Option<RequestId>,
     discovery_backoff: Option<Backoffer>,
     retry_at: Option<Time>,
@@ -65,13 +84,17 @@ pub(crate) struct PdState {
 }
 
 impl PdState {
-    pub(crate) fn new(endpoints: Vec<String>) -> Self {
+    pub(crate) fn new(endpoints: Vec<String>, needs_keyspace: bool) -> Self {
         Self {
             endpoints,
             next_endpoint: 0,
             leader: None,
             cluster_id: 0,
-            keyspace_id: None,
+            keyspace: if needs_keyspace {
+                KeyspaceState::Unloaded
+            } else {
+                KeyspaceState::NotNeeded
+            },
             discovery: None,
             discovery_backoff: None,
             retry_at: None,
@@ -93,7 +116,10 @@ impl PdState {
 
     /// The keyspace id in use (API V2), once loaded.
     pub(crate) fn keyspace_id(&self) -> Option<u32> {
-        self.keyspace_id
+        match self.keyspace {
+            KeyspaceState::Loaded(id) => Some(id),
+            _ => None,
+        }
     }
 
     /// The timestamp allocated to `op`, if it arrived.
@@ -118,6 +144,9 @@ impl PdState {
         }
         self.timestamps.remove(&op);
         self.lookup_errors.remove(&op);
+        if let KeyspaceState::Loading(waiters) = &mut self.keyspace {
+            waiters.retain(|w| *w != op);
+        }
     }
 }
 
@@ -143,7 +172,75 @@ fn header_error(response: &PdResponse) -> Option<Error> {
     })
 }
 
+/// Whether an operation may start.
+#[derive(Debug)]
+pub(crate) enum Readiness {
+    /// Go ahead.
+    Ready,
+    /// Parked until the keyspace is loaded.
+    Parked,
+    /// The keyspace cannot be used.
+    Failed(Error),
+}
+
 impl Shared {
+    /// Checks that the configured keyspace is loaded (API V2), parking `op` while it loads.
+    pub(crate) fn ensure_keyspace(&mut self, op: OpId) -> Readiness {
+        match &mut self.pd.keyspace {
+            KeyspaceState::NotNeeded | KeyspaceState::Loaded(_) => Readiness::Ready,
+            KeyspaceState::Failed(err) => Readiness::Failed(err.clone()),
+            KeyspaceState::Loading(waiters) => {
+                if !waiters.contains(&op) {
+                    waiters.push(op);
+                }
+                Readiness::Parked
+            }
+            KeyspaceState::Unloaded => {
+                self.pd.keyspace = KeyspaceState::Loading(vec![op]);
+                let name = self
+                    .config
+                    .keyspace
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_KEYSPACE.to_owned());
+                self.pd_send(
+                    Purpose::Keyspace,
+                    PdRequest::LoadKeyspace(tikv_proto::keyspacepb::LoadKeyspaceRequest {
+                        name,
+                        ..Default::default()
+                    }),
+                );
+                Readiness::Parked
+            }
+        }
+    }
+
+    fn on_keyspace(&mut self, response: tikv_proto::keyspacepb::LoadKeyspaceResponse) {
+        use tikv_proto::keyspacepb::{KeyspaceState as State, keyspace_meta::Keyspace};
+        let name = self
+            .config
+            .keyspace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEYSPACE.to_owned());
+        let state = match response.keyspace {
+            Some(meta) if meta.state == State::Enabled as i32 => match meta.keyspace {
+                Some(Keyspace::Id(id)) => KeyspaceState::Loaded(id),
+                // API V3 identities are not supported by this client (nor by client-go).
+                _ => KeyspaceState::Failed(Error::KeyspaceNotFound(name)),
+            },
+            _ => KeyspaceState::Failed(Error::KeyspaceNotFound(name)),
+        };
+        self.finish_keyspace(state);
+    }
+
+    fn finish_keyspace(&mut self, state: KeyspaceState) {
+        let previous = std::mem::replace(&mut self.pd.keyspace, state);
+        if let KeyspaceState::Loading(waiters) = previous {
+            for op in waiters {
+                self.wake(op);
+            }
+        }
+    }
+
     /// Parks `op` until the region for `key` is known, sharing one PD lookup among waiters.
     pub(crate) fn lookup_region(&mut self, op: OpId, key: &[u8], reverse: bool) {
         let slot = (key.to_vec(), reverse);
@@ -306,6 +403,7 @@ impl Shared {
             (Purpose::Store(store_id), PdResponse::GetStore(r)) => {
                 self.on_store(pending, store_id, r);
             }
+            (Purpose::Keyspace, PdResponse::LoadKeyspace(r)) => self.on_keyspace(r),
             (_, other) => {
                 let err = Error::UnexpectedResponse(format!("PD answered {other:?}"));
                 self.pd_give_up(pending, err);
@@ -418,6 +516,10 @@ impl Shared {
                 .remove(&(key, reverse))
                 .unwrap_or_default(),
             Purpose::Store(store_id) => self.pd.store_waiters.remove(&store_id).unwrap_or_default(),
+            Purpose::Keyspace => {
+                self.finish_keyspace(KeyspaceState::Failed(err));
+                return;
+            }
             Purpose::Tso => {
                 let waiters = self
                     .pd

@@ -119,8 +119,9 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: Config, pd_endpoints: Vec<String>, now: Time) -> Self {
         let rng = Rng::new(config.rng_seed);
+        let needs_keyspace = config.api_version == crate::config::ApiVersion::V2;
         Self {
-            pd: PdState::new(pd_endpoints),
+            pd: PdState::new(pd_endpoints, needs_keyspace),
             regions: RegionCache::new(RegionCacheConfig {
                 ttl: config.region_cache_ttl,
                 ttl_jitter: config.region_cache_ttl_jitter,

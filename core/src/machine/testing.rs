@@ -150,6 +150,18 @@ impl Responder {
                     ..Default::default()
                 }))
             }
+            Request::Pd(PdRequest::LoadKeyspace(request)) => Response::Pd(
+                PdResponse::LoadKeyspace(tikv_proto::keyspacepb::LoadKeyspaceResponse {
+                    header,
+                    keyspace: Some(tikv_proto::keyspacepb::KeyspaceMeta {
+                        keyspace: Some(tikv_proto::keyspacepb::keyspace_meta::Keyspace::Id(
+                            u32::from(request.name != "DEFAULT"),
+                        )),
+                        name: request.name.clone(),
+                        ..Default::default()
+                    }),
+                }),
+            ),
             Request::Pd(PdRequest::GetAllStores(_)) => {
                 Response::Pd(PdResponse::GetAllStores(pdpb::GetAllStoresResponse {
                     header,
@@ -246,6 +258,7 @@ pub fn describe(request: &Request) -> String {
             PdRequest::ScanRegions(_) => "pd.ScanRegions".to_owned(),
             PdRequest::GetStore(r) => format!("pd.GetStore id={}", r.store_id),
             PdRequest::GetAllStores(_) => "pd.GetAllStores".to_owned(),
+            PdRequest::LoadKeyspace(r) => format!("pd.LoadKeyspace name={}", r.name),
         },
     }
 }

@@ -457,3 +457,51 @@ fn every_operation_finishes_under_any_faults() {
         .tests(200)
         .quickcheck(property as fn(Vec<AnyFault>, u8, u64) -> TestResult);
 }
+
+#[test]
+fn api_v2_loads_the_keyspace_then_prefixes_keys() {
+    let config = Config::default().with_keyspace("ks");
+    let mut core =
+        Core::new(config, vec!["pd:2379".into()], Time::ZERO).unwrap_or_else(|err| panic!("{err}"));
+    let ops: Vec<OpId> = (0..3)
+        .map(|_| core.handle_command(Time::ZERO, get("k")))
+        .collect();
+    let mut responder = Responder::default();
+    let mut keys = Vec::new();
+    let mut results = Vec::new();
+    let mut loads = 0;
+    for _ in 0..100 {
+        let sent = drain(&mut core);
+        if sent.is_empty() {
+            break;
+        }
+        for transmit in sent {
+            match &transmit.request {
+                Request::Pd(PdRequest::LoadKeyspace(r)) => {
+                    assert_eq!(r.name, "ks");
+                    loads += 1;
+                }
+                Request::Store(crate::rpc::StoreRequest::RawGet(r)) => {
+                    keys.push(r.key.clone());
+                    assert_eq!(
+                        r.context.as_ref().and_then(|c| c.keyspace),
+                        Some(tikv_proto::kvrpcpb::context::Keyspace::KeyspaceId(1))
+                    );
+                }
+                _ => {}
+            }
+            let reply = responder.answer(&transmit);
+            core.handle_reply(Time::ZERO, transmit.id, reply);
+        }
+        while let Some(Event::Done(op, result)) = core.poll_event() {
+            results.push((op, result));
+        }
+    }
+    assert_eq!(loads, 1, "waiting operations share one keyspace load");
+    assert_eq!(keys.len(), 3);
+    assert!(
+        keys.iter().all(|k| k.as_ref() == b"r\x00\x00\x01k"),
+        "{keys:?}"
+    );
+    assert_eq!(results.len(), ops.len());
+}
