@@ -335,6 +335,8 @@ pub enum Request {
     Store(StoreRequest),
     /// To PD.
     Pd(PdRequest),
+    /// A liveness probe (`grpc.health.v1.Health/Check`) to a store.
+    Health(tikv_proto::grpc::health::v1::HealthCheckRequest),
 }
 
 /// Any response the core receives.
@@ -344,6 +346,8 @@ pub enum Response {
     Store(StoreResponse),
     /// From PD.
     Pd(PdResponse),
+    /// A liveness probe's answer.
+    Health(tikv_proto::grpc::health::v1::HealthCheckResponse),
 }
 
 #[cfg(test)]

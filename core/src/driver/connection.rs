@@ -71,7 +71,7 @@ impl<R: Runtime> Connections<R> {
                     );
                 }
             }
-            Request::Store(_) => {
+            Request::Store(_) | Request::Health(_) => {
                 let count = self.config.connections_per_store.max(1);
                 let (senders, next) =
                     self.stores
@@ -163,15 +163,23 @@ async fn store_task<R: Runtime>(
     while let Some(batch) = next_batch(&mut rx, max_batch).await {
         let mut entries = Vec::with_capacity(batch.len());
         let mut unary = Vec::new();
+        let mut health = Vec::new();
         for transmit in batch {
             let id = transmit.id;
-            let Request::Store(request) = transmit.request else {
-                fail(
-                    &replies,
-                    id,
-                    RpcError::Protocol("PD request sent to a store".into()),
-                );
-                continue;
+            let request = match transmit.request {
+                Request::Store(request) => request,
+                Request::Health(probe) => {
+                    health.push((id, probe, transmit.timeout));
+                    continue;
+                }
+                Request::Pd(_) => {
+                    fail(
+                        &replies,
+                        id,
+                        RpcError::Protocol("PD request sent to a store".into()),
+                    );
+                    continue;
+                }
             };
             match request.into_batch() {
                 Ok(cmd) => entries.push((id, cmd)),
@@ -190,6 +198,9 @@ async fn store_task<R: Runtime>(
                         fail(&replies, id, err.clone());
                     }
                     for (id, _, _) in unary {
+                        fail(&replies, id, err.clone());
+                    }
+                    for (id, _, _) in health {
                         fail(&replies, id, err.clone());
                     }
                     continue;
@@ -218,6 +229,23 @@ async fn store_task<R: Runtime>(
                     }
                     Err(err) => Err(RpcError::Frame(err)),
                 };
+                let _ = replies.unbounded_send((id, result));
+            }));
+        }
+        for (id, probe, timeout) in health {
+            let channel = connected.clone();
+            let replies = replies.clone();
+            runtime.spawn(Box::pin(async move {
+                use tikv_proto::grpc::health::v1 as health;
+                let result = rpc::call(
+                    &channel,
+                    health::health::CHECK,
+                    &probe,
+                    CallOptions::with_timeout(timeout),
+                    1 << 20,
+                )
+                .await
+                .map(Response::Health);
                 let _ = replies.unbounded_send((id, result));
             }));
         }

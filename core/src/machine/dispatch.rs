@@ -165,9 +165,9 @@ impl Dispatch {
     ) -> Result<(), Error> {
         let mut response = match reply {
             Ok(Response::Store(response)) => response,
-            Ok(Response::Pd(_)) => {
+            Ok(Response::Pd(_) | Response::Health(_)) => {
                 return Err(Error::UnexpectedResponse(
-                    "PD response to a store request".into(),
+                    "non-store response to a store request".into(),
                 ));
             }
             Err(err) => {

@@ -378,8 +378,8 @@ impl Shared {
         };
         let response = match reply {
             Ok(Response::Pd(response)) => response,
-            Ok(Response::Store(_)) => {
-                let err = Error::UnexpectedResponse("store response to a PD request".into());
+            Ok(Response::Store(_) | Response::Health(_)) => {
+                let err = Error::UnexpectedResponse("non-PD response to a PD request".into());
                 self.pd_give_up(pending, err);
                 return;
             }

@@ -58,6 +58,8 @@ pub(crate) enum Owner {
     Op(OpId),
     /// The PD machinery (lookups, TSO, discovery).
     Pd,
+    /// A liveness probe of this store.
+    Probe(u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -114,6 +116,8 @@ pub(crate) struct Shared {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     wakeups: BTreeSet<OpId>,
+    /// Stores with a liveness probe out.
+    probing: BTreeSet<u64>,
 }
 
 impl Shared {
@@ -135,6 +139,7 @@ impl Shared {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             wakeups: BTreeSet::new(),
+            probing: BTreeSet::new(),
         }
     }
 
@@ -227,7 +232,52 @@ impl Shared {
                 self.on_pd_reply(id, reply);
                 None
             }
+            Owner::Probe(store_id) => {
+                self.on_probe(store_id, reply);
+                None
+            }
         }
+    }
+
+    /// Asks store `store_id` whether it is alive (client-go's liveness check after a send
+    /// failure), unless a probe is already out.
+    fn probe_store(&mut self, store_id: u64) {
+        if self.probing.contains(&store_id) {
+            return;
+        }
+        let Some(address) = self.regions.stores().address(store_id).map(str::to_owned) else {
+            return;
+        };
+        self.probing.insert(store_id);
+        let timeout = self.config.store_liveness_timeout;
+        self.transmit(
+            Owner::Probe(store_id),
+            address,
+            Request::Health(Default::default()),
+            timeout,
+        );
+    }
+
+    fn on_probe(&mut self, store_id: u64, reply: Result<Response, RpcError>) {
+        use tikv_proto::grpc::health::v1::health_check_response::ServingStatus;
+        self.probing.remove(&store_id);
+        let liveness = match reply {
+            Ok(Response::Health(health)) if health.status == ServingStatus::Serving as i32 => {
+                crate::region::Liveness::Reachable
+            }
+            // UNKNOWN / SERVICE_UNKNOWN: the store does not say; anything else: unreachable.
+            Ok(Response::Health(health))
+                if health.status == ServingStatus::Unknown as i32
+                    || health.status == ServingStatus::ServiceUnknown as i32 =>
+            {
+                crate::region::Liveness::Unknown
+            }
+            _ => crate::region::Liveness::Unreachable,
+        };
+        let now = self.now;
+        self.regions
+            .stores_mut()
+            .set_liveness(store_id, liveness, now);
     }
 
     /// Wakes operation `op` at `at` (or at once if that has passed).
@@ -269,6 +319,8 @@ impl Shared {
                         Owner::Pd => {
                             self.on_pd_reply(id, Err(RpcError::DeadlineExceeded(inflight.timeout)))
                         }
+                        Owner::Probe(store_id) => self
+                            .on_probe(store_id, Err(RpcError::DeadlineExceeded(inflight.timeout))),
                     }
                 }
             }
@@ -336,6 +388,10 @@ impl Shared {
             self.lookup_region(op, key, reverse);
             return Routing::Parked;
         };
+        let Some(region) = self.avoid_unreachable(region) else {
+            self.lookup_region(op, key, reverse);
+            return Routing::Parked;
+        };
         let Some(peer) = region.work_peer().copied() else {
             // A region without peers cannot be served; ask PD again.
             self.regions
@@ -356,6 +412,32 @@ impl Shared {
                 Routing::Parked
             }
         }
+    }
+
+    /// When the peer the cache would use sits on a store that failed its liveness probe,
+    /// moves on to the next peer (it answers NotLeader with the leader if it is not one).
+    /// Returns the region to use; `None` when the region vanished from the cache meanwhile.
+    fn avoid_unreachable(
+        &mut self,
+        region: crate::region::RegionRef,
+    ) -> Option<crate::region::RegionRef> {
+        let unreachable = |shared: &Self, region: &crate::region::RegionRef| {
+            region.work_peer().is_some_and(|peer| {
+                shared
+                    .regions
+                    .stores()
+                    .get(peer.store_id)
+                    .is_some_and(|store| store.liveness() == crate::region::Liveness::Unreachable)
+            })
+        };
+        if !unreachable(self, &region) || region.peers().len() < 2 {
+            return Some(region);
+        }
+        let ver_id = region.ver_id();
+        self.regions
+            .switch_to_next_peer(ver_id, region.work_index());
+        let now = self.now;
+        self.regions.get_by_id(ver_id.id, now)
     }
 
     /// Applies what a region error taught about the cache (see `retry::RegionRetry`).
@@ -420,6 +502,7 @@ impl Shared {
         self.regions
             .stores_mut()
             .mark_needs_refresh(store_id, epoch);
+        self.probe_store(store_id);
         if !self
             .regions
             .switch_to_next_peer(route.ver_id, route.peer_index)

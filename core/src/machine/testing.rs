@@ -91,6 +91,13 @@ impl Responder {
         });
         let response = match &transmit.request {
             Request::Store(request) => Response::Store(StoreResponse::empty_for(request)),
+            Request::Health(_) => {
+                Response::Health(tikv_proto::grpc::health::v1::HealthCheckResponse {
+                    status:
+                        tikv_proto::grpc::health::v1::health_check_response::ServingStatus::Serving
+                            as i32,
+                })
+            }
             Request::Pd(PdRequest::GetMembers(_)) => {
                 let member = pdpb::Member {
                     name: "pd".into(),
@@ -241,6 +248,7 @@ pub fn describe(request: &Request) -> String {
             let region = store.context().map_or(0, |c| c.region_id);
             format!("{} region={region}", store.name())
         }
+        Request::Health(_) => "health.Check".to_owned(),
         Request::Pd(pd) => match pd {
             PdRequest::GetMembers(_) => "pd.GetMembers".to_owned(),
             PdRequest::Tso(r) => format!("pd.Tso count={}", r.count),
@@ -269,7 +277,7 @@ fn describe_reply(reply: &Result<Response, RpcError>) -> String {
             Some(err) => format!("region error: {}", err.message),
             None => "ok".to_owned(),
         },
-        Ok(Response::Pd(_)) => "ok".to_owned(),
+        Ok(Response::Pd(_) | Response::Health(_)) => "ok".to_owned(),
         Err(err) => format!("error: {err}"),
     }
 }

@@ -250,7 +250,7 @@ fn store_failures_alone_exhaust_the_tikv_rpc_budget() {
         while let Some(transmit) = core.poll_transmit() {
             let reply = match transmit.request {
                 Request::Store(_) => Err(RpcError::ConnectionLost("down".into())),
-                Request::Pd(_) => responder.answer(&transmit),
+                Request::Pd(_) | Request::Health(_) => responder.answer(&transmit),
             };
             core.handle_reply(now, transmit.id, reply);
         }
@@ -504,4 +504,40 @@ fn api_v2_loads_the_keyspace_then_prefixes_keys() {
         "{keys:?}"
     );
     assert_eq!(results.len(), ops.len());
+}
+
+#[test]
+fn a_send_failure_probes_the_store_once() {
+    let mut core = core();
+    let a = core.handle_command(Time::ZERO, get("a"));
+    let b = core.handle_command(Time::ZERO, get("a"));
+    // Discovery, region, store, then both gets fail in the transport.
+    let faults = [
+        Fault::None,
+        Fault::None,
+        Fault::None,
+        Fault::Transport,
+        Fault::Transport,
+    ];
+    let outcome = run(
+        &mut core,
+        &mut Responder::default(),
+        &faults,
+        Time::ZERO,
+        200,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let probes = outcome
+        .trace
+        .iter()
+        .filter(|line| line.contains("health.Check"))
+        .count();
+    assert_eq!(probes, 1, "{:#?}", outcome.trace);
+    for op in [a, b] {
+        assert!(
+            matches!(outcome.results.get(&op), Some(Ok(_))),
+            "{:?}",
+            outcome.results
+        );
+    }
 }
