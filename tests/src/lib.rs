@@ -7,4 +7,5 @@
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod simulation;
 pub mod transport_suite;

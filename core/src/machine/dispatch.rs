@@ -67,7 +67,12 @@ pub(crate) struct Dispatch {
     backoff: Backoffer,
     timeout: Duration,
     retried: bool,
+    /// Leader hints followed without a backoff in between.
+    leader_hops: u32,
 }
+
+/// Leader hints followed in a row before backing off.
+const MAX_LEADER_HOPS: u32 = 8;
 
 impl Dispatch {
     /// Dispatches items whose routing keys (in region-key space) are `keys`. With `reverse`,
@@ -93,6 +98,7 @@ impl Dispatch {
             backoff: Backoffer::new(budget_ms),
             timeout,
             retried: false,
+            leader_hops: 0,
         }
     }
 
@@ -185,6 +191,18 @@ impl Dispatch {
         match retry {
             RegionRetry::UpdateLeader { .. } => {
                 self.requeue(&sent.items);
+                // A leader hint is retried at once, but not forever: peers that keep pointing
+                // at each other (a leader moving, a stale view) get a backoff, which also bounds
+                // the operation by its budget.
+                self.leader_hops += 1;
+                if self.leader_hops > MAX_LEADER_HOPS {
+                    self.leader_hops = 0;
+                    return self.sleep(
+                        shared,
+                        BackoffKind::RegionScheduling,
+                        &region_error.message,
+                    );
+                }
                 Ok(())
             }
             RegionRetry::Backoff(kind) => {

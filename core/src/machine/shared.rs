@@ -433,6 +433,10 @@ impl Shared {
         if !unreachable(self, &region) || region.peers().len() < 2 {
             return Some(region);
         }
+        // Keep asking the skipped store, so a store that comes back is used again.
+        if let Some(peer) = region.work_peer() {
+            self.probe_store(peer.store_id);
+        }
         let ver_id = region.ver_id();
         self.regions
             .switch_to_next_peer(ver_id, region.work_index());
@@ -455,6 +459,17 @@ impl Shared {
                 };
                 // A leader outside the cached peers invalidates the region inside the cache.
                 self.regions.update_leader(route.ver_id, &leader);
+                // A peer names this store as the leader: it is up, whatever an older probe
+                // said. Forget that verdict (a send failure will mark it again) and check.
+                let now = self.now;
+                let stores = self.regions.stores_mut();
+                if stores
+                    .get(*leader_store_id)
+                    .is_some_and(|store| store.liveness() == crate::region::Liveness::Unreachable)
+                {
+                    stores.set_liveness(*leader_store_id, crate::region::Liveness::Unknown, now);
+                    self.probe_store(*leader_store_id);
+                }
             }
             RegionRetry::Relocate {
                 current_regions,

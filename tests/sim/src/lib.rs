@@ -1,15 +1,16 @@
 //! A simulated TiKV + PD cluster for tests, served over real gRPC on loopback.
 //!
-//! This crate grows into the deterministic cluster machine of the design (PD, several stores,
-//! MVCC, faults). Today it holds the serving layer every part will use: a tokio server that
-//! hosts any [`tikv_proto::transport::server::Handler`] on a loopback port through
-//! tikv-proto's shared HTTP/2 transport, and [`stub::StubPd`], a PD front that answers the
-//! discovery and health calls a client makes first.
+//! [`Sim`] is the whole cluster as one deterministic value (PD and regions, MVCC and raw
+//! storage, faults). [`SimServer`] serves it on loopback ports through tikv-proto's shared
+//! HTTP/2 transport, with PD's HTTP API and each store's status API on the same ports
+//! ([`http`], [`serve`]); the `tikv-sim` binary runs one from the command line.
+//! [`stub::StubPd`] is a PD front that answers only the discovery and health calls.
 
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod faults;
+pub mod http;
 pub mod mvcc;
 pub mod pd_service;
 pub mod raw;
@@ -19,5 +20,5 @@ pub mod sim;
 pub mod stub;
 pub mod tikv;
 
-pub use server::SimServer;
+pub use server::{SimServer, split_points};
 pub use sim::{Sim, SimConfig};

@@ -1,5 +1,6 @@
 //! The simulated cluster served over real gRPC on loopback: one port for PD and one per
-//! store, each speaking tikv-proto's shared HTTP/2 transport.
+//! store, each speaking tikv-proto's shared HTTP/2 transport, and HTTP/1.1 on the same ports
+//! (PD's HTTP API; each store's status API, `/config`).
 //!
 //! All ports share one [`Sim`] behind a mutex (the machine is cheap to step; the lock is never
 //! held across an await). BatchCommands streams are answered entry by entry: everything that
@@ -10,16 +11,19 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use prost::Message;
 use tikv_proto::frame::Framed;
 use tikv_proto::grpc::health::v1 as health;
+use tikv_proto::kvrpcpb::ApiVersion;
 use tikv_proto::rpc::BoxFuture;
 use tikv_proto::status::{Code, Status};
 use tikv_proto::tikvpb;
-use tikv_proto::transport::server::{Handler, ServeOptions, ServerCall, ServerHandle};
+use tikv_proto::transport::server::{Handler, ServeOptions, ServerCall};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::serve::serve_loopback;
+use crate::http::{HttpHandler, HttpRequest, HttpResponse};
+use crate::serve::{DualServer, serve_loopback_dual};
 use crate::sim::{Sim, SimConfig};
 use crate::tikv::{Execution, TikvRequest, TikvResponse};
 
@@ -109,8 +113,8 @@ impl Pending {
 #[derive(Debug)]
 pub struct SimServer {
     shared: Arc<Shared>,
-    pd: ServerHandle,
-    stores: Vec<(u64, ServerHandle)>,
+    pd: DualServer,
+    stores: Vec<(u64, DualServer)>,
     ticker: tokio::task::JoinHandle<()>,
 }
 
@@ -121,14 +125,42 @@ impl SimServer {
     /// Errors when the configuration is impossible or a port cannot be bound.
     pub async fn start(config: SimConfig) -> std::io::Result<Self> {
         let sim = Sim::new(config).map_err(std::io::Error::other)?;
+        Self::serve(sim).await
+    }
+
+    /// Like [`start`](Self::start), with the cluster pre-split at `user_keys` (see
+    /// [`split_points`] for the boundaries each key becomes).
+    ///
+    /// Errors like [`start`](Self::start).
+    pub async fn start_with_splits<K: AsRef<[u8]>>(
+        config: SimConfig,
+        user_keys: &[K],
+    ) -> std::io::Result<Self> {
+        let mut sim = Sim::new(config).map_err(std::io::Error::other)?;
+        let points = split_points(sim.api_version(), user_keys);
+        sim.cluster
+            .split_keys(&points)
+            .map_err(std::io::Error::other)?;
+        Self::serve(sim).await
+    }
+
+    /// Serves an already built (split, loaded, faulted...) cluster: PD on one loopback port,
+    /// each store on its own, every port also answering HTTP/1.1 (PD's API on PD's port, a
+    /// store's status API on the store's, which is also its advertised `status_address`).
+    ///
+    /// Errors when a port cannot be bound or when called outside a tokio runtime.
+    pub async fn serve(sim: Sim) -> std::io::Result<Self> {
         let store_ids: Vec<u64> = sim.cluster.stores().map(|store| store.id).collect();
         let shared = Arc::new(Shared {
             sim: Mutex::new(sim),
             pd_url: Mutex::new(String::new()),
             parked: Mutex::new(BTreeMap::new()),
         });
-        let pd = serve_loopback(
+        let pd = serve_loopback_dual(
             Arc::new(PdHandler {
+                shared: Arc::clone(&shared),
+            }),
+            Arc::new(PdHttp {
                 shared: Arc::clone(&shared),
             }),
             ServeOptions::default(),
@@ -141,8 +173,12 @@ impl SimServer {
             format!("http://{}", pd.address());
         let mut stores = Vec::new();
         for store_id in store_ids {
-            let handle = serve_loopback(
+            let handle = serve_loopback_dual(
                 Arc::new(StoreHandler {
+                    shared: Arc::clone(&shared),
+                    store_id,
+                }),
+                Arc::new(StatusHttp {
                     shared: Arc::clone(&shared),
                     store_id,
                 }),
@@ -165,9 +201,14 @@ impl SimServer {
         })
     }
 
-    /// PD's `host:port`.
+    /// PD's `host:port` (gRPC and the HTTP API).
     pub fn pd_address(&self) -> &str {
         self.pd.address()
+    }
+
+    /// PD's client URL, `http://host:port`.
+    pub fn pd_url(&self) -> String {
+        format!("http://{}", self.pd.address())
     }
 
     /// Each store's id and `host:port`.
@@ -205,6 +246,73 @@ async fn tick(shared: std::sync::Weak<Shared>) {
             sim.handle_timeout(now_ms());
             shared.deliver_ready(&mut sim);
         }
+    }
+}
+
+/// The boundaries that make `user_keys` region starts for clients of `api_version`: in API
+/// V1/V1TTL both the key itself (RawKV's plain space) and its memcomparable form (TxnKV); in
+/// API V2 the memcomparable forms of the key in the `DEFAULT` keyspace's raw and txn prefixes.
+/// Sorted, without duplicates or empty keys.
+pub fn split_points<K: AsRef<[u8]>>(api_version: ApiVersion, user_keys: &[K]) -> Vec<Bytes> {
+    use tikv_proto::codec::{self, KeyMode, Keyspace};
+    let mut points = Vec::new();
+    for key in user_keys.iter().map(AsRef::as_ref) {
+        match api_version {
+            ApiVersion::V2 | ApiVersion::V3 => {
+                for mode in [KeyMode::Raw, KeyMode::Txn] {
+                    // Keyspace 0 always exists, so `new` cannot fail; skip rather than panic.
+                    if let Ok(keyspace) = Keyspace::new(mode, 0) {
+                        points.push(Bytes::from(codec::encode_bytes(&keyspace.encode_key(key))));
+                    }
+                }
+            }
+            ApiVersion::V1 | ApiVersion::V1ttl => {
+                if !key.is_empty() {
+                    points.push(Bytes::copy_from_slice(key));
+                    points.push(Bytes::from(codec::encode_bytes(key)));
+                }
+            }
+        }
+    }
+    points.sort();
+    points.dedup();
+    points
+}
+
+/// PD's HTTP API.
+struct PdHttp {
+    shared: Arc<Shared>,
+}
+
+impl HttpHandler for PdHttp {
+    fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        let pd_url = self
+            .shared
+            .pd_url
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        self.shared.sim().handle_pd_http(request, &pd_url)
+    }
+
+    fn now_ms(&self) -> Option<u64> {
+        Some(now_ms())
+    }
+}
+
+/// A store's status API.
+struct StatusHttp {
+    shared: Arc<Shared>,
+    store_id: u64,
+}
+
+impl HttpHandler for StatusHttp {
+    fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        self.shared.sim().handle_status_http(self.store_id, request)
+    }
+
+    fn now_ms(&self) -> Option<u64> {
+        Some(now_ms())
     }
 }
 

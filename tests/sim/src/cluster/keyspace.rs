@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use tikv_proto::codec::MAX_KEYSPACE_ID;
 use tikv_proto::keyspacepb::{self, KeyspaceMeta, KeyspaceState};
 use tikv_proto::pdpb::{self, ErrorType};
 
-use super::codec::MAX_KEYSPACE_ID;
 use super::pd::{error_header, header_check};
 use super::{Cluster, ClusterError, PdError};
 
@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(meta.created_at, 5);
         let starts: Vec<Bytes> = cluster.regions().map(|r| r.start_key.clone()).collect();
         let mut expected = vec![Bytes::new()];
-        expected.extend(keyspace_bounds(1));
+        expected.extend(keyspace_bounds(1).unwrap());
         assert_eq!(starts, expected);
 
         // A second keyspace shares the first one's upper bounds: only two new splits.
@@ -330,7 +330,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cluster.region_count(), 5);
-        let raw_start = &keyspace_bounds(0)[0];
+        let raw_start = &keyspace_bounds(0).unwrap()[0];
         assert_eq!(&raw_start[..], &[b'r', 0, 0, 0, 0, 0, 0, 0, 0xFB]);
         assert!(cluster.regions().any(|r| r.start_key == *raw_start));
     }

@@ -387,7 +387,9 @@ impl Cluster {
 
     /// Splits at the four API v2 bounds of keyspace `keyspace_id` (where not yet split).
     pub(crate) fn split_keyspace_bounds(&mut self, keyspace_id: u32) -> Result<(), ClusterError> {
-        let bounds = super::codec::keyspace_bounds(keyspace_id);
+        // Ids past 24 bits have no prefix: the id space is used up.
+        let bounds = super::codec::keyspace_bounds(keyspace_id)
+            .map_err(|_| super::KeyspaceError::IdsExhausted)?;
         self.split_keys(&bounds)?;
         Ok(())
     }

@@ -8,11 +8,11 @@
 //! compared; `conf_ver` is not checked for KV commands) → KeyNotInRegion.
 
 use bytes::Bytes;
+use tikv_proto::codec::encode_bytes;
 use tikv_proto::errorpb;
 use tikv_proto::kvrpcpb::{self, ApiVersion};
 use tikv_proto::metapb;
 
-use super::codec::encode_bytes;
 use super::{Cluster, Region, key_range};
 
 /// How request keys map onto region boundaries (see the `cluster` module docs).
