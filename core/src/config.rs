@@ -16,11 +16,12 @@ pub enum ApiVersion {
 }
 
 impl ApiVersion {
-    /// The protobuf enum value of this version.
+    /// The version requests carry in their context. A V1TTL cluster takes requests marked
+    /// V1 (TiKV refuses V1TTL in a request: TTL is a property of the storage, not of the
+    /// request encoding).
     pub fn to_proto(self) -> tikv_proto::kvrpcpb::ApiVersion {
         match self {
-            Self::V1 => tikv_proto::kvrpcpb::ApiVersion::V1,
-            Self::V1Ttl => tikv_proto::kvrpcpb::ApiVersion::V1ttl,
+            Self::V1 | Self::V1Ttl => tikv_proto::kvrpcpb::ApiVersion::V1,
             Self::V2 => tikv_proto::kvrpcpb::ApiVersion::V2,
         }
     }
@@ -81,6 +82,9 @@ pub struct Config {
     pub tso_max_batch: u32,
     /// Largest message sent or received.
     pub max_message_size: usize,
+    /// How old a cached timestamp may be for a low-resolution read (client-go refreshes its
+    /// low-resolution timestamp every 2 s).
+    pub low_resolution_ts_staleness: Duration,
 }
 
 impl Default for Config {
@@ -102,6 +106,7 @@ impl Default for Config {
             store_liveness_timeout: Duration::from_secs(1),
             tso_max_batch: 10_000,
             max_message_size: 1 << 30,
+            low_resolution_ts_staleness: Duration::from_secs(2),
         }
     }
 }

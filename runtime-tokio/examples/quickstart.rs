@@ -36,7 +36,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let raw = client.raw();
 
     raw.put("apple", "red").await?;
-    raw.batch_put([("banana", "yellow"), ("kiwi", "green"), ("plum", "purple")]).await?;
+    raw.batch_put([("banana", "yellow"), ("kiwi", "green"), ("plum", "purple")])
+        .await?;
     println!("get apple -> {:?}", raw.get("apple").await?);
     println!(
         "batch_get [apple, kiwi, mango] -> {:?}",
@@ -50,7 +51,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let atomic = raw.with_atomic_for_cas(true);
-    let (previous, swapped) = atomic.compare_and_swap("apple", Some("red".into()), "green").await?;
+    let (previous, swapped) = atomic
+        .compare_and_swap("apple", Some("red".into()), "green")
+        .await?;
     println!("compare_and_swap apple red->green: previous {previous:?}, swapped {swapped}");
     raw.delete("banana").await?;
     println!("after delete, get banana -> {:?}", raw.get("banana").await?);

@@ -2,10 +2,15 @@
 //!
 //! - [`transport_suite`]: the gRPC transport conformance suite, written once and run under
 //!   every runtime (see `tests/transport_tokio.rs` and `tests/transport_async_std.rs`).
+//! - [`rawkv_suite`]: client-go's raw KV tests and end-to-end raw KV checks, run under
+//!   every runtime (see `tests/rawkv_tokio.rs` and `tests/rawkv_async_std.rs`).
 //! - [`certs`]: throwaway TLS certificates for tests.
+//! - [`simulation`]: the client machine and the simulated cluster in one deterministic loop,
+//!   with a raw workload under chaos and a history checker.
 
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod rawkv_suite;
 pub mod simulation;
 pub mod transport_suite;

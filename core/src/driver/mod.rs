@@ -212,11 +212,24 @@ impl Client {
         crate::raw_client::RawClient::new(self.handle.clone())
     }
 
-    /// A timestamp from PD's TSO.
+    /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).
     ///
     /// Errors when PD cannot be reached within its backoff budget.
     pub async fn current_timestamp(&self) -> Result<u64, Error> {
-        match self.handle.run(Command::Timestamp).await? {
+        self.timestamp(Command::Timestamp).await
+    }
+
+    /// A recent timestamp without a PD round trip when the client saw one within
+    /// [`Config::low_resolution_ts_staleness`] (client-go's low-resolution timestamp); may be
+    /// older than the current time by that much.
+    ///
+    /// Errors when a fresh timestamp is needed and PD cannot be reached.
+    pub async fn low_resolution_timestamp(&self) -> Result<u64, Error> {
+        self.timestamp(Command::LowResolutionTimestamp).await
+    }
+
+    async fn timestamp(&self, command: Command) -> Result<u64, Error> {
+        match self.handle.run(command).await? {
             Output::Timestamp(ts) => Ok(ts),
             other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
         }

@@ -19,6 +19,9 @@ pub enum Command {
     Raw(RawCommand),
     /// Allocate one timestamp from PD's TSO.
     Timestamp,
+    /// A recent timestamp: the newest one the client has seen if it is younger than the
+    /// configured staleness (client-go's low-resolution timestamp), else a fresh one.
+    LowResolutionTimestamp,
 }
 
 /// A raw KV operation. Keys are the user's (the machine adds keyspace prefixes).
@@ -179,15 +182,30 @@ pub(crate) enum Op {
     Waiting(Command),
     Raw(Box<RawOp>),
     Timestamp,
+    /// Finished at creation (a cached timestamp).
+    Ready(u64),
 }
 
 impl Op {
     /// Validates `command` and creates its machine.
     ///
     /// Errors with [`Error::InvalidArgument`] for input the operation cannot accept.
-    pub(crate) fn start(command: Command, _shared: &mut Shared, _id: OpId) -> Result<Self, Error> {
+    pub(crate) fn start(command: Command, shared: &mut Shared, _id: OpId) -> Result<Self, Error> {
         Ok(match command {
             Command::Timestamp => Self::Timestamp,
+            Command::LowResolutionTimestamp => {
+                let staleness = shared.config.low_resolution_ts_staleness;
+                let oldest = crate::time::Time::from_micros(
+                    shared
+                        .now
+                        .as_micros()
+                        .saturating_sub(u64::try_from(staleness.as_micros()).unwrap_or(u64::MAX)),
+                );
+                match shared.pd.recent_timestamp(oldest) {
+                    Some(ts) => Self::Ready(ts),
+                    None => Self::Timestamp,
+                }
+            }
             raw @ Command::Raw(_) => Self::Waiting(raw),
         })
     }
@@ -215,6 +233,7 @@ impl Op {
             return self.drive(shared, id, Wake::Start);
         }
         match self {
+            Self::Ready(ts) => Some(Ok(Output::Timestamp(*ts))),
             Self::Waiting(_) => None,
             Self::Raw(raw) => raw.drive(shared, id, wake),
             Self::Timestamp => {

@@ -78,7 +78,11 @@ pub(crate) struct PdState {
     region_waiters: BTreeMap<(Vec<u8>, bool), Vec<OpId>>,
     store_waiters: BTreeMap<u64, Vec<OpId>>,
     tso_waiters: Vec<OpId>,
-    tso_inflight: Option<(RequestId, Vec<OpId>)>,
+    /// The TSO request in flight: its id, the count asked for, and who waits (cancelled
+    /// operations leave the list; their timestamps go unused).
+    tso_inflight: Option<(RequestId, u32, Vec<OpId>)>,
+    /// The newest timestamp seen and when it arrived, for low-resolution reads.
+    last_ts: Option<(u64, Time)>,
     timestamps: BTreeMap<OpId, Result<u64, Error>>,
     lookup_errors: BTreeMap<OpId, Error>,
 }
@@ -104,6 +108,7 @@ impl PdState {
             store_waiters: BTreeMap::new(),
             tso_waiters: Vec::new(),
             tso_inflight: None,
+            last_ts: None,
             timestamps: BTreeMap::new(),
             lookup_errors: BTreeMap::new(),
         }
@@ -120,6 +125,14 @@ impl PdState {
             KeyspaceState::Loaded(id) => Some(id),
             _ => None,
         }
+    }
+
+    /// The newest timestamp seen, if it arrived no earlier than `oldest` (client-go's
+    /// low-resolution timestamp).
+    pub(crate) fn recent_timestamp(&self, oldest: Time) -> Option<u64> {
+        self.last_ts
+            .filter(|(_, seen_at)| *seen_at >= oldest)
+            .map(|(ts, _)| ts)
     }
 
     /// The timestamp allocated to `op`, if it arrived.
@@ -139,7 +152,7 @@ impl PdState {
             waiters.retain(|w| *w != op);
         }
         self.tso_waiters.retain(|w| *w != op);
-        if let Some((_, waiters)) = &mut self.tso_inflight {
+        if let Some((_, _, waiters)) = &mut self.tso_inflight {
             waiters.retain(|w| *w != op);
         }
         self.timestamps.remove(&op);
@@ -310,7 +323,7 @@ impl Shared {
             ..Default::default()
         });
         // The in-flight marker is set before sending so that re-entrant flushes do nothing.
-        self.pd.tso_inflight = Some((RequestId(0), waiters));
+        self.pd.tso_inflight = Some((RequestId(0), count, waiters));
         self.pd_send(Purpose::Tso, request);
     }
 
@@ -340,7 +353,7 @@ impl Shared {
             timeout,
         );
         if pending.purpose == Purpose::Tso
-            && let Some((slot, _)) = &mut self.pd.tso_inflight
+            && let Some((slot, _, _)) = &mut self.pd.tso_inflight
         {
             *slot = id;
         }
@@ -525,7 +538,7 @@ impl Shared {
                     .pd
                     .tso_inflight
                     .take()
-                    .map(|(_, w)| w)
+                    .map(|(_, _, w)| w)
                     .unwrap_or_default();
                 for op in &waiters {
                     self.pd.timestamps.insert(*op, Err(err.clone()));
@@ -541,15 +554,15 @@ impl Shared {
     }
 
     fn on_tso(&mut self, tso: pdpb::TsoResponse) {
-        let waiters = self
+        let (asked, waiters) = self
             .pd
             .tso_inflight
             .take()
-            .map(|(_, w)| w)
+            .map(|(_, count, w)| (count, w))
             .unwrap_or_default();
-        let count = u64::try_from(waiters.len()).unwrap_or(u64::MAX);
+        let count = u64::from(asked);
         let result = match tso.timestamp {
-            Some(ts) if u64::from(tso.count) == count && ts.physical >= 0 && ts.logical >= 0 => {
+            Some(ts) if tso.count == asked && ts.physical >= 0 && ts.logical >= 0 => {
                 // PD returns the last timestamp of the batch; hand them out in order.
                 let last = ((ts.physical as u64) << 18) | (ts.logical as u64);
                 last.checked_sub(count.saturating_sub(1))
@@ -561,6 +574,12 @@ impl Shared {
                 tso.count
             ))),
         };
+        if let Ok((_, last)) = &result {
+            let now = self.now;
+            if self.pd.last_ts.is_none_or(|(seen, _)| seen < *last) {
+                self.pd.last_ts = Some((*last, now));
+            }
+        }
         for (i, op) in waiters.into_iter().enumerate() {
             let value = result
                 .clone()

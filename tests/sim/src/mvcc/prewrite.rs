@@ -779,15 +779,16 @@ impl PrewriteMutation {
 
 fn parse_prewrite(req: &kvrpcpb::PrewriteRequest) -> Result<Vec<PrewriteMutation>, TxnError> {
     let pessimistic = req.for_update_ts != 0;
-    if pessimistic && req.pessimistic_actions.len() != req.mutations.len() {
-        return Err(TxnError::BadRequest(format!(
-            "{} pessimistic_actions for {} mutations",
-            req.pessimistic_actions.len(),
-            req.mutations.len()
-        )));
-    }
-    let mut mutations = Vec::with_capacity(req.mutations.len());
-    for (i, m) in req.mutations.iter().enumerate() {
+    // TiKV pairs mutations and actions by position: extra actions are ignored and, with
+    // fewer actions than mutations, the unpaired mutations are dropped. Clients rely on the
+    // first half (client-rust sends the whole transaction's actions to every region).
+    let count = if pessimistic {
+        req.mutations.len().min(req.pessimistic_actions.len())
+    } else {
+        req.mutations.len()
+    };
+    let mut mutations = Vec::with_capacity(count);
+    for (i, m) in req.mutations.iter().take(count).enumerate() {
         let action = if pessimistic {
             PessimisticAction::try_from(req.pessimistic_actions[i]).map_err(|_| {
                 TxnError::BadRequest(format!(

@@ -1,0 +1,488 @@
+//! Raw KV checks with no client-go counterpart.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tikv_core::machine::{MAX_RAW_SCAN_LIMIT, RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
+use tikv_core::{Error, RawClient};
+use tikv_proto::errorpb;
+use tikv_proto::status::{Code, Status};
+use tikv_sim::faults::{FaultAction, FaultRule};
+
+use super::{Api, Env, TestCluster, b, crc64_ecma, ok, start};
+
+/// Asserts that the cluster holds exactly `model` (through get, batch get and scan).
+async fn assert_matches_model(raw: &RawClient, model: &BTreeMap<Bytes, Bytes>, round: usize) {
+    let scanned = ok("scan", raw.scan("", "", MAX_RAW_SCAN_LIMIT).await);
+    let scanned: BTreeMap<Bytes, Bytes> = scanned.into_iter().map(|p| (p.key, p.value)).collect();
+    assert_eq!(&scanned, model, "round {round}: scan");
+    let reversed = ok(
+        "reverse scan",
+        raw.reverse_scan("z", "", MAX_RAW_SCAN_LIMIT).await,
+    );
+    let reversed: Vec<(Bytes, Bytes)> = reversed.into_iter().map(|p| (p.key, p.value)).collect();
+    let expected: Vec<(Bytes, Bytes)> = model
+        .iter()
+        .rev()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(reversed, expected, "round {round}: reverse scan");
+    // Small limits stop inside a region and resume at the next one.
+    for limit in [1, 9, 33] {
+        let page = ok("scan", raw.scan("k010", "k090", limit).await);
+        let expected: Vec<&Bytes> = model
+            .range(b("k010")..b("k090"))
+            .map(|(k, _)| k)
+            .take(limit as usize)
+            .collect();
+        let keys: Vec<&Bytes> = page.iter().map(|p| &p.key).collect();
+        assert_eq!(keys, expected, "round {round}: scan limit {limit}");
+    }
+    let keys: Vec<Bytes> = model.keys().cloned().collect();
+    let values = ok("batch get", raw.batch_get(keys).await);
+    let expected: Vec<Option<Bytes>> = model.values().cloned().map(Some).collect();
+    assert_eq!(values, expected, "round {round}: batch get");
+    for (key, value) in model.iter().step_by(7) {
+        let got = ok("get", raw.get(key.clone()).await);
+        assert_eq!(got.as_ref(), Some(value), "round {round}: get {key:?}");
+    }
+}
+
+/// Every acknowledged write (put, batch put, delete, batch delete, delete range) stays
+/// readable (get, batch get, scan, reverse scan, limited scans) while regions split and
+/// merge and leaders move between operations, under V1 and V2.
+pub async fn acknowledged_writes_survive_splits_and_leader_moves<E: Env>(env: &E) {
+    for api in [Api::V1, Api::V2] {
+        let tc = start(env, api).await;
+        let raw = tc.raw();
+        let mut model = BTreeMap::new();
+        for round in 0..8usize {
+            // Writes of every kind, overlapping earlier rounds' keys.
+            let single = b(format!("k{:03}", round * 13 % 100));
+            let value = b(format!("single-{round}"));
+            ok("put", raw.put(single.clone(), value.clone()).await);
+            model.insert(single, value);
+            let batch: Vec<(Bytes, Bytes)> = (0..40)
+                .map(|i| {
+                    let key = b(format!("k{:03}", (round * 11 + i * 3) % 100));
+                    (key, b(format!("batch-{round}-{i}")))
+                })
+                .collect();
+            ok("batch put", raw.batch_put(batch.clone()).await);
+            model.extend(batch);
+            let gone = b(format!("k{:03}", (round * 29 + 5) % 100));
+            ok("delete", raw.delete(gone.clone()).await);
+            model.remove(&gone);
+            let gone: Vec<Bytes> = (0..5)
+                .map(|i| b(format!("k{:03}", (round * 17 + i * 19) % 100)))
+                .collect();
+            ok("batch delete", raw.batch_delete(gone.clone()).await);
+            for key in &gone {
+                model.remove(key);
+            }
+            if round % 3 == 2 {
+                let (start, end) = (
+                    b(format!("k{:03}", round * 9)),
+                    b(format!("k{:03}", round * 9 + 4)),
+                );
+                ok(
+                    "delete range",
+                    raw.delete_range(start.clone(), end.clone()).await,
+                );
+                model.retain(|key, _| !(start <= *key && *key < end));
+            }
+
+            // Then the cluster changes under the client's cached view.
+            let split = format!("k{:03}", (round * 37 + 7) % 100);
+            tc.split(&[split.as_bytes()]);
+            if round % 4 == 3 {
+                tc.merge_first_two();
+            }
+            tc.rotate_leaders();
+            assert_matches_model(&raw, &model, round).await;
+        }
+        assert!(
+            tc.region_count() >= 6,
+            "{api:?}: {} regions",
+            tc.region_count()
+        );
+    }
+}
+
+/// Compare-and-swap is refused outside atomic mode (nothing written); in atomic mode it
+/// swaps only on a matching expectation, and atomic puts and deletes interleave with it.
+pub async fn compare_and_swap_needs_atomic_mode<E: Env>(env: &E) {
+    for api in [Api::V1, Api::V2] {
+        let tc = start(env, api).await;
+        let raw = tc.raw();
+        let refused = raw.compare_and_swap("cas", None, "v1").await;
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument(_))),
+            "{refused:?}"
+        );
+        assert_eq!(ok("get", raw.get("cas").await), None);
+
+        let atomic = raw.with_atomic_for_cas(true);
+        let swap = ok("cas", atomic.compare_and_swap("cas", None, "v1").await);
+        assert_eq!(swap, (None, true));
+        let swap = ok("cas", atomic.compare_and_swap("cas", None, "v2").await);
+        assert_eq!(swap, (Some(b("v1")), false));
+        let swap = ok(
+            "cas",
+            atomic.compare_and_swap("cas", Some(b("v0")), "v2").await,
+        );
+        assert_eq!(swap, (Some(b("v1")), false));
+        assert_eq!(ok("get", raw.get("cas").await), Some(b("v1")));
+
+        ok("atomic put", atomic.put("cas", "v3").await);
+        let swap = ok(
+            "cas",
+            atomic.compare_and_swap("cas", Some(b("v3")), "v4").await,
+        );
+        assert_eq!(swap, (Some(b("v3")), true));
+        ok("atomic delete", atomic.delete("cas").await);
+        let swap = ok("cas", atomic.compare_and_swap("cas", None, "v5").await);
+        assert_eq!(swap, (None, true), "{api:?}");
+        ok(
+            "atomic batch put",
+            atomic.batch_put([("c1", "x"), ("c2", "y")]).await,
+        );
+        ok("atomic batch delete", atomic.batch_delete(["c1"]).await);
+        let values = ok("batch get", raw.batch_get(["c1", "c2", "cas"]).await);
+        assert_eq!(values, [None, Some(b("y")), Some(b("v5"))]);
+    }
+}
+
+/// TTLs under V1TTL: `get_key_ttl` reports what is left (0 for no TTL, `None` for a missing
+/// key), batch puts carry one TTL per pair, and an expired key disappears. V1 refuses TTLs.
+pub async fn ttl_and_get_key_ttl<E: Env>(env: &E) {
+    let v1 = start(env, Api::V1).await;
+    let refused = v1.raw().put_with_ttl("k", "v", 10).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    let refused = v1.raw().batch_put_with_ttl([("k", "v")], vec![10]).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert!(v1.raw().get_key_ttl("k").await.is_err());
+
+    let tc = start(env, Api::V1Ttl).await;
+    let raw = tc.raw();
+    ok("put", raw.put("forever", "v").await);
+    ok("put with ttl", raw.put_with_ttl("long", "v", 100).await);
+    ok("put with ttl", raw.put_with_ttl("short", "v", 1).await);
+    let pairs = [("b1", "v"), ("b2", "v"), ("b3", "v")];
+    ok(
+        "batch put with ttl",
+        raw.batch_put_with_ttl(pairs, vec![0, 1, 50]).await,
+    );
+    let mismatched = raw.batch_put_with_ttl(pairs, vec![1, 2]).await;
+    assert!(
+        matches!(mismatched, Err(Error::InvalidArgument(_))),
+        "{mismatched:?}"
+    );
+
+    assert_eq!(ok("ttl", raw.get_key_ttl("forever").await), Some(0));
+    let long = ok("ttl", raw.get_key_ttl("long").await);
+    assert!(
+        long.is_some_and(|ttl| (99..=100).contains(&ttl)),
+        "{long:?}"
+    );
+    assert_eq!(ok("ttl", raw.get_key_ttl("short").await), Some(1));
+    assert_eq!(ok("ttl", raw.get_key_ttl("b1").await), Some(0));
+    let b3 = ok("ttl", raw.get_key_ttl("b3").await);
+    assert!(b3.is_some_and(|ttl| (49..=50).contains(&ttl)), "{b3:?}");
+    assert_eq!(ok("ttl", raw.get_key_ttl("missing").await), None);
+
+    env.sleep(Duration::from_millis(1_100)).await;
+    for gone in ["short", "b2"] {
+        assert_eq!(ok("get", raw.get(gone).await), None, "{gone}");
+        assert_eq!(ok("ttl", raw.get_key_ttl(gone).await), None, "{gone}");
+    }
+    let left = ok("scan keys", raw.scan_keys("", "", 10).await);
+    assert_eq!(left, [b("b1"), b("b3"), b("forever"), b("long")]);
+}
+
+/// The server's checksum over several regions equals one computed here from the client's own
+/// scan, for the whole key space and for a sub-range, under V1 and V2.
+pub async fn checksum_matches_local_scan<E: Env>(env: &E) {
+    for api in [Api::V1, Api::V2] {
+        let tc = start(env, api).await;
+        let raw = tc.raw();
+        let pairs: Vec<(Bytes, Bytes)> = (0..1500u32)
+            .map(|i| {
+                (
+                    b(format!("c{i:05}")),
+                    b(format!("value-{}", i * 7919 % 1000)),
+                )
+            })
+            .collect();
+        ok("batch put", raw.batch_put(pairs).await);
+        tc.split(&[b"c00300", b"c00750", b"c01200"]);
+
+        for (start, end) in [("", ""), ("c00100", "c01000")] {
+            let scanned = ok("scan", raw.scan(start, end, MAX_RAW_SCAN_LIMIT).await);
+            let mut crc64_xor = 0;
+            let mut total_bytes = 0;
+            for pair in &scanned {
+                let stored = tc.stored_key(&pair.key);
+                crc64_xor ^= crc64_ecma(&[&stored, &pair.value]);
+                total_bytes += (stored.len() + pair.value.len()) as u64;
+            }
+            let sum = ok("checksum", raw.checksum(start, end).await);
+            assert_eq!(
+                sum.total_kvs,
+                scanned.len() as u64,
+                "{api:?} {start}..{end}"
+            );
+            assert_eq!(sum.total_bytes, total_bytes, "{api:?} {start}..{end}");
+            assert_eq!(sum.crc64_xor, crc64_xor, "{api:?} {start}..{end}");
+        }
+    }
+}
+
+/// Batches larger than one request may carry (512 keys per get/delete, 16 KiB per put) over
+/// several regions: every pair lands, reads back in order, and is deleted.
+pub async fn batches_over_limits_across_regions<E: Env>(env: &E) {
+    for api in [Api::V1, Api::V2] {
+        let tc = start(env, api).await;
+        let raw = tc.raw();
+        let count = 4 * RAW_BATCH_PAIR_COUNT + 100;
+        let value = Bytes::from(vec![b'x'; 40]);
+        // Keys in reverse order, so grouping by region must reorder them.
+        let keys: Vec<Bytes> = (0..count).rev().map(|i| b(format!("b{i:05}"))).collect();
+        assert!(count * (6 + value.len()) > 4 * RAW_BATCH_PUT_SIZE);
+        tc.split(&[b"b00500", b"b01100", b"b01500"]);
+
+        let pairs: Vec<(Bytes, Bytes)> = keys.iter().map(|k| (k.clone(), value.clone())).collect();
+        ok("batch put", raw.batch_put(pairs).await);
+        let values = ok("batch get", raw.batch_get(keys.clone()).await);
+        assert_eq!(values.len(), count);
+        assert!(values.iter().all(|v| v.as_ref() == Some(&value)), "{api:?}");
+        let stored = ok("scan keys", raw.scan_keys("", "", MAX_RAW_SCAN_LIMIT).await);
+        assert_eq!(stored.len(), count, "{api:?}");
+
+        // Delete every other key, then the rest.
+        let odd: Vec<Bytes> = keys.iter().skip(1).step_by(2).cloned().collect();
+        ok("batch delete", raw.batch_delete(odd.clone()).await);
+        let values = ok("batch get", raw.batch_get(odd).await);
+        assert!(values.iter().all(Option::is_none));
+        let stored = ok("scan keys", raw.scan_keys("", "", MAX_RAW_SCAN_LIMIT).await);
+        assert_eq!(stored.len(), count - count / 2, "{api:?}");
+        ok("batch delete", raw.batch_delete(keys).await);
+        assert!(ok("scan", raw.scan("", "", 10).await).is_empty(), "{api:?}");
+    }
+}
+
+/// A scan limit above 10,240 is refused before anything is sent; 10,240 itself is fine.
+pub async fn scan_limit_over_max_is_refused<E: Env>(env: &E) {
+    let tc = start(env, Api::V1).await;
+    let raw = tc.raw();
+    ok("put", raw.put("k", "v").await);
+    let over = MAX_RAW_SCAN_LIMIT + 1;
+    let refused = raw.scan("", "", over).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    let refused = raw.scan_keys("", "", over).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    let refused = raw.reverse_scan("z", "", over).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        ok("scan", raw.scan("", "", MAX_RAW_SCAN_LIMIT).await).len(),
+        1
+    );
+}
+
+/// The same key holds a separate value in each column family, through every operation;
+/// under V2 (where TiKV has no column families for raw keys) naming one is an error.
+pub async fn column_families<E: Env>(env: &E) {
+    let tc = start(env, Api::V1).await;
+    tc.split(&[b"m"]);
+    let cfs = ["default", "lock", "write"];
+    for cf in cfs {
+        let raw = tc.raw().with_cf(cf);
+        ok("put", raw.put("a", format!("a-{cf}")).await);
+        ok(
+            "batch put",
+            raw.batch_put([("n", format!("n-{cf}")), ("z", format!("z-{cf}"))])
+                .await,
+        );
+    }
+    // The empty name is the default family.
+    assert_eq!(ok("get", tc.raw().get("a").await), Some(b("a-default")));
+    for cf in cfs {
+        let raw = tc.raw().with_cf(cf);
+        assert_eq!(ok("get", raw.get("a").await), Some(b(format!("a-{cf}"))));
+        let values = ok("batch get", raw.batch_get(["n", "z"]).await);
+        assert_eq!(
+            values,
+            [Some(b(format!("n-{cf}"))), Some(b(format!("z-{cf}")))]
+        );
+        let found = ok("scan", raw.scan("", "", 10).await);
+        let values: Vec<Bytes> = found.into_iter().map(|p| p.value).collect();
+        assert_eq!(
+            values,
+            ["a", "n", "z"].map(|k| b(format!("{k}-{cf}"))),
+            "{cf}"
+        );
+    }
+    // Deletes in one family leave the others alone.
+    let lock = tc.raw().with_cf("lock");
+    ok("delete", lock.delete("a").await);
+    ok("batch delete", lock.batch_delete(["n"]).await);
+    ok(
+        "delete range",
+        tc.raw().with_cf("write").delete_range("", "").await,
+    );
+    assert_eq!(ok("scan", lock.scan("", "", 10).await).len(), 1);
+    assert!(ok("scan", tc.raw().with_cf("write").scan("", "", 10).await).is_empty());
+    assert_eq!(ok("scan", tc.raw().scan("", "", 10).await).len(), 3);
+    let unknown = tc.raw().with_cf("cf1").put("a", "v").await;
+    assert!(unknown.is_err(), "{unknown:?}");
+
+    let v2 = start(env, Api::V2).await;
+    let refused = v2.raw().with_cf("write").put("a", "v").await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+fn region_error(build: impl FnOnce(&mut errorpb::Error)) -> FaultAction {
+    let mut error = errorpb::Error {
+        message: "injected".to_owned(),
+        ..Default::default()
+    };
+    build(&mut error);
+    FaultAction::RegionError(Box::new(error))
+}
+
+fn inject(tc: &TestCluster, command: &str, action: FaultAction, times: u32) {
+    tc.server.with(|sim| {
+        sim.faults
+            .inject(FaultRule::command(command, action, times))
+    });
+}
+
+/// Retryable region errors (EpochNotMatch, NotLeader without a hint, StaleCommand,
+/// RegionNotFound, and once ServerIsBusy) injected into every kind of raw request are
+/// retried until the operation succeeds.
+pub async fn injected_region_errors_are_retried<E: Env>(env: &E) {
+    let tc = start(env, Api::V1).await;
+    tc.split(&[b"m"]);
+    let raw = tc.raw();
+    ok("put", raw.put("a", "1").await);
+    ok("put", raw.put("x", "2").await);
+
+    let errors = [
+        region_error(|e| e.epoch_not_match = Some(Default::default())),
+        region_error(|e| {
+            e.not_leader = Some(errorpb::NotLeader {
+                region_id: 0,
+                leader: None,
+            })
+        }),
+        region_error(|e| e.stale_command = Some(Default::default())),
+        region_error(|e| e.region_not_found = Some(Default::default())),
+    ];
+    for (round, error) in errors.into_iter().enumerate() {
+        for command in [
+            "RawGet",
+            "RawPut",
+            "RawBatchGet",
+            "RawBatchPut",
+            "RawScan",
+            "RawDeleteRange",
+            "RawCompareAndSwap",
+            "RawChecksum",
+            "RawGetKeyTTL",
+        ] {
+            inject(&tc, command, error.clone(), 2);
+        }
+        let value = b(format!("v{round}"));
+        ok("put", raw.put("a", value.clone()).await);
+        assert_eq!(ok("get", raw.get("a").await), Some(value.clone()));
+        ok("batch put", raw.batch_put([("b", "3"), ("y", "4")]).await);
+        let values = ok("batch get", raw.batch_get(["a", "x", "y"]).await);
+        assert_eq!(values, [Some(value), Some(b("2")), Some(b("4"))]);
+        assert_eq!(ok("scan", raw.scan("", "", 10).await).len(), 4);
+        ok("delete range", raw.delete_range("b", "c").await);
+        let atomic = raw.with_atomic_for_cas(true);
+        let swap = ok("cas", atomic.compare_and_swap("c", None, "5").await);
+        assert_eq!(swap, (None, true));
+        ok("delete", atomic.delete("c").await);
+        assert_eq!(ok("checksum", raw.checksum("", "").await).total_kvs, 3);
+        let ttl = raw.get_key_ttl("a").await;
+        // V1 has no TTLs: the point is that the region error was retried, not the answer.
+        assert!(
+            !matches!(ttl, Err(Error::BackoffExhausted { .. })),
+            "{ttl:?}"
+        );
+        ok("put", raw.put("y", "4").await);
+        // Every rule fired: each operation really met the error.
+        assert_eq!(
+            tc.server.with(|sim| sim.faults.active()),
+            0,
+            "round {round}"
+        );
+    }
+
+    // ServerIsBusy backs off for seconds (client-go's 2 s base), so it fires once only.
+    let busy = region_error(|e| {
+        e.server_is_busy = Some(errorpb::ServerIsBusy {
+            reason: "injected".to_owned(),
+            ..Default::default()
+        })
+    });
+    inject(&tc, "RawGet", busy, 1);
+    assert_eq!(ok("get", raw.get("x").await), Some(b("2")));
+    assert_eq!(tc.server.with(|sim| sim.faults.active()), 0);
+}
+
+/// A leader store that stops answering (gRPC UNAVAILABLE) makes the client try the other
+/// peers and learn the new leader, which the cluster moved there meanwhile.
+pub async fn unreachable_leader_store_is_routed_around<E: Env>(env: &E) {
+    let tc = start(env, Api::V1).await;
+    let raw = tc.raw();
+    ok("put", raw.put("k", "v1").await);
+    let leader = tc.server.with(|sim| {
+        let region = sim.cluster.region_by_key(b"k").cloned();
+        region
+            .and_then(|r| r.leader().map(|l| (r.id, l.store_id)))
+            .unwrap_or_else(|| panic!("no leader"))
+    });
+    let (region_id, store_id) = leader;
+    tc.server.with(|sim| {
+        let other = if store_id == 1 { 2 } else { 1 };
+        sim.cluster
+            .transfer_leader(region_id, other)
+            .unwrap_or_else(|err| panic!("{err}"));
+        sim.cluster
+            .stop_store(store_id)
+            .unwrap_or_else(|err| panic!("{err}"));
+    });
+    ok("put", raw.put("k", "v2").await);
+    assert_eq!(ok("get", raw.get("k").await), Some(b("v2")));
+
+    // A store that keeps answering UNAVAILABLE for a while: the client retries through it.
+    tc.server.with(|sim| {
+        sim.cluster
+            .restart_store(store_id)
+            .unwrap_or_else(|err| panic!("{err}"));
+        sim.faults.inject(FaultRule::command(
+            "RawGet",
+            FaultAction::Status(Status::new(Code::Unavailable, "injected")),
+            2,
+        ));
+    });
+    assert_eq!(ok("get", raw.get("k").await), Some(b("v2")));
+}
