@@ -266,6 +266,21 @@ impl RawClient {
             .await
     }
 
+    /// Like [`reverse_scan`](Self::reverse_scan), returning keys only.
+    ///
+    /// Errors like [`reverse_scan`](Self::reverse_scan).
+    pub async fn reverse_scan_keys(
+        &self,
+        start: impl Into<Bytes>,
+        end: impl Into<Bytes>,
+        limit: u32,
+    ) -> Result<Vec<Bytes>, Error> {
+        let pairs = self
+            .scan_inner(start.into(), end.into(), limit, true, true)
+            .await?;
+        Ok(pairs.into_iter().map(|pair| pair.key).collect())
+    }
+
     async fn scan_inner(
         &self,
         start: Bytes,

@@ -541,3 +541,33 @@ fn a_send_failure_probes_the_store_once() {
         );
     }
 }
+
+#[test]
+fn low_resolution_timestamp_reuses_a_recent_one() {
+    let mut core = core();
+    let mut responder = Responder::default();
+    let first = core.handle_command(Time::ZERO, Command::Timestamp);
+    let outcome =
+        run(&mut core, &mut responder, &[], Time::ZERO, 100).unwrap_or_else(|err| panic!("{err}"));
+    let Some(Ok(Output::Timestamp(ts))) = outcome.results.get(&first).cloned() else {
+        panic!("{:?}", outcome.results);
+    };
+    // Within the staleness bound: answered at once, no request.
+    let cached = core.handle_command(Time::from_millis(1_000), Command::LowResolutionTimestamp);
+    assert!(core.poll_transmit().is_none());
+    assert_eq!(
+        core.poll_event(),
+        Some(Event::Done(cached, Ok(Output::Timestamp(ts))))
+    );
+    // Past it: a fresh timestamp from TSO.
+    let fresh = core.handle_command(Time::from_millis(3_000), Command::LowResolutionTimestamp);
+    let outcome = run(
+        &mut core,
+        &mut responder,
+        &[],
+        Time::from_millis(3_000),
+        100,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    assert!(matches!(outcome.results.get(&fresh), Some(Ok(Output::Timestamp(t))) if *t > ts));
+}
