@@ -36,6 +36,17 @@ pub struct TlsConfig {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl TlsConfig {
+    /// The CA and the optional client identity, as PEM slices (what transports consume).
+    pub fn as_pem(&self) -> (&[u8], Option<(&[u8], &[u8])>) {
+        let identity = self
+            .identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_slice(), key.as_slice()));
+        (self.ca_pem.as_slice(), identity)
+    }
+}
+
 impl std::fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.

@@ -177,21 +177,12 @@ pub fn connect(
     pd_endpoints: impl IntoIterator<Item = impl Into<String>>,
     config: Config,
 ) -> Result<Client, Error> {
-    let mut options = ConnectOptions {
-        connect_timeout: Duration::from_secs(5),
-        ..ConnectOptions::default()
-    };
-    options.channel.max_send_message_size = config.max_message_size;
-    options.channel.max_recv_message_size = config.max_message_size;
-    if let Some(tls) = &config.tls {
-        let identity = tls
-            .identity
-            .as_ref()
-            .map(|(cert, key)| (cert.as_slice(), key.as_slice()));
-        let client_tls = tikv_proto::transport::tls::client_config(&tls.ca_pem, identity)
-            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
-        options.tls = Some(client_tls);
-    }
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tikv_core::config::TlsConfig::as_pem);
+    let options = ConnectOptions::for_client(config.max_message_size, tls)
+        .map_err(|err| Error::InvalidArgument(err.to_string()))?;
     let runtime = AsyncStdRuntime::new(options);
     Client::start(
         runtime,

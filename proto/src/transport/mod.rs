@@ -68,6 +68,25 @@ impl Default for ConnectOptions {
     }
 }
 
+impl ConnectOptions {
+    /// Options for a client whose messages may be up to `max_message_size` bytes, over TLS
+    /// when `tls` gives a CA (PEM) and optionally a client certificate chain and key (PEM).
+    ///
+    /// Errors with [`crate::rpc::RpcError::Tls`] when the PEM material does not parse.
+    pub fn for_client(
+        max_message_size: usize,
+        tls: Option<(&[u8], Option<(&[u8], &[u8])>)>,
+    ) -> Result<Self, crate::rpc::RpcError> {
+        let mut options = Self::default();
+        options.channel.max_send_message_size = max_message_size;
+        options.channel.max_recv_message_size = max_message_size;
+        if let Some((ca_pem, identity)) = tls {
+            options.tls = Some(tls::client_config(ca_pem, identity)?);
+        }
+        Ok(options)
+    }
+}
+
 /// Microseconds elapsed since `epoch`, saturating; how runtimes produce the core's clock.
 pub fn micros_since(epoch: std::time::Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
