@@ -77,6 +77,8 @@ pub(crate) struct PdState {
     inflight: BTreeMap<RequestId, Pending>,
     region_waiters: BTreeMap<(Vec<u8>, bool), Vec<OpId>>,
     store_waiters: BTreeMap<u64, Vec<OpId>>,
+    /// Stores with a PD lookup out.
+    store_lookups: std::collections::BTreeSet<u64>,
     tso_waiters: Vec<OpId>,
     /// The TSO request in flight: its id, the count asked for, and who waits (cancelled
     /// operations leave the list; their timestamps go unused).
@@ -106,6 +108,7 @@ impl PdState {
             inflight: BTreeMap::new(),
             region_waiters: BTreeMap::new(),
             store_waiters: BTreeMap::new(),
+            store_lookups: std::collections::BTreeSet::new(),
             tso_waiters: Vec::new(),
             tso_inflight: None,
             last_ts: None,
@@ -286,11 +289,16 @@ impl Shared {
     /// Parks `op` until the address of store `store_id` is known.
     pub(crate) fn lookup_store(&mut self, op: OpId, store_id: u64) {
         let waiters = self.pd.store_waiters.entry(store_id).or_default();
-        let first = waiters.is_empty();
         if !waiters.contains(&op) {
             waiters.push(op);
         }
-        if first {
+        self.refresh_store(store_id);
+    }
+
+    /// Asks PD about store `store_id` unless a lookup is already out; nobody waits for the
+    /// answer (used to re-check stores marked for it while their old address stays in use).
+    pub(crate) fn refresh_store(&mut self, store_id: u64) {
+        if self.pd.store_lookups.insert(store_id) {
             self.pd_send(
                 Purpose::Store(store_id),
                 PdRequest::GetStore(pdpb::GetStoreRequest {
@@ -528,7 +536,10 @@ impl Shared {
                 .region_waiters
                 .remove(&(key, reverse))
                 .unwrap_or_default(),
-            Purpose::Store(store_id) => self.pd.store_waiters.remove(&store_id).unwrap_or_default(),
+            Purpose::Store(store_id) => {
+                self.pd.store_lookups.remove(&store_id);
+                self.pd.store_waiters.remove(&store_id).unwrap_or_default()
+            }
             Purpose::Keyspace => {
                 self.finish_keyspace(KeyspaceState::Failed(err));
                 return;
@@ -627,6 +638,7 @@ impl Shared {
     }
 
     fn on_store(&mut self, pending: Pending, store_id: u64, response: pdpb::GetStoreResponse) {
+        self.pd.store_lookups.remove(&store_id);
         let resolved = match &response.store {
             Some(store) => matches!(
                 self.regions.stores_mut().on_store_meta(store),

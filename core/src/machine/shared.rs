@@ -118,7 +118,12 @@ pub(crate) struct Shared {
     wakeups: BTreeSet<OpId>,
     /// Stores with a liveness probe out.
     probing: BTreeSet<u64>,
+    /// When the region cache is next swept of expired entries.
+    next_cache_sweep: Time,
 }
+
+/// How often the region cache drops expired entries.
+const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Shared {
     pub(crate) fn new(config: Config, pd_endpoints: Vec<String>, now: Time) -> Self {
@@ -140,6 +145,7 @@ impl Shared {
             events: VecDeque::new(),
             wakeups: BTreeSet::new(),
             probing: BTreeSet::new(),
+            next_cache_sweep: now + CACHE_SWEEP_INTERVAL,
         }
     }
 
@@ -147,6 +153,12 @@ impl Shared {
     pub(crate) fn advance(&mut self, now: Time) {
         if now > self.now {
             self.now = now;
+        }
+        // Drop expired and invalidated regions now and then, so the cache holds what is in
+        // use rather than everything ever seen.
+        if self.now >= self.next_cache_sweep {
+            self.regions.remove_expired(self.now);
+            self.next_cache_sweep = self.now + CACHE_SWEEP_INTERVAL;
         }
     }
 
@@ -399,6 +411,15 @@ impl Shared {
             self.lookup_region(op, key, reverse);
             return Routing::Parked;
         };
+        // A store marked for a re-check keeps its address in use while PD is asked again.
+        if self
+            .regions
+            .stores()
+            .get(peer.store_id)
+            .is_some_and(crate::region::Store::needs_refresh)
+        {
+            self.refresh_store(peer.store_id);
+        }
         match self.regions.stores().address(peer.store_id) {
             Some(address) => Routing::Ready(Route {
                 region: region.meta().clone(),
