@@ -36,12 +36,9 @@ pub struct TlsConfig {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// A client certificate chain and its private key, PEM-encoded.
-pub type PemIdentity<'a> = (&'a [u8], &'a [u8]);
-
 impl TlsConfig {
     /// The CA and the optional client identity, as PEM slices (what transports consume).
-    pub fn as_pem(&self) -> (&[u8], Option<PemIdentity<'_>>) {
+    pub fn as_pem(&self) -> (&[u8], Option<tikv_proto::PemIdentity<'_>>) {
         let identity = self
             .identity
             .as_ref()

@@ -38,3 +38,6 @@ mod generated {
 }
 
 pub use generated::*;
+
+/// A client certificate chain and its private key, PEM-encoded (TLS configuration input).
+pub type PemIdentity<'a> = (&'a [u8], &'a [u8]);

@@ -75,7 +75,7 @@ impl ConnectOptions {
     /// Errors with [`crate::rpc::RpcError::Tls`] when the PEM material does not parse.
     pub fn for_client(
         max_message_size: usize,
-        tls: Option<(&[u8], Option<(&[u8], &[u8])>)>,
+        tls: Option<(&[u8], Option<tls::PemIdentity<'_>>)>,
     ) -> Result<Self, crate::rpc::RpcError> {
         let mut options = Self::default();
         options.channel.max_send_message_size = max_message_size;

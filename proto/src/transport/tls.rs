@@ -9,6 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::rpc::RpcError;
 
+pub use crate::PemIdentity;
+
 /// A TLS stream on top of some IO type.
 pub type ClientStream<IO> = tokio_rustls::client::TlsStream<IO>;
 /// A server-side TLS stream on top of some IO type.
@@ -48,7 +50,7 @@ fn root_store(ca_pem: &[u8]) -> Result<rustls::RootCertStore, RpcError> {
 /// Errors with [`RpcError::Tls`] when a PEM input holds no usable certificate or key.
 pub fn client_config(
     ca_pem: &[u8],
-    identity: Option<(&[u8], &[u8])>,
+    identity: Option<PemIdentity<'_>>,
 ) -> Result<Arc<rustls::ClientConfig>, RpcError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
