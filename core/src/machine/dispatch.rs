@@ -228,13 +228,17 @@ impl Dispatch {
     ) -> Result<(), Error> {
         let mut groups: BTreeMap<u64, (Route, Vec<usize>)> = BTreeMap::new();
         let pending = std::mem::take(&mut self.pending);
+        // With more keys to route, one PD call can bring every region up to the last one.
+        let last_key = (pending.len() > 1)
+            .then(|| pending.last().map(|(key, _)| key.clone()))
+            .flatten();
         let mut parked = false;
         for (key, item) in pending {
             if parked {
                 self.pending.insert((key, item));
                 continue;
             }
-            match shared.route(op, &key, self.reverse) {
+            match shared.route(op, &key, self.reverse, last_key.as_deref()) {
                 Routing::Ready(route) => groups
                     .entry(route.region.id)
                     .or_insert_with(|| (route, Vec::new()))

@@ -27,6 +27,9 @@ use crate::time::Time;
 /// region-lookup budgets are of this order).
 const PD_MAX_BACKOFF_MS: u64 = 20_000;
 
+/// Most regions one batch lookup loads.
+const SCAN_REGIONS_LIMIT: i32 = 128;
+
 /// The keyspace API V2 clients use when none is named.
 const DEFAULT_KEYSPACE: &str = "DEFAULT";
 
@@ -259,13 +262,48 @@ impl Shared {
 
     /// Parks `op` until the region for `key` is known, sharing one PD lookup among waiters.
     pub(crate) fn lookup_region(&mut self, op: OpId, key: &[u8], reverse: bool) {
+        self.lookup_regions(op, key, reverse, None);
+    }
+
+    /// Like [`lookup_region`](Self::lookup_region), but when the operation also needs keys up
+    /// to `last_key`, loads the regions of `[key, last_key]` in one `ScanRegions` call (up to
+    /// [`SCAN_REGIONS_LIMIT`]), as client-go's batch locate does, instead of one lookup per
+    /// region.
+    pub(crate) fn lookup_regions(
+        &mut self,
+        op: OpId,
+        key: &[u8],
+        reverse: bool,
+        last_key: Option<&[u8]>,
+    ) {
         let slot = (key.to_vec(), reverse);
         let waiters = self.pd.region_waiters.entry(slot).or_default();
         let first = waiters.is_empty();
         if !waiters.contains(&op) {
             waiters.push(op);
         }
-        if first {
+        if !first {
+            return;
+        }
+        if let (false, Some(last_key)) = (reverse, last_key) {
+            // The end is exclusive: extend the last key by a zero byte to include it.
+            let mut end_key = last_key.to_vec();
+            end_key.push(0);
+            self.pd_send(
+                Purpose::Region {
+                    key: key.to_vec(),
+                    reverse,
+                },
+                PdRequest::ScanRegions(pdpb::ScanRegionsRequest {
+                    start_key: bytes::Bytes::copy_from_slice(key),
+                    end_key: bytes::Bytes::from(end_key),
+                    limit: SCAN_REGIONS_LIMIT,
+                    ..Default::default()
+                }),
+            );
+            return;
+        }
+        {
             let region_key = bytes::Bytes::copy_from_slice(key);
             let request = pdpb::GetRegionRequest {
                 region_key,
@@ -420,6 +458,35 @@ impl Shared {
             (Purpose::Region { key, reverse }, PdResponse::GetRegion(r))
             | (Purpose::Region { key, reverse }, PdResponse::GetPrevRegion(r)) => {
                 self.on_region(pending, key, reverse, r);
+            }
+            (Purpose::Region { key, reverse }, PdResponse::ScanRegions(r)) => {
+                let regions: Vec<pdpb::GetRegionResponse> = if r.regions.is_empty() {
+                    // Older PDs answer in the parallel lists.
+                    r.region_metas
+                        .into_iter()
+                        .zip(
+                            r.leaders
+                                .into_iter()
+                                .map(Some)
+                                .chain(std::iter::repeat(None)),
+                        )
+                        .map(|(region, leader)| pdpb::GetRegionResponse {
+                            region: Some(region),
+                            leader,
+                            ..Default::default()
+                        })
+                        .collect()
+                } else {
+                    r.regions
+                        .into_iter()
+                        .map(|region| pdpb::GetRegionResponse {
+                            region: region.region,
+                            leader: region.leader,
+                            ..Default::default()
+                        })
+                        .collect()
+                };
+                self.on_regions(pending, key, reverse, regions);
             }
             (Purpose::Store(store_id), PdResponse::GetStore(r)) => {
                 self.on_store(pending, store_id, r);
@@ -600,6 +667,32 @@ impl Shared {
         }
         // Anyone who asked while this request was in flight goes now.
         self.flush_tso();
+    }
+
+    /// Takes a batch of regions from ScanRegions: inserts them all and wakes the waiters of
+    /// the first key; an empty answer is retried like a missing region.
+    fn on_regions(
+        &mut self,
+        pending: Pending,
+        key: Vec<u8>,
+        reverse: bool,
+        responses: Vec<pdpb::GetRegionResponse>,
+    ) {
+        let mut responses = responses.into_iter();
+        let Some(first) = responses.next() else {
+            self.on_region(pending, key, reverse, pdpb::GetRegionResponse::default());
+            return;
+        };
+        let now = self.now;
+        for response in responses {
+            if let Some(region) = response.region {
+                // A stale or empty extra region is just not cached; the first decides.
+                let _ = self
+                    .regions
+                    .insert(region, response.leader.as_ref(), now, &mut self.rng);
+            }
+        }
+        self.on_region(pending, key, reverse, first);
     }
 
     fn on_region(

@@ -386,7 +386,15 @@ impl Shared {
 
     /// Where a request for the region containing `key` (or, with `reverse`, the region just
     /// before `key`) goes; parks `op` on a PD lookup when the cache cannot say.
-    pub(crate) fn route(&mut self, op: OpId, key: &[u8], reverse: bool) -> Routing {
+    /// With `last_key` (the last key the operation still has to route), a miss loads the
+    /// regions up to it in the same PD call.
+    pub(crate) fn route(
+        &mut self,
+        op: OpId,
+        key: &[u8],
+        reverse: bool,
+        last_key: Option<&[u8]>,
+    ) -> Routing {
         if let Some(error) = self.pd.take_lookup_error(op) {
             return Routing::Failed(error);
         }
@@ -397,7 +405,7 @@ impl Shared {
             self.regions.locate_key(key, now)
         };
         let Some(region) = located else {
-            self.lookup_region(op, key, reverse);
+            self.lookup_regions(op, key, reverse, last_key);
             return Routing::Parked;
         };
         let Some(region) = self.avoid_unreachable(region) else {

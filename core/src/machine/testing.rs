@@ -152,8 +152,14 @@ impl Responder {
                 }))
             }
             Request::Pd(PdRequest::ScanRegions(_)) => {
+                let region = region();
                 Response::Pd(PdResponse::ScanRegions(pdpb::ScanRegionsResponse {
                     header,
+                    regions: vec![pdpb::Region {
+                        leader: region.peers.first().copied(),
+                        region: Some(region),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }))
             }
