@@ -216,6 +216,8 @@ pub struct Simulation {
     seed: u64,
     now: Time,
     net_rng: Rng,
+    /// Extra latency for the next reply sent back (an injected delay or a slow store).
+    extra_latency: Duration,
     chaos_rng: Rng,
     chaos: Option<Chaos>,
     chaos_faults: usize,
@@ -323,6 +325,7 @@ impl Simulation {
             seed,
             now: Time::ZERO,
             net_rng: root.fork(),
+            extra_latency: Duration::ZERO,
             chaos_rng: root.fork(),
             chaos: None,
             chaos_faults: 0,
@@ -631,7 +634,8 @@ impl Simulation {
                 .push(format!("{} reply lost {}", self.now, describe_ids(ids)));
             return;
         }
-        let at = self.after_latency();
+        // An injected delay (or a slow store) adds to this reply's trip.
+        let at = self.after_latency() + std::mem::take(&mut self.extra_latency);
         self.push(at, Pending::Reply(reply));
     }
 
@@ -735,7 +739,7 @@ impl Simulation {
                 return;
             }
         };
-        match self.sim.execute(store_id, decoded, self.wall_ms()) {
+        match self.execute(store_id, decoded) {
             Execution::Done(response) => {
                 let result = response.encode().map(|framed| framed.payload());
                 self.send_back(
@@ -769,12 +773,30 @@ impl Simulation {
                     },
                 );
             }
-            Execution::Dropped => {
+            // `execute` resolves delays itself, so a delay here is never seen twice.
+            Execution::Dropped | Execution::Delayed { .. } => {
                 self.trace
                     .push(format!("{} {address} #{} dropped", self.now, id.0));
             }
         }
         self.answer_lock_waits();
+    }
+
+    /// Runs one request on the cluster. Injected delays and slow stores are applied to the
+    /// reply's latency rather than by holding the request: the loop is single-threaded.
+    fn execute(&mut self, store_id: u64, request: TikvRequest) -> Execution {
+        match self.sim.execute(store_id, request, self.wall_ms()) {
+            Execution::Delayed { delay_ms, request } => {
+                self.trace.push(format!(
+                    "{} store-{store_id} delayed {delay_ms} ms",
+                    self.now
+                ));
+                self.extra_latency = Duration::from_millis(delay_ms);
+                self.sim
+                    .execute_after_delay(store_id, request, self.wall_ms())
+            }
+            other => other,
+        }
     }
 
     fn serve_batch(&mut self, address: String, ids: Vec<RequestId>, frame: Framed) {
@@ -800,10 +822,7 @@ impl Simulation {
             let Some(cmd) = entry.cmd else {
                 continue;
             };
-            match self
-                .sim
-                .execute(store_id, TikvRequest::Batch(cmd), self.wall_ms())
-            {
+            match self.execute(store_id, TikvRequest::Batch(cmd)) {
                 Execution::Done(TikvResponse::Batch(cmd)) => {
                     response.request_ids.push(request_id);
                     response
@@ -835,7 +854,7 @@ impl Simulation {
                     );
                     return;
                 }
-                Execution::Dropped => {
+                Execution::Dropped | Execution::Delayed { .. } => {
                     self.trace
                         .push(format!("{} {address} #{request_id} dropped", self.now));
                 }

@@ -17,6 +17,12 @@ pub enum FaultAction {
     Status(Status),
     /// Lose the request: never execute it, never answer.
     Drop,
+    /// Execute the request but lose the answer (the client cannot tell whether it happened).
+    DropReply,
+    /// Hold the request this long before executing it.
+    Delay(u64),
+    /// Answer with this key error instead of executing (commands with a key error field).
+    KeyError(Box<tikv_proto::kvrpcpb::KeyError>),
 }
 
 /// One injection rule.

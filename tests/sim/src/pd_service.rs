@@ -125,6 +125,9 @@ impl Sim {
                     status: health::health_check_response::ServingStatus::Serving as i32,
                 })
             }
+            other if other.starts_with("/resource_manager.") => {
+                self.handle_resource_manager(other, payload)
+            }
             other => Err(Status::new(
                 Code::Unimplemented,
                 format!("unknown method {other}"),
@@ -144,5 +147,114 @@ impl Sim {
     /// Errors with PD's status when the header names another cluster.
     pub fn handle_query_region(&mut self, payload: Bytes) -> Result<Framed, Status> {
         pd(self.cluster.handle_query_region(&decode(payload)?))
+    }
+}
+
+/// The one resource group the simulated cluster has: `default`, with an unlimited RU bucket.
+fn default_resource_group() -> tikv_proto::resource_manager::ResourceGroup {
+    use tikv_proto::resource_manager as rm;
+    rm::ResourceGroup {
+        name: "default".to_owned(),
+        mode: rm::GroupMode::RuMode as i32,
+        r_u_settings: Some(rm::GroupRequestUnitSettings {
+            r_u: Some(unlimited_bucket(0.0)),
+        }),
+        priority: 8,
+        ..Default::default()
+    }
+}
+
+/// A token bucket that never runs dry: a huge fill rate and burst, holding `tokens`.
+fn unlimited_bucket(tokens: f64) -> tikv_proto::resource_manager::TokenBucket {
+    use tikv_proto::resource_manager as rm;
+    rm::TokenBucket {
+        settings: Some(rm::TokenLimitSettings {
+            fill_rate: u64::from(u32::MAX),
+            burst_limit: -1,
+            max_tokens: f64::from(u32::MAX),
+        }),
+        tokens,
+    }
+}
+
+impl Sim {
+    /// Answers the resource manager's unary calls: every group lookup sees the `default`
+    /// group with unlimited request units (the simulator does not throttle).
+    ///
+    /// Errors with `UNIMPLEMENTED` for the group administration calls, `INTERNAL` for
+    /// undecodable requests.
+    pub fn handle_resource_manager(&self, path: &str, payload: Bytes) -> Result<Framed, Status> {
+        use tikv_proto::resource_manager as rm;
+        match path {
+            p if p == rm::resource_manager::GET_RESOURCE_GROUP.path() => {
+                let request: rm::GetResourceGroupRequest = decode(payload)?;
+                let response = if request.resource_group_name == "default" {
+                    rm::GetResourceGroupResponse {
+                        group: Some(default_resource_group()),
+                        ..Default::default()
+                    }
+                } else {
+                    rm::GetResourceGroupResponse {
+                        error: Some(rm::Error {
+                            message: format!(
+                                "resource group {} does not exist",
+                                request.resource_group_name
+                            ),
+                        }),
+                        ..Default::default()
+                    }
+                };
+                encode(&response)
+            }
+            p if p == rm::resource_manager::LIST_RESOURCE_GROUPS.path() => {
+                let _request: rm::ListResourceGroupsRequest = decode(payload)?;
+                encode(&rm::ListResourceGroupsResponse {
+                    groups: vec![default_resource_group()],
+                    ..Default::default()
+                })
+            }
+            other => Err(Status::new(
+                Code::Unimplemented,
+                format!("unknown method {other}"),
+            )),
+        }
+    }
+
+    /// Answers one message of the AcquireTokenBuckets stream: every group gets the request
+    /// units it asked for, at once (permissive, as a cluster without resource control).
+    ///
+    /// Errors with `INTERNAL` for an undecodable request.
+    pub fn handle_token_buckets(&self, payload: Bytes) -> Result<Framed, Status> {
+        use tikv_proto::resource_manager as rm;
+        use tikv_proto::resource_manager::token_bucket_request::Request as Demand;
+        let request: rm::TokenBucketsRequest = decode(payload)?;
+        let responses = request
+            .requests
+            .into_iter()
+            .map(|group| {
+                let granted = match group.request {
+                    Some(Demand::RuItems(items)) => items
+                        .request_r_u
+                        .iter()
+                        .map(|item| rm::GrantedRuTokenBucket {
+                            r#type: item.r#type,
+                            granted_tokens: Some(unlimited_bucket(item.value)),
+                            trickle_time_ms: 0,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                rm::TokenBucketResponse {
+                    resource_group_name: group.resource_group_name,
+                    granted_r_u_tokens: granted,
+                    keyspace_id: group.keyspace_id,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        encode(&rm::TokenBucketsResponse {
+            responses,
+            ..Default::default()
+        })
     }
 }

@@ -66,10 +66,13 @@ impl Shared {
         }
     }
 
-    /// Runs one request; parked requests resolve through the returned receiver.
-    fn execute(&self, store_id: u64, request: TikvRequest) -> Pending {
-        let mut sim = self.sim();
-        let execution = sim.execute(store_id, request, now_ms());
+    /// Runs one request; parked and delayed requests resolve through the returned receiver.
+    fn execute(self: &Arc<Self>, store_id: u64, request: TikvRequest) -> Pending {
+        let execution = self.sim().execute(store_id, request, now_ms());
+        self.pending(store_id, execution)
+    }
+
+    fn pending(self: &Arc<Self>, store_id: u64, execution: Execution) -> Pending {
         let pending = match execution {
             Execution::Done(response) => Pending::Done(response),
             Execution::Failed(status) => Pending::Failed(status),
@@ -82,7 +85,23 @@ impl Shared {
                     .insert(id, tx);
                 Pending::Parked(rx)
             }
+            Execution::Delayed { delay_ms, request } => {
+                let (tx, rx) = oneshot::channel();
+                let shared = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    let execution = shared
+                        .sim()
+                        .execute_after_delay(store_id, request, now_ms());
+                    let outcome = shared.pending(store_id, execution).resolve().await;
+                    if let Some(result) = outcome {
+                        let _ = tx.send(result);
+                    }
+                });
+                Pending::Delayed(rx)
+            }
         };
+        let mut sim = self.sim();
         self.deliver_ready(&mut sim);
         pending
     }
@@ -93,6 +112,7 @@ enum Pending {
     Failed(Status),
     Dropped,
     Parked(oneshot::Receiver<TikvResponse>),
+    Delayed(oneshot::Receiver<Result<TikvResponse, Status>>),
 }
 
 impl Pending {
@@ -105,6 +125,8 @@ impl Pending {
                 Ok(response) => Some(Ok(response)),
                 Err(_) => Some(Err(Status::new(Code::Unavailable, "cluster stopped"))),
             },
+            // A delayed request whose sender went away was dropped by a fault: no answer.
+            Self::Delayed(rx) => rx.await.ok(),
         }
     }
 }
@@ -332,7 +354,9 @@ impl Handler for PdHandler {
             } = call;
             let tso = path == tikv_proto::pdpb::pd::TSO.path();
             let query = path == tikv_proto::pdpb::pd::QUERY_REGION.path();
-            if tso || query {
+            let tokens = path
+                == tikv_proto::resource_manager::resource_manager::ACQUIRE_TOKEN_BUCKETS.path();
+            if tso || query || tokens {
                 // Streams: one answer per request message, in order.
                 while let Some(next) = requests.next().await {
                     let Ok(payload) = next else { return };
@@ -340,6 +364,8 @@ impl Handler for PdHandler {
                         let mut sim = shared.sim();
                         if tso {
                             sim.handle_tso(payload, now_ms())
+                        } else if tokens {
+                            sim.handle_token_buckets(payload)
                         } else {
                             sim.handle_query_region(payload)
                         }
@@ -467,7 +493,7 @@ async fn batch_commands(shared: Arc<Shared>, store_id: u64, call: ServerCall) {
                             return responder.finish(Err(status));
                         }
                         Pending::Dropped => {}
-                        parked @ Pending::Parked(_) => {
+                        parked @ (Pending::Parked(_) | Pending::Delayed(_)) => {
                             outstanding += 1;
                             let late_tx = late_tx.clone();
                             tokio::spawn(async move {

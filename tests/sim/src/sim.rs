@@ -54,6 +54,8 @@ pub struct Sim {
     api_version: ApiVersion,
     waiters: BTreeMap<u64, Waiter>,
     next_wait: u64,
+    /// Extra time every request to a store takes (a slow store).
+    store_latency_ms: BTreeMap<u64, u64>,
     ready: VecDeque<(u64, TikvResponse)>,
 }
 
@@ -70,8 +72,23 @@ impl Sim {
             api_version: config.api_version,
             waiters: BTreeMap::new(),
             next_wait: 1,
+            store_latency_ms: BTreeMap::new(),
             ready: VecDeque::new(),
         })
+    }
+
+    /// Makes every request to `store_id` take `latency_ms` longer (0 = normal speed).
+    pub fn set_store_latency(&mut self, store_id: u64, latency_ms: u64) {
+        if latency_ms == 0 {
+            self.store_latency_ms.remove(&store_id);
+        } else {
+            self.store_latency_ms.insert(store_id, latency_ms);
+        }
+    }
+
+    /// The extra latency of `store_id`.
+    pub fn store_latency_ms(&self, store_id: u64) -> u64 {
+        self.store_latency_ms.get(&store_id).copied().unwrap_or(0)
     }
 
     /// The stores' API version.

@@ -69,6 +69,14 @@ pub enum Execution {
     Failed(Status),
     /// An injected fault: the request (or its reply) is lost; the caller never answers.
     Dropped,
+    /// An injected delay (or a slow store): hold the request `delay_ms`, then run it with
+    /// [`Sim::execute_after_delay`].
+    Delayed {
+        /// How long to hold it.
+        delay_ms: u64,
+        /// The request to run then.
+        request: TikvRequest,
+    },
 }
 
 /// Maps unary paths to BatchCommands arms and back, in one table.
@@ -313,10 +321,43 @@ impl Sim {
                     None => Execution::Failed(internal("no region error form")),
                 };
             }
+            Some(FaultAction::KeyError(err)) => {
+                return match key_error_response(&request, *err) {
+                    Some(response) => Execution::Done(response),
+                    None => Execution::Failed(internal("command has no key error field")),
+                };
+            }
             Some(FaultAction::Status(status)) => return Execution::Failed(status),
             Some(FaultAction::Drop) => return Execution::Dropped,
+            Some(FaultAction::Delay(delay_ms)) => {
+                return Execution::Delayed { delay_ms, request };
+            }
+            Some(FaultAction::DropReply) => {
+                // The command takes effect; only its answer is lost.
+                let _ = self.execute_after_delay(store_id, request, now_ms);
+                return Execution::Dropped;
+            }
             None => {}
         }
+        let latency_ms = self.store_latency_ms(store_id);
+        if latency_ms > 0 {
+            return Execution::Delayed {
+                delay_ms: latency_ms,
+                request,
+            };
+        }
+        self.execute_after_delay(store_id, request, now_ms)
+    }
+
+    /// Runs a request without consulting faults or store latency (the second half of
+    /// [`Execution::Delayed`]).
+    pub fn execute_after_delay(
+        &mut self,
+        store_id: u64,
+        request: TikvRequest,
+        now_ms: u64,
+    ) -> Execution {
+        let context = request.context().cloned().unwrap_or_default();
         if let TikvRequest::UnsafeDestroyRange(req) = &request {
             return Execution::Done(TikvResponse::UnsafeDestroyRange(
                 self.unsafe_destroy_range(store_id, req),
@@ -592,6 +633,84 @@ impl Sim {
             },
         }
     }
+}
+
+/// A response of `request`'s type carrying `err` as its key error, for the commands that
+/// report key errors.
+fn key_error_response(request: &TikvRequest, err: kvrpcpb::KeyError) -> Option<TikvResponse> {
+    let TikvRequest::Batch(cmd) = request else {
+        return None;
+    };
+    let one = Some(err.clone());
+    let many = vec![err];
+    let response = match cmd {
+        Req::Get(_) => Resp::Get(kvrpcpb::GetResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::Scan(_) => Resp::Scan(kvrpcpb::ScanResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::BatchGet(_) => Resp::BatchGet(kvrpcpb::BatchGetResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::Prewrite(_) => Resp::Prewrite(kvrpcpb::PrewriteResponse {
+            errors: many,
+            ..Default::default()
+        }),
+        Req::Commit(_) => Resp::Commit(kvrpcpb::CommitResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::Cleanup(_) => Resp::Cleanup(kvrpcpb::CleanupResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::BatchRollback(_) => Resp::BatchRollback(kvrpcpb::BatchRollbackResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::ScanLock(_) => Resp::ScanLock(kvrpcpb::ScanLockResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::ResolveLock(_) => Resp::ResolveLock(kvrpcpb::ResolveLockResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::PessimisticLock(_) => Resp::PessimisticLock(kvrpcpb::PessimisticLockResponse {
+            errors: many,
+            ..Default::default()
+        }),
+        Req::PessimisticRollback(_) => {
+            Resp::PessimisticRollback(kvrpcpb::PessimisticRollbackResponse {
+                errors: many,
+                ..Default::default()
+            })
+        }
+        Req::CheckTxnStatus(_) => Resp::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::TxnHeartBeat(_) => Resp::TxnHeartBeat(kvrpcpb::TxnHeartBeatResponse {
+            error: one,
+            ..Default::default()
+        }),
+        Req::CheckSecondaryLocks(_) => {
+            Resp::CheckSecondaryLocks(kvrpcpb::CheckSecondaryLocksResponse {
+                error: one,
+                ..Default::default()
+            })
+        }
+        Req::Flush(_) => Resp::Flush(kvrpcpb::FlushResponse {
+            errors: many,
+            ..Default::default()
+        }),
+        _ => return None,
+    };
+    Some(TikvResponse::Batch(response))
 }
 
 fn is_raw(cmd: &Req) -> bool {

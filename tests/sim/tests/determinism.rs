@@ -253,6 +253,10 @@ fn feed(sim: &mut Sim, target: &Target, payload: &Bytes, now_ms: u64, transcript
                     record(b'D', b"");
                     return;
                 }
+                Execution::Delayed { delay_ms, .. } => {
+                    record(b'W', &delay_ms.to_be_bytes());
+                    return;
+                }
             },
             Err(status) => Err(status),
         },

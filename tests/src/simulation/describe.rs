@@ -31,6 +31,9 @@ pub fn describe_fault(fault: &ClusterFault) -> String {
                 FaultAction::RegionError(err) => describe_region_error(err),
                 FaultAction::Status(status) => format!("status {status}"),
                 FaultAction::Drop => "drop".to_owned(),
+                FaultAction::DropReply => "drop reply".to_owned(),
+                FaultAction::Delay(ms) => format!("delay {ms} ms"),
+                FaultAction::KeyError(err) => format!("key error {err:?}"),
             };
             let region = rule
                 .region_id
