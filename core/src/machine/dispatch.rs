@@ -205,7 +205,7 @@ impl Dispatch {
                 }
                 Ok(())
             }
-            RegionRetry::Backoff(kind) => {
+            RegionRetry::Backoff(kind) | RegionRetry::NextPeer(kind) => {
                 self.requeue(&sent.items);
                 self.sleep(shared, kind, &region_error.message)
             }

@@ -20,6 +20,10 @@ pub(crate) enum RegionRetry {
     },
     /// Same region, same target, after a backoff of this kind.
     Backoff(BackoffKind),
+    /// The peer knows no leader: try the region's next peer after a backoff of this kind
+    /// (client-go's replica selector does the same rather than asking PD, whose view is as
+    /// stale as the peer's).
+    NextPeer(BackoffKind),
     /// The cached region is stale: invalidate it, back off (if a kind is given), then locate
     /// the keys again.
     Relocate {
@@ -53,7 +57,7 @@ pub(crate) fn classify(err: &errorpb::Error) -> RegionRetry {
                 leader_store_id: leader.store_id,
                 leader_peer_id: leader.id,
             },
-            _ => relocate(Some(BackoffKind::RegionScheduling)),
+            _ => RegionRetry::NextPeer(BackoffKind::RegionScheduling),
         };
     }
     if err.disk_full.is_some() {
@@ -159,13 +163,10 @@ mod tests {
             }
         );
         let blind = with(|e| e.not_leader = Some(errorpb::NotLeader::default()));
-        assert!(matches!(
+        assert_eq!(
             classify(&blind),
-            RegionRetry::Relocate {
-                backoff: Some(BackoffKind::RegionScheduling),
-                ..
-            }
-        ));
+            RegionRetry::NextPeer(BackoffKind::RegionScheduling)
+        );
     }
 
     #[test]

@@ -528,6 +528,17 @@ impl Shared {
                         .mark_needs_refresh(route.peer.store_id, epoch);
                 }
             }
+            RegionRetry::NextPeer(_) => {
+                // Keep the region; move on to the next peer. A region with one peer has
+                // nowhere to go: reload it.
+                if !self
+                    .regions
+                    .switch_to_next_peer(route.ver_id, route.peer_index)
+                {
+                    self.regions
+                        .invalidate(route.ver_id, InvalidReason::NoLeader);
+                }
+            }
             RegionRetry::Backoff(_) | RegionRetry::Fail(_) => {}
         }
     }
