@@ -528,6 +528,8 @@ struct RangeOp {
     /// Request key where the range ends (for reverse scans: the inclusive lower bound).
     end: Bytes,
     step: Option<(Dispatch, RangeStep)>,
+    /// The walk reached the edge of the key space.
+    finished: bool,
 }
 
 #[derive(Debug)]
@@ -600,11 +602,15 @@ impl RangeOp {
             cursor,
             end,
             step: None,
+            finished: false,
         }
     }
 
     /// Whether another region must be visited.
     fn more(&self, space: &KeySpace) -> bool {
+        if self.finished {
+            return false;
+        }
         match &self.kind {
             RangeKind::Scan {
                 limit,
@@ -616,9 +622,7 @@ impl RangeOp {
                     return false;
                 }
                 if *reverse {
-                    // An empty cursor means "from the very end".
-                    self.cursor.is_empty()
-                        || (self.cursor > self.end && !space.is_start(&self.cursor))
+                    self.cursor > self.end && !space.is_start(&self.cursor)
                 } else {
                     self.end.is_empty() || self.cursor < self.end
                 }
@@ -753,12 +757,12 @@ impl RangeOp {
                 } else {
                     space.boundary_to_request(&route.region.end_key)
                 };
-                self.advance(next, reverse);
+                self.advance(next);
                 Ok(())
             }
             (RangeKind::DeleteRange { .. }, StoreResponse::RawDeleteRange(r)) => {
                 server_error(r.error)?;
-                self.advance(space.boundary_to_request(&route.region.end_key), false);
+                self.advance(space.boundary_to_request(&route.region.end_key));
                 Ok(())
             }
             (RangeKind::Checksum { sum }, StoreResponse::RawChecksum(r)) => {
@@ -766,7 +770,7 @@ impl RangeOp {
                 sum.crc64_xor ^= r.checksum;
                 sum.total_kvs += r.total_kvs;
                 sum.total_bytes += r.total_bytes;
-                self.advance(space.boundary_to_request(&route.region.end_key), false);
+                self.advance(space.boundary_to_request(&route.region.end_key));
                 Ok(())
             }
             (_, other) => Err(unexpected(&other)),
@@ -775,25 +779,10 @@ impl RangeOp {
 
     /// Moves the cursor to the region boundary `next`; `None` (the key space's edge) ends the
     /// walk.
-    fn advance(&mut self, next: Option<Bytes>, reverse: bool) {
+    fn advance(&mut self, next: Option<Bytes>) {
         match next {
             Some(next) => self.cursor = next,
-            None => {
-                // Nothing lies beyond: make `more` false.
-                if reverse {
-                    self.cursor = self.end.clone();
-                    if let RangeKind::Scan { limit, pairs, .. } = &mut self.kind {
-                        *limit = u32::try_from(pairs.len()).unwrap_or(u32::MAX);
-                    }
-                } else {
-                    self.end = self.cursor.clone();
-                    if self.end.is_empty() {
-                        // Forward walk over an unbounded range that reached the last region.
-                        self.end = Bytes::from_static(b"\x00");
-                        self.cursor = self.end.clone();
-                    }
-                }
-            }
+            None => self.finished = true,
         }
     }
 
