@@ -343,24 +343,14 @@ impl Shared {
         expired
     }
 
-    /// Drops every trace of a finished or cancelled operation.
+    /// Drops what the machine keeps for a finished or cancelled operation.
+    ///
+    /// Cheap on purpose (it runs once per operation): requests the operation still had out
+    /// and its timers are left to expire or be answered, and are then dropped because no
+    /// operation claims them. Both are bounded by the request deadline.
     pub(crate) fn forget_op(&mut self, op: OpId) {
-        let ids: Vec<RequestId> = self
-            .inflight
-            .iter()
-            .filter(|(_, inflight)| inflight.owner == Owner::Op(op))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            if let Some(inflight) = self.inflight.remove(&id) {
-                self.timers
-                    .remove(&(inflight.deadline, TimerKey::Request(id)));
-            }
-        }
         self.wakeups.remove(&op);
         self.pd.forget_waiter(op);
-        // Op timers are few; a stale one only causes a harmless spurious drive of nothing.
-        self.timers.retain(|(_, key)| *key != TimerKey::Op(op));
     }
 
     pub(crate) fn finish(&mut self, op: OpId, result: Result<super::Output, Error>) {
