@@ -116,12 +116,13 @@ async fn drive<R: Runtime>(
         if !commands_open && core.ops_in_flight() == 0 {
             return;
         }
-        match core.poll_timeout() {
-            Some(deadline) if timer.as_ref().is_none_or(|(at, _)| *at != deadline) => {
+        // Re-arm only when the machine needs waking earlier than the armed timer: a timer that
+        // fires early is harmless (the machine ignores early calls), and keeping it avoids a
+        // new timer every time the oldest request completes.
+        if let Some(deadline) = core.poll_timeout() {
+            if timer.as_ref().is_none_or(|(at, _)| deadline < *at) {
                 timer = Some((deadline, runtime.sleep_until(deadline)));
             }
-            Some(_) => {}
-            None => timer = None,
         }
 
         let input = poll_fn(|cx| {

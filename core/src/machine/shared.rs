@@ -72,8 +72,8 @@ enum TimerKey {
 /// Where a request for a region goes, as the cache knows it now.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Route {
-    /// The region (id, epoch, range, peers).
-    pub region: metapb::Region,
+    /// The region (id, epoch, range, peers), shared with the cache.
+    pub region: std::sync::Arc<metapb::Region>,
     /// The region's id and epoch, for reporting errors against this version.
     pub ver_id: RegionVerId,
     /// The peer the request goes to (the leader, as far as the cache knows).
@@ -420,7 +420,7 @@ impl Shared {
         }
         match self.regions.stores().address(peer.store_id) {
             Some(address) => Routing::Ready(Route {
-                region: region.meta().clone(),
+                region: region.shared_meta(),
                 ver_id: region.ver_id(),
                 peer,
                 peer_index: region.work_index(),

@@ -169,6 +169,11 @@ impl RegionRef {
         &self.meta
     }
 
+    /// The region metadata, shared (cloning it copies a pointer, not the peers).
+    pub fn shared_meta(&self) -> Arc<metapb::Region> {
+        Arc::clone(&self.meta)
+    }
+
     /// The region's peers.
     pub fn peers(&self) -> &[metapb::Peer] {
         &self.meta.peers

@@ -1,0 +1,546 @@
+//! Our raw client and client-rust (`tikv-client` 0.4) side by side on one simulated cluster.
+//!
+//! ```text
+//! cargo build --release -p tikv-sim
+//! cargo bench -p tikv-benches --bench compare
+//! ```
+//!
+//! The cluster is the release `tikv-sim` binary in its own process, so this process holds
+//! nothing but the two clients and their tokio runtime: the CPU time it burns is client CPU.
+//! Both clients talk to the same cluster, with the same regions and the same 1,000 pre-loaded
+//! keys, and run the same workloads through their own natural API.
+//!
+//! Before criterion's wall-clock groups run, a table of client CPU per operation is printed:
+//! each case runs a fixed number of operations per client (best of a few rounds, the two
+//! clients interleaved), reading this process's and the simulator's CPU time from
+//! `/proc/<pid>/stat` around it. `COMPARE_CPU_ROUNDS=0` skips it; `TIKV_SIM_BIN` points at a
+//! simulator binary other than `target/release/tikv-sim`. See docs/performance.md.
+
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+use std::future::Future;
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
+
+/// Keys `key-0000` ..= `key-0999` are pre-loaded; these split them into four regions.
+const SPLIT_KEYS: &str = "key-0250,key-0500,key-0750";
+/// How many keys are pre-loaded.
+const KEY_COUNT: usize = 1000;
+/// Bytes per value.
+const VALUE_LEN: usize = 64;
+/// Keys per batch get.
+const BATCH_KEYS: usize = 100;
+/// Pairs per scan.
+const SCAN_LIMIT: u32 = 1000;
+/// Concurrent callers for get and put.
+const CALLERS: [usize; 3] = [1, 64, 512];
+
+fn key(index: usize) -> String {
+    format!("key-{:04}", index % KEY_COUNT)
+}
+
+/// The simulated cluster in a child process; dropping it closes its stdin, which stops it.
+struct Sim {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pd: String,
+}
+
+impl Sim {
+    fn start() -> Self {
+        let binary = sim_binary();
+        let mut child = Command::new(&binary)
+            .args([
+                "--stores",
+                "3",
+                "--split-keys",
+                SPLIT_KEYS,
+                "--exit-on-stdin-eof",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start {}: {err}; build it first with \
+                     `cargo build --release -p tikv-sim` (or set TIKV_SIM_BIN)",
+                    binary.display()
+                )
+            });
+        let stdin = child.stdin.take();
+        let stdout = child
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("no stdout pipe"));
+        // Drain stdout to its end on a thread of its own: closing the pipe early would make
+        // the simulator's remaining writes fail, and it stops on that error.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("PD_ENDPOINTS=") {
+                    let _ = sender.send(address.to_owned());
+                }
+            }
+        });
+        let pd = receiver
+            .recv()
+            .unwrap_or_else(|_| panic!("tikv-sim exited without printing PD_ENDPOINTS"));
+        Self { child, stdin, pd }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `TIKV_SIM_BIN`, else `tikv-sim` in the release directory of the target directory.
+fn sim_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TIKV_SIM_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release").join("tikv-sim")
+}
+
+/// The operations both clients run, each through its own API. Results are checked so that
+/// neither client can win by doing less.
+trait Client: Clone + Send + Sync + 'static {
+    fn get(&self, key: String) -> impl Future<Output = ()> + Send;
+    fn put(&self, key: String, value: Bytes) -> impl Future<Output = ()> + Send;
+    fn batch_get(&self, keys: Vec<String>) -> impl Future<Output = ()> + Send;
+    fn scan(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Our client.
+#[derive(Clone)]
+struct Ours(tikv_core::RawClient);
+
+impl Client for Ours {
+    async fn get(&self, key: String) {
+        let value = self.0.get(key).await.unwrap_or_else(|err| panic!("{err}"));
+        assert!(value.is_some(), "pre-loaded key missing");
+    }
+
+    async fn put(&self, key: String, value: Bytes) {
+        self.0
+            .put(key, value)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    async fn batch_get(&self, keys: Vec<String>) {
+        let values = self
+            .0
+            .batch_get(keys)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(values.iter().flatten().count(), BATCH_KEYS);
+    }
+
+    async fn scan(&self) {
+        let pairs = self
+            .0
+            .scan("key-", "key-~", SCAN_LIMIT)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(pairs.len(), KEY_COUNT);
+    }
+}
+
+/// client-rust.
+#[derive(Clone)]
+struct Theirs(tikv_client::RawClient);
+
+impl Client for Theirs {
+    async fn get(&self, key: String) {
+        let value = self.0.get(key).await.unwrap_or_else(|err| panic!("{err}"));
+        assert!(value.is_some(), "pre-loaded key missing");
+    }
+
+    async fn put(&self, key: String, value: Bytes) {
+        self.0
+            .put(key, value.to_vec())
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    async fn batch_get(&self, keys: Vec<String>) {
+        let pairs = self
+            .0
+            .batch_get(keys)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(pairs.len(), BATCH_KEYS);
+    }
+
+    async fn scan(&self) {
+        let pairs = self
+            .0
+            .scan("key-".to_owned().."key-~".to_owned(), SCAN_LIMIT)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(pairs.len(), KEY_COUNT);
+    }
+}
+
+/// One workload.
+#[derive(Clone, Copy, Debug)]
+enum Case {
+    Get { callers: usize },
+    Put { callers: usize },
+    BatchGet,
+    Scan,
+}
+
+impl Case {
+    fn all() -> Vec<Self> {
+        let mut cases: Vec<Self> = CALLERS
+            .iter()
+            .map(|&callers| Self::Get { callers })
+            .collect();
+        cases.extend(CALLERS.iter().map(|&callers| Self::Put { callers }));
+        cases.extend([Self::BatchGet, Self::Scan]);
+        cases
+    }
+
+    fn callers(self) -> usize {
+        match self {
+            Self::Get { callers } | Self::Put { callers } => callers,
+            Self::BatchGet | Self::Scan => 1,
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Self::Get { callers } => format!("get, {callers} callers"),
+            Self::Put { callers } => format!("put, {callers} callers"),
+            Self::BatchGet => format!("batch_get {BATCH_KEYS} keys"),
+            Self::Scan => format!("scan {SCAN_LIMIT} keys"),
+        }
+    }
+
+    /// Operations per caller in the CPU table: enough for half a second or more per client
+    /// at the rates seen on a 2-core machine, so that 10 ms CPU ticks stay a small error.
+    fn cpu_ops_per_caller(self) -> u64 {
+        match self {
+            Self::Get { callers: 1 } | Self::Put { callers: 1 } => 15_000,
+            Self::Get { callers } | Self::Put { callers } => (102_400 / callers as u64).max(1),
+            Self::BatchGet => 2_000,
+            Self::Scan => 1_000,
+        }
+    }
+}
+
+/// Runs `case` with `ops_per_caller` sequential operations on each of its callers (one tokio
+/// task each, so callers spread over the runtime's workers); returns the wall time.
+async fn run<C: Client>(client: &C, case: Case, ops_per_caller: u64) -> Duration {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..case.callers())
+        .map(|caller| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let value = Bytes::from(vec![b'w'; VALUE_LEN]);
+                for op in 0..ops_per_caller as usize {
+                    let index = caller * 131 + op * 7;
+                    match case {
+                        Case::Get { .. } => client.get(key(index)).await,
+                        Case::Put { .. } => client.put(key(index), value.clone()).await,
+                        Case::BatchGet => {
+                            let keys = (0..BATCH_KEYS).map(|i| key(index + i * 9)).collect();
+                            client.batch_get(keys).await;
+                        }
+                        Case::Scan => client.scan().await,
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await
+            .unwrap_or_else(|err| panic!("caller failed: {err}"));
+    }
+    started.elapsed()
+}
+
+/// Everything the groups and the CPU table share.
+struct Fixture {
+    sim: Sim,
+    runtime: tokio::runtime::Runtime,
+    ours: Ours,
+    theirs: Theirs,
+}
+
+fn fixture() -> Fixture {
+    let sim = Sim::start();
+    // As many workers as cores (2 on the reference machine), the tokio default.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| panic!("{err}"));
+    let (ours, theirs) = runtime.block_on(async {
+        let client = tikv_tokio::connect([sim.pd.clone()], tikv_core::Config::default())
+            .unwrap_or_else(|err| panic!("{err}"));
+        let ours = client.raw();
+        let config = tikv_client::Config::default().with_timeout(Duration::from_secs(10));
+        let theirs = tikv_client::RawClient::new_with_config(vec![sim.pd.clone()], config)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        let pairs: Vec<(Bytes, Bytes)> = (0..KEY_COUNT)
+            .map(|i| (Bytes::from(key(i)), Bytes::from(vec![b'v'; VALUE_LEN])))
+            .collect();
+        ours.batch_put(pairs)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        (Ours(ours), Theirs(theirs))
+    });
+    // Both see the same data (and both have warmed their region caches).
+    runtime.block_on(async {
+        ours.scan().await;
+        theirs.scan().await;
+    });
+    Fixture {
+        sim,
+        runtime,
+        ours,
+        theirs,
+    }
+}
+
+/// User + system CPU time of process `pid` (`self` for this one), from `/proc/<pid>/stat`.
+fn process_cpu(pid: &str, ticks_per_second: u64) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|err| panic!("reading /proc/{pid}/stat: {err}"));
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11..13]
+        .iter()
+        .map(|field| field.parse::<u64>().unwrap_or(0))
+        .sum();
+    Duration::from_micros(ticks * 1_000_000 / ticks_per_second)
+}
+
+/// Busy CPU time of the whole machine (user, nice, system, irq, softirq) from `/proc/stat`:
+/// what is left after the client and the simulator is other load sharing the cores.
+fn machine_busy(ticks_per_second: u64) -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user, nice, system, (idle, iowait skipped), irq, softirq
+        .filter(|(index, _)| matches!(index, 0 | 1 | 2 | 5 | 6))
+        .map(|(_, field)| field.parse::<u64>().unwrap_or(0))
+        .sum();
+    Duration::from_micros(ticks * 1_000_000 / ticks_per_second)
+}
+
+/// `getconf CLK_TCK` (the unit of `/proc/<pid>/stat` times), 100 if that fails.
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// One measured run of the CPU table.
+#[derive(Clone, Copy, Debug)]
+struct Measured {
+    ops: u64,
+    wall: Duration,
+    client_cpu: Duration,
+    sim_cpu: Duration,
+    other_cpu: Duration,
+}
+
+impl Measured {
+    fn ops_per_second(&self) -> f64 {
+        self.ops as f64 / self.wall.as_secs_f64()
+    }
+
+    fn client_us_per_op(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.ops as f64
+    }
+
+    fn sim_us_per_op(&self) -> f64 {
+        self.sim_cpu.as_secs_f64() * 1e6 / self.ops as f64
+    }
+
+    /// Cores' worth of CPU used by neither the client nor the simulator during the run.
+    fn other_cores(&self) -> f64 {
+        self.other_cpu.as_secs_f64() / self.wall.as_secs_f64()
+    }
+}
+
+fn measure<C: Client>(fixture: &Fixture, client: &C, case: Case, ticks: u64) -> Measured {
+    let sim_pid = fixture.sim.pid().to_string();
+    let per_caller = case.cpu_ops_per_caller();
+    // A short warm-up so that connections and caches exist for both clients.
+    fixture
+        .runtime
+        .block_on(run(client, case, (per_caller / 20).max(1)));
+    let machine_before = machine_busy(ticks);
+    let client_before = process_cpu("self", ticks);
+    let sim_before = process_cpu(&sim_pid, ticks);
+    let wall = fixture.runtime.block_on(run(client, case, per_caller));
+    let client_cpu = process_cpu("self", ticks).saturating_sub(client_before);
+    let sim_cpu = process_cpu(&sim_pid, ticks).saturating_sub(sim_before);
+    let machine = machine_busy(ticks).saturating_sub(machine_before);
+    Measured {
+        ops: per_caller * case.callers() as u64,
+        wall,
+        client_cpu,
+        sim_cpu,
+        other_cpu: machine.saturating_sub(client_cpu + sim_cpu),
+    }
+}
+
+/// Of several rounds, the one with the least client CPU per operation (the least disturbed
+/// by other load on the machine); throughput is taken from the fastest round.
+fn best(rounds: &[Measured]) -> (Measured, f64) {
+    let fastest = rounds
+        .iter()
+        .map(Measured::ops_per_second)
+        .fold(0.0, f64::max);
+    let leanest = rounds
+        .iter()
+        .copied()
+        .min_by(|a, b| a.client_us_per_op().total_cmp(&b.client_us_per_op()))
+        .unwrap_or_else(|| panic!("no rounds"));
+    (leanest, fastest)
+}
+
+/// Prints the CPU-per-operation table (markdown, for docs/performance.md).
+fn cpu_table(fixture: &Fixture) {
+    let rounds: usize = std::env::var("COMPARE_CPU_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(3);
+    if rounds == 0 {
+        return;
+    }
+    let ticks = clock_ticks_per_second();
+    println!(
+        "\nclient CPU per operation (best of {rounds} rounds; tikv-sim pid {}):\n",
+        fixture.sim.pid()
+    );
+    println!(
+        "| case | ops | ours ops/s | client-rust ops/s | ratio | ours client CPU µs/op | \
+         client-rust client CPU µs/op | ratio | ours sim CPU µs/op | client-rust sim CPU µs/op \
+         | other load, cores |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for case in Case::all() {
+        let mut ours = Vec::with_capacity(rounds);
+        let mut theirs = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            ours.push(measure(fixture, &fixture.ours, case, ticks));
+            theirs.push(measure(fixture, &fixture.theirs, case, ticks));
+        }
+        let (ours, ours_rate) = best(&ours);
+        let (theirs, theirs_rate) = best(&theirs);
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | \
+             {:.2} / {:.2} |",
+            case.label(),
+            ours.ops,
+            ours_rate,
+            theirs_rate,
+            ours_rate / theirs_rate,
+            ours.client_us_per_op(),
+            theirs.client_us_per_op(),
+            theirs.client_us_per_op() / ours.client_us_per_op(),
+            ours.sim_us_per_op(),
+            theirs.sim_us_per_op(),
+            ours.other_cores(),
+            theirs.other_cores(),
+        );
+    }
+    println!();
+}
+
+fn bench_case<C: Client>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    fixture: &Fixture,
+    name: &str,
+    client: &C,
+    case: Case,
+) {
+    let parameter = case.callers();
+    group.bench_with_input(BenchmarkId::new(name, parameter), &case, |b, &case| {
+        b.iter_custom(|iters| fixture.runtime.block_on(run(client, case, iters)));
+    });
+}
+
+fn compare(c: &mut Criterion) {
+    let fixture = fixture();
+    if std::env::args().any(|arg| arg == "--bench") {
+        // Only under `cargo bench`; `cargo test --benches` just checks the groups run.
+        cpu_table(&fixture);
+    }
+    let groups: [(&str, Vec<Case>, u64); 4] = [
+        (
+            "get",
+            CALLERS
+                .iter()
+                .map(|&callers| Case::Get { callers })
+                .collect(),
+            1,
+        ),
+        (
+            "put",
+            CALLERS
+                .iter()
+                .map(|&callers| Case::Put { callers })
+                .collect(),
+            1,
+        ),
+        ("batch_get_100", vec![Case::BatchGet], BATCH_KEYS as u64),
+        ("scan_1000", vec![Case::Scan], u64::from(SCAN_LIMIT)),
+    ];
+    for (name, cases, keys_per_op) in groups {
+        let mut group = c.benchmark_group(name);
+        // Iterations are long (a round of every caller), so every sample gets the same count.
+        group.sampling_mode(SamplingMode::Flat);
+        for case in cases {
+            group.throughput(Throughput::Elements(case.callers() as u64 * keys_per_op));
+            bench_case(&mut group, &fixture, "ours", &fixture.ours, case);
+            bench_case(&mut group, &fixture, "client-rust", &fixture.theirs, case);
+        }
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = compare
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
