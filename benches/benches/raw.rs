@@ -29,7 +29,7 @@ fn fixture() -> Fixture {
         .block_on(SimServer::start(SimConfig::default()))
         .unwrap_or_else(|err| panic!("{err}"));
     server.with(|sim| {
-        for key in ["key-2", "key-5", "key-8"] {
+        for key in ["key-0250", "key-0500", "key-0750"] {
             let _ = sim.cluster.split_at(key.as_bytes());
         }
     });
