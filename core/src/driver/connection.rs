@@ -137,6 +137,9 @@ async fn next_batch(
     Some(batch)
 }
 
+/// Most requests one BatchCommands stream may have unanswered before it is replaced.
+const MAX_PENDING_PER_STREAM: usize = 65_536;
+
 /// The sending half of a Tso stream and the ids of its requests, in order.
 type TsoStream<C> = (<C as Channel>::Sender, Arc<Mutex<VecDeque<u64>>>);
 
@@ -257,11 +260,14 @@ async fn store_task<R: Runtime>(
             open.pending
                 .lock()
                 .is_ok_and(|mut pending| match pending.as_mut() {
-                    Some(pending) => {
+                    // Ids of requests the machine gave up on stay until answered; a stream
+                    // collecting too many unanswered ones is replaced (the old one fails its
+                    // leftovers when its receiver ends).
+                    Some(pending) if pending.len() < MAX_PENDING_PER_STREAM => {
                         pending.extend(entries.iter().map(|(id, _)| id.0));
                         true
                     }
-                    None => false,
+                    _ => false,
                 })
         });
         if !registered {

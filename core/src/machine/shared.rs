@@ -238,6 +238,13 @@ impl Shared {
         let inflight = self.inflight.remove(&id)?;
         self.timers
             .remove(&(inflight.deadline, TimerKey::Request(id)));
+        // A reply that arrives after its deadline counts as the deadline passing: the timer
+        // may simply not have fired yet. (Client-go's contexts behave the same way.)
+        let reply = if self.now > inflight.deadline {
+            Err(RpcError::DeadlineExceeded(inflight.timeout))
+        } else {
+            reply
+        };
         match inflight.owner {
             Owner::Op(op) => Some((op, reply)),
             Owner::Pd => {
