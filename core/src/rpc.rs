@@ -331,21 +331,40 @@ impl PdResponse {
 /// Any request the core sends.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
-    /// To a TiKV store.
-    Store(StoreRequest),
+    /// To a TiKV store. Boxed: requests travel through channels and queues, and moving the
+    /// big protobuf structs by value showed up as memcpy in profiles.
+    Store(Box<StoreRequest>),
     /// To PD.
-    Pd(PdRequest),
+    Pd(Box<PdRequest>),
     /// A liveness probe (`grpc.health.v1.Health/Check`) to a store.
     Health(tikv_proto::grpc::health::v1::HealthCheckRequest),
+}
+
+impl Request {
+    /// The PD request, if this is one.
+    pub fn as_pd(&self) -> Option<&PdRequest> {
+        match self {
+            Self::Pd(request) => Some(request),
+            _ => None,
+        }
+    }
+
+    /// The store request, if this is one.
+    pub fn as_store(&self) -> Option<&StoreRequest> {
+        match self {
+            Self::Store(request) => Some(request),
+            _ => None,
+        }
+    }
 }
 
 /// Any response the core receives.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Response {
-    /// From a TiKV store.
-    Store(StoreResponse),
+    /// From a TiKV store (boxed, like [`Request::Store`]).
+    Store(Box<StoreResponse>),
     /// From PD.
-    Pd(PdResponse),
+    Pd(Box<PdResponse>),
     /// A liveness probe's answer.
     Health(tikv_proto::grpc::health::v1::HealthCheckResponse),
 }

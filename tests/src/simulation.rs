@@ -525,7 +525,14 @@ impl Simulation {
                 Request::Pd(request) => match request.encode(self.max_message_size) {
                     Ok(frame) => {
                         let at = self.after_latency();
-                        self.push(at, Pending::ToPd { id, request, frame });
+                        self.push(
+                            at,
+                            Pending::ToPd {
+                                id,
+                                request: *request,
+                                frame,
+                            },
+                        );
                     }
                     Err(err) => self.fail_now(vec![id], RpcError::Frame(err)),
                 },
@@ -932,7 +939,7 @@ impl Simulation {
                 let reply = result
                     .map_err(RpcError::Status)
                     .and_then(|payload| request.decode_response(payload))
-                    .map(Response::Pd);
+                    .map(|r| Response::Pd(Box::new(r)));
                 replies.push((id, reply));
             }
             Reply::Unary {
@@ -943,7 +950,7 @@ impl Simulation {
                 let reply = result
                     .map_err(RpcError::Status)
                     .and_then(|payload| request.decode_response(payload))
-                    .map(Response::Store);
+                    .map(|r| Response::Store(Box::new(r)));
                 replies.push((id, reply));
             }
             Reply::Batch { address, frame } => {
@@ -953,7 +960,7 @@ impl Simulation {
                             let reply = entry
                                 .cmd
                                 .and_then(StoreResponse::from_batch)
-                                .map(Response::Store)
+                                .map(|r| Response::Store(Box::new(r)))
                                 .ok_or_else(|| {
                                     RpcError::Protocol(format!("unexpected entry from {address}"))
                                 });

@@ -1337,10 +1337,11 @@ impl<F: FnMut(&str, &StoreRequest, usize) -> Reply> Script<F> {
             cluster_id: CLUSTER_ID,
             ..Default::default()
         });
-        match request {
-            Request::Pd(
-                PdRequest::GetRegion(_) | PdRequest::GetRegionById(_) | PdRequest::GetPrevRegion(_),
-            ) => {
+        let Request::Pd(pd) = request else {
+            return self.pd.answer(transmit);
+        };
+        match pd.as_ref() {
+            PdRequest::GetRegion(_) | PdRequest::GetRegionById(_) | PdRequest::GetPrevRegion(_) => {
                 self.region_lookups += 1;
                 let response = pdpb::GetRegionResponse {
                     header,
@@ -1348,14 +1349,14 @@ impl<F: FnMut(&str, &StoreRequest, usize) -> Reply> Script<F> {
                     leader: Some(peer(1)),
                     ..Default::default()
                 };
-                Ok(Response::Pd(match request {
-                    Request::Pd(PdRequest::GetRegionById(_)) => PdResponse::GetRegionById(response),
-                    Request::Pd(PdRequest::GetPrevRegion(_)) => PdResponse::GetPrevRegion(response),
+                Ok(Response::Pd(Box::new(match pd.as_ref() {
+                    PdRequest::GetRegionById(_) => PdResponse::GetRegionById(response),
+                    PdRequest::GetPrevRegion(_) => PdResponse::GetPrevRegion(response),
                     _ => PdResponse::GetRegion(response),
-                }))
+                })))
             }
-            Request::Pd(PdRequest::GetStore(get)) => {
-                Ok(Response::Pd(PdResponse::GetStore(pdpb::GetStoreResponse {
+            PdRequest::GetStore(get) => Ok(Response::Pd(Box::new(PdResponse::GetStore(
+                pdpb::GetStoreResponse {
                     header,
                     store: Some(metapb::Store {
                         id: get.store_id,
@@ -1363,8 +1364,8 @@ impl<F: FnMut(&str, &StoreRequest, usize) -> Reply> Script<F> {
                         ..Default::default()
                     }),
                     ..Default::default()
-                })))
-            }
+                },
+            )))),
             _ => self.pd.answer(transmit),
         }
     }
@@ -1387,13 +1388,13 @@ impl<F: FnMut(&str, &StoreRequest, usize) -> Reply> Script<F> {
                     Request::Store(request) => {
                         let n = self.store_sends.len();
                         self.store_sends
-                            .push((transmit.address.clone(), request.clone()));
+                            .push((transmit.address.clone(), (**request).clone()));
                         let mut response = StoreResponse::empty_for(request);
                         if let Reply::RegionError(err) = (self.store)(&transmit.address, request, n)
                         {
                             response.set_region_error(err);
                         }
-                        Ok(Response::Store(response))
+                        Ok(Response::Store(Box::new(response)))
                     }
                     other => self.answer_pd(&other.clone(), &transmit),
                 };

@@ -226,7 +226,9 @@ async fn store_task<R: Runtime>(
                             .unary(path, framed, CallOptions::with_timeout(timeout))
                             .await
                         {
-                            Ok(payload) => request.decode_response(payload).map(Response::Store),
+                            Ok(payload) => request
+                                .decode_response(payload)
+                                .map(|r| Response::Store(Box::new(r))),
                             Err(err) => Err(err),
                         }
                     }
@@ -377,7 +379,7 @@ async fn batch_receiver<C: Channel>(
                 continue;
             }
             let result = match entry.cmd.and_then(StoreResponse::from_batch) {
-                Some(response) => Ok(Response::Store(response)),
+                Some(response) => Ok(Response::Store(Box::new(response))),
                 None => Err(RpcError::Protocol(
                     "batch response entry without a known arm".into(),
                 )),
@@ -440,7 +442,7 @@ async fn pd_task<R: Runtime>(
                     continue;
                 }
             };
-            if matches!(request, crate::rpc::PdRequest::Tso(_)) {
+            if matches!(*request, crate::rpc::PdRequest::Tso(_)) {
                 if tso.is_none() {
                     match connected
                         .open_stream(pdpb::pd::TSO.path(), CallOptions::default())
@@ -485,7 +487,9 @@ async fn pd_task<R: Runtime>(
                     .unary(request.path(), framed, CallOptions::with_timeout(timeout))
                     .await
                 {
-                    Ok(payload) => request.decode_response(payload).map(Response::Pd),
+                    Ok(payload) => request
+                        .decode_response(payload)
+                        .map(|r| Response::Pd(Box::new(r))),
                     Err(err) => Err(err),
                 };
                 let _ = replies.unbounded_send((id, result));
@@ -509,8 +513,8 @@ async fn tso_receiver<C: Channel>(
         let Some(id) = order.lock().ok().and_then(|mut o| o.pop_front()) else {
             break RpcError::Protocol("TSO response without a request".into());
         };
-        let result =
-            rpc::decode::<pdpb::TsoResponse>(payload).map(|tso| Response::Pd(PdResponse::Tso(tso)));
+        let result = rpc::decode::<pdpb::TsoResponse>(payload)
+            .map(|tso| Response::Pd(Box::new(PdResponse::Tso(tso))));
         let _ = replies.unbounded_send((crate::machine::RequestId(id), result));
     };
     let orphans: Vec<u64> = order

@@ -184,7 +184,7 @@ impl Dispatch {
             }
         };
         let Some(region_error) = response.take_region_error() else {
-            return plan.absorb(&sent.items, &sent.route, response);
+            return plan.absorb(&sent.items, &sent.route, *response);
         };
         let retry = classify(&region_error);
         shared.apply_region_retry(&sent.route, &retry);

@@ -395,7 +395,7 @@ impl Shared {
         let id = self.transmit(
             Owner::Pd,
             leader,
-            Request::Pd(pending.request.clone()),
+            Request::Pd(Box::new(pending.request.clone())),
             timeout,
         );
         if pending.purpose == Purpose::Tso
@@ -420,7 +420,9 @@ impl Shared {
         let id = self.transmit(
             Owner::Pd,
             endpoint,
-            Request::Pd(PdRequest::GetMembers(pdpb::GetMembersRequest::default())),
+            Request::Pd(Box::new(PdRequest::GetMembers(
+                pdpb::GetMembersRequest::default(),
+            ))),
             timeout,
         );
         self.pd.discovery = Some(id);
@@ -436,7 +438,7 @@ impl Shared {
             return;
         };
         let response = match reply {
-            Ok(Response::Pd(response)) => response,
+            Ok(Response::Pd(response)) => *response,
             Ok(Response::Store(_) | Response::Health(_)) => {
                 let err = Error::UnexpectedResponse("non-PD response to a PD request".into());
                 self.pd_give_up(pending, err);
@@ -501,7 +503,10 @@ impl Shared {
 
     fn on_members(&mut self, reply: Result<Response, RpcError>) {
         let outcome = match reply {
-            Ok(Response::Pd(PdResponse::GetMembers(members))) => {
+            Ok(Response::Pd(response)) if matches!(*response, PdResponse::GetMembers(_)) => {
+                let PdResponse::GetMembers(members) = *response else {
+                    return;
+                };
                 let cluster_id = members.header.as_ref().map_or(0, |h| h.cluster_id);
                 let leader = members
                     .leader

@@ -223,7 +223,7 @@ impl Shared {
         self.transmit(
             Owner::Op(op),
             route.address.clone(),
-            Request::Store(request),
+            Request::Store(Box::new(request)),
             timeout,
         )
     }

@@ -90,7 +90,7 @@ impl Responder {
             ..Default::default()
         });
         let response = match &transmit.request {
-            Request::Store(request) => Response::Store(StoreResponse::empty_for(request)),
+            Request::Store(request) => Response::Store(Box::new(StoreResponse::empty_for(request))),
             Request::Health(_) => {
                 Response::Health(tikv_proto::grpc::health::v1::HealthCheckResponse {
                     status:
@@ -98,23 +98,30 @@ impl Responder {
                             as i32,
                 })
             }
-            Request::Pd(PdRequest::GetMembers(_)) => {
+            Request::Pd(pd) => Response::Pd(Box::new(self.answer_pd(pd, header))),
+        };
+        Ok(response)
+    }
+
+    fn answer_pd(&mut self, pd: &PdRequest, header: Option<pdpb::ResponseHeader>) -> PdResponse {
+        match pd {
+            PdRequest::GetMembers(_) => {
                 let member = pdpb::Member {
                     name: "pd".into(),
                     client_urls: vec!["http://pd:2379".into()],
                     ..Default::default()
                 };
-                Response::Pd(PdResponse::GetMembers(pdpb::GetMembersResponse {
+                PdResponse::GetMembers(pdpb::GetMembersResponse {
                     header,
                     members: vec![member.clone()],
                     leader: Some(member),
                     ..Default::default()
-                }))
+                })
             }
-            Request::Pd(PdRequest::Tso(tso)) => {
+            PdRequest::Tso(tso) => {
                 self.next_ts += u64::from(tso.count);
                 let last = self.next_ts - 1;
-                Response::Pd(PdResponse::Tso(pdpb::TsoResponse {
+                PdResponse::Tso(pdpb::TsoResponse {
                     header,
                     count: tso.count,
                     timestamp: Some(pdpb::Timestamp {
@@ -122,11 +129,9 @@ impl Responder {
                         logical: i64::try_from(last & ((1 << 18) - 1)).unwrap_or(0),
                         ..Default::default()
                     }),
-                }))
+                })
             }
-            Request::Pd(
-                PdRequest::GetRegion(_) | PdRequest::GetPrevRegion(_) | PdRequest::GetRegionById(_),
-            ) => {
+            PdRequest::GetRegion(_) | PdRequest::GetPrevRegion(_) | PdRequest::GetRegionById(_) => {
                 let region = region();
                 let response = pdpb::GetRegionResponse {
                     header,
@@ -134,26 +139,24 @@ impl Responder {
                     region: Some(region),
                     ..Default::default()
                 };
-                Response::Pd(match &transmit.request {
-                    Request::Pd(PdRequest::GetPrevRegion(_)) => PdResponse::GetPrevRegion(response),
-                    Request::Pd(PdRequest::GetRegionById(_)) => PdResponse::GetRegionById(response),
+                match pd {
+                    PdRequest::GetPrevRegion(_) => PdResponse::GetPrevRegion(response),
+                    PdRequest::GetRegionById(_) => PdResponse::GetRegionById(response),
                     _ => PdResponse::GetRegion(response),
-                })
+                }
             }
-            Request::Pd(PdRequest::GetStore(request)) => {
-                Response::Pd(PdResponse::GetStore(pdpb::GetStoreResponse {
-                    header,
-                    store: Some(metapb::Store {
-                        id: request.store_id,
-                        address: self.store_address.clone(),
-                        ..Default::default()
-                    }),
+            PdRequest::GetStore(request) => PdResponse::GetStore(pdpb::GetStoreResponse {
+                header,
+                store: Some(metapb::Store {
+                    id: request.store_id,
+                    address: self.store_address.clone(),
                     ..Default::default()
-                }))
-            }
-            Request::Pd(PdRequest::ScanRegions(_)) => {
+                }),
+                ..Default::default()
+            }),
+            PdRequest::ScanRegions(_) => {
                 let region = region();
-                Response::Pd(PdResponse::ScanRegions(pdpb::ScanRegionsResponse {
+                PdResponse::ScanRegions(pdpb::ScanRegionsResponse {
                     header,
                     regions: vec![pdpb::Region {
                         leader: region.peers.first().copied(),
@@ -161,9 +164,9 @@ impl Responder {
                         ..Default::default()
                     }],
                     ..Default::default()
-                }))
+                })
             }
-            Request::Pd(PdRequest::LoadKeyspace(request)) => Response::Pd(
+            PdRequest::LoadKeyspace(request) => {
                 PdResponse::LoadKeyspace(tikv_proto::keyspacepb::LoadKeyspaceResponse {
                     header,
                     keyspace: Some(tikv_proto::keyspacepb::KeyspaceMeta {
@@ -173,16 +176,13 @@ impl Responder {
                         name: request.name.clone(),
                         ..Default::default()
                     }),
-                }),
-            ),
-            Request::Pd(PdRequest::GetAllStores(_)) => {
-                Response::Pd(PdResponse::GetAllStores(pdpb::GetAllStoresResponse {
-                    header,
-                    ..Default::default()
-                }))
+                })
             }
-        };
-        Ok(response)
+            PdRequest::GetAllStores(_) => PdResponse::GetAllStores(pdpb::GetAllStoresResponse {
+                header,
+                ..Default::default()
+            }),
+        }
     }
 
     /// The answer to `transmit` with `fault` applied; `None` means no answer at all.
@@ -201,7 +201,7 @@ impl Responder {
                 };
                 let mut response = StoreResponse::empty_for(request);
                 set_region_error(&mut response, region_error(*kind));
-                Some(Ok(Response::Store(response)))
+                Some(Ok(Response::Store(Box::new(response))))
             }
         }
     }
@@ -255,7 +255,7 @@ pub fn describe(request: &Request) -> String {
             format!("{} region={region}", store.name())
         }
         Request::Health(_) => "health.Check".to_owned(),
-        Request::Pd(pd) => match pd {
+        Request::Pd(pd) => match pd.as_ref() {
             PdRequest::GetMembers(_) => "pd.GetMembers".to_owned(),
             PdRequest::Tso(r) => format!("pd.Tso count={}", r.count),
             PdRequest::GetRegion(r) => format!(

@@ -104,8 +104,8 @@ fn timestamps_requested_during_a_tso_call_go_in_the_next_one() {
     let sent = drain(&mut core);
     // Discovery first.
     assert!(matches!(
-        sent[0].request,
-        Request::Pd(PdRequest::GetMembers(_))
+        sent[0].request.as_pd(),
+        Some(PdRequest::GetMembers(_))
     ));
     let mut responder = Responder::default();
     let reply = responder.answer(&sent[0]);
@@ -122,7 +122,7 @@ fn timestamps_requested_during_a_tso_call_go_in_the_next_one() {
     core.handle_reply(Time::ZERO, sent[0].id, reply);
     let next = drain(&mut core);
     assert_eq!(next.len(), 1);
-    assert!(matches!(&next[0].request, Request::Pd(PdRequest::Tso(t)) if t.count == 2));
+    assert!(matches!(next[0].request.as_pd(), Some(PdRequest::Tso(t)) if t.count == 2));
 }
 
 #[test]
@@ -476,12 +476,12 @@ fn api_v2_loads_the_keyspace_then_prefixes_keys() {
             break;
         }
         for transmit in sent {
-            match &transmit.request {
-                Request::Pd(PdRequest::LoadKeyspace(r)) => {
+            match (transmit.request.as_pd(), transmit.request.as_store()) {
+                (Some(PdRequest::LoadKeyspace(r)), _) => {
                     assert_eq!(r.name, "ks");
                     loads += 1;
                 }
-                Request::Store(crate::rpc::StoreRequest::RawGet(r)) => {
+                (_, Some(crate::rpc::StoreRequest::RawGet(r))) => {
                     keys.push(r.key.clone());
                     assert_eq!(
                         r.context.as_ref().and_then(|c| c.keyspace),
