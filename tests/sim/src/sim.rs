@@ -56,6 +56,8 @@ pub struct Sim {
     next_wait: u64,
     /// Extra time every request to a store takes (a slow store).
     store_latency_ms: BTreeMap<u64, u64>,
+    /// Split regions by size after writes.
+    auto_split: bool,
     ready: VecDeque<(u64, TikvResponse)>,
 }
 
@@ -73,6 +75,7 @@ impl Sim {
             waiters: BTreeMap::new(),
             next_wait: 1,
             store_latency_ms: BTreeMap::new(),
+            auto_split: false,
             ready: VecDeque::new(),
         })
     }
@@ -89,6 +92,53 @@ impl Sim {
     /// The extra latency of `store_id`.
     pub fn store_latency_ms(&self, store_id: u64) -> u64 {
         self.store_latency_ms.get(&store_id).copied().unwrap_or(0)
+    }
+
+    /// Splits `region_id` at its middle key if its data (raw and transactional) is over the
+    /// cluster's [`crate::cluster::SplitPolicy`], as TiKV's split checker does; returns the
+    /// new region's id.
+    ///
+    /// Errors when the region does not exist.
+    pub fn split_by_size(
+        &mut self,
+        region_id: u64,
+        now_ms: u64,
+    ) -> Result<Option<u64>, ClusterError> {
+        use crate::cluster::KeyMode;
+        let region = self
+            .cluster
+            .region(region_id)
+            .map(|r| r.to_proto())
+            .ok_or(ClusterError::RegionNotFound { region_id })?;
+        let raw_mode = KeyMode::for_request(self.api_version as i32, false);
+        let (raw_start, raw_end) = crate::tikv::request_space_range(&region, raw_mode);
+        let (txn_start, txn_end) = crate::tikv::request_space_range(&region, KeyMode::Encoded);
+        let raw = self.raw.range_stats(&raw_start, &raw_end, now_ms);
+        let txn = self.mvcc.range_stats(&txn_start, &txn_end);
+        // Split where most of the data is.
+        let split_key = if raw.keys >= txn.keys {
+            raw.middle_key.map(|key| raw_mode.to_boundary(&key))
+        } else {
+            txn.middle_key.map(|key| KeyMode::Encoded.to_boundary(&key))
+        };
+        let Some(split_key) = split_key else {
+            return Ok(None);
+        };
+        self.cluster.maybe_split_by_size(
+            region_id,
+            raw.bytes + txn.bytes,
+            raw.keys + txn.keys,
+            &split_key,
+        )
+    }
+
+    /// Whether writes trigger size-based splits of the region they wrote to.
+    pub fn set_auto_split(&mut self, on: bool) {
+        self.auto_split = on;
+    }
+
+    pub(crate) fn auto_split(&self) -> bool {
+        self.auto_split
     }
 
     /// The stores' API version.

@@ -275,7 +275,7 @@ impl TikvResponse {
 }
 
 /// A region's range in the key space requests use (decoded from PD's space when needed).
-fn request_space_range(region: &metapb::Region, mode: KeyMode) -> (Bytes, Bytes) {
+pub(crate) fn request_space_range(region: &metapb::Region, mode: KeyMode) -> (Bytes, Bytes) {
     let decode = |boundary: &Bytes| -> Bytes {
         match mode {
             KeyMode::Plain => boundary.clone(),
@@ -398,7 +398,14 @@ impl Sim {
             .map(|r| r.to_proto())
             .unwrap_or_default();
         let (region_start, region_end) = request_space_range(&region, mode);
-        self.run_command(request, &region_start, &region_end, now_ms)
+        let writes = is_write(&request);
+        let execution = self.run_command(request, &region_start, &region_end, now_ms);
+        if writes && self.auto_split() {
+            // TiKV's split checker runs in the background; here it runs after each write. A
+            // failed check only means no split this time.
+            let _ = self.split_by_size(region.id, now_ms);
+        }
+        execution
     }
 
     fn unsafe_destroy_range(
@@ -711,6 +718,22 @@ fn key_error_response(request: &TikvRequest, err: kvrpcpb::KeyError) -> Option<T
         _ => return None,
     };
     Some(TikvResponse::Batch(response))
+}
+
+/// Whether a request writes data (what can make a region grow).
+fn is_write(request: &TikvRequest) -> bool {
+    match request {
+        TikvRequest::Batch(cmd) => matches!(
+            cmd,
+            Req::RawPut(_)
+                | Req::RawBatchPut(_)
+                | Req::Prewrite(_)
+                | Req::Commit(_)
+                | Req::Flush(_)
+        ),
+        TikvRequest::RawCas(_) => true,
+        _ => false,
+    }
 }
 
 fn is_raw(cmd: &Req) -> bool {

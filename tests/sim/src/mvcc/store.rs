@@ -45,6 +45,28 @@ impl MvccStore {
         Self::default()
     }
 
+    /// Keys with any version or lock in `[start, end)` (empty end = unbounded), their bytes
+    /// (keys and stored values of every version) and the middle key.
+    pub fn range_stats(&self, start: &[u8], end: &[u8]) -> crate::raw::RangeStats {
+        let upper = if end.is_empty() {
+            std::ops::Bound::Unbounded
+        } else {
+            std::ops::Bound::Excluded(end)
+        };
+        let mut stats = crate::raw::RangeStats::default();
+        let mut keys = Vec::new();
+        for (key, versions) in self
+            .writes
+            .range::<[u8], _>((std::ops::Bound::Included(start), upper))
+        {
+            stats.keys += 1;
+            stats.bytes += key.len() as u64 * versions.len().max(1) as u64;
+            keys.push(key.clone());
+        }
+        stats.middle_key = keys.get(keys.len() / 2).cloned();
+        stats
+    }
+
     /// Returns the largest timestamp any read or status check has announced so far
     pub fn max_ts(&self) -> u64 {
         self.max_ts

@@ -70,6 +70,17 @@ struct Cell {
     expire_at_ms: Option<u64>,
 }
 
+/// How much data a key range holds (raw or MVCC), for size-based splits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeStats {
+    /// Keys in the range.
+    pub keys: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+    /// The middle key of the range, where a split would go.
+    pub middle_key: Option<Bytes>,
+}
+
 impl Cell {
     /// Whether the value is still visible at `now_ms`.
     fn is_live(&self, now_ms: u64) -> bool {
@@ -547,6 +558,30 @@ impl RawStore {
     /// Returns the maximum key size writes are held to.
     pub fn max_key_size(&self) -> usize {
         self.max_key_size
+    }
+
+    /// Live keys, their bytes and the middle key in `[start, end)` (empty end = unbounded)
+    /// over every column family at `now_ms`.
+    pub fn range_stats(&self, start: &[u8], end: &[u8], now_ms: u64) -> RangeStats {
+        let mut stats = RangeStats::default();
+        let mut keys = Vec::new();
+        for cf in &self.cfs {
+            let upper = if end.is_empty() {
+                std::ops::Bound::Unbounded
+            } else {
+                std::ops::Bound::Excluded(end)
+            };
+            for (key, cell) in cf.range::<[u8], _>((std::ops::Bound::Included(start), upper)) {
+                if cell.is_live(now_ms) {
+                    stats.keys += 1;
+                    stats.bytes += (key.len() + cell.value.len()) as u64;
+                    keys.push(key.clone());
+                }
+            }
+        }
+        keys.sort();
+        stats.middle_key = keys.get(keys.len() / 2).cloned();
+        stats
     }
 
     /// Counts the keys of a column family visible at `now_ms`.
