@@ -567,11 +567,11 @@ impl RawStore {
         let mut keys = Vec::new();
         for cf in &self.cfs {
             let upper = if end.is_empty() {
-                std::ops::Bound::Unbounded
+                Bound::Unbounded
             } else {
-                std::ops::Bound::Excluded(end)
+                Bound::Excluded(end)
             };
-            for (key, cell) in cf.range::<[u8], _>((std::ops::Bound::Included(start), upper)) {
+            for (key, cell) in cf.range::<[u8], _>((Bound::Included(start), upper)) {
                 if cell.is_live(now_ms) {
                     stats.keys += 1;
                     stats.bytes += (key.len() + cell.value.len()) as u64;
