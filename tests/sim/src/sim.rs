@@ -132,6 +132,24 @@ impl Sim {
         )
     }
 
+    /// The store and request context that reach the leader of the region holding `key`
+    /// (a key in region-boundary space, e.g. an API V1 raw key); `None` when no region or
+    /// leader holds it. Handy for driving the cluster directly in tests.
+    pub fn leader_context(&self, key: &[u8]) -> Option<(u64, kvrpcpb::Context)> {
+        let region = self.cluster.region_by_key(key)?;
+        let leader = region.leader()?.to_proto();
+        let meta = region.to_proto();
+        Some((
+            leader.store_id,
+            kvrpcpb::Context {
+                region_id: meta.id,
+                region_epoch: meta.region_epoch,
+                peer: Some(leader),
+                ..Default::default()
+            },
+        ))
+    }
+
     /// Whether writes trigger size-based splits of the region they wrote to.
     pub fn set_auto_split(&mut self, on: bool) {
         self.auto_split = on;

@@ -10,30 +10,17 @@ use tikv_sim::{Sim, SimConfig};
 const NOW_MS: u64 = 1_700_000_000_000;
 
 fn put(sim: &mut Sim, key: &str) {
-    let region = sim
-        .cluster
-        .region_by_key(key.as_bytes())
-        .map(|r| r.to_proto())
-        .unwrap_or_else(|| panic!("no region"));
-    let leader = sim
-        .cluster
-        .region(region.id)
-        .and_then(|r| r.leader().copied())
-        .map(|p| p.to_proto())
-        .unwrap_or_else(|| panic!("no leader"));
+    let (store, context) = sim
+        .leader_context(key.as_bytes())
+        .unwrap_or_else(|| panic!("no leader for {key}"));
     let request = TikvRequest::Batch(Req::RawPut(kvrpcpb::RawPutRequest {
-        context: Some(kvrpcpb::Context {
-            region_id: region.id,
-            region_epoch: region.region_epoch,
-            peer: Some(leader),
-            ..Default::default()
-        }),
+        context: Some(context),
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Bytes::from_static(b"value"),
         ..Default::default()
     }));
     assert!(matches!(
-        sim.execute(leader.store_id, request, NOW_MS),
+        sim.execute(store, request, NOW_MS),
         Execution::Done(_)
     ));
 }

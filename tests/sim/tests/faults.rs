@@ -19,26 +19,8 @@ fn sim() -> Sim {
 
 /// A context addressed to the leader of the region holding `key` (API V1 raw keys).
 fn context(sim: &Sim, key: &[u8]) -> (u64, kvrpcpb::Context) {
-    let region = sim
-        .cluster
-        .region_by_key(key)
-        .map(|r| r.to_proto())
-        .unwrap_or_else(|| panic!("no region"));
-    let leader = sim
-        .cluster
-        .region(region.id)
-        .and_then(|r| r.leader().copied())
-        .map(|p| p.to_proto())
-        .unwrap_or_else(|| panic!("no leader"));
-    (
-        leader.store_id,
-        kvrpcpb::Context {
-            region_id: region.id,
-            region_epoch: region.region_epoch,
-            peer: Some(leader),
-            ..Default::default()
-        },
-    )
+    sim.leader_context(key)
+        .unwrap_or_else(|| panic!("no leader"))
 }
 
 fn put(sim: &Sim, key: &str, value: &str) -> (u64, TikvRequest) {
