@@ -26,6 +26,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config
         .bytes(["."])
         .btree_map(["."])
+        // Every response carries these large optional messages inline (a region error is
+        // ~600 bytes, execution details ~700) although they are almost always absent; boxing
+        // them keeps responses small, so moving one through queues and channels is cheap.
+        .boxed("region_error")
+        .boxed("exec_details_v2")
+        .boxed("exec_details")
         .include_file("schema.rs")
         .service_generator(Box::new(MethodTableGenerator {
             tables: Rc::clone(&tables),

@@ -110,24 +110,24 @@ macro_rules! store_rpcs {
             /// The region error the store answered with, if any.
             pub fn region_error(&self) -> Option<&errorpb::Error> {
                 match self {
-                    $( Self::$b_variant(r) => r.region_error.as_ref(), )*
-                    $( Self::$u_variant(r) => r.region_error.as_ref(), )*
+                    $( Self::$b_variant(r) => r.region_error.as_deref(), )*
+                    $( Self::$u_variant(r) => r.region_error.as_deref(), )*
                 }
             }
 
             /// Sets the response's region error.
             pub fn set_region_error(&mut self, err: errorpb::Error) {
                 match self {
-                    $( Self::$b_variant(r) => r.region_error = Some(err), )*
-                    $( Self::$u_variant(r) => r.region_error = Some(err), )*
+                    $( Self::$b_variant(r) => r.region_error = Some(Box::new(err)), )*
+                    $( Self::$u_variant(r) => r.region_error = Some(Box::new(err)), )*
                 }
             }
 
             /// Takes the region error out of the response.
             pub fn take_region_error(&mut self) -> Option<errorpb::Error> {
                 match self {
-                    $( Self::$b_variant(r) => r.region_error.take(), )*
-                    $( Self::$u_variant(r) => r.region_error.take(), )*
+                    $( Self::$b_variant(r) => r.region_error.take().map(|err| *err), )*
+                    $( Self::$u_variant(r) => r.region_error.take().map(|err| *err), )*
                 }
             }
 
@@ -387,10 +387,10 @@ mod tests {
     #[test]
     fn responses_match_requests_and_expose_region_errors() {
         let mut response = StoreResponse::RawPut(kvrpcpb::RawPutResponse {
-            region_error: Some(errorpb::Error {
+            region_error: Some(Box::new(errorpb::Error {
                 message: "stale".into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         assert!(response.matches(&StoreRequest::RawPut(Default::default())));

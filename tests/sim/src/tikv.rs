@@ -104,7 +104,7 @@ macro_rules! batch_table {
         fn region_error_response(request: &Req, err: errorpb::Error) -> Option<Resp> {
             match request {
                 $( Req::$arm(_) => Some(Resp::$arm(kvrpcpb::$resp {
-                    region_error: Some(err),
+                    region_error: Some(Box::new(err)),
                     ..Default::default()
                 })), )*
                 _ => None,
@@ -230,24 +230,24 @@ impl TikvRequest {
         Some(match self {
             Self::Batch(cmd) => TikvResponse::Batch(region_error_response(cmd, err)?),
             Self::RawGetKeyTtl(_) => TikvResponse::RawGetKeyTtl(kvrpcpb::RawGetKeyTtlResponse {
-                region_error: Some(err),
+                region_error: Some(Box::new(err)),
                 ..Default::default()
             }),
             Self::RawCas(_) => TikvResponse::RawCas(kvrpcpb::RawCasResponse {
-                region_error: Some(err),
+                region_error: Some(Box::new(err)),
                 ..Default::default()
             }),
             Self::RawChecksum(_) => TikvResponse::RawChecksum(kvrpcpb::RawChecksumResponse {
-                region_error: Some(err),
+                region_error: Some(Box::new(err)),
                 ..Default::default()
             }),
             Self::SplitRegion(_) => TikvResponse::SplitRegion(kvrpcpb::SplitRegionResponse {
-                region_error: Some(err),
+                region_error: Some(Box::new(err)),
                 ..Default::default()
             }),
             Self::UnsafeDestroyRange(_) => {
                 TikvResponse::UnsafeDestroyRange(kvrpcpb::UnsafeDestroyRangeResponse {
-                    region_error: Some(err),
+                    region_error: Some(Box::new(err)),
                     ..Default::default()
                 })
             }
@@ -632,10 +632,10 @@ impl Sim {
                 }
             }
             Err(err) => kvrpcpb::SplitRegionResponse {
-                region_error: Some(errorpb::Error {
+                region_error: Some(Box::new(errorpb::Error {
                     message: err.to_string(),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         }
