@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::driver::Handle;
 use crate::error::Error;
-use crate::machine::{Command, MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
+use crate::machine::{Command, Output, RawChecksum, RawCommand};
 
 /// A key-value pair returned by scans.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -224,7 +224,7 @@ impl RawClient {
 
     /// Up to `limit` pairs of `[start, end)` in key order (`end` empty = no upper bound).
     ///
-    /// Errors with [`Error::InvalidArgument`] when `limit` exceeds [`MAX_RAW_SCAN_LIMIT`].
+    /// Errors with [`Error::InvalidArgument`] when `limit` exceeds [`MAX_RAW_SCAN_LIMIT`](crate::machine::MAX_RAW_SCAN_LIMIT).
     pub async fn scan(
         &self,
         start: impl Into<Bytes>,
@@ -289,11 +289,7 @@ impl RawClient {
         key_only: bool,
         reverse: bool,
     ) -> Result<Vec<KvPair>, Error> {
-        if limit > MAX_RAW_SCAN_LIMIT {
-            return Err(Error::InvalidArgument(format!(
-                "scan limit {limit} exceeds the maximum {MAX_RAW_SCAN_LIMIT}"
-            )));
-        }
+        // The machine validates the limit (one place for every handle).
         let command = RawCommand::Scan {
             start,
             end,
