@@ -45,6 +45,14 @@ impl<R: Runtime> Connections<R> {
         }
     }
 
+    /// Ends a drain: the next drain's requests to each store use its next connection, so load
+    /// spreads over the connections while each drain still batches into one message.
+    pub(crate) fn end_drain(&mut self) {
+        for (_, next) in self.stores.values_mut() {
+            *next = next.wrapping_add(1);
+        }
+    }
+
     /// Hands `transmit` to the task for its address.
     pub(crate) fn send(&mut self, transmit: Outgoing) {
         match &transmit.request {
@@ -93,8 +101,10 @@ impl<R: Runtime> Connections<R> {
                                 .collect();
                             (senders, 0)
                         });
+                // One connection per store per drain: everything the machine produced for this
+                // store in one drain goes out as one BatchCommands message. `end_drain` moves
+                // on to the next connection for the next drain.
                 let index = *next % senders.len().max(1);
-                *next = next.wrapping_add(1);
                 let Some(sender) = senders.get(index) else {
                     fail(
                         &self.replies,

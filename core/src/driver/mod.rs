@@ -104,8 +104,13 @@ async fn drive<R: Runtime>(
 
     loop {
         // Drain everything the last input produced.
+        let mut sent = false;
         while let Some(transmit) = core.poll_transmit() {
             connections.send(transmit);
+            sent = true;
+        }
+        if sent {
+            connections.end_drain();
         }
         while let Some(Event::Done(op, result)) = core.poll_event() {
             if let Some(waiter) = waiters.remove(&op) {
