@@ -20,7 +20,9 @@ use tikv_proto::frame::Framed;
 use tikv_proto::rpc::{self, CallOptions, Channel, RpcError};
 use tikv_proto::{pdpb, tikvpb};
 
-use super::{Outgoing, Reply};
+use super::Reply;
+use crate::machine::Transmit;
+
 use crate::config::Config;
 use crate::rpc::{PdResponse, Request, Response, StoreResponse};
 use crate::runtime::Runtime;
@@ -30,8 +32,8 @@ pub(crate) struct Connections<R: Runtime> {
     runtime: R,
     replies: mpsc::UnboundedSender<Reply>,
     config: Arc<Config>,
-    stores: BTreeMap<String, (Vec<mpsc::UnboundedSender<Outgoing>>, usize)>,
-    pds: BTreeMap<String, mpsc::UnboundedSender<Outgoing>>,
+    stores: BTreeMap<String, (Vec<mpsc::UnboundedSender<Transmit>>, usize)>,
+    pds: BTreeMap<String, mpsc::UnboundedSender<Transmit>>,
 }
 
 impl<R: Runtime> Connections<R> {
@@ -54,7 +56,7 @@ impl<R: Runtime> Connections<R> {
     }
 
     /// Hands `transmit` to the task for its address.
-    pub(crate) fn send(&mut self, transmit: Outgoing) {
+    pub(crate) fn send(&mut self, transmit: Transmit) {
         match &transmit.request {
             Request::Pd(_) => {
                 let sender = self.pds.entry(transmit.address.clone()).or_insert_with(|| {
@@ -133,9 +135,9 @@ fn fail(replies: &mpsc::UnboundedSender<Reply>, id: crate::machine::RequestId, e
 
 /// Waits for the next transmit, then takes every one already queued (up to `max`).
 async fn next_batch(
-    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    rx: &mut mpsc::UnboundedReceiver<Transmit>,
     max: usize,
-) -> Option<Vec<Outgoing>> {
+) -> Option<Vec<Transmit>> {
     let first = std::future::poll_fn(|cx| Pin::new(&mut *rx).poll_next(cx)).await?;
     let mut batch = vec![first];
     while batch.len() < max {
@@ -166,7 +168,7 @@ async fn store_task<R: Runtime>(
     runtime: R,
     address: String,
     index: usize,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: mpsc::UnboundedReceiver<Transmit>,
     replies: mpsc::UnboundedSender<Reply>,
     config: Arc<Config>,
 ) {
@@ -413,7 +415,7 @@ async fn batch_receiver<C: Channel>(
 async fn pd_task<R: Runtime>(
     runtime: R,
     address: String,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: mpsc::UnboundedReceiver<Transmit>,
     replies: mpsc::UnboundedSender<Reply>,
     config: Arc<Config>,
 ) {

@@ -21,7 +21,7 @@ use tikv_proto::rpc::{BoxFuture, RpcError};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::machine::{Command, Core, Event, OpId, Output, RequestId, Transmit};
+use crate::machine::{Command, Core, Event, OpId, Output, RequestId};
 use crate::rpc::Response;
 use crate::runtime::Runtime;
 use crate::time::Time;
@@ -187,9 +187,6 @@ async fn drive<R: Runtime>(
         }
     }
 }
-
-/// The transmit type connection tasks consume.
-pub(crate) type Outgoing = Transmit;
 
 /// A connected client: the entry point to every API (raw KV today; transactions next).
 ///

@@ -85,7 +85,7 @@ impl Core {
         self.shared.advance(now);
         let id = OpId(self.next_op);
         self.next_op += 1;
-        match Op::start(command, &mut self.shared, id) {
+        match Op::start(command, &self.shared) {
             Ok(op) => {
                 self.ops.insert(id, op);
                 self.drive(id, Wake::Start);

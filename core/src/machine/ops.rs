@@ -190,7 +190,7 @@ impl Op {
     /// Validates `command` and creates its machine.
     ///
     /// Errors with [`Error::InvalidArgument`] for input the operation cannot accept.
-    pub(crate) fn start(command: Command, shared: &mut Shared, _id: OpId) -> Result<Self, Error> {
+    pub(crate) fn start(command: Command, shared: &Shared) -> Result<Self, Error> {
         Ok(match command {
             Command::Timestamp => Self::Timestamp,
             Command::LowResolutionTimestamp => {

@@ -220,7 +220,7 @@ impl RawOp {
                     ));
                 }
                 let (cursor, end) = if reverse {
-                    (space.request_end(&start), range_start(&space, &end))
+                    (space.request_end(&start), space.request_key(&end))
                 } else {
                     (space.request_key(&start), space.request_end(&end))
                 };
@@ -268,7 +268,7 @@ impl RawOp {
             Kind::Batch { dispatch, plan } => match dispatch.drive(shared, op, wake, plan) {
                 Progress::Pending => None,
                 Progress::Failed(err) => Some(Err(err)),
-                Progress::Done => Some(plan.output(&self.space)),
+                Progress::Done => Some(plan.output()),
             },
             Kind::Range(range) => range.drive(shared, op, wake, &self.space),
         }
@@ -294,14 +294,6 @@ fn request_keys(space: &KeySpace, keys: &[Bytes]) -> Result<Vec<Bytes>, Error> {
     keys.iter()
         .map(|key| non_empty(key).map(|key| space.request_key(key)))
         .collect()
-}
-
-/// The lower bound of a reverse scan: a user key, or the start of the key space when empty.
-fn range_start(space: &KeySpace, user_key: &Bytes) -> Bytes {
-    match space {
-        KeySpace::Plain => user_key.clone(),
-        KeySpace::Keyspace { .. } => space.request_key(user_key),
-    }
 }
 
 fn batch_dispatch(
@@ -508,7 +500,7 @@ impl Plan for BatchPlan {
 }
 
 impl BatchPlan {
-    fn output(&mut self, _space: &KeySpace) -> Result<Output, Error> {
+    fn output(&mut self) -> Result<Output, Error> {
         match self {
             Self::Get { keys, found, .. } => Ok(Output::Values(
                 keys.iter().map(|key| found.get(key).cloned()).collect(),
@@ -704,7 +696,7 @@ impl RangeOp {
         loop {
             if self.step.is_none() {
                 if !self.more(space) {
-                    return Some(self.output(space));
+                    return Some(self.output());
                 }
                 self.start_step(shared, space);
             }
@@ -786,7 +778,7 @@ impl RangeOp {
         }
     }
 
-    fn output(&mut self, _space: &KeySpace) -> Result<Output, Error> {
+    fn output(&mut self) -> Result<Output, Error> {
         match &mut self.kind {
             RangeKind::Scan { pairs, .. } => Ok(Output::Pairs(std::mem::take(pairs))),
             RangeKind::DeleteRange { .. } => Ok(Output::Unit),
