@@ -87,6 +87,15 @@ pub struct Config {
     pub max_batch_size: usize,
     /// BatchCommands connections per store (client-go `grpc-connection-count`, 4).
     pub connections_per_store: usize,
+    /// How long a connection may hold back a small batch for more requests while the store
+    /// reports itself overloaded (client-go `max-batch-wait-time`; zero, the default, never
+    /// waits).
+    pub max_batch_wait: Duration,
+    /// How many requests a held-back batch waits for (client-go `batch-wait-size`, 8).
+    pub batch_wait_size: usize,
+    /// The transport-layer load a store must report before batches are held back (client-go
+    /// `overload-threshold`, 200).
+    pub overload_threshold: u64,
     /// Timeout of the store liveness probe (client-go: 1 s).
     pub store_liveness_timeout: Duration,
     /// Most timestamps requested in one TSO request.
@@ -114,6 +123,9 @@ impl Default for Config {
             region_cache_ttl_jitter: Duration::from_secs(60),
             max_batch_size: 128,
             connections_per_store: 4,
+            max_batch_wait: Duration::ZERO,
+            batch_wait_size: 8,
+            overload_threshold: 200,
             store_liveness_timeout: Duration::from_secs(1),
             tso_max_batch: 10_000,
             max_message_size: 1 << 30,

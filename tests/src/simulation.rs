@@ -541,12 +541,22 @@ impl Simulation {
                     Ok(frame) => {
                         let at = self.after_latency();
                         let address = transmit.address;
-                        self.push(at, Pending::ToHealth { id, address, frame });
+                        self.push(
+                            at,
+                            Pending::ToHealth {
+                                id,
+                                address: address.to_string(),
+                                frame,
+                            },
+                        );
                     }
                     Err(err) => self.fail_now(vec![id], RpcError::Frame(err)),
                 },
                 Request::Store(request) => match request.into_batch() {
-                    Ok(cmd) => batches.entry(transmit.address).or_default().push((id, cmd)),
+                    Ok(cmd) => batches
+                        .entry(transmit.address.to_string())
+                        .or_default()
+                        .push((id, cmd)),
                     Err(request) => match request.encode(self.max_message_size) {
                         Ok(frame) => {
                             let at = self.after_latency();
@@ -554,7 +564,7 @@ impl Simulation {
                                 at,
                                 Pending::ToStoreUnary {
                                     id,
-                                    address: transmit.address,
+                                    address: transmit.address.to_string(),
                                     request,
                                     frame,
                                 },

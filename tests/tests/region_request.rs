@@ -1388,7 +1388,7 @@ impl<F: FnMut(&str, &StoreRequest, usize) -> Reply> Script<F> {
                     Request::Store(request) => {
                         let n = self.store_sends.len();
                         self.store_sends
-                            .push((transmit.address.clone(), (**request).clone()));
+                            .push((transmit.address.to_string(), (**request).clone()));
                         let mut response = StoreResponse::empty_for(request);
                         if let Reply::RegionError(err) = (self.store)(&transmit.address, request, n)
                         {

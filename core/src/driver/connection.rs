@@ -10,8 +10,11 @@
 //!   order), everything else as unary calls.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use futures_channel::mpsc;
 use futures_core::Stream;
@@ -21,132 +24,190 @@ use tikv_proto::rpc::{self, CallOptions, Channel, RpcError};
 use tikv_proto::{pdpb, tikvpb};
 
 use super::Reply;
-use crate::machine::Transmit;
+use crate::machine::{RequestId, Transmit};
 
 use crate::config::Config;
 use crate::rpc::{PdResponse, Request, Response, StoreResponse};
 use crate::runtime::Runtime;
 
+/// What connection tasks send the driver: every reply they have at hand (one BatchCommands
+/// response carries many), so the driver's channel moves once per message, not per reply.
+pub(crate) type Replies = Vec<Reply>;
+
+/// One store's connection tasks and the transmits the current drain has for it.
+struct StoreConnections {
+    senders: Vec<mpsc::UnboundedSender<Vec<Transmit>>>,
+    /// The connection the next drain goes to.
+    next: usize,
+    /// This drain's transmits, sent together by [`Connections::end_drain`].
+    queued: Vec<Transmit>,
+}
+
 /// Routes transmits to connection tasks, spawning them on first use.
 pub(crate) struct Connections<R: Runtime> {
     runtime: R,
-    replies: mpsc::UnboundedSender<Reply>,
+    replies: mpsc::UnboundedSender<Replies>,
     config: Arc<Config>,
-    stores: BTreeMap<String, (Vec<mpsc::UnboundedSender<Transmit>>, usize)>,
-    pds: BTreeMap<String, mpsc::UnboundedSender<Transmit>>,
+    stores: BTreeMap<Arc<str>, StoreConnections>,
+    /// Stores with transmits queued in this drain.
+    touched: Vec<Arc<str>>,
+    pds: BTreeMap<Arc<str>, mpsc::UnboundedSender<Vec<Transmit>>>,
 }
 
 impl<R: Runtime> Connections<R> {
-    pub(crate) fn new(runtime: R, replies: mpsc::UnboundedSender<Reply>, config: Config) -> Self {
+    pub(crate) fn new(runtime: R, replies: mpsc::UnboundedSender<Replies>, config: Config) -> Self {
         Self {
             runtime,
             replies,
             config: Arc::new(config),
             stores: BTreeMap::new(),
+            touched: Vec::new(),
             pds: BTreeMap::new(),
         }
     }
 
-    /// Ends a drain: the next drain's requests to each store use its next connection, so load
-    /// spreads over the connections while each drain still batches into one message.
-    pub(crate) fn end_drain(&mut self) {
-        for (_, next) in self.stores.values_mut() {
-            *next = next.wrapping_add(1);
-        }
-    }
-
-    /// Hands `transmit` to the task for its address.
+    /// Queues `transmit` for the task of its address; [`end_drain`](Self::end_drain) sends.
     pub(crate) fn send(&mut self, transmit: Transmit) {
         match &transmit.request {
             Request::Pd(_) => {
-                let sender = self.pds.entry(transmit.address.clone()).or_insert_with(|| {
-                    let (tx, rx) = mpsc::unbounded();
-                    self.runtime.spawn(Box::pin(pd_task(
-                        self.runtime.clone(),
-                        transmit.address.clone(),
-                        rx,
-                        self.replies.clone(),
-                        Arc::clone(&self.config),
-                    )));
-                    tx
-                });
-                if let Err(err) = sender.unbounded_send(transmit) {
+                let sender = self
+                    .pds
+                    .entry(Arc::clone(&transmit.address))
+                    .or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded();
+                        self.runtime.spawn(Box::pin(pd_task(
+                            self.runtime.clone(),
+                            transmit.address.to_string(),
+                            rx,
+                            self.replies.clone(),
+                            Arc::clone(&self.config),
+                        )));
+                        tx
+                    });
+                if let Err(err) = sender.unbounded_send(vec![transmit]) {
                     // The task ended (it never does while the sender lives); answer for it.
-                    let transmit = err.into_inner();
-                    self.pds.remove(&transmit.address);
-                    fail(
-                        &self.replies,
-                        transmit.id,
-                        RpcError::ConnectionLost("pd task ended".into()),
-                    );
+                    let transmits = err.into_inner();
+                    for transmit in transmits {
+                        self.pds.remove(&transmit.address);
+                        fail(
+                            &self.replies,
+                            transmit.id,
+                            RpcError::ConnectionLost("pd task ended".into()),
+                        );
+                    }
                 }
             }
             Request::Store(_) | Request::Health(_) => {
-                let count = self.config.connections_per_store.max(1);
-                let (senders, next) =
-                    self.stores
-                        .entry(transmit.address.clone())
-                        .or_insert_with(|| {
-                            let senders = (0..count)
-                                .map(|index| {
-                                    let (tx, rx) = mpsc::unbounded();
-                                    self.runtime.spawn(Box::pin(store_task(
-                                        self.runtime.clone(),
-                                        transmit.address.clone(),
-                                        index,
-                                        rx,
-                                        self.replies.clone(),
-                                        Arc::clone(&self.config),
-                                    )));
-                                    tx
-                                })
-                                .collect();
-                            (senders, 0)
-                        });
-                // One connection per store per drain: everything the machine produced for this
-                // store in one drain goes out as one BatchCommands message. `end_drain` moves
-                // on to the next connection for the next drain.
-                let index = *next % senders.len().max(1);
-                let Some(sender) = senders.get(index) else {
-                    fail(
-                        &self.replies,
-                        transmit.id,
-                        RpcError::ConnectionLost("no connection".into()),
-                    );
-                    return;
+                let store = match self.stores.get_mut(&transmit.address) {
+                    Some(store) => store,
+                    None => {
+                        let count = self.config.connections_per_store.max(1);
+                        let senders = (0..count)
+                            .map(|index| {
+                                let (tx, rx) = mpsc::unbounded();
+                                self.runtime.spawn(Box::pin(store_task(
+                                    self.runtime.clone(),
+                                    transmit.address.to_string(),
+                                    index,
+                                    rx,
+                                    self.replies.clone(),
+                                    Arc::clone(&self.config),
+                                )));
+                                tx
+                            })
+                            .collect();
+                        self.stores.entry(Arc::clone(&transmit.address)).or_insert(
+                            StoreConnections {
+                                senders,
+                                next: 0,
+                                queued: Vec::new(),
+                            },
+                        )
+                    }
                 };
-                if let Err(err) = sender.unbounded_send(transmit) {
-                    let transmit = err.into_inner();
-                    self.stores.remove(&transmit.address);
-                    fail(
-                        &self.replies,
-                        transmit.id,
-                        RpcError::ConnectionLost("store task ended".into()),
-                    );
+                if store.queued.is_empty() {
+                    self.touched.push(Arc::clone(&transmit.address));
                 }
+                store.queued.push(transmit);
+            }
+        }
+    }
+
+    /// Ends a drain: each store's queued transmits go to one of its connections as one
+    /// message (so they become one BatchCommands message), and the next drain uses the next
+    /// connection, spreading load while keeping each drain's batch whole.
+    pub(crate) fn end_drain(&mut self) {
+        for address in std::mem::take(&mut self.touched) {
+            let Some(store) = self.stores.get_mut(&address) else {
+                continue;
+            };
+            let transmits = std::mem::take(&mut store.queued);
+            let index = store.next % store.senders.len().max(1);
+            store.next = store.next.wrapping_add(1);
+            let sent = match store.senders.get(index) {
+                Some(sender) => sender.unbounded_send(transmits),
+                None => {
+                    fail_all(&self.replies, transmits, "no connection");
+                    continue;
+                }
+            };
+            if let Err(err) = sent {
+                // The task ended (it never does while the sender lives); answer for it and
+                // start afresh next time.
+                self.stores.remove(&address);
+                fail_all(&self.replies, err.into_inner(), "store task ended");
             }
         }
     }
 }
 
-fn fail(replies: &mpsc::UnboundedSender<Reply>, id: crate::machine::RequestId, err: RpcError) {
-    let _ = replies.unbounded_send((id, Err(err)));
+fn fail(replies: &mpsc::UnboundedSender<Replies>, id: RequestId, err: RpcError) {
+    let _ = replies.unbounded_send(vec![(id, Err(err))]);
 }
 
-/// Waits for the next transmit, then takes every one already queued (up to `max`).
-async fn next_batch(
-    rx: &mut mpsc::UnboundedReceiver<Transmit>,
-    max: usize,
-) -> Option<Vec<Transmit>> {
-    let first = std::future::poll_fn(|cx| Pin::new(&mut *rx).poll_next(cx)).await?;
-    let mut batch = vec![first];
-    while batch.len() < max {
-        match rx.try_recv() {
-            Ok(transmit) => batch.push(transmit),
-            Err(_) => break,
-        }
+fn fail_all(replies: &mpsc::UnboundedSender<Replies>, transmits: Vec<Transmit>, why: &str) {
+    let err = RpcError::ConnectionLost(why.into());
+    let _ = replies.unbounded_send(
+        transmits
+            .into_iter()
+            .map(|transmit| (transmit.id, Err(err.clone())))
+            .collect(),
+    );
+}
+
+/// Waits for the next message of transmits, then takes every one already queued.
+async fn next_batch(rx: &mut mpsc::UnboundedReceiver<Vec<Transmit>>) -> Option<Vec<Transmit>> {
+    let mut batch = poll_fn(|cx| Pin::new(&mut *rx).poll_next(cx)).await?;
+    while let Ok(more) = rx.try_recv() {
+        batch.extend(more);
     }
     Some(batch)
+}
+
+/// client-go's overload wait: while the store reports a transport load above the threshold,
+/// a batch smaller than `batch_wait_size` waits up to `max_batch_wait` for more requests, so
+/// an overloaded store gets fewer, larger messages.
+async fn wait_for_more<R: Runtime>(
+    runtime: &R,
+    rx: &mut mpsc::UnboundedReceiver<Vec<Transmit>>,
+    batch: &mut Vec<Transmit>,
+    config: &Config,
+) {
+    let deadline = runtime.now() + config.max_batch_wait;
+    let mut sleep = runtime.sleep_until(deadline);
+    while batch.len() < config.batch_wait_size {
+        let more = poll_fn(|cx| {
+            if let Poll::Ready(more) = Pin::new(&mut *rx).poll_next(cx) {
+                return Poll::Ready(more);
+            }
+            sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        match more {
+            Some(more) => batch.extend(more),
+            None => return,
+        }
+    }
 }
 
 /// Most requests one BatchCommands stream may have unanswered before it is replaced.
@@ -168,14 +229,22 @@ async fn store_task<R: Runtime>(
     runtime: R,
     address: String,
     index: usize,
-    mut rx: mpsc::UnboundedReceiver<Transmit>,
-    replies: mpsc::UnboundedSender<Reply>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Transmit>>,
+    replies: mpsc::UnboundedSender<Replies>,
     config: Arc<Config>,
 ) {
     let mut channel: Option<R::Channel> = None;
     let mut stream: Option<BatchStream<R::Channel>> = None;
+    // The transport load the store last reported (client-go's overload signal).
+    let load = Arc::new(AtomicU64::new(0));
     let max_batch = config.max_batch_size.max(1);
-    while let Some(batch) = next_batch(&mut rx, max_batch).await {
+    while let Some(mut batch) = next_batch(&mut rx).await {
+        if !config.max_batch_wait.is_zero()
+            && batch.len() < config.batch_wait_size
+            && load.load(Ordering::Relaxed) > config.overload_threshold
+        {
+            wait_for_more(&runtime, &mut rx, &mut batch, &config).await;
+        }
         let mut entries = Vec::with_capacity(batch.len());
         let mut unary = Vec::new();
         let mut health = Vec::new();
@@ -209,15 +278,14 @@ async fn store_task<R: Runtime>(
                 Ok(connected) => channel = Some(connected),
                 Err(err) => {
                     channel = None;
-                    for (id, _) in entries {
-                        fail(&replies, id, err.clone());
-                    }
-                    for (id, _, _) in unary {
-                        fail(&replies, id, err.clone());
-                    }
-                    for (id, _, _) in health {
-                        fail(&replies, id, err.clone());
-                    }
+                    let failed = entries
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .chain(unary.into_iter().map(|(id, _, _)| id))
+                        .chain(health.into_iter().map(|(id, _, _)| id))
+                        .map(|id| (id, Err(err.clone())))
+                        .collect();
+                    let _ = replies.unbounded_send(failed);
                     continue;
                 }
             }
@@ -246,7 +314,7 @@ async fn store_task<R: Runtime>(
                     }
                     Err(err) => Err(RpcError::Frame(err)),
                 };
-                let _ = replies.unbounded_send((id, result));
+                let _ = replies.unbounded_send(vec![(id, result)]);
             }));
         }
         for (id, probe, timeout) in health {
@@ -263,80 +331,119 @@ async fn store_task<R: Runtime>(
                 )
                 .await
                 .map(Response::Health);
-                let _ = replies.unbounded_send((id, result));
+                let _ = replies.unbounded_send(vec![(id, result)]);
             }));
         }
-        if entries.is_empty() {
-            continue;
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let chunk: Vec<_> = entries.by_ref().take(max_batch).collect();
+            send_batch(
+                &runtime,
+                &connected,
+                index,
+                &mut stream,
+                &load,
+                &replies,
+                &config,
+                chunk,
+            )
+            .await;
         }
+    }
+}
 
-        let registered = stream.as_ref().is_some_and(|open| {
-            open.pending
-                .lock()
-                .is_ok_and(|mut pending| match pending.as_mut() {
-                    // Ids of requests the machine gave up on stay until answered; a stream
-                    // collecting too many unanswered ones is replaced (the old one fails its
-                    // leftovers when its receiver ends).
-                    Some(pending) if pending.len() < MAX_PENDING_PER_STREAM => {
-                        pending.extend(entries.iter().map(|(id, _)| id.0));
-                        true
-                    }
-                    _ => false,
-                })
-        });
-        if !registered {
-            // No stream yet, or it died since the last batch: open one for this batch.
-            stream = None;
-            match open_batch_stream(&runtime, &connected, index, &replies).await {
-                Ok(opened) => {
-                    if let Ok(mut pending) = opened.pending.lock() {
-                        if let Some(pending) = pending.as_mut() {
-                            pending.extend(entries.iter().map(|(id, _)| id.0));
-                        }
-                    }
-                    stream = Some(opened);
+/// Sends one BatchCommands message on the connection's stream, opening the stream first when
+/// there is none (or it died); failures answer the message's requests.
+#[allow(clippy::too_many_arguments)]
+async fn send_batch<R: Runtime>(
+    runtime: &R,
+    connected: &R::Channel,
+    index: usize,
+    stream: &mut Option<BatchStream<R::Channel>>,
+    load: &Arc<AtomicU64>,
+    replies: &mpsc::UnboundedSender<Replies>,
+    config: &Config,
+    entries: Vec<(RequestId, tikvpb::batch_commands_request::request::Cmd)>,
+) {
+    let register = |open: &BatchStream<R::Channel>| {
+        open.pending
+            .lock()
+            .is_ok_and(|mut pending| match pending.as_mut() {
+                // Ids of requests the machine gave up on stay until answered; a stream
+                // collecting too many unanswered ones is replaced (the old one fails its
+                // leftovers when its receiver ends).
+                Some(pending) if pending.len() < MAX_PENDING_PER_STREAM => {
+                    pending.extend(entries.iter().map(|(id, _)| id.0));
+                    true
                 }
-                Err(err) => {
-                    for (id, _) in entries {
-                        fail(&replies, id, err.clone());
-                    }
-                    continue;
+                _ => false,
+            })
+    };
+    if !stream.as_ref().is_some_and(register) {
+        // No stream yet, or it died since the last batch: open one for this batch.
+        *stream = None;
+        match open_batch_stream(runtime, connected, index, load, replies).await {
+            Ok(opened) if register(&opened) => *stream = Some(opened),
+            Ok(_) => {
+                let _ = replies.unbounded_send(
+                    entries
+                        .into_iter()
+                        .map(|(id, _)| {
+                            (
+                                id,
+                                Err(RpcError::ConnectionLost("batch stream ended".into())),
+                            )
+                        })
+                        .collect(),
+                );
+                return;
+            }
+            Err(err) => {
+                let _ = replies.unbounded_send(
+                    entries
+                        .into_iter()
+                        .map(|(id, _)| (id, Err(err.clone())))
+                        .collect(),
+                );
+                return;
+            }
+        }
+    }
+    let Some(open) = stream.as_mut() else {
+        return;
+    };
+    let mut message = tikvpb::BatchCommandsRequest {
+        requests: Vec::with_capacity(entries.len()),
+        request_ids: Vec::with_capacity(entries.len()),
+        ..Default::default()
+    };
+    for (id, cmd) in entries {
+        message.request_ids.push(id.0);
+        message
+            .requests
+            .push(tikvpb::batch_commands_request::Request { cmd: Some(cmd) });
+    }
+    let sent = match Framed::encode(&message, config.max_message_size) {
+        Ok(framed) => rpc::send(&mut open.sender, framed).await,
+        Err(err) => Err(RpcError::Frame(err)),
+    };
+    if let Err(err) = sent {
+        // This stream is broken: fail what it carried; the next batch opens a new one.
+        if let Ok(mut pending) = open.pending.lock() {
+            if let Some(pending) = pending.as_mut() {
+                for id in &message.request_ids {
+                    pending.remove(id);
                 }
             }
         }
-        let Some(open) = stream.as_mut() else {
-            continue;
-        };
-        let mut message = tikvpb::BatchCommandsRequest {
-            requests: Vec::with_capacity(entries.len()),
-            request_ids: Vec::with_capacity(entries.len()),
-            ..Default::default()
-        };
-        let ids: Vec<_> = entries.iter().map(|(id, _)| *id).collect();
-        for (id, cmd) in entries {
-            message.request_ids.push(id.0);
+        let _ = replies.unbounded_send(
             message
-                .requests
-                .push(tikvpb::batch_commands_request::Request { cmd: Some(cmd) });
-        }
-        let sent = match Framed::encode(&message, config.max_message_size) {
-            Ok(framed) => rpc::send(&mut open.sender, framed).await,
-            Err(err) => Err(RpcError::Frame(err)),
-        };
-        if let Err(err) = sent {
-            // This stream is broken: fail what it carried; the next batch opens a new one.
-            if let Ok(mut pending) = open.pending.lock() {
-                if let Some(pending) = pending.as_mut() {
-                    for id in &ids {
-                        pending.remove(&id.0);
-                    }
-                }
-            }
-            for id in ids {
-                fail(&replies, id, err.clone());
-            }
-            stream = None;
-        }
+                .request_ids
+                .iter()
+                .map(|&id| (RequestId(id), Err(err.clone())))
+                .collect(),
+        );
+        *stream = None;
     }
 }
 
@@ -344,7 +451,8 @@ async fn open_batch_stream<R: Runtime>(
     runtime: &R,
     channel: &R::Channel,
     index: usize,
-    replies: &mpsc::UnboundedSender<Reply>,
+    load: &Arc<AtomicU64>,
+    replies: &mpsc::UnboundedSender<Replies>,
 ) -> Result<BatchStream<R::Channel>, RpcError> {
     let options = CallOptions::default().metadata("tikv-batch-conn-index", index.to_string());
     let (sender, receiver) = channel
@@ -354,6 +462,7 @@ async fn open_batch_stream<R: Runtime>(
     runtime.spawn(Box::pin(batch_receiver::<R::Channel>(
         receiver,
         Arc::clone(&pending),
+        Arc::clone(load),
         replies.clone(),
     )));
     Ok(BatchStream { sender, pending })
@@ -364,7 +473,8 @@ async fn open_batch_stream<R: Runtime>(
 async fn batch_receiver<C: Channel>(
     mut receiver: C::Receiver,
     pending: PendingIds,
-    replies: mpsc::UnboundedSender<Reply>,
+    load: Arc<AtomicU64>,
+    replies: mpsc::UnboundedSender<Replies>,
 ) {
     let failure = loop {
         let payload = match rpc::recv(&mut receiver).await {
@@ -381,47 +491,60 @@ async fn batch_receiver<C: Channel>(
                 };
             }
         };
-        for (entry, id) in response.responses.into_iter().zip(response.request_ids) {
-            let known = pending
-                .lock()
-                .map(|mut p| p.as_mut().is_some_and(|p| p.remove(&id)))
-                .unwrap_or(false);
-            if !known {
-                // Already failed or never ours: drop it, as client-go does.
-                continue;
-            }
-            let result = match entry.cmd.and_then(StoreResponse::from_batch) {
-                Some(response) => Ok(Response::Store(Box::new(response))),
-                None => Err(RpcError::Protocol(
-                    "batch response entry without a known arm".into(),
-                )),
+        load.store(response.transport_layer_load, Ordering::Relaxed);
+        let mut answered = Vec::with_capacity(response.responses.len());
+        {
+            let Ok(mut guard) = pending.lock() else {
+                break RpcError::Protocol("pending request table poisoned".into());
             };
-            let _ = replies.unbounded_send((crate::machine::RequestId(id), result));
+            let Some(waiting) = guard.as_mut() else {
+                break RpcError::ConnectionLost("batch stream ended".into());
+            };
+            for (entry, id) in response.responses.into_iter().zip(response.request_ids) {
+                if !waiting.remove(&id) {
+                    // Already failed or never ours: drop it, as client-go does.
+                    continue;
+                }
+                let result = match entry.cmd.and_then(StoreResponse::from_batch) {
+                    Some(response) => Ok(Response::Store(Box::new(response))),
+                    None => Err(RpcError::Protocol(
+                        "batch response entry without a known arm".into(),
+                    )),
+                };
+                answered.push((RequestId(id), result));
+            }
+        }
+        if !answered.is_empty() {
+            let _ = replies.unbounded_send(answered);
         }
     };
-    let orphans: Vec<u64> = pending
+    let orphans: Replies = pending
         .lock()
         .map(|mut p| {
             p.take()
-                .map(|ids| ids.into_iter().collect())
+                .map(|ids| {
+                    ids.into_iter()
+                        .map(|id| (RequestId(id), Err(failure.clone())))
+                        .collect()
+                })
                 .unwrap_or_default()
         })
         .unwrap_or_default();
-    for id in orphans {
-        fail(&replies, crate::machine::RequestId(id), failure.clone());
+    if !orphans.is_empty() {
+        let _ = replies.unbounded_send(orphans);
     }
 }
 
 async fn pd_task<R: Runtime>(
     runtime: R,
     address: String,
-    mut rx: mpsc::UnboundedReceiver<Transmit>,
-    replies: mpsc::UnboundedSender<Reply>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Transmit>>,
+    replies: mpsc::UnboundedSender<Replies>,
     config: Arc<Config>,
 ) {
     let mut channel: Option<R::Channel> = None;
     let mut tso: Option<TsoStream<R::Channel>> = None;
-    while let Some(batch) = next_batch(&mut rx, usize::MAX).await {
+    while let Some(batch) = next_batch(&mut rx).await {
         if channel.as_ref().is_none_or(Channel::is_closed) {
             tso = None;
             match runtime.connect(&address).await {
@@ -504,7 +627,7 @@ async fn pd_task<R: Runtime>(
                         .map(|r| Response::Pd(Box::new(r))),
                     Err(err) => Err(err),
                 };
-                let _ = replies.unbounded_send((id, result));
+                let _ = replies.unbounded_send(vec![(id, result)]);
             }));
         }
     }
@@ -514,7 +637,7 @@ async fn pd_task<R: Runtime>(
 async fn tso_receiver<C: Channel>(
     mut receiver: C::Receiver,
     order: Arc<Mutex<VecDeque<u64>>>,
-    replies: mpsc::UnboundedSender<Reply>,
+    replies: mpsc::UnboundedSender<Replies>,
 ) {
     let failure = loop {
         let payload = match rpc::recv(&mut receiver).await {
@@ -527,13 +650,18 @@ async fn tso_receiver<C: Channel>(
         };
         let result = rpc::decode::<pdpb::TsoResponse>(payload)
             .map(|tso| Response::Pd(Box::new(PdResponse::Tso(tso))));
-        let _ = replies.unbounded_send((crate::machine::RequestId(id), result));
+        let _ = replies.unbounded_send(vec![(RequestId(id), result)]);
     };
     let orphans: Vec<u64> = order
         .lock()
         .map(|mut o| o.drain(..).collect())
         .unwrap_or_default();
-    for id in orphans {
-        fail(&replies, crate::machine::RequestId(id), failure.clone());
+    if !orphans.is_empty() {
+        let _ = replies.unbounded_send(
+            orphans
+                .into_iter()
+                .map(|id| (RequestId(id), Err(failure.clone())))
+                .collect(),
+        );
     }
 }

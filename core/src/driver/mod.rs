@@ -26,7 +26,7 @@ use crate::rpc::Response;
 use crate::runtime::Runtime;
 use crate::time::Time;
 
-use connection::Connections;
+use connection::{Connections, Replies};
 
 /// A reply from a connection task to the driver.
 pub(crate) type Reply = (RequestId, Result<Response, RpcError>);
@@ -86,7 +86,7 @@ pub fn start<R: Runtime>(
 enum Input {
     Command(Message),
     CommandsClosed,
-    Reply(Reply),
+    Replies(Replies),
     Timeout,
 }
 
@@ -96,7 +96,7 @@ async fn drive<R: Runtime>(
     mut commands: mpsc::UnboundedReceiver<Message>,
     config: Config,
 ) {
-    let (replies_tx, mut replies) = mpsc::unbounded::<Reply>();
+    let (replies_tx, mut replies) = mpsc::unbounded::<Replies>();
     let mut connections = Connections::new(runtime.clone(), replies_tx, config);
     let mut waiters: BTreeMap<OpId, oneshot::Sender<Result<Output, Error>>> = BTreeMap::new();
     let mut timer: Option<(Time, BoxFuture<'static, ()>)> = None;
@@ -138,8 +138,8 @@ async fn drive<R: Runtime>(
                     Poll::Pending => {}
                 }
             }
-            if let Poll::Ready(Some(reply)) = Pin::new(&mut replies).poll_next(cx) {
-                return Poll::Ready(Input::Reply(reply));
+            if let Poll::Ready(Some(batch)) = Pin::new(&mut replies).poll_next(cx) {
+                return Poll::Ready(Input::Replies(batch));
             }
             if let Some((_, sleep)) = &mut timer {
                 if sleep.as_mut().poll(cx).is_ready() {
@@ -157,11 +157,15 @@ async fn drive<R: Runtime>(
                 waiters.insert(op, waiter);
             }
             Input::CommandsClosed => commands_open = false,
-            Input::Reply((id, reply)) => {
-                core.handle_reply(now, id, reply);
-                // Take every reply already queued before draining: one drain, one batch.
-                while let Ok((id, reply)) = replies.try_recv() {
+            Input::Replies(batch) => {
+                for (id, reply) in batch {
                     core.handle_reply(now, id, reply);
+                }
+                // Take every reply already queued before draining: one drain, one batch.
+                while let Ok(batch) = replies.try_recv() {
+                    for (id, reply) in batch {
+                        core.handle_reply(now, id, reply);
+                    }
                 }
             }
             Input::Timeout => {

@@ -7,10 +7,10 @@
 //! items at once (new leader), after a backoff, or hands them back for regrouping. One
 //! [`Backoffer`] bounds the whole operation, as client-go's forked backoffers do.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tikv_proto::rpc::RpcError;
 
 use super::retry::{RegionRetry, classify};
@@ -21,11 +21,16 @@ use crate::error::Error;
 use crate::rpc::{Response, StoreRequest, StoreResponse};
 use crate::time::Time;
 
+/// Indices of a dispatch's items. Inline for the common case of a point operation, so a
+/// one-key request allocates nothing for its bookkeeping.
+pub(crate) type Items = SmallVec<[usize; 2]>;
+
 /// How an operation turns routed items into requests and takes their answers.
 pub(crate) trait Plan {
-    /// Requests for `items` (indices into the dispatch's items), all in `route`'s region; may
-    /// split them into several requests (batch size limits).
-    fn build(&mut self, items: &[usize], route: &Route) -> Vec<(Vec<usize>, StoreRequest)>;
+    /// Requests for `items` (indices into the dispatch's items), all in `route`'s region,
+    /// each handed to `send` with the items it carries; may split them into several requests
+    /// (batch size limits).
+    fn build(&mut self, items: &[usize], route: &Route, send: &mut dyn FnMut(Items, StoreRequest));
 
     /// Takes a response without region error for `items`.
     ///
@@ -34,7 +39,7 @@ pub(crate) trait Plan {
         &mut self,
         items: &[usize],
         route: &Route,
-        response: StoreResponse,
+        response: Box<StoreResponse>,
     ) -> Result<(), Error>;
 }
 
@@ -51,20 +56,28 @@ pub(crate) enum Progress {
 
 #[derive(Debug)]
 struct Sent {
-    items: Vec<usize>,
+    id: RequestId,
+    items: Items,
     route: Route,
 }
 
 /// Items in flight towards their regions.
+///
+/// Sized for point operations: one key, one request in flight, no backoff yet all live
+/// inline; batches spill to the heap.
 #[derive(Debug)]
 pub(crate) struct Dispatch {
-    keys: Vec<Bytes>,
+    keys: SmallVec<[Bytes; 1]>,
     reverse: bool,
-    /// Items waiting to be routed, in key order (so one PD lookup serves the next keys).
-    pending: BTreeSet<(Bytes, usize)>,
-    inflight: BTreeMap<RequestId, Sent>,
+    /// Items waiting to be routed; sorted by key before routing (so one PD lookup serves the
+    /// next keys).
+    pending: Items,
+    /// Requests out, searched linearly: an operation has few at a time.
+    inflight: SmallVec<[Sent; 1]>,
     sleep_until: Option<Time>,
-    backoff: Backoffer,
+    budget_ms: u64,
+    /// Created on the first backoff: most operations never sleep.
+    backoff: Option<Box<Backoffer>>,
     timeout: Duration,
     retried: bool,
     /// Leader hints followed without a backoff in between.
@@ -78,24 +91,21 @@ impl Dispatch {
     /// Dispatches items whose routing keys (in region-key space) are `keys`. With `reverse`,
     /// each key is an exclusive upper bound and routes to the region just before it.
     pub(crate) fn new(
-        keys: Vec<Bytes>,
+        keys: SmallVec<[Bytes; 1]>,
         reverse: bool,
         budget: Duration,
         timeout: Duration,
     ) -> Self {
-        let pending = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| (key.clone(), i))
-            .collect();
+        let pending = (0..keys.len()).collect();
         let budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
         Self {
             keys,
             reverse,
             pending,
-            inflight: BTreeMap::new(),
+            inflight: SmallVec::new(),
             sleep_until: None,
-            backoff: Backoffer::new(budget_ms),
+            budget_ms,
+            backoff: None,
             timeout,
             retried: false,
             leader_hops: 0,
@@ -111,7 +121,8 @@ impl Dispatch {
         plan: &mut dyn Plan,
     ) -> Progress {
         if let Wake::Reply(id, reply) = wake {
-            if let Some(sent) = self.inflight.remove(&id) {
+            if let Some(index) = self.inflight.iter().position(|sent| sent.id == id) {
+                let sent = self.inflight.swap_remove(index);
                 if let Err(err) = self.on_reply(shared, sent, reply, plan) {
                     return Progress::Failed(err);
                 }
@@ -139,11 +150,8 @@ impl Dispatch {
     }
 
     fn requeue(&mut self, items: &[usize]) {
-        for &item in items {
-            if let Some(key) = self.keys.get(item) {
-                self.pending.insert((key.clone(), item));
-            }
-        }
+        self.pending
+            .extend(items.iter().copied().filter(|&item| item < self.keys.len()));
         self.retried = true;
     }
 
@@ -153,8 +161,10 @@ impl Dispatch {
         kind: BackoffKind,
         cause: &dyn std::fmt::Display,
     ) -> Result<(), Error> {
+        let budget_ms = self.budget_ms;
         let sleep = self
             .backoff
+            .get_or_insert_with(|| Box::new(Backoffer::new(budget_ms)))
             .next_sleep(kind, &mut shared.rng, cause)
             .map_err(Error::from)?;
         let until = shared.now + sleep;
@@ -184,7 +194,7 @@ impl Dispatch {
             }
         };
         let Some(region_error) = response.take_region_error() else {
-            return plan.absorb(&sent.items, &sent.route, *response);
+            return plan.absorb(&sent.items, &sent.route, response);
         };
         let retry = classify(&region_error);
         shared.apply_region_retry(&sent.route, &retry);
@@ -226,44 +236,49 @@ impl Dispatch {
         op: OpId,
         plan: &mut dyn Plan,
     ) -> Result<(), Error> {
-        let mut groups: BTreeMap<u64, (Route, Vec<usize>)> = BTreeMap::new();
-        let pending = std::mem::take(&mut self.pending);
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let keys = &self.keys;
+        if pending.len() > 1 {
+            pending.sort_unstable_by(|a, b| keys[*a].cmp(&keys[*b]).then(a.cmp(b)));
+            pending.dedup();
+        }
         // With more keys to route, one PD call can bring every region up to the last one.
         let last_key = (pending.len() > 1)
-            .then(|| pending.last().map(|(key, _)| key.clone()))
+            .then(|| pending.last().map(|&item| keys[item].clone()))
             .flatten();
-        let mut parked = false;
-        for (key, item) in pending {
-            if parked {
-                self.pending.insert((key, item));
-                continue;
-            }
-            match shared.route(op, &key, self.reverse, last_key.as_deref()) {
-                Routing::Ready(route) => groups
-                    .entry(route.region.id)
-                    .or_insert_with(|| (route, Vec::new()))
-                    .1
-                    .push(item),
+        // Keys are sorted and regions are contiguous, so a region's keys are adjacent: a new
+        // group starts whenever the region changes.
+        let mut groups: SmallVec<[(Route, Items); 1]> = SmallVec::new();
+        for (position, &item) in pending.iter().enumerate() {
+            match shared.route(op, &keys[item], self.reverse, last_key.as_deref()) {
+                Routing::Ready(route) => match groups.last_mut() {
+                    Some((last, items)) if last.region.id == route.region.id => items.push(item),
+                    _ => groups.push((route, smallvec::smallvec![item])),
+                },
                 Routing::Parked => {
                     // Later keys most likely fall in the region this lookup returns: wait for it
                     // instead of asking PD once per key.
-                    parked = true;
-                    self.pending.insert((key, item));
+                    self.pending.extend(pending[position..].iter().copied());
+                    break;
                 }
                 Routing::Failed(err) => return Err(err),
             }
         }
-        for (_, (route, items)) in groups {
-            for (items, request) in plan.build(&items, &route) {
-                let id = shared.send_store(op, &route, request, self.timeout, self.retried);
-                self.inflight.insert(
+        let timeout = self.timeout;
+        let retried = self.retried;
+        for (route, items) in groups {
+            let inflight = &mut self.inflight;
+            plan.build(&items, &route, &mut |items, request| {
+                let id = shared.send_store(op, &route, request, timeout, retried);
+                inflight.push(Sent {
                     id,
-                    Sent {
-                        items,
-                        route: route.clone(),
-                    },
-                );
-            }
+                    items,
+                    route: route.clone(),
+                });
+            });
         }
         Ok(())
     }

@@ -155,17 +155,13 @@ impl Core {
     }
 
     fn drive(&mut self, id: OpId, wake: Wake) {
-        let Some(mut op) = self.ops.remove(&id) else {
+        let Some(op) = self.ops.get_mut(&id) else {
             return;
         };
-        match op.drive(&mut self.shared, id, wake) {
-            Some(result) => {
-                self.shared.forget_op(id);
-                self.shared.finish(id, result);
-            }
-            None => {
-                self.ops.insert(id, op);
-            }
+        if let Some(result) = op.drive(&mut self.shared, id, wake) {
+            self.ops.remove(&id);
+            self.shared.forget_op(id);
+            self.shared.finish(id, result);
         }
     }
 

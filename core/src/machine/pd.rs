@@ -394,7 +394,7 @@ impl Shared {
         let timeout = self.config.pd_timeout;
         let id = self.transmit(
             Owner::Pd,
-            leader,
+            std::sync::Arc::from(leader),
             Request::Pd(Box::new(pending.request.clone())),
             timeout,
         );
@@ -419,7 +419,7 @@ impl Shared {
         let timeout = self.config.pd_timeout;
         let id = self.transmit(
             Owner::Pd,
-            endpoint,
+            std::sync::Arc::from(endpoint),
             Request::Pd(Box::new(PdRequest::GetMembers(
                 pdpb::GetMembersRequest::default(),
             ))),

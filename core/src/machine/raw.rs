@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tikv_proto::kvrpcpb;
 
 use super::OpId;
-use super::dispatch::{Dispatch, Plan, Progress};
+use super::dispatch::{Dispatch, Items, Plan, Progress};
 use super::keys::KeySpace;
 use super::ops::{MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
 use super::shared::{Route, Shared, Wake};
@@ -58,7 +58,12 @@ impl RawOp {
         let timeout = config.read_timeout_short;
         let no_ttl_support = config.api_version == ApiVersion::V1;
         let single = |space: &KeySpace, key: &Bytes, request: StoreRequest| Kind::Single {
-            dispatch: Dispatch::new(vec![space.routing_key(key)], false, budget, timeout),
+            dispatch: Dispatch::new(
+                smallvec::smallvec![space.routing_key(key)],
+                false,
+                budget,
+                timeout,
+            ),
             plan: SinglePlan {
                 request,
                 response: None,
@@ -322,19 +327,24 @@ fn unexpected(response: &StoreResponse) -> Error {
 #[derive(Debug)]
 struct SinglePlan {
     request: StoreRequest,
-    response: Option<StoreResponse>,
+    response: Option<Box<StoreResponse>>,
 }
 
 impl Plan for SinglePlan {
-    fn build(&mut self, items: &[usize], _route: &Route) -> Vec<(Vec<usize>, StoreRequest)> {
-        vec![(items.to_vec(), self.request.clone())]
+    fn build(
+        &mut self,
+        items: &[usize],
+        _route: &Route,
+        send: &mut dyn FnMut(Items, StoreRequest),
+    ) {
+        send(Items::from_slice(items), self.request.clone());
     }
 
     fn absorb(
         &mut self,
         _items: &[usize],
         _route: &Route,
-        response: StoreResponse,
+        response: Box<StoreResponse>,
     ) -> Result<(), Error> {
         if !response.matches(&self.request) {
             return Err(unexpected(&response));
@@ -349,7 +359,7 @@ impl SinglePlan {
         let Some(response) = self.response.take() else {
             return Err(Error::UnexpectedResponse("no response".to_owned()));
         };
-        match response {
+        match *response {
             StoreResponse::RawGet(r) => {
                 server_error(r.error)?;
                 Ok(Output::Value((!r.not_found).then_some(r.value)))
@@ -395,31 +405,37 @@ enum BatchPlan {
 }
 
 impl Plan for BatchPlan {
-    fn build(&mut self, items: &[usize], _route: &Route) -> Vec<(Vec<usize>, StoreRequest)> {
+    fn build(
+        &mut self,
+        items: &[usize],
+        _route: &Route,
+        send: &mut dyn FnMut(Items, StoreRequest),
+    ) {
         match self {
-            Self::Get { cf, keys, .. } => items
-                .chunks(RAW_BATCH_PAIR_COUNT)
-                .map(|chunk| {
+            Self::Get { cf, keys, .. } => {
+                for chunk in items.chunks(RAW_BATCH_PAIR_COUNT) {
                     let request = kvrpcpb::RawBatchGetRequest {
                         keys: chunk.iter().filter_map(|&i| keys.get(i).cloned()).collect(),
                         cf: cf.clone(),
                         ..Default::default()
                     };
-                    (chunk.to_vec(), StoreRequest::RawBatchGet(request))
-                })
-                .collect(),
-            Self::Delete { cf, keys, atomic } => items
-                .chunks(RAW_BATCH_PAIR_COUNT)
-                .map(|chunk| {
+                    send(Items::from_slice(chunk), StoreRequest::RawBatchGet(request));
+                }
+            }
+            Self::Delete { cf, keys, atomic } => {
+                for chunk in items.chunks(RAW_BATCH_PAIR_COUNT) {
                     let request = kvrpcpb::RawBatchDeleteRequest {
                         keys: chunk.iter().filter_map(|&i| keys.get(i).cloned()).collect(),
                         cf: cf.clone(),
                         for_cas: *atomic,
                         ..Default::default()
                     };
-                    (chunk.to_vec(), StoreRequest::RawBatchDelete(request))
-                })
-                .collect(),
+                    send(
+                        Items::from_slice(chunk),
+                        StoreRequest::RawBatchDelete(request),
+                    );
+                }
+            }
             Self::Put {
                 cf,
                 keys,
@@ -429,8 +445,31 @@ impl Plan for BatchPlan {
             } => {
                 // Split by size as client-go's AppendBatches does: a batch closes once it
                 // reaches the limit, so a single large pair still goes alone.
-                let mut batches = Vec::new();
-                let mut current: Vec<usize> = Vec::new();
+                let mut send_batch = |batch: Items| {
+                    let request = kvrpcpb::RawBatchPutRequest {
+                        pairs: batch
+                            .iter()
+                            .map(|&i| kvrpcpb::KvPair {
+                                key: keys.get(i).cloned().unwrap_or_default(),
+                                value: values.get(i).cloned().unwrap_or_default(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        cf: cf.clone(),
+                        for_cas: *atomic,
+                        ttls: if ttls.is_empty() {
+                            Vec::new()
+                        } else {
+                            batch
+                                .iter()
+                                .map(|&i| ttls.get(i).copied().unwrap_or(0))
+                                .collect()
+                        },
+                        ..Default::default()
+                    };
+                    send(batch, StoreRequest::RawBatchPut(request));
+                };
+                let mut current = Items::new();
                 let mut size = 0usize;
                 for &item in items {
                     let pair_size = keys.get(item).map_or(0, Bytes::len)
@@ -438,40 +477,13 @@ impl Plan for BatchPlan {
                     current.push(item);
                     size += pair_size;
                     if size >= RAW_BATCH_PUT_SIZE {
-                        batches.push(std::mem::take(&mut current));
+                        send_batch(std::mem::take(&mut current));
                         size = 0;
                     }
                 }
                 if !current.is_empty() {
-                    batches.push(current);
+                    send_batch(current);
                 }
-                batches
-                    .into_iter()
-                    .map(|batch| {
-                        let request = kvrpcpb::RawBatchPutRequest {
-                            pairs: batch
-                                .iter()
-                                .map(|&i| kvrpcpb::KvPair {
-                                    key: keys.get(i).cloned().unwrap_or_default(),
-                                    value: values.get(i).cloned().unwrap_or_default(),
-                                    ..Default::default()
-                                })
-                                .collect(),
-                            cf: cf.clone(),
-                            for_cas: *atomic,
-                            ttls: if ttls.is_empty() {
-                                Vec::new()
-                            } else {
-                                batch
-                                    .iter()
-                                    .map(|&i| ttls.get(i).copied().unwrap_or(0))
-                                    .collect()
-                            },
-                            ..Default::default()
-                        };
-                        (batch, StoreRequest::RawBatchPut(request))
-                    })
-                    .collect()
             }
         }
     }
@@ -480,9 +492,9 @@ impl Plan for BatchPlan {
         &mut self,
         _items: &[usize],
         _route: &Route,
-        response: StoreResponse,
+        response: Box<StoreResponse>,
     ) -> Result<(), Error> {
-        match (self, response) {
+        match (self, *response) {
             (Self::Get { found, .. }, StoreResponse::RawBatchGet(r)) => {
                 for pair in r.pairs {
                     if let Some(error) = pair.error {
@@ -546,7 +558,7 @@ enum RangeKind {
 struct RangeStep {
     template: StepTemplate,
     space: KeySpace,
-    outcome: Option<(Route, StoreResponse)>,
+    outcome: Option<(Route, Box<StoreResponse>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -557,7 +569,7 @@ enum StepTemplate {
 }
 
 impl Plan for RangeStep {
-    fn build(&mut self, items: &[usize], route: &Route) -> Vec<(Vec<usize>, StoreRequest)> {
+    fn build(&mut self, items: &[usize], route: &Route, send: &mut dyn FnMut(Items, StoreRequest)) {
         let request = match &self.template {
             StepTemplate::Scan(r) => StoreRequest::RawScan(r.clone()),
             StepTemplate::Checksum(r) => StoreRequest::RawChecksum(r.clone()),
@@ -573,14 +585,14 @@ impl Plan for RangeStep {
                 StoreRequest::RawDeleteRange(r)
             }
         };
-        vec![(items.to_vec(), request)]
+        send(Items::from_slice(items), request);
     }
 
     fn absorb(
         &mut self,
         _items: &[usize],
         route: &Route,
-        response: StoreResponse,
+        response: Box<StoreResponse>,
     ) -> Result<(), Error> {
         self.outcome = Some((route.clone(), response));
         Ok(())
@@ -669,7 +681,7 @@ impl RangeOp {
         };
         let routing = space.routing_key(&self.cursor);
         let dispatch = Dispatch::new(
-            vec![routing],
+            smallvec::smallvec![routing],
             reverse,
             config.raw_max_backoff,
             config.read_timeout_short,
@@ -723,9 +735,9 @@ impl RangeOp {
         &mut self,
         space: &KeySpace,
         route: &Route,
-        response: StoreResponse,
+        response: Box<StoreResponse>,
     ) -> Result<(), Error> {
-        match (&mut self.kind, response) {
+        match (&mut self.kind, *response) {
             (
                 RangeKind::Scan {
                     reverse,

@@ -21,8 +21,9 @@ use crate::time::Time;
 pub struct Transmit {
     /// Echo this in [`super::Core::handle_reply`].
     pub id: RequestId,
-    /// Where to send it: `host:port` of a store or of the PD leader.
-    pub address: String,
+    /// Where to send it: `host:port` of a store or of the PD leader (shared: many requests go
+    /// to the same few addresses).
+    pub address: std::sync::Arc<str>,
     /// What to send.
     pub request: Request,
     /// How long the call may take; the machine also enforces this itself.
@@ -81,7 +82,7 @@ pub(crate) struct Route {
     /// The index of that peer among the region's peers.
     pub peer_index: usize,
     /// That peer's store address.
-    pub address: String,
+    pub address: std::sync::Arc<str>,
 }
 
 /// Result of asking for a route.
@@ -172,7 +173,7 @@ impl Shared {
     pub(crate) fn transmit(
         &mut self,
         owner: Owner,
-        address: String,
+        address: std::sync::Arc<str>,
         request: Request,
         timeout: Duration,
     ) -> RequestId {
@@ -222,7 +223,7 @@ impl Shared {
         }
         self.transmit(
             Owner::Op(op),
-            route.address.clone(),
+            std::sync::Arc::clone(&route.address),
             Request::Store(Box::new(request)),
             timeout,
         )
@@ -264,7 +265,7 @@ impl Shared {
         if self.probing.contains(&store_id) {
             return;
         }
-        let Some(address) = self.regions.stores().address(store_id).map(str::to_owned) else {
+        let Some(address) = self.regions.stores().shared_address(store_id) else {
             return;
         };
         self.probing.insert(store_id);
@@ -425,13 +426,13 @@ impl Shared {
         {
             self.refresh_store(peer.store_id);
         }
-        match self.regions.stores().address(peer.store_id) {
+        match self.regions.stores().shared_address(peer.store_id) {
             Some(address) => Routing::Ready(Route {
                 region: region.shared_meta(),
                 ver_id: region.ver_id(),
                 peer,
                 peer_index: region.work_index(),
-                address: address.to_owned(),
+                address,
             }),
             None => {
                 self.lookup_store(op, peer.store_id);

@@ -72,7 +72,9 @@ pub enum StoreError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Store {
     id: u64,
-    address: String,
+    /// Shared with every route and transmit towards the store, so routing a request does not
+    /// copy the string.
+    address: std::sync::Arc<str>,
     peer_address: String,
     status_address: String,
     labels: Vec<metapb::StoreLabel>,
@@ -86,7 +88,7 @@ impl Store {
     fn unresolved(id: u64) -> Self {
         Self {
             id,
-            address: String::new(),
+            address: std::sync::Arc::from(""),
             peer_address: String::new(),
             status_address: String::new(),
             labels: Vec::new(),
@@ -191,15 +193,22 @@ impl Stores {
 
     /// The address to send to for store `id`; `None` while unresolved or once a tombstone.
     pub fn address(&self, id: u64) -> Option<&str> {
-        self.stores
-            .get(&id)
-            .filter(|store| {
-                matches!(
-                    store.state,
-                    ResolveState::Resolved | ResolveState::NeedCheck
-                )
-            })
-            .map(Store::address)
+        self.usable(id).map(Store::address)
+    }
+
+    /// [`address`](Self::address) as a shared string, cheap to hand to every request.
+    pub fn shared_address(&self, id: u64) -> Option<std::sync::Arc<str>> {
+        self.usable(id)
+            .map(|store| std::sync::Arc::clone(&store.address))
+    }
+
+    fn usable(&self, id: u64) -> Option<&Store> {
+        self.stores.get(&id).filter(|store| {
+            matches!(
+                store.state,
+                ResolveState::Resolved | ResolveState::NeedCheck
+            )
+        })
     }
 
     /// Adds store `id` as unresolved unless it is already known; returns it.
@@ -229,14 +238,16 @@ impl Stores {
         let update = match store.state {
             ResolveState::Unresolved | ResolveState::Tombstone => StoreUpdate::Resolved,
             ResolveState::Resolved | ResolveState::NeedCheck => {
-                if store.address != meta.address || store.labels != meta.labels {
+                if *store.address != *meta.address || store.labels != meta.labels {
                     StoreUpdate::Changed
                 } else {
                     StoreUpdate::Unchanged
                 }
             }
         };
-        store.address.clone_from(&meta.address);
+        if *store.address != *meta.address {
+            store.address = std::sync::Arc::from(meta.address.as_str());
+        }
         store.peer_address.clone_from(&meta.peer_address);
         store.status_address.clone_from(&meta.status_address);
         store.labels.clone_from(&meta.labels);

@@ -648,7 +648,7 @@ fn key_error_response(request: &TikvRequest, err: kvrpcpb::KeyError) -> Option<T
     let TikvRequest::Batch(cmd) = request else {
         return None;
     };
-    let one = Some(err.clone());
+    let one = Some(Box::new(err.clone()));
     let many = vec![err];
     let response = match cmd {
         Req::Get(_) => Resp::Get(kvrpcpb::GetResponse {

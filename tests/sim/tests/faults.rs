@@ -116,7 +116,9 @@ fn injected_key_error_is_answered_in_the_response() {
         ..Default::default()
     }));
     match sim.execute(store, request, NOW_MS) {
-        Execution::Done(TikvResponse::Batch(Resp::Get(r))) => assert_eq!(r.error, Some(key_error)),
+        Execution::Done(TikvResponse::Batch(Resp::Get(r))) => {
+            assert_eq!(r.error, Some(Box::new(key_error)))
+        }
         other => panic!("{other:?}"),
     }
     // Commands without a key error field cannot carry one: the call fails instead.

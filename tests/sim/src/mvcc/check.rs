@@ -49,7 +49,7 @@ impl MvccStore {
                     resp.action = Action::MinCommitTsPushed as i32;
                 }
                 resp.lock_ttl = lock.ttl;
-                resp.lock_info = Some(lock.lock_info(&lock.primary));
+                resp.lock_info = Some(Box::new(lock.lock_info(&lock.primary)));
             }
             Ok(TxnStatus::PessimisticRollBack) => {
                 resp.action = Action::TtlExpirePessimisticRollback as i32;
@@ -57,7 +57,7 @@ impl MvccStore {
             Ok(TxnStatus::LockNotExistDoNothing) => {
                 resp.action = Action::LockNotExistDoNothing as i32;
             }
-            Err(e) => resp.error = Some(e.to_key_error()),
+            Err(e) => resp.error = Some(Box::new(e.to_key_error())),
         }
         resp
     }
@@ -111,7 +111,7 @@ impl MvccStore {
             Ok(SecondaryOutcome::Locked(locks)) => resp.locks = locks,
             Ok(SecondaryOutcome::Committed(commit_ts)) => resp.commit_ts = commit_ts,
             Ok(SecondaryOutcome::RolledBack) => {}
-            Err(e) => resp.error = Some(e.to_key_error()),
+            Err(e) => resp.error = Some(Box::new(e.to_key_error())),
         }
         resp
     }
@@ -161,7 +161,7 @@ impl MvccStore {
                 ..Default::default()
             },
             Err(e) => kvrpcpb::TxnHeartBeatResponse {
-                error: Some(e.to_key_error()),
+                error: Some(Box::new(e.to_key_error())),
                 ..Default::default()
             },
         }

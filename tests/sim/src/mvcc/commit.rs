@@ -31,7 +31,7 @@ impl MvccStore {
                 ..Default::default()
             },
             Err(e) => kvrpcpb::CommitResponse {
-                error: Some(e.to_key_error()),
+                error: Some(Box::new(e.to_key_error())),
                 ..Default::default()
             },
         }
@@ -53,7 +53,7 @@ impl MvccStore {
             Ok::<_, TxnError>(())
         });
         kvrpcpb::BatchRollbackResponse {
-            error: result.err().map(|e| e.to_key_error()),
+            error: result.err().map(|e| Box::new(e.to_key_error())),
             ..Default::default()
         }
     }
@@ -74,7 +74,7 @@ impl MvccStore {
                 ..Default::default()
             },
             Err(e) => kvrpcpb::CleanupResponse {
-                error: Some(e.to_key_error()),
+                error: Some(Box::new(e.to_key_error())),
                 ..Default::default()
             },
         }

@@ -104,7 +104,7 @@ impl TxnError {
     pub(crate) fn to_key_error(&self) -> kvrpcpb::KeyError {
         let mut err = kvrpcpb::KeyError::default();
         match self {
-            Self::KeyIsLocked(info) => err.locked = Some(info.as_ref().clone()),
+            Self::KeyIsLocked(info) => err.locked = Some(info.clone()),
             Self::WriteConflict {
                 start_ts,
                 conflict_start_ts,
@@ -172,7 +172,7 @@ impl TxnError {
             }
             Self::PrimaryMismatch(info) => {
                 err.primary_mismatch = Some(kvrpcpb::PrimaryMismatch {
-                    lock_info: Some(info.as_ref().clone()),
+                    lock_info: Some(info.clone()),
                 });
             }
             _ => err.abort = self.to_string(),

@@ -27,7 +27,7 @@ impl MvccStore {
                 ..Default::default()
             },
             Err(e) => kvrpcpb::GetResponse {
-                error: Some(e.to_key_error()),
+                error: Some(Box::new(e.to_key_error())),
                 ..Default::default()
             },
         }
@@ -44,7 +44,7 @@ impl MvccStore {
                 let error = e.to_key_error();
                 return kvrpcpb::BatchGetResponse {
                     pairs: vec![error_pair(error.clone())],
-                    error: Some(error),
+                    error: Some(Box::new(error)),
                     ..Default::default()
                 };
             }
@@ -89,7 +89,7 @@ impl MvccStore {
                 let error = e.to_key_error();
                 kvrpcpb::ScanResponse {
                     pairs: vec![error_pair(error.clone())],
-                    error: Some(error),
+                    error: Some(Box::new(error)),
                     ..Default::default()
                 }
             }
@@ -393,7 +393,7 @@ impl ReadOptions {
 
 fn error_pair(error: kvrpcpb::KeyError) -> kvrpcpb::KvPair {
     kvrpcpb::KvPair {
-        error: Some(error),
+        error: Some(Box::new(error)),
         ..Default::default()
     }
 }

@@ -57,7 +57,7 @@ impl MvccStore {
             Ok(())
         });
         kvrpcpb::ResolveLockResponse {
-            error: result.err().map(|e| e.to_key_error()),
+            error: result.err().map(|e| Box::new(e.to_key_error())),
             ..Default::default()
         }
     }

@@ -718,7 +718,7 @@ fn pair(key: Bytes, value: Bytes) -> KvPair {
 fn pairs_or_error(result: Result<Vec<KvPair>, RawError>) -> Vec<KvPair> {
     result.unwrap_or_else(|err| {
         vec![KvPair {
-            error: Some(err.key_error()),
+            error: Some(Box::new(err.key_error())),
             ..KvPair::default()
         }]
     })

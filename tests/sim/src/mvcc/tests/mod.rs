@@ -109,7 +109,7 @@ impl MvccStore {
         commit_ts: u64,
     ) -> kvrpcpb::KeyError {
         let resp = self.commit_keys(keys, start_ts, commit_ts);
-        resp.error.expect("commit should fail")
+        *resp.error.expect("commit should fail")
     }
 
     fn rollback_keys(&mut self, keys: &[&str], start_ts: u64) -> Option<kvrpcpb::KeyError> {
@@ -119,6 +119,7 @@ impl MvccStore {
             ..Default::default()
         })
         .error
+        .map(|error| *error)
     }
 
     fn must_put_ok(&mut self, key: &str, value: &str, start_ts: u64, commit_ts: u64) {
@@ -155,7 +156,7 @@ impl MvccStore {
 
     fn must_get_err(&mut self, key: &str, ts: u64) -> kvrpcpb::KeyError {
         let resp = self.get_at(key, ts, IsolationLevel::Si);
-        resp.error.expect("get should fail")
+        *resp.error.expect("get should fail")
     }
 
     fn scan_range(
