@@ -96,6 +96,10 @@ pub struct Config {
     /// The transport-layer load a store must report before batches are held back (client-go
     /// `overload-threshold`, 200).
     pub overload_threshold: u64,
+    /// How often the whole store list is fetched from PD, so changed addresses and labels,
+    /// new stores and removed ones are seen without a failed request (client-go re-resolves
+    /// stores every 15 s); zero turns it off.
+    pub store_refresh_interval: Duration,
     /// Timeout of the store liveness probe (client-go: 1 s).
     pub store_liveness_timeout: Duration,
     /// Most timestamps requested in one TSO request.
@@ -126,6 +130,7 @@ impl Default for Config {
             max_batch_wait: Duration::ZERO,
             batch_wait_size: 8,
             overload_threshold: 200,
+            store_refresh_interval: Duration::from_secs(15),
             store_liveness_timeout: Duration::from_secs(1),
             tso_max_batch: 10_000,
             max_message_size: 1 << 30,

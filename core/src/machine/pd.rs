@@ -36,10 +36,15 @@ const DEFAULT_KEYSPACE: &str = "DEFAULT";
 /// What a PD request is for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Purpose {
-    Region { key: Vec<u8>, reverse: bool },
+    Region {
+        key: Vec<u8>,
+        reverse: bool,
+    },
     Store(u64),
     Tso,
     Keyspace,
+    /// The periodic store list refresh (nobody waits on it).
+    StoreList,
 }
 
 /// Where loading the configured keyspace stands (API V2 only).
@@ -90,6 +95,11 @@ pub(crate) struct PdState {
     last_ts: Option<(u64, Time)>,
     timestamps: BTreeMap<OpId, Result<u64, Error>>,
     lookup_errors: BTreeMap<OpId, Error>,
+    /// When the store list is next refreshed; `None` until PD is first reached (or when
+    /// refreshing is off).
+    next_store_refresh: Option<Time>,
+    /// A store list refresh is out.
+    store_refresh_inflight: bool,
 }
 
 impl PdState {
@@ -117,6 +127,8 @@ impl PdState {
             last_ts: None,
             timestamps: BTreeMap::new(),
             lookup_errors: BTreeMap::new(),
+            next_store_refresh: None,
+            store_refresh_inflight: false,
         }
     }
 
@@ -494,6 +506,7 @@ impl Shared {
                 self.on_store(pending, store_id, r);
             }
             (Purpose::Keyspace, PdResponse::LoadKeyspace(r)) => self.on_keyspace(r),
+            (Purpose::StoreList, PdResponse::GetAllStores(r)) => self.on_store_list(r),
             (_, other) => {
                 let err = Error::UnexpectedResponse(format!("PD answered {other:?}"));
                 self.pd_give_up(pending, err);
@@ -528,6 +541,7 @@ impl Shared {
             Ok((cluster_id, leader)) => {
                 self.pd.cluster_id = cluster_id;
                 self.pd.leader = Some(leader);
+                self.schedule_store_refresh();
                 self.pd.discovery_backoff = None;
                 let queued = std::mem::take(&mut self.pd.queued);
                 let now = self.now;
@@ -583,6 +597,17 @@ impl Shared {
         if self.pd.retry_at.is_some_and(|at| at <= self.now) {
             self.pd.retry_at = None;
         }
+        if self.pd.next_store_refresh.is_some_and(|at| at <= self.now)
+            && !self.pd.store_refresh_inflight
+            && self.pd.leader.is_some()
+        {
+            self.pd.next_store_refresh = None;
+            self.pd.store_refresh_inflight = true;
+            self.pd_send(
+                Purpose::StoreList,
+                PdRequest::GetAllStores(pdpb::GetAllStoresRequest::default()),
+            );
+        }
         if self.pd.leader.is_none() {
             if !self.pd.queued.is_empty() {
                 self.discover();
@@ -614,6 +639,12 @@ impl Shared {
             }
             Purpose::Keyspace => {
                 self.finish_keyspace(KeyspaceState::Failed(err));
+                return;
+            }
+            Purpose::StoreList => {
+                // Nobody waits: the next refresh tries again.
+                self.pd.store_refresh_inflight = false;
+                self.schedule_store_refresh();
                 return;
             }
             Purpose::Tso => {
@@ -759,5 +790,36 @@ impl Shared {
             let err = Error::RegionUnavailable(format!("store {store_id} is gone"));
             self.pd_give_up(pending, err);
         }
+    }
+
+    /// Arms the next store list refresh, unless one is armed or refreshing is off.
+    fn schedule_store_refresh(&mut self) {
+        let interval = self.config.store_refresh_interval;
+        if interval.is_zero() || self.pd.next_store_refresh.is_some() {
+            return;
+        }
+        let at = self.now + interval;
+        self.pd.next_store_refresh = Some(at);
+        self.schedule_pd_timer(at);
+    }
+
+    /// Applies PD's full store list (client-go's periodic store refresh): new addresses and
+    /// labels take effect, stores PD no longer lists or lists as tombstones are dropped, and
+    /// stores marked for a re-check are resolved again.
+    fn on_store_list(&mut self, response: pdpb::GetAllStoresResponse) {
+        self.pd.store_refresh_inflight = false;
+        let listed: std::collections::BTreeSet<u64> =
+            response.stores.iter().map(|store| store.id).collect();
+        let stores = self.regions.stores_mut();
+        for store in &response.stores {
+            // A live store without an address is a PD inconsistency; keep what we had.
+            let _ = stores.on_store_meta(store);
+        }
+        for id in stores.ids() {
+            if !listed.contains(&id) {
+                stores.on_store_not_found(id);
+            }
+        }
+        self.schedule_store_refresh();
     }
 }

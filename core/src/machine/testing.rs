@@ -180,6 +180,11 @@ impl Responder {
             }
             PdRequest::GetAllStores(_) => PdResponse::GetAllStores(pdpb::GetAllStoresResponse {
                 header,
+                stores: vec![metapb::Store {
+                    id: 1,
+                    address: self.store_address.clone(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
         }

@@ -3,13 +3,19 @@
 use bytes::Bytes;
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
-use super::testing::{Fault, RegionFault, Responder, run};
+use super::testing::{Fault, RegionFault, Responder, describe, run};
 use super::*;
 use crate::config::{ApiVersion, Config};
 use crate::rpc::{PdRequest, Request};
 
+/// A machine for the scripted cluster; the periodic store refresh is off so that traces show
+/// only what each test provokes (`store_list_refresh_*` tests turn it on).
 fn core() -> Core {
-    match Core::new(Config::default(), vec!["pd:2379".into()], Time::ZERO) {
+    let config = Config {
+        store_refresh_interval: std::time::Duration::ZERO,
+        ..Config::default()
+    };
+    match Core::new(config, vec!["pd:2379".into()], Time::ZERO) {
         Ok(core) => core,
         Err(err) => panic!("{err}"),
     }
@@ -570,4 +576,143 @@ fn low_resolution_timestamp_reuses_a_recent_one() {
     )
     .unwrap_or_else(|err| panic!("{err}"));
     assert!(matches!(outcome.results.get(&fresh), Some(Ok(Output::Timestamp(t))) if *t > ts));
+}
+
+fn refreshing_core() -> Core {
+    let config = Config {
+        store_refresh_interval: std::time::Duration::from_secs(15),
+        ..Config::default()
+    };
+    match Core::new(config, vec!["pd:2379".into()], Time::ZERO) {
+        Ok(core) => core,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// Runs one get from `now` and returns the trace.
+fn get_trace(core: &mut Core, responder: &mut Responder, now: Time) -> Vec<String> {
+    let op = core.handle_command(now, get("k"));
+    let outcome = run(core, responder, &[], now, 100).unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        matches!(outcome.results.get(&op), Some(Ok(Output::Value(_)))),
+        "{:#?}",
+        outcome.trace
+    );
+    outcome.trace
+}
+
+/// Fires the store refresh due at 15 s and returns its transmit.
+fn store_refresh_transmit(core: &mut Core) -> Transmit {
+    let at = Time::from_micros(15_000_000);
+    assert_eq!(core.poll_timeout(), Some(at));
+    core.handle_timeout(at);
+    let transmit = core
+        .poll_transmit()
+        .unwrap_or_else(|| panic!("no store refresh sent"));
+    assert_eq!(describe(&transmit.request), "pd.GetAllStores");
+    transmit
+}
+
+#[test]
+fn store_list_refresh_picks_up_a_moved_store() {
+    let mut core = refreshing_core();
+    let mut responder = Responder::default();
+    get_trace(&mut core, &mut responder, Time::ZERO);
+    // The store moves; the periodic refresh learns it before any request fails.
+    responder.store_address = "store-1-moved:20160".to_owned();
+    let refresh = store_refresh_transmit(&mut core);
+    let now = Time::from_micros(15_000_000);
+    core.handle_reply(now, refresh.id, responder.answer(&refresh));
+    // Refreshing goes on.
+    assert_eq!(core.poll_timeout(), Some(Time::from_micros(30_000_000)));
+    let trace = get_trace(&mut core, &mut responder, now);
+    assert!(
+        trace
+            .iter()
+            .any(|line| line.contains("store-1-moved:20160 RawGet")),
+        "{trace:#?}"
+    );
+    assert!(
+        !trace.iter().any(|line| line.contains("pd.GetStore")),
+        "{trace:#?}"
+    );
+}
+
+#[test]
+fn store_list_refresh_drops_stores_pd_no_longer_lists() {
+    let mut core = refreshing_core();
+    let mut responder = Responder::default();
+    get_trace(&mut core, &mut responder, Time::ZERO);
+    let refresh = store_refresh_transmit(&mut core);
+    let now = Time::from_micros(15_000_000);
+    let empty = Response::Pd(Box::new(crate::rpc::PdResponse::GetAllStores(
+        tikv_proto::pdpb::GetAllStoresResponse {
+            header: Some(tikv_proto::pdpb::ResponseHeader {
+                cluster_id: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )));
+    core.handle_reply(now, refresh.id, Ok(empty));
+    // The store is forgotten, so the next request asks PD where it is again.
+    let trace = get_trace(&mut core, &mut responder, now);
+    assert!(
+        trace.iter().any(|line| line.contains("pd.GetStore id=1")),
+        "{trace:#?}"
+    );
+}
+
+fn pd_error_stores() -> Response {
+    Response::Pd(Box::new(crate::rpc::PdResponse::GetAllStores(
+        tikv_proto::pdpb::GetAllStoresResponse {
+            header: Some(tikv_proto::pdpb::ResponseHeader {
+                cluster_id: 1,
+                error: Some(tikv_proto::pdpb::Error {
+                    r#type: tikv_proto::pdpb::ErrorType::Unknown as i32,
+                    message: "busy".into(),
+                }),
+            }),
+            ..Default::default()
+        },
+    )))
+}
+
+#[test]
+fn store_list_refresh_failure_waits_for_the_next_round() {
+    let mut core = refreshing_core();
+    let mut responder = Responder::default();
+    get_trace(&mut core, &mut responder, Time::ZERO);
+    let refresh = store_refresh_transmit(&mut core);
+    let mut now = Time::from_micros(15_000_000);
+    core.handle_reply(now, refresh.id, Ok(pd_error_stores()));
+    // PD keeps failing: each round retries within PD's backoff budget, gives up, and the next
+    // round starts an interval later.
+    let mut sent_at = Vec::new();
+    while now < Time::from_micros(120_000_000) {
+        while let Some(transmit) = core.poll_transmit() {
+            assert_eq!(describe(&transmit.request), "pd.GetAllStores");
+            sent_at.push(now);
+            core.handle_reply(now, transmit.id, Ok(pd_error_stores()));
+        }
+        let Some(at) = core.poll_timeout() else {
+            panic!("store refreshing stopped after {sent_at:?}");
+        };
+        now = now.max(at);
+        core.handle_timeout(now);
+    }
+    // The first round's budget is 20 s, so a request after 15 + 20 + 15 s belongs to a later
+    // round.
+    assert!(
+        sent_at
+            .iter()
+            .any(|at| *at >= Time::from_micros(50_000_000)),
+        "{sent_at:?}"
+    );
+    // The client still works, with the store it resolved before.
+    let trace = get_trace(&mut core, &mut responder, now);
+    assert!(
+        !trace.iter().any(|line| line.contains("pd.GetStore")),
+        "{trace:#?}"
+    );
 }

@@ -186,6 +186,11 @@ impl Stores {
         Self::default()
     }
 
+    /// The ids of every store in the table, ascending.
+    pub fn ids(&self) -> Vec<u64> {
+        self.stores.keys().copied().collect()
+    }
+
     /// The store `id`, if known.
     pub fn get(&self, id: u64) -> Option<&Store> {
         self.stores.get(&id)
