@@ -185,7 +185,6 @@ impl Responder {
                     address: self.store_address.clone(),
                     ..Default::default()
                 }],
-                ..Default::default()
             }),
         }
     }
