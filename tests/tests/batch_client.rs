@@ -117,6 +117,8 @@ struct Script {
     fail_once: Option<(String, usize)>,
     /// Add entries with ids the client never used to every response message.
     unknown_ids: bool,
+    /// The transport-layer load every response message reports.
+    transport_load: u64,
 }
 
 /// A TiKV store that answers from a script and logs what it saw.
@@ -306,7 +308,10 @@ async fn serve_batch_commands(store: Arc<FakeStore>, call: ServerCall) {
                     }
                     once || script.fail_all
                 };
-                let unknown_ids = store.script().unknown_ids;
+                let (unknown_ids, load) = {
+                    let script = store.script();
+                    (script.unknown_ids, script.transport_load)
+                };
                 let mut log = MessageLog {
                     stream,
                     conn_index: conn_index.clone(),
@@ -345,18 +350,18 @@ async fn serve_batch_commands(store: Arc<FakeStore>, call: ServerCall) {
                             let tx = tx.clone();
                             tokio::spawn(async move {
                                 tokio::time::sleep(delay).await;
-                                let _ = tx.send(Out::Message(response(
-                                    vec![(id, Some(cmd))],
-                                    seq,
-                                    unknown_ids,
-                                )));
+                                let mut message = response(vec![(id, Some(cmd))], seq, unknown_ids);
+                                message.transport_layer_load = load;
+                                let _ = tx.send(Out::Message(message));
                             });
                         }
                         Plan::Never => {}
                     }
                 }
                 if !now.is_empty() {
-                    let _ = tx.send(Out::Message(response(now, seq, unknown_ids)));
+                    let mut message = response(now, seq, unknown_ids);
+                    message.transport_layer_load = load;
+                    let _ = tx.send(Out::Message(message));
                 }
             }
         }
@@ -916,6 +921,72 @@ async fn extra_concurrent_requests_are_batched() {
             "messages for 512 concurrent gets"
         );
         assert_eq!(seen.streams, ["0"]);
+    }
+}
+
+/// Extra: client-go's overload batching (`max-batch-wait-time`, `batch-wait-size`,
+/// `overload-threshold`). While the store reports a transport load above the threshold, a
+/// connection holds a small batch back until `batch_wait_size` requests are there (or the
+/// wait ends); below the threshold, or with no wait configured, every request goes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_overloaded_store_gets_held_back_batches() {
+    // (load reported, max wait, wait size, messages expected for the 4 spaced gets)
+    let cases = [
+        (1_000, Duration::from_millis(500), 4, 1),
+        // Fewer requests than the wait size: they leave when the wait ends.
+        (1_000, Duration::from_millis(200), 8, 1),
+        (100, Duration::from_millis(500), 4, 4),
+        (1_000, Duration::ZERO, 4, 4),
+    ];
+    for (load, max_batch_wait, batch_wait_size, expected) in cases {
+        let config = Config {
+            connections_per_store: 1,
+            max_batch_wait,
+            batch_wait_size,
+            overload_threshold: 200,
+            ..config()
+        };
+        let script = Script {
+            transport_load: load,
+            ..Script::default()
+        };
+        let bed = Bed::with_script(script, config).await;
+        // The first answer tells the connection how loaded the store is.
+        assert_eq!(bed.get("warm").await, Ok(value("warm", 1)));
+        let before = bed.seen().messages.len();
+        let raw = bed.client.raw();
+        let started = Instant::now();
+        let gets = (0..4u64).map(|i| {
+            let raw = raw.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(30 * i)).await;
+                raw.get(format!("spaced{i}")).await
+            }
+        });
+        let results = bounded(
+            Duration::from_secs(10),
+            "spaced gets",
+            futures_util::future::join_all(gets),
+        )
+        .await;
+        for (i, result) in results.iter().enumerate() {
+            assert_eq!(result, &Ok(value(&format!("spaced{i}"), 1)));
+        }
+        let seen = bed.seen();
+        let messages = &seen.messages[before..];
+        assert_eq!(
+            messages.len(),
+            expected,
+            "load {load}, wait {max_batch_wait:?}: {messages:?}"
+        );
+        let elapsed = started.elapsed();
+        if expected == 1 && batch_wait_size == 4 {
+            // Held back until the fourth request came, not for the whole wait.
+            assert!(elapsed < Duration::from_millis(450), "{elapsed:?}");
+        }
+        if batch_wait_size == 8 {
+            assert!(elapsed >= max_batch_wait, "{elapsed:?}");
+        }
     }
 }
 

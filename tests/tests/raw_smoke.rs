@@ -84,3 +84,50 @@ async fn raw_put_get_scan_across_regions() {
         .unwrap_or_else(|err| panic!("{err}"));
     assert!(ts2 > ts1);
 }
+
+/// The simulated store reports the transport load it is given and counts the BatchCommands
+/// traffic it receives; with the load over the threshold, concurrent requests from one
+/// connection arrive together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_reports_transport_load_and_counts_batches() {
+    let server = SimServer::start(SimConfig {
+        cluster: tikv_sim::cluster::ClusterConfig {
+            store_count: 1,
+            replica_count: 1,
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}"));
+    server.with(|sim| sim.set_transport_load(1, 5_000));
+    assert_eq!(server.with(|sim| sim.transport_load(1)), 5_000);
+    let config = Config {
+        connections_per_store: 1,
+        max_batch_wait: std::time::Duration::from_secs(2),
+        batch_wait_size: 3,
+        ..Config::default()
+    };
+    let client =
+        tikv_tokio::connect([server.pd_address()], config).unwrap_or_else(|err| panic!("{err}"));
+    let raw = client.raw();
+    raw.put("warm", "up")
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let before = server.with(|sim| sim.batch_traffic(1));
+    assert_eq!((before.messages, before.entries), (1, 1));
+    let puts = (0..3u64).map(|i| {
+        let raw = raw.clone();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20 * i)).await;
+            raw.put(format!("k{i}"), "v").await
+        }
+    });
+    for result in futures_util::future::join_all(puts).await {
+        result.unwrap_or_else(|err| panic!("{err}"));
+    }
+    let after = server.with(|sim| sim.batch_traffic(1));
+    assert_eq!((after.messages, after.entries), (2, 4));
+    server.with(|sim| sim.set_transport_load(1, 0));
+    assert_eq!(server.with(|sim| sim.transport_load(1)), 0);
+}

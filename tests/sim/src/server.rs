@@ -477,6 +477,7 @@ async fn batch_commands(shared: Arc<Shared>, store_id: u64, call: ServerCall) {
                         return responder.finish(Err(Status::new(Code::Internal, err.to_string())));
                     }
                 };
+                shared.sim().note_batch_message(store_id, batch.requests.len());
                 for (entry, id) in batch.requests.into_iter().zip(batch.request_ids) {
                     let Some(cmd) = entry.cmd else {
                         // TiKV answers an entry without a command with an empty entry.
@@ -514,7 +515,10 @@ async fn batch_commands(shared: Arc<Shared>, store_id: u64, call: ServerCall) {
         if ready_now.is_empty() {
             continue;
         }
-        let mut response = tikvpb::BatchCommandsResponse::default();
+        let mut response = tikvpb::BatchCommandsResponse {
+            transport_layer_load: shared.sim().transport_load(store_id),
+            ..Default::default()
+        };
         for (id, result) in ready_now {
             let Ok(TikvResponse::Batch(cmd)) = result else {
                 continue;

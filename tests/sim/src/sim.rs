@@ -59,6 +59,19 @@ pub struct Sim {
     /// Split regions by size after writes.
     auto_split: bool,
     ready: VecDeque<(u64, TikvResponse)>,
+    /// The transport-layer load each store reports in BatchCommands responses.
+    transport_load: BTreeMap<u64, u64>,
+    /// BatchCommands messages and entries each store received.
+    batch_traffic: BTreeMap<u64, BatchTraffic>,
+}
+
+/// What one store received over BatchCommands streams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchTraffic {
+    /// Messages received.
+    pub messages: u64,
+    /// Request entries in those messages.
+    pub entries: u64,
 }
 
 impl Sim {
@@ -77,7 +90,39 @@ impl Sim {
             store_latency_ms: BTreeMap::new(),
             auto_split: false,
             ready: VecDeque::new(),
+            transport_load: BTreeMap::new(),
+            batch_traffic: BTreeMap::new(),
         })
+    }
+
+    /// Makes `store_id` report `load` as its transport-layer load (TiKV's measure of how busy
+    /// its gRPC threads are; clients hold batches back above their overload threshold).
+    pub fn set_transport_load(&mut self, store_id: u64, load: u64) {
+        if load == 0 {
+            self.transport_load.remove(&store_id);
+        } else {
+            self.transport_load.insert(store_id, load);
+        }
+    }
+
+    /// The transport-layer load `store_id` reports.
+    pub fn transport_load(&self, store_id: u64) -> u64 {
+        self.transport_load.get(&store_id).copied().unwrap_or(0)
+    }
+
+    /// Records one BatchCommands message of `entries` requests received by `store_id`.
+    pub fn note_batch_message(&mut self, store_id: u64, entries: usize) {
+        let traffic = self.batch_traffic.entry(store_id).or_default();
+        traffic.messages += 1;
+        traffic.entries += u64::try_from(entries).unwrap_or(u64::MAX);
+    }
+
+    /// What `store_id` received over BatchCommands so far.
+    pub fn batch_traffic(&self, store_id: u64) -> BatchTraffic {
+        self.batch_traffic
+            .get(&store_id)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Makes every request to `store_id` take `latency_ms` longer (0 = normal speed).
