@@ -212,8 +212,9 @@ pub enum PdRequest {
     GetPrevRegion(pdpb::GetRegionRequest),
     /// A region by id.
     GetRegionById(pdpb::GetRegionByIdRequest),
-    /// Regions in a key range.
-    ScanRegions(pdpb::ScanRegionsRequest),
+    /// Regions covering key ranges (PD's current range scan; the older `ScanRegions` is
+    /// deprecated there and not used).
+    BatchScanRegions(pdpb::BatchScanRegionsRequest),
     /// One store's address, state and labels.
     GetStore(pdpb::GetStoreRequest),
     /// Every store.
@@ -235,8 +236,8 @@ pub enum PdResponse {
     GetPrevRegion(pdpb::GetRegionResponse),
     /// The region with the id, if any.
     GetRegionById(pdpb::GetRegionResponse),
-    /// Regions in the range.
-    ScanRegions(pdpb::ScanRegionsResponse),
+    /// Regions covering the ranges, in key order.
+    BatchScanRegions(pdpb::BatchScanRegionsResponse),
     /// The store.
     GetStore(pdpb::GetStoreResponse),
     /// Every store.
@@ -254,7 +255,7 @@ impl PdRequest {
             Self::GetRegion(_) => pdpb::pd::GET_REGION.path(),
             Self::GetPrevRegion(_) => pdpb::pd::GET_PREV_REGION.path(),
             Self::GetRegionById(_) => pdpb::pd::GET_REGION_BY_ID.path(),
-            Self::ScanRegions(_) => pdpb::pd::SCAN_REGIONS.path(),
+            Self::BatchScanRegions(_) => pdpb::pd::BATCH_SCAN_REGIONS.path(),
             Self::GetStore(_) => pdpb::pd::GET_STORE.path(),
             Self::GetAllStores(_) => pdpb::pd::GET_ALL_STORES.path(),
             Self::LoadKeyspace(_) => tikv_proto::keyspacepb::keyspace::LOAD_KEYSPACE.path(),
@@ -268,7 +269,7 @@ impl PdRequest {
             Self::Tso(r) => &mut r.header,
             Self::GetRegion(r) | Self::GetPrevRegion(r) => &mut r.header,
             Self::GetRegionById(r) => &mut r.header,
-            Self::ScanRegions(r) => &mut r.header,
+            Self::BatchScanRegions(r) => &mut r.header,
             Self::GetStore(r) => &mut r.header,
             Self::GetAllStores(r) => &mut r.header,
             Self::LoadKeyspace(r) => &mut r.header,
@@ -285,7 +286,7 @@ impl PdRequest {
             Self::Tso(r) => Framed::encode(r, limit),
             Self::GetRegion(r) | Self::GetPrevRegion(r) => Framed::encode(r, limit),
             Self::GetRegionById(r) => Framed::encode(r, limit),
-            Self::ScanRegions(r) => Framed::encode(r, limit),
+            Self::BatchScanRegions(r) => Framed::encode(r, limit),
             Self::GetStore(r) => Framed::encode(r, limit),
             Self::GetAllStores(r) => Framed::encode(r, limit),
             Self::LoadKeyspace(r) => Framed::encode(r, limit),
@@ -303,7 +304,7 @@ impl PdRequest {
             Self::GetRegion(_) => PdResponse::GetRegion(decode(payload)?),
             Self::GetPrevRegion(_) => PdResponse::GetPrevRegion(decode(payload)?),
             Self::GetRegionById(_) => PdResponse::GetRegionById(decode(payload)?),
-            Self::ScanRegions(_) => PdResponse::ScanRegions(decode(payload)?),
+            Self::BatchScanRegions(_) => PdResponse::BatchScanRegions(decode(payload)?),
             Self::GetStore(_) => PdResponse::GetStore(decode(payload)?),
             Self::GetAllStores(_) => PdResponse::GetAllStores(decode(payload)?),
             Self::LoadKeyspace(_) => PdResponse::LoadKeyspace(decode(payload)?),
@@ -320,7 +321,7 @@ impl PdResponse {
             Self::GetRegion(r) | Self::GetPrevRegion(r) | Self::GetRegionById(r) => {
                 r.header.as_ref()
             }
-            Self::ScanRegions(r) => r.header.as_ref(),
+            Self::BatchScanRegions(r) => r.header.as_ref(),
             Self::GetStore(r) => r.header.as_ref(),
             Self::GetAllStores(r) => r.header.as_ref(),
             Self::LoadKeyspace(r) => r.header.as_ref(),

@@ -33,6 +33,11 @@ const SCAN_REGIONS_LIMIT: i32 = 128;
 /// The keyspace API V2 clients use when none is named.
 const DEFAULT_KEYSPACE: &str = "DEFAULT";
 
+/// Whether `region` holds `key`.
+fn contains(region: &tikv_proto::metapb::Region, key: &[u8]) -> bool {
+    region.start_key.as_ref() <= key && (region.end_key.is_empty() || key < region.end_key.as_ref())
+}
+
 /// What a PD request is for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Purpose {
@@ -278,7 +283,7 @@ impl Shared {
     }
 
     /// Like [`lookup_region`](Self::lookup_region), but when the operation also needs keys up
-    /// to `last_key`, loads the regions of `[key, last_key]` in one `ScanRegions` call (up to
+    /// to `last_key`, loads the regions of `[key, last_key]` in one `BatchScanRegions` call (up to
     /// [`SCAN_REGIONS_LIMIT`]), as client-go's batch locate does, instead of one lookup per
     /// region.
     pub(crate) fn lookup_regions(
@@ -306,9 +311,11 @@ impl Shared {
                     key: key.to_vec(),
                     reverse,
                 },
-                PdRequest::ScanRegions(pdpb::ScanRegionsRequest {
-                    start_key: bytes::Bytes::copy_from_slice(key),
-                    end_key: bytes::Bytes::from(end_key),
+                PdRequest::BatchScanRegions(pdpb::BatchScanRegionsRequest {
+                    ranges: vec![pdpb::KeyRange {
+                        start_key: bytes::Bytes::copy_from_slice(key),
+                        end_key: bytes::Bytes::from(end_key),
+                    }],
                     limit: SCAN_REGIONS_LIMIT,
                     ..Default::default()
                 }),
@@ -473,33 +480,16 @@ impl Shared {
             | (Purpose::Region { key, reverse }, PdResponse::GetPrevRegion(r)) => {
                 self.on_region(pending, key, reverse, r);
             }
-            (Purpose::Region { key, reverse }, PdResponse::ScanRegions(r)) => {
-                let regions: Vec<pdpb::GetRegionResponse> = if r.regions.is_empty() {
-                    // Older PDs answer in the parallel lists.
-                    r.region_metas
-                        .into_iter()
-                        .zip(
-                            r.leaders
-                                .into_iter()
-                                .map(Some)
-                                .chain(std::iter::repeat(None)),
-                        )
-                        .map(|(region, leader)| pdpb::GetRegionResponse {
-                            region: Some(region),
-                            leader,
-                            ..Default::default()
-                        })
-                        .collect()
-                } else {
-                    r.regions
-                        .into_iter()
-                        .map(|region| pdpb::GetRegionResponse {
-                            region: region.region,
-                            leader: region.leader,
-                            ..Default::default()
-                        })
-                        .collect()
-                };
+            (Purpose::Region { key, reverse }, PdResponse::BatchScanRegions(r)) => {
+                let regions = r
+                    .regions
+                    .into_iter()
+                    .map(|region| pdpb::GetRegionResponse {
+                        region: region.region,
+                        leader: region.leader,
+                        ..Default::default()
+                    })
+                    .collect();
                 self.on_regions(pending, key, reverse, regions);
             }
             (Purpose::Store(store_id), PdResponse::GetStore(r)) => {
@@ -705,8 +695,9 @@ impl Shared {
         self.flush_tso();
     }
 
-    /// Takes a batch of regions from ScanRegions: inserts them all and wakes the waiters of
-    /// the first key; an empty answer is retried like a missing region.
+    /// Takes a batch of regions from BatchScanRegions: inserts them all and wakes the waiters
+    /// of the first key. An answer whose first region does not hold that key (empty, or a
+    /// hole while a split is reported) is retried like a missing region, after a backoff.
     fn on_regions(
         &mut self,
         pending: Pending,
@@ -715,7 +706,10 @@ impl Shared {
         responses: Vec<pdpb::GetRegionResponse>,
     ) {
         let mut responses = responses.into_iter();
-        let Some(first) = responses.next() else {
+        let Some(first) = responses
+            .next()
+            .filter(|first| first.region.as_ref().is_some_and(|r| contains(r, &key)))
+        else {
             self.on_region(pending, key, reverse, pdpb::GetRegionResponse::default());
             return;
         };

@@ -154,16 +154,15 @@ impl Responder {
                 }),
                 ..Default::default()
             }),
-            PdRequest::ScanRegions(_) => {
+            PdRequest::BatchScanRegions(_) => {
                 let region = region();
-                PdResponse::ScanRegions(pdpb::ScanRegionsResponse {
+                PdResponse::BatchScanRegions(pdpb::BatchScanRegionsResponse {
                     header,
                     regions: vec![pdpb::Region {
                         leader: region.peers.first().copied(),
                         region: Some(region),
                         ..Default::default()
                     }],
-                    ..Default::default()
                 })
             }
             PdRequest::LoadKeyspace(request) => {
@@ -273,7 +272,7 @@ pub fn describe(request: &Request) -> String {
                 )
             }
             PdRequest::GetRegionById(r) => format!("pd.GetRegionById id={}", r.region_id),
-            PdRequest::ScanRegions(_) => "pd.ScanRegions".to_owned(),
+            PdRequest::BatchScanRegions(_) => "pd.BatchScanRegions".to_owned(),
             PdRequest::GetStore(r) => format!("pd.GetStore id={}", r.store_id),
             PdRequest::GetAllStores(_) => "pd.GetAllStores".to_owned(),
             PdRequest::LoadKeyspace(r) => format!("pd.LoadKeyspace name={}", r.name),

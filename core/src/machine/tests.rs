@@ -716,3 +716,78 @@ fn store_list_refresh_failure_waits_for_the_next_round() {
         "{trace:#?}"
     );
 }
+
+/// A batch region lookup answered with regions that start after the key asked for (PD
+/// reporting a hole, as during a split) is retried after a backoff, not at once in a loop.
+#[test]
+fn batch_region_lookup_with_a_hole_backs_off() {
+    let mut core = core();
+    let mut responder = Responder::default();
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::Raw(RawCommand::BatchGet {
+            keys: vec![Bytes::from_static(b"a"), Bytes::from_static(b"c")],
+            cf: String::new(),
+        }),
+    );
+    let mut now = Time::ZERO;
+    let mut scans = Vec::new();
+    for _ in 0..100 {
+        while let Some(transmit) = core.poll_transmit() {
+            let reply = match &transmit.request {
+                Request::Pd(pd) if matches!(**pd, PdRequest::BatchScanRegions(_)) => {
+                    scans.push(now);
+                    let region = tikv_proto::metapb::Region {
+                        id: 2,
+                        start_key: Bytes::from_static(b"b"),
+                        region_epoch: Some(tikv_proto::metapb::RegionEpoch {
+                            conf_ver: 1,
+                            version: 1,
+                        }),
+                        peers: vec![tikv_proto::metapb::Peer {
+                            id: 3,
+                            store_id: 1,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    if scans.len() < 3 {
+                        // The hole: nothing holds "a".
+                        Ok(Response::Pd(Box::new(
+                            crate::rpc::PdResponse::BatchScanRegions(
+                                tikv_proto::pdpb::BatchScanRegionsResponse {
+                                    header: Some(tikv_proto::pdpb::ResponseHeader {
+                                        cluster_id: 1,
+                                        ..Default::default()
+                                    }),
+                                    regions: vec![tikv_proto::pdpb::Region {
+                                        leader: region.peers.first().copied(),
+                                        region: Some(region),
+                                        ..Default::default()
+                                    }],
+                                },
+                            ),
+                        )))
+                    } else {
+                        responder.answer(&transmit)
+                    }
+                }
+                _ => responder.answer(&transmit),
+            };
+            core.handle_reply(now, transmit.id, reply);
+        }
+        if let Some(Event::Done(done, result)) = core.poll_event() {
+            assert_eq!(done, op);
+            assert!(matches!(result, Ok(Output::Values(_))), "{result:?}");
+            break;
+        }
+        let Some(at) = core.poll_timeout() else {
+            panic!("stuck after lookups at {scans:?}");
+        };
+        now = now.max(at);
+        core.handle_timeout(now);
+    }
+    assert!(scans.len() >= 3, "{scans:?}");
+    // Every retry came after a backoff.
+    assert!(scans.windows(2).all(|w| w[1] > w[0]), "{scans:?}");
+}

@@ -3,7 +3,7 @@
 //! [`RegionCache`] keeps the regions the client has learned from PD (and from TiKV's
 //! `EpochNotMatch` errors) in a map sorted by start key, together with the table of
 //! [`Stores`]. It never talks to anyone: when a lookup misses, the caller asks PD
-//! (`GetRegion`, `GetPrevRegion`, `ScanRegions`) and feeds the answer to
+//! (`GetRegion`, `GetPrevRegion`, `BatchScanRegions`) and feeds the answer to
 //! [`RegionCache::insert`]. Time and randomness are inputs, as everywhere in the core.
 //!
 //! # Key space
