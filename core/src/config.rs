@@ -87,6 +87,10 @@ pub struct Config {
     pub max_batch_size: usize,
     /// BatchCommands connections per store (client-go `grpc-connection-count`, 4).
     pub connections_per_store: usize,
+    /// How long a connection task may go without a request (and with none unanswered) before
+    /// it closes its connection (client-go recycles idle connections after 3 minutes); the
+    /// next request to the address dials again.
+    pub connection_idle_timeout: Duration,
     /// How long a connection may hold back a small batch for more requests while the store
     /// reports itself overloaded (client-go `max-batch-wait-time`; zero, the default, never
     /// waits).
@@ -127,6 +131,7 @@ impl Default for Config {
             region_cache_ttl_jitter: Duration::from_secs(60),
             max_batch_size: 128,
             connections_per_store: 4,
+            connection_idle_timeout: Duration::from_secs(180),
             max_batch_wait: Duration::ZERO,
             batch_wait_size: 8,
             overload_threshold: 200,

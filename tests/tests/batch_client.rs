@@ -88,6 +88,8 @@ struct Seen {
     unary: Vec<String>,
     /// Number of health checks.
     health_checks: usize,
+    /// BatchCommands streams whose request side ended (the client half-closed or reset them).
+    streams_ended: usize,
 }
 
 impl Seen {
@@ -364,6 +366,7 @@ async fn serve_batch_commands(store: Arc<FakeStore>, call: ServerCall) {
                     let _ = tx.send(Out::Message(message));
                 }
             }
+            store.seen().streams_ended += 1;
         }
     };
     let writer = async move {
@@ -922,6 +925,45 @@ async fn extra_concurrent_requests_are_batched() {
         );
         assert_eq!(seen.streams, ["0"]);
     }
+}
+
+/// Extra: client-go's idle connection recycling. A connection with no requests for
+/// `connection_idle_timeout` half-closes its BatchCommands stream and closes; the next request
+/// dials again and opens a new stream, and nothing is lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_idle_connections_are_recycled() {
+    let config = Config {
+        connections_per_store: 1,
+        connection_idle_timeout: Duration::from_millis(250),
+        ..config()
+    };
+    let bed = Bed::with_script(Script::default(), config).await;
+    assert_eq!(bed.get("a").await, Ok(value("a", 1)));
+    // Busy: requests closer together than the timeout keep the connection.
+    for key in ["b", "c", "d"] {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(bed.get(key).await, Ok(value(key, 1)));
+    }
+    assert_eq!(bed.seen().streams.len(), 1);
+    assert_eq!(bed.seen().streams_ended, 0);
+    // Idle: the stream is half-closed.
+    bounded(Duration::from_secs(5), "idle close", async {
+        while bed.seen().streams_ended == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // The next request gets a fresh stream.
+    assert_eq!(bed.get("e").await, Ok(value("e", 1)));
+    {
+        let seen = bed.seen();
+        assert_eq!(seen.streams, ["0", "0"]);
+        assert_eq!(seen.messages.last().map(|m| m.stream), Some(1));
+    }
+    // A request still unanswered keeps an otherwise idle connection open: this answer takes
+    // 400 ms, longer than the idle timeout (the connection closes about 100 ms after it).
+    assert_eq!(bed.get("late1/f").await, Ok(value("late1/f", 1)));
+    assert_eq!(bed.seen().streams_ended, 1);
 }
 
 /// Extra: client-go's overload batching (`max-batch-wait-time`, `batch-wait-size`,

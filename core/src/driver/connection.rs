@@ -20,7 +20,7 @@ use futures_channel::mpsc;
 use futures_core::Stream;
 use prost::Message as _;
 use tikv_proto::frame::Framed;
-use tikv_proto::rpc::{self, CallOptions, Channel, RpcError};
+use tikv_proto::rpc::{self, CallOptions, Channel, RpcError, StreamSender as _};
 use tikv_proto::{pdpb, tikvpb};
 
 use super::Reply;
@@ -70,60 +70,39 @@ impl<R: Runtime> Connections<R> {
     pub(crate) fn send(&mut self, transmit: Transmit) {
         match &transmit.request {
             Request::Pd(_) => {
-                let sender = self
-                    .pds
-                    .entry(Arc::clone(&transmit.address))
-                    .or_insert_with(|| {
-                        let (tx, rx) = mpsc::unbounded();
-                        self.runtime.spawn(Box::pin(pd_task(
-                            self.runtime.clone(),
-                            transmit.address.to_string(),
-                            rx,
-                            self.replies.clone(),
-                            Arc::clone(&self.config),
-                        )));
-                        tx
-                    });
-                if let Err(err) = sender.unbounded_send(vec![transmit]) {
-                    // The task ended (it never does while the sender lives); answer for it.
-                    let transmits = err.into_inner();
-                    for transmit in transmits {
-                        self.pds.remove(&transmit.address);
-                        fail(
-                            &self.replies,
-                            transmit.id,
-                            RpcError::ConnectionLost("pd task ended".into()),
-                        );
+                let address = Arc::clone(&transmit.address);
+                let message = vec![transmit];
+                if let Err(message) = deliver(self.pds.get(&address), message) {
+                    // No task yet, or it ended after being idle: start one.
+                    let sender = self.spawn_pd(&address);
+                    let retried = deliver(Some(&sender), message);
+                    self.pds.insert(address, sender);
+                    if let Err(message) = retried {
+                        fail_all(&self.replies, message, "pd task ended");
                     }
                 }
             }
             Request::Store(_) | Request::Health(_) => {
-                let store = match self.stores.get_mut(&transmit.address) {
-                    Some(store) => store,
-                    None => {
-                        let count = self.config.connections_per_store.max(1);
-                        let senders = (0..count)
-                            .map(|index| {
-                                let (tx, rx) = mpsc::unbounded();
-                                self.runtime.spawn(Box::pin(store_task(
-                                    self.runtime.clone(),
-                                    transmit.address.to_string(),
-                                    index,
-                                    rx,
-                                    self.replies.clone(),
-                                    Arc::clone(&self.config),
-                                )));
-                                tx
-                            })
-                            .collect();
-                        self.stores.entry(Arc::clone(&transmit.address)).or_insert(
-                            StoreConnections {
-                                senders,
-                                next: 0,
-                                queued: Vec::new(),
-                            },
-                        )
-                    }
+                if !self.stores.contains_key(&transmit.address) {
+                    let count = self.config.connections_per_store.max(1);
+                    let senders = (0..count)
+                        .map(|index| self.spawn_store(&transmit.address, index))
+                        .collect();
+                    self.stores.insert(
+                        Arc::clone(&transmit.address),
+                        StoreConnections {
+                            senders,
+                            next: 0,
+                            queued: Vec::new(),
+                        },
+                    );
+                }
+                let Some(store) = self.stores.get_mut(&transmit.address) else {
+                    return fail(
+                        &self.replies,
+                        transmit.id,
+                        RpcError::ConnectionLost("no connection".into()),
+                    );
                 };
                 if store.queued.is_empty() {
                     self.touched.push(Arc::clone(&transmit.address));
@@ -144,20 +123,61 @@ impl<R: Runtime> Connections<R> {
             let transmits = std::mem::take(&mut store.queued);
             let index = store.next % store.senders.len().max(1);
             store.next = store.next.wrapping_add(1);
-            let sent = match store.senders.get(index) {
-                Some(sender) => sender.unbounded_send(transmits),
-                None => {
-                    fail_all(&self.replies, transmits, "no connection");
-                    continue;
-                }
+            let Err(transmits) = deliver(store.senders.get(index), transmits) else {
+                continue;
             };
-            if let Err(err) = sent {
-                // The task ended (it never does while the sender lives); answer for it and
-                // start afresh next time.
-                self.stores.remove(&address);
-                fail_all(&self.replies, err.into_inner(), "store task ended");
+            // The task ended after being idle: start a new one in its place.
+            let sender = self.spawn_store(&address, index);
+            let retried = deliver(Some(&sender), transmits);
+            if let Some(slot) = self
+                .stores
+                .get_mut(&address)
+                .and_then(|store| store.senders.get_mut(index))
+            {
+                *slot = sender;
+            }
+            if let Err(transmits) = retried {
+                fail_all(&self.replies, transmits, "store task ended");
             }
         }
+    }
+
+    fn spawn_store(&self, address: &str, index: usize) -> mpsc::UnboundedSender<Vec<Transmit>> {
+        let (tx, rx) = mpsc::unbounded();
+        self.runtime.spawn(Box::pin(store_task(
+            self.runtime.clone(),
+            address.to_owned(),
+            index,
+            rx,
+            self.replies.clone(),
+            Arc::clone(&self.config),
+        )));
+        tx
+    }
+
+    fn spawn_pd(&self, address: &str) -> mpsc::UnboundedSender<Vec<Transmit>> {
+        let (tx, rx) = mpsc::unbounded();
+        self.runtime.spawn(Box::pin(pd_task(
+            self.runtime.clone(),
+            address.to_owned(),
+            rx,
+            self.replies.clone(),
+            Arc::clone(&self.config),
+        )));
+        tx
+    }
+}
+
+/// Hands `transmits` to a task; gives them back when there is no task or it has ended.
+fn deliver(
+    sender: Option<&mpsc::UnboundedSender<Vec<Transmit>>>,
+    transmits: Vec<Transmit>,
+) -> Result<(), Vec<Transmit>> {
+    match sender {
+        Some(sender) => sender
+            .unbounded_send(transmits)
+            .map_err(mpsc::TrySendError::into_inner),
+        None => Err(transmits),
     }
 }
 
@@ -175,13 +195,101 @@ fn fail_all(replies: &mpsc::UnboundedSender<Replies>, transmits: Vec<Transmit>, 
     );
 }
 
-/// Waits for the next message of transmits, then takes every one already queued.
-async fn next_batch(rx: &mut mpsc::UnboundedReceiver<Vec<Transmit>>) -> Option<Vec<Transmit>> {
-    let mut batch = poll_fn(|cx| Pin::new(&mut *rx).poll_next(cx)).await?;
+/// What a connection task's queue gave.
+enum Next {
+    /// Transmits to send.
+    Batch(Vec<Transmit>),
+    /// Nothing for the idle timeout.
+    Idle,
+    /// The driver is gone and everything queued was taken.
+    Closed,
+}
+
+/// Waits for the next message of transmits, then takes every one already queued; or reports
+/// that the task has been idle long enough, or that the queue is closed and empty.
+async fn next_batch<R: Runtime>(
+    rx: &mut mpsc::UnboundedReceiver<Vec<Transmit>>,
+    idle: &mut IdleTimer<R>,
+) -> Next {
+    let first = poll_fn(|cx| {
+        if let Poll::Ready(next) = Pin::new(&mut *rx).poll_next(cx) {
+            return Poll::Ready(Some(next));
+        }
+        idle.poll_expired(cx).map(|()| None)
+    })
+    .await;
+    let mut batch = match first {
+        Some(Some(batch)) => batch,
+        Some(None) => return Next::Closed,
+        None => return Next::Idle,
+    };
     while let Ok(more) = rx.try_recv() {
         batch.extend(more);
     }
-    Some(batch)
+    idle.touch();
+    Next::Batch(batch)
+}
+
+/// Tells a connection task when it has gone `timeout` without a request. One timer, re-armed
+/// only when it fires early, so busy tasks do not create a timer per batch.
+struct IdleTimer<R: Runtime> {
+    runtime: R,
+    timeout: std::time::Duration,
+    last_active: crate::time::Time,
+    extensions: u32,
+    sleep: Option<rpc::BoxFuture<'static, ()>>,
+}
+
+/// Idle periods a connection task waits out for unanswered requests before it closes anyway.
+const MAX_IDLE_EXTENSIONS: u32 = 2;
+
+impl<R: Runtime> IdleTimer<R> {
+    fn new(runtime: R, timeout: std::time::Duration) -> Self {
+        let last_active = runtime.now();
+        Self {
+            runtime,
+            timeout,
+            last_active,
+            extensions: 0,
+            sleep: None,
+        }
+    }
+
+    fn touch(&mut self) {
+        self.last_active = self.runtime.now();
+        self.extensions = 0;
+    }
+
+    /// Waits one more timeout although the task is idle (requests are still unanswered);
+    /// false once that was done [`MAX_IDLE_EXTENSIONS`] times in a row.
+    fn extend(&mut self) -> bool {
+        if self.extensions >= MAX_IDLE_EXTENSIONS {
+            return false;
+        }
+        self.extensions += 1;
+        self.last_active = self.runtime.now();
+        true
+    }
+
+    /// Ready once the task has been idle for the timeout; never with a zero timeout.
+    fn poll_expired(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.timeout.is_zero() {
+            return Poll::Pending;
+        }
+        loop {
+            let due = self.last_active + self.timeout;
+            let runtime = &self.runtime;
+            let sleep = self.sleep.get_or_insert_with(|| runtime.sleep_until(due));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+            if self.runtime.now() >= self.last_active + self.timeout {
+                return Poll::Ready(());
+            }
+            // Requests came since the timer was armed: wait for the rest of the timeout.
+        }
+    }
 }
 
 /// client-go's overload wait: while the store reports a transport load above the threshold,
@@ -238,7 +346,36 @@ async fn store_task<R: Runtime>(
     // The transport load the store last reported (client-go's overload signal).
     let load = Arc::new(AtomicU64::new(0));
     let max_batch = config.max_batch_size.max(1);
-    while let Some(mut batch) = next_batch(&mut rx).await {
+    let mut idle = IdleTimer::new(runtime.clone(), config.connection_idle_timeout);
+    loop {
+        let mut batch = match next_batch(&mut rx, &mut idle).await {
+            Next::Batch(batch) => batch,
+            Next::Closed => break,
+            Next::Idle => {
+                let unanswered = stream.as_ref().is_some_and(|open| {
+                    open.pending
+                        .lock()
+                        .is_ok_and(|pending| pending.as_ref().is_some_and(|p| !p.is_empty()))
+                });
+                if unanswered && idle.extend() {
+                    // Requests are still out (a long lock wait): not idle yet. Half-closing
+                    // would not lose them (the store still answers), so this is bounded.
+                    continue;
+                }
+                // Idle: stop taking transmits, send what is already queued, then half-close.
+                // A transmit the driver sends from now on finds the channel closed and goes to
+                // a fresh task.
+                rx.close();
+                let mut leftover = Vec::new();
+                while let Ok(more) = rx.try_recv() {
+                    leftover.extend(more);
+                }
+                if leftover.is_empty() {
+                    break;
+                }
+                leftover
+            }
+        };
         if !config.max_batch_wait.is_zero()
             && batch.len() < config.batch_wait_size
             && load.load(Ordering::Relaxed) > config.overload_threshold
@@ -349,6 +486,11 @@ async fn store_task<R: Runtime>(
             )
             .await;
         }
+    }
+    // Half-close the stream: the store ends it, its receiver task ends, and with the last
+    // handle gone the connection closes.
+    if let Some(mut open) = stream {
+        let _ = open.sender.finish();
     }
 }
 
@@ -544,7 +686,31 @@ async fn pd_task<R: Runtime>(
 ) {
     let mut channel: Option<R::Channel> = None;
     let mut tso: Option<TsoStream<R::Channel>> = None;
-    while let Some(batch) = next_batch(&mut rx).await {
+    let mut idle = IdleTimer::new(runtime.clone(), config.connection_idle_timeout);
+    loop {
+        let batch = match next_batch(&mut rx, &mut idle).await {
+            Next::Batch(batch) => batch,
+            Next::Closed => break,
+            Next::Idle => {
+                let unanswered = tso
+                    .as_ref()
+                    .is_some_and(|(_, order)| order.lock().is_ok_and(|o| !o.is_empty()));
+                if unanswered {
+                    idle.touch();
+                    continue;
+                }
+                // Idle (PD's leader moved elsewhere, or the driver is gone): as the store tasks.
+                rx.close();
+                let mut leftover = Vec::new();
+                while let Ok(more) = rx.try_recv() {
+                    leftover.extend(more);
+                }
+                if leftover.is_empty() {
+                    break;
+                }
+                leftover
+            }
+        };
         if channel.as_ref().is_none_or(Channel::is_closed) {
             tso = None;
             match runtime.connect(&address).await {
