@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::driver::Handle;
 use crate::error::Error;
-use crate::machine::{Command, Output, RawChecksum, RawCommand};
+use crate::machine::{Command, Output, RawChecksum, RawCommand, SplitOutcome};
 
 /// A key-value pair returned by scans.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -347,6 +347,46 @@ impl RawClient {
         };
         match self.run(command).await? {
             Output::Checksum(sum) => Ok(sum),
+            other => Err(mismatch(other)),
+        }
+    }
+}
+
+impl RawClient {
+    /// Splits the regions holding `keys` so that every key starts a region (client-go's
+    /// `KVStore.SplitRegions`, in raw key space); keys that already start a region are
+    /// skipped. With `scatter`, PD is then asked to spread the new regions over the stores
+    /// (see [`Client::wait_scatter_region_finish`](crate::Client::wait_scatter_region_finish)).
+    ///
+    /// Returns the ids of the new regions, and the scatter's error if it failed (the split
+    /// stands either way). Errors with [`Error::InvalidArgument`] for an empty key, or when
+    /// the regions cannot be split within the backoff budget (20 s per key, at most 120 s).
+    pub async fn split_regions(
+        &self,
+        keys: impl IntoIterator<Item = impl Into<Bytes>>,
+        scatter: bool,
+    ) -> Result<SplitOutcome, Error> {
+        self.split_regions_in_group(keys, scatter, String::new())
+            .await
+    }
+
+    /// [`split_regions`](Self::split_regions) with a scatter group: PD spreads the regions of
+    /// one group as a unit (client-go passes the table id).
+    ///
+    /// Errors as [`split_regions`](Self::split_regions).
+    pub async fn split_regions_in_group(
+        &self,
+        keys: impl IntoIterator<Item = impl Into<Bytes>>,
+        scatter: bool,
+        group: impl Into<String>,
+    ) -> Result<SplitOutcome, Error> {
+        let command = RawCommand::SplitRegions {
+            keys: keys.into_iter().map(Into::into).collect(),
+            scatter,
+            scatter_group: group.into(),
+        };
+        match self.run(command).await? {
+            Output::Split(outcome) => Ok(outcome),
             other => Err(mismatch(other)),
         }
     }

@@ -221,6 +221,10 @@ pub enum PdRequest {
     GetAllStores(pdpb::GetAllStoresRequest),
     /// A keyspace's metadata by name (API V2).
     LoadKeyspace(tikv_proto::keyspacepb::LoadKeyspaceRequest),
+    /// Spread regions over the stores (after a split).
+    ScatterRegion(pdpb::ScatterRegionRequest),
+    /// The latest scheduling operator of a region.
+    GetOperator(pdpb::GetOperatorRequest),
 }
 
 /// PD's answer to a [`PdRequest`], of the same variant.
@@ -244,6 +248,10 @@ pub enum PdResponse {
     GetAllStores(pdpb::GetAllStoresResponse),
     /// The keyspace, if it exists.
     LoadKeyspace(tikv_proto::keyspacepb::LoadKeyspaceResponse),
+    /// How much of the scatter is done, and which regions failed.
+    ScatterRegion(pdpb::ScatterRegionResponse),
+    /// The operator, or a header error when the region has none.
+    GetOperator(pdpb::GetOperatorResponse),
 }
 
 impl PdRequest {
@@ -259,6 +267,8 @@ impl PdRequest {
             Self::GetStore(_) => pdpb::pd::GET_STORE.path(),
             Self::GetAllStores(_) => pdpb::pd::GET_ALL_STORES.path(),
             Self::LoadKeyspace(_) => tikv_proto::keyspacepb::keyspace::LOAD_KEYSPACE.path(),
+            Self::ScatterRegion(_) => pdpb::pd::SCATTER_REGION.path(),
+            Self::GetOperator(_) => pdpb::pd::GET_OPERATOR.path(),
         }
     }
 
@@ -273,6 +283,8 @@ impl PdRequest {
             Self::GetStore(r) => &mut r.header,
             Self::GetAllStores(r) => &mut r.header,
             Self::LoadKeyspace(r) => &mut r.header,
+            Self::ScatterRegion(r) => &mut r.header,
+            Self::GetOperator(r) => &mut r.header,
         };
         header.get_or_insert_with(Default::default).cluster_id = cluster_id;
     }
@@ -290,6 +302,8 @@ impl PdRequest {
             Self::GetStore(r) => Framed::encode(r, limit),
             Self::GetAllStores(r) => Framed::encode(r, limit),
             Self::LoadKeyspace(r) => Framed::encode(r, limit),
+            Self::ScatterRegion(r) => Framed::encode(r, limit),
+            Self::GetOperator(r) => Framed::encode(r, limit),
         }
     }
 
@@ -308,6 +322,8 @@ impl PdRequest {
             Self::GetStore(_) => PdResponse::GetStore(decode(payload)?),
             Self::GetAllStores(_) => PdResponse::GetAllStores(decode(payload)?),
             Self::LoadKeyspace(_) => PdResponse::LoadKeyspace(decode(payload)?),
+            Self::ScatterRegion(_) => PdResponse::ScatterRegion(decode(payload)?),
+            Self::GetOperator(_) => PdResponse::GetOperator(decode(payload)?),
         })
     }
 }
@@ -325,6 +341,8 @@ impl PdResponse {
             Self::GetStore(r) => r.header.as_ref(),
             Self::GetAllStores(r) => r.header.as_ref(),
             Self::LoadKeyspace(r) => r.header.as_ref(),
+            Self::ScatterRegion(r) => r.header.as_ref(),
+            Self::GetOperator(r) => r.header.as_ref(),
         }
     }
 }

@@ -120,7 +120,7 @@ impl TestCluster {
     }
 
     /// `key` as region boundaries spell it (memcomparable under V2).
-    fn boundary(&self, key: &[u8]) -> Vec<u8> {
+    pub fn boundary(&self, key: &[u8]) -> Vec<u8> {
         match self.api {
             Api::V1 | Api::V1Ttl => key.to_vec(),
             Api::V2 => codec::encode_bytes(&self.stored_key(key)),
@@ -305,6 +305,9 @@ macro_rules! for_each_rawkv_test {
         $m!(column_families);
         $m!(injected_region_errors_are_retried);
         $m!(unreachable_leader_store_is_routed_around);
+        // tikv/split_region.go (KVStore.SplitRegions and the scatter waits), in raw key space
+        $m!(split_regions_at_keys);
+        $m!(split_regions_then_scatter);
     };
 }
 

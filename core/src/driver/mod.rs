@@ -235,6 +235,41 @@ impl Client {
         self.timestamp(Command::LowResolutionTimestamp).await
     }
 
+    /// Waits until PD has finished scattering region `region_id` (client-go's
+    /// `WaitScatterRegionFinish`): polls the region's operator, backing off between polls,
+    /// for at most `budget` of backoff (`None`: client-go's 120 s). A region with no
+    /// operator counts as finished.
+    ///
+    /// Errors when the budget runs out while the scatter still runs, or with PD's error.
+    pub async fn wait_scatter_region_finish(
+        &self,
+        region_id: u64,
+        budget: Option<std::time::Duration>,
+    ) -> Result<(), Error> {
+        let command = Command::WaitScatterRegionFinish {
+            region_id,
+            budget: budget.unwrap_or(std::time::Duration::from_millis(
+                crate::backoff::WAIT_SCATTER_REGION_FINISH_BACKOFF_MS,
+            )),
+        };
+        match self.handle.run(command).await? {
+            Output::Unit => Ok(()),
+            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+
+    /// Whether PD is scattering region `region_id` right now (client-go's
+    /// `CheckRegionInScattering`).
+    ///
+    /// Errors when PD cannot be asked within 20 s of backoff.
+    pub async fn check_region_in_scattering(&self, region_id: u64) -> Result<bool, Error> {
+        let command = Command::CheckRegionInScattering { region_id };
+        match self.handle.run(command).await? {
+            Output::Scattering(scattering) => Ok(scattering),
+            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+
     async fn timestamp(&self, command: Command) -> Result<u64, Error> {
         match self.handle.run(command).await? {
             Output::Timestamp(ts) => Ok(ts),

@@ -21,6 +21,7 @@ mod pd;
 mod raw;
 mod retry;
 mod shared;
+mod split;
 pub mod testing;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ use tikv_proto::rpc::RpcError;
 pub use ops::{Command, MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
 pub use raw::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
 pub use shared::Transmit;
+pub use split::{SPLIT_BATCH_KEY_LIMIT, SplitOutcome};
 
 use ops::Op;
 use shared::{Shared, Wake};

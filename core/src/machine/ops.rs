@@ -9,6 +9,10 @@ use super::raw::RawOp;
 use super::shared::{Shared, Wake};
 use crate::error::Error;
 
+/// Backoff budget of a scatter check (client-go's locate-region backoffer).
+const CHECK_SCATTER_BUDGET: std::time::Duration =
+    std::time::Duration::from_millis(crate::backoff::LOCATE_REGION_MAX_BACKOFF_MS);
+
 /// Largest `limit` a raw scan accepts (client-go `MaxRawKVScanLimit`).
 pub const MAX_RAW_SCAN_LIMIT: u32 = 10_240;
 
@@ -22,6 +26,19 @@ pub enum Command {
     /// A recent timestamp: the newest one the client has seen if it is younger than the
     /// configured staleness (client-go's low-resolution timestamp), else a fresh one.
     LowResolutionTimestamp,
+    /// Wait until PD no longer runs a scatter operator on the region, backing off between
+    /// polls within `budget`.
+    WaitScatterRegionFinish {
+        /// The region.
+        region_id: u64,
+        /// Total backoff allowed.
+        budget: std::time::Duration,
+    },
+    /// Whether PD is scattering the region right now.
+    CheckRegionInScattering {
+        /// The region.
+        region_id: u64,
+    },
 }
 
 /// A raw KV operation. Keys are the user's (the machine adds keyspace prefixes).
@@ -136,6 +153,16 @@ pub enum RawCommand {
         /// End (empty = no bound).
         end: Bytes,
     },
+    /// Split the regions holding `keys` so that each key starts a region, and optionally
+    /// have PD scatter the new regions.
+    SplitRegions {
+        /// Where to split (keys that already start a region are skipped).
+        keys: Vec<Bytes>,
+        /// Ask PD to scatter the new regions afterwards.
+        scatter: bool,
+        /// Scatter group: regions of one group are spread as a unit ("" = none).
+        scatter_group: String,
+    },
 }
 
 /// Checksum of a raw key range, as TiKV computes it.
@@ -173,6 +200,10 @@ pub enum Output {
     Checksum(RawChecksum),
     /// A timestamp from TSO.
     Timestamp(u64),
+    /// What a region split produced.
+    Split(super::split::SplitOutcome),
+    /// Whether a region is being scattered.
+    Scattering(bool),
 }
 
 /// A running operation.
@@ -182,6 +213,7 @@ pub(crate) enum Op {
     Waiting(Command),
     Raw(Box<RawOp>),
     Timestamp,
+    Operator(super::split::OperatorWait),
     /// Finished at creation (a cached timestamp).
     Ready(u64),
 }
@@ -207,6 +239,12 @@ impl Op {
                 }
             }
             raw @ Command::Raw(_) => Self::Waiting(raw),
+            Command::WaitScatterRegionFinish { region_id, budget } => {
+                Self::Operator(super::split::OperatorWait::new(region_id, true, budget))
+            }
+            Command::CheckRegionInScattering { region_id } => Self::Operator(
+                super::split::OperatorWait::new(region_id, false, CHECK_SCATTER_BUDGET),
+            ),
         })
     }
 
@@ -236,6 +274,7 @@ impl Op {
             Self::Ready(ts) => Some(Ok(Output::Timestamp(*ts))),
             Self::Waiting(_) => None,
             Self::Raw(raw) => raw.drive(shared, id, wake),
+            Self::Operator(wait) => wait.drive(shared, id, wake),
             Self::Timestamp => {
                 if let Some(result) = shared.pd.take_timestamp(id) {
                     return Some(result.map(Output::Timestamp));

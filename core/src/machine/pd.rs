@@ -50,6 +50,9 @@ enum Purpose {
     Keyspace,
     /// The periodic store list refresh (nobody waits on it).
     StoreList,
+    /// A call an operation makes itself (scatter, operator status); the answer, header
+    /// errors included, goes back to it.
+    OpCall(OpId),
 }
 
 /// Where loading the configured keyspace stands (API V2 only).
@@ -105,6 +108,8 @@ pub(crate) struct PdState {
     next_store_refresh: Option<Time>,
     /// A store list refresh is out.
     store_refresh_inflight: bool,
+    /// Answers to operations' own PD calls, until they take them.
+    op_results: BTreeMap<OpId, Result<PdResponse, Error>>,
 }
 
 impl PdState {
@@ -134,6 +139,7 @@ impl PdState {
             lookup_errors: BTreeMap::new(),
             next_store_refresh: None,
             store_refresh_inflight: false,
+            op_results: BTreeMap::new(),
         }
     }
 
@@ -167,6 +173,11 @@ impl PdState {
         self.lookup_errors.remove(&op)
     }
 
+    /// The answer to `op`'s own PD call, once it has come (see `Shared::pd_call`).
+    pub(crate) fn take_op_result(&mut self, op: OpId) -> Option<Result<PdResponse, Error>> {
+        self.op_results.remove(&op)
+    }
+
     pub(crate) fn forget_waiter(&mut self, op: OpId) {
         for waiters in self.region_waiters.values_mut() {
             waiters.retain(|w| *w != op);
@@ -180,6 +191,7 @@ impl PdState {
         }
         self.timestamps.remove(&op);
         self.lookup_errors.remove(&op);
+        self.op_results.remove(&op);
         if let KeyspaceState::Loading(waiters) = &mut self.keyspace {
             waiters.retain(|w| *w != op);
         }
@@ -366,6 +378,12 @@ impl Shared {
         }
     }
 
+    /// Sends `request` to PD for `op` (with discovery, failover and PD's retry budget for
+    /// transport failures); `op` is woken when [`PdState::take_op_result`] has the answer.
+    pub(crate) fn pd_call(&mut self, op: OpId, request: PdRequest) {
+        self.pd_send(Purpose::OpCall(op), request);
+    }
+
     /// Parks `op` until it has a timestamp (see [`PdState::take_timestamp`]).
     pub(crate) fn request_timestamp(&mut self, op: OpId) {
         if !self.pd.tso_waiters.contains(&op) {
@@ -470,6 +488,13 @@ impl Shared {
                 return;
             }
         };
+        if let Purpose::OpCall(op) = pending.purpose {
+            // The operation reads the header itself (a region without an operator is an
+            // answer, not a failure).
+            self.pd.op_results.insert(op, Ok(response));
+            self.wake(op);
+            return;
+        }
         if let Some(err) = header_error(&response) {
             self.pd_retry(pending, err);
             return;
@@ -629,6 +654,11 @@ impl Shared {
             }
             Purpose::Keyspace => {
                 self.finish_keyspace(KeyspaceState::Failed(err));
+                return;
+            }
+            Purpose::OpCall(op) => {
+                self.pd.op_results.insert(op, Err(err));
+                self.wake(op);
                 return;
             }
             Purpose::StoreList => {

@@ -44,6 +44,7 @@ enum Kind {
         plan: BatchPlan,
     },
     Range(RangeOp),
+    Split(Box<super::split::SplitOp>),
 }
 
 impl RawOp {
@@ -246,6 +247,24 @@ impl RawOp {
                 space.request_key(&start),
                 space.request_end(&end),
             )),
+            RawCommand::SplitRegions {
+                keys,
+                scatter,
+                scatter_group,
+            } => {
+                let request_keys = request_keys(&space, &keys)?;
+                let routing_keys = request_keys
+                    .iter()
+                    .map(|key| space.routing_key(key))
+                    .collect();
+                Kind::Split(Box::new(super::split::SplitOp::new(
+                    request_keys,
+                    routing_keys,
+                    space == KeySpace::Plain,
+                    scatter.then_some(scatter_group),
+                    config.read_timeout_short,
+                )))
+            }
             RawCommand::Checksum { start, end } => Kind::Range(RangeOp::new(
                 RangeKind::Checksum {
                     sum: RawChecksum::default(),
@@ -276,6 +295,7 @@ impl RawOp {
                 Progress::Done => Some(plan.output()),
             },
             Kind::Range(range) => range.drive(shared, op, wake, &self.space),
+            Kind::Split(split) => split.drive(shared, op, wake),
         }
     }
 }

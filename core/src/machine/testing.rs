@@ -177,6 +177,18 @@ impl Responder {
                     }),
                 })
             }
+            PdRequest::ScatterRegion(_) => PdResponse::ScatterRegion(pdpb::ScatterRegionResponse {
+                header,
+                finished_percentage: 100,
+                ..Default::default()
+            }),
+            PdRequest::GetOperator(request) => PdResponse::GetOperator(pdpb::GetOperatorResponse {
+                header,
+                region_id: request.region_id,
+                desc: bytes::Bytes::from_static(b"scatter-region"),
+                status: pdpb::OperatorStatus::Success as i32,
+                ..Default::default()
+            }),
             PdRequest::GetAllStores(_) => PdResponse::GetAllStores(pdpb::GetAllStoresResponse {
                 header,
                 stores: vec![metapb::Store {
@@ -276,6 +288,8 @@ pub fn describe(request: &Request) -> String {
             PdRequest::GetStore(r) => format!("pd.GetStore id={}", r.store_id),
             PdRequest::GetAllStores(_) => "pd.GetAllStores".to_owned(),
             PdRequest::LoadKeyspace(r) => format!("pd.LoadKeyspace name={}", r.name),
+            PdRequest::ScatterRegion(r) => format!("pd.ScatterRegion regions={:?}", r.regions_id),
+            PdRequest::GetOperator(r) => format!("pd.GetOperator region={}", r.region_id),
         },
     }
 }

@@ -791,3 +791,157 @@ fn batch_region_lookup_with_a_hole_backs_off() {
     // Every retry came after a backoff.
     assert!(scans.windows(2).all(|w| w[1] > w[0]), "{scans:?}");
 }
+
+/// Drives `core` until `op` finishes, answering with `answer` (or the responder when it
+/// returns `None`); returns the result and the times of the answered requests.
+fn drive_until_done(
+    core: &mut Core,
+    op: OpId,
+    responder: &mut Responder,
+    mut answer: impl FnMut(&Transmit) -> Option<Result<Response, RpcError>>,
+) -> Result<Output, Error> {
+    let mut now = Time::ZERO;
+    for _ in 0..10_000 {
+        while let Some(transmit) = core.poll_transmit() {
+            let reply = answer(&transmit).unwrap_or_else(|| responder.answer(&transmit));
+            core.handle_reply(now, transmit.id, reply);
+        }
+        if let Some(Event::Done(done, result)) = core.poll_event() {
+            assert_eq!(done, op);
+            return result;
+        }
+        let Some(at) = core.poll_timeout() else {
+            panic!("op {op:?} stuck");
+        };
+        now = now.max(at);
+        core.handle_timeout(now);
+    }
+    panic!("op {op:?} did not finish");
+}
+
+fn pd_reply(response: crate::rpc::PdResponse) -> Option<Result<Response, RpcError>> {
+    Some(Ok(Response::Pd(Box::new(response))))
+}
+
+fn ok_header() -> Option<tikv_proto::pdpb::ResponseHeader> {
+    Some(tikv_proto::pdpb::ResponseHeader {
+        cluster_id: 1,
+        ..Default::default()
+    })
+}
+
+/// A split whose scatter PD partly refuses still reports the new regions, with the scatter
+/// error beside them; the split regions leave the cache.
+#[test]
+fn split_reports_new_regions_and_a_failed_scatter() {
+    let mut core = core();
+    let mut responder = Responder::default();
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::Raw(RawCommand::SplitRegions {
+            keys: vec![Bytes::from_static(b"m")],
+            scatter: true,
+            scatter_group: "t1".into(),
+        }),
+    );
+    let mut scatter_asked = Vec::new();
+    let result = drive_until_done(&mut core, op, &mut responder, |transmit| {
+        match &transmit.request {
+            Request::Store(store) => {
+                let crate::rpc::StoreRequest::SplitRegion(split) = &**store else {
+                    return None;
+                };
+                assert_eq!(split.split_keys, [Bytes::from_static(b"m")]);
+                assert!(split.is_raw_kv);
+                let region = |id: u64| tikv_proto::metapb::Region {
+                    id,
+                    ..Default::default()
+                };
+                Some(Ok(Response::Store(Box::new(
+                    crate::rpc::StoreResponse::SplitRegion(
+                        tikv_proto::kvrpcpb::SplitRegionResponse {
+                            regions: vec![region(10), region(2)],
+                            ..Default::default()
+                        },
+                    ),
+                ))))
+            }
+            Request::Pd(pd) => match &**pd {
+                PdRequest::ScatterRegion(scatter) => {
+                    scatter_asked.push((scatter.regions_id.clone(), scatter.group.clone()));
+                    pd_reply(crate::rpc::PdResponse::ScatterRegion(
+                        tikv_proto::pdpb::ScatterRegionResponse {
+                            header: ok_header(),
+                            finished_percentage: 0,
+                            failed_regions_id: vec![10],
+                        },
+                    ))
+                }
+                _ => None,
+            },
+            Request::Health(_) => None,
+        }
+    });
+    assert_eq!(scatter_asked, [(vec![10], "t1".to_owned())]);
+    let Ok(Output::Split(outcome)) = result else {
+        panic!("{result:?}");
+    };
+    assert_eq!(outcome.region_ids, [10]);
+    assert!(
+        matches!(&outcome.scatter_error, Some(Error::Pd { kind, .. }) if kind == "SCATTER_FAILED"),
+        "{outcome:?}"
+    );
+}
+
+/// Waiting for a scatter that never finishes gives up when the budget is spent; a check
+/// answers at once.
+#[test]
+fn wait_scatter_region_finish_gives_up_after_its_budget() {
+    let running = || {
+        pd_reply(crate::rpc::PdResponse::GetOperator(
+            tikv_proto::pdpb::GetOperatorResponse {
+                header: ok_header(),
+                region_id: 7,
+                desc: Bytes::from_static(b"scatter-region"),
+                status: tikv_proto::pdpb::OperatorStatus::Running as i32,
+                ..Default::default()
+            },
+        ))
+    };
+    let mut core = core();
+    let mut responder = Responder::default();
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::WaitScatterRegionFinish {
+            region_id: 7,
+            budget: std::time::Duration::from_millis(200),
+        },
+    );
+    let mut polls = 0;
+    let result = drive_until_done(&mut core, op, &mut responder, |transmit| {
+        match &transmit.request {
+            Request::Pd(pd) if matches!(**pd, PdRequest::GetOperator(_)) => {
+                polls += 1;
+                running()
+            }
+            _ => None,
+        }
+    });
+    assert!(
+        matches!(result, Err(Error::BackoffExhausted { .. })),
+        "{result:?}"
+    );
+    assert!(polls > 2, "{polls}");
+
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::CheckRegionInScattering { region_id: 7 },
+    );
+    let result = drive_until_done(&mut core, op, &mut responder, |transmit| {
+        match &transmit.request {
+            Request::Pd(pd) if matches!(**pd, PdRequest::GetOperator(_)) => running(),
+            _ => None,
+        }
+    });
+    assert_eq!(result, Ok(Output::Scattering(true)));
+}

@@ -616,16 +616,16 @@ impl Sim {
             .map(|key| mode.to_boundary(key))
             .collect();
         match self.cluster.split_keys(&keys) {
-            Ok(_) => {
-                let mut regions: Vec<metapb::Region> = Vec::new();
-                let mut seen = std::collections::BTreeSet::new();
-                for key in &keys {
-                    for region in [self.cluster.region_by_key(key)].into_iter().flatten() {
-                        if seen.insert(region.id) {
-                            regions.push(region.to_proto());
-                        }
-                    }
-                }
+            Ok(created) => {
+                // As TiKV: every region the split produced, left to right; the original
+                // region (right-derived, so it keeps the right-most range) comes last.
+                let original = req.context.as_ref().map_or(0, |c| c.region_id);
+                let regions = created
+                    .iter()
+                    .chain(std::iter::once(&original))
+                    .filter_map(|id| self.cluster.region(*id))
+                    .map(|region| region.to_proto())
+                    .collect();
                 kvrpcpb::SplitRegionResponse {
                     regions,
                     ..Default::default()

@@ -1,4 +1,5 @@
-//! Raw KV checks with no client-go counterpart.
+//! Raw KV checks with no client-go test counterpart (the split tests port `tikv/split_region.go`'s
+//! behaviour, which client-go tests only against a real cluster).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -485,4 +486,120 @@ pub async fn unreachable_leader_store_is_routed_around<E: Env>(env: &E) {
         ));
     });
     assert_eq!(ok("get", raw.get("k").await), Some(b("v2")));
+}
+
+/// `RawClient::split_regions` (client-go's `KVStore.SplitRegions` in raw key space): every
+/// key ends up starting a region, the new regions' ids come back (the original region keeps
+/// the right-most part), keys that already start a region are skipped, data stays readable,
+/// and an empty key is refused.
+pub async fn split_regions_at_keys<E: Env>(env: &E) {
+    for api in [Api::V1, Api::V2] {
+        let tc = start(env, api).await;
+        let raw = tc.raw();
+        for key in ["a", "k05", "k15", "k25", "k35", "z"] {
+            ok("put", raw.put(key, format!("v-{key}")).await);
+        }
+        let before = tc.region_count();
+        let original = tc.region_of(b"k35");
+        assert_eq!(tc.region_of(b"k05"), original, "{api:?}");
+
+        let outcome = ok(
+            "split",
+            raw.split_regions(["k10", "k20", "k30"], false).await,
+        );
+        assert_eq!(outcome.scatter_error, None);
+        assert_eq!(tc.region_count(), before + 3, "{api:?}");
+        // Each key starts its region now.
+        for key in [b"k10".as_slice(), b"k20", b"k30"] {
+            let start = tc.server.with(|sim| {
+                sim.cluster
+                    .region_by_key(&tc.boundary(key))
+                    .map(|region| region.start_key.clone())
+            });
+            assert_eq!(
+                start.as_deref(),
+                Some(tc.boundary(key).as_slice()),
+                "{api:?}"
+            );
+        }
+        // The new regions are the left parts; the original keeps the right-most range.
+        assert_eq!(
+            outcome.region_ids,
+            [
+                tc.region_of(b"k05"),
+                tc.region_of(b"k15"),
+                tc.region_of(b"k25")
+            ],
+            "{api:?}"
+        );
+        assert_eq!(tc.region_of(b"k35"), original, "{api:?}");
+        for key in ["a", "k05", "k15", "k25", "k35", "z"] {
+            assert_eq!(
+                ok("get", raw.get(key).await),
+                Some(b(format!("v-{key}"))),
+                "{api:?}"
+            );
+        }
+
+        // Keys that already start a region: nothing to do.
+        let again = ok(
+            "split again",
+            raw.split_regions(["k10", "k30"], false).await,
+        );
+        assert!(again.region_ids.is_empty(), "{again:?}");
+        assert_eq!(tc.region_count(), before + 3, "{api:?}");
+
+        // Keys in several regions: one split per region, every new region reported.
+        let more = ok(
+            "split more",
+            raw.split_regions(["k12", "k22", "k23"], false).await,
+        );
+        assert_eq!(more.region_ids.len(), 3, "{more:?}");
+        assert_eq!(tc.region_count(), before + 6, "{api:?}");
+
+        assert!(matches!(
+            raw.split_regions(["k40", ""], false).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
+
+/// Splitting with scatter asks PD to spread the new regions; `check_region_in_scattering`
+/// and `wait_scatter_region_finish` follow PD's operator until it finishes (client-go's
+/// `CheckRegionInScattering` and `WaitScatterRegionFinish`). A region PD has no operator for
+/// counts as not scattering.
+pub async fn split_regions_then_scatter<E: Env>(env: &E) {
+    let tc = start(env, Api::V1).await;
+    let raw = tc.raw();
+    // Each scatter looks running to the next two operator polls.
+    tc.server
+        .with(|sim| sim.cluster.set_scatter_running_polls(2));
+    let outcome = ok("split", raw.split_regions(["s1", "s2"], true).await);
+    assert_eq!(outcome.scatter_error, None);
+    assert_eq!(outcome.region_ids.len(), 2);
+    let first = outcome.region_ids[0];
+    assert!(ok(
+        "check",
+        tc.client.check_region_in_scattering(first).await
+    ));
+    ok(
+        "wait",
+        tc.client
+            .wait_scatter_region_finish(first, Some(Duration::from_secs(5)))
+            .await,
+    );
+    assert!(!ok(
+        "check",
+        tc.client.check_region_in_scattering(first).await
+    ));
+    // A region nobody scattered.
+    let untouched = tc.region_of(b"s3");
+    assert!(!ok(
+        "check",
+        tc.client.check_region_in_scattering(untouched).await
+    ));
+    ok(
+        "wait",
+        tc.client.wait_scatter_region_finish(untouched, None).await,
+    );
 }

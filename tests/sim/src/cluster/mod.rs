@@ -202,8 +202,11 @@ pub struct Cluster {
     pub(crate) by_start: BTreeMap<Bytes, u64>,
     /// Regions PD has not heard about (holes in PD's tree).
     pub(crate) pd_hidden: BTreeSet<u64>,
-    /// Regions a ScatterRegion call has touched (GetOperator reports them finished).
-    pub(crate) scattered: BTreeSet<u64>,
+    /// Regions a ScatterRegion call has touched, with how many more GetOperator polls see
+    /// their scatter still running (then it reports them finished).
+    pub(crate) scattered: BTreeMap<u64, u32>,
+    /// How many GetOperator polls a new scatter reports as running.
+    pub(crate) scatter_running_polls: u32,
     pub(crate) tso: TsoAllocator,
     pub(crate) external_ts: u64,
     pub(crate) gc: GcStates,
@@ -234,7 +237,8 @@ impl Cluster {
             regions: BTreeMap::new(),
             by_start: BTreeMap::new(),
             pd_hidden: BTreeSet::new(),
-            scattered: BTreeSet::new(),
+            scattered: BTreeMap::new(),
+            scatter_running_polls: 0,
             tso: TsoAllocator::default(),
             external_ts: 0,
             gc: GcStates::default(),

@@ -427,7 +427,7 @@ impl Cluster {
         let mut failed = Vec::new();
         for &id in &ids {
             if self.regions.contains_key(&id) {
-                self.scattered.insert(id);
+                self.scattered.insert(id, self.scatter_running_polls);
             } else {
                 failed.push(id);
             }
@@ -440,29 +440,42 @@ impl Cluster {
         })
     }
 
-    /// `GetOperator`: a finished (SUCCESS) `scatter-region` operator for scattered regions,
-    /// REGION_NOT_FOUND for regions with no operator history. Never RUNNING, so clients
-    /// waiting for a scatter stop at once.
+    /// Makes every scatter from now on look running to the next `polls` GetOperator calls
+    /// for its region (0, the default: finished at once).
+    pub fn set_scatter_running_polls(&mut self, polls: u32) {
+        self.scatter_running_polls = polls;
+    }
+
+    /// `GetOperator`: a `scatter-region` operator for scattered regions, RUNNING for as many
+    /// polls as [`Cluster::set_scatter_running_polls`] said and SUCCESS after that;
+    /// REGION_NOT_FOUND for regions with no operator history.
     pub fn handle_get_operator(
-        &self,
+        &mut self,
         req: &pdpb::GetOperatorRequest,
     ) -> Result<pdpb::GetOperatorResponse, PdError> {
         header_check(self, req.header.as_ref())?;
-        if !self.scattered.contains(&req.region_id) {
-            return Ok(pdpb::GetOperatorResponse {
-                header: Some(error_header(
-                    self.cluster_id(),
-                    ErrorType::RegionNotFound,
-                    "Not Found",
-                )),
-                ..Default::default()
-            });
-        }
+        let status = match self.scattered.get_mut(&req.region_id) {
+            None => {
+                return Ok(pdpb::GetOperatorResponse {
+                    header: Some(error_header(
+                        self.cluster_id(),
+                        ErrorType::RegionNotFound,
+                        "Not Found",
+                    )),
+                    ..Default::default()
+                });
+            }
+            Some(running) if *running > 0 => {
+                *running -= 1;
+                OperatorStatus::Running
+            }
+            Some(_) => OperatorStatus::Success,
+        };
         Ok(pdpb::GetOperatorResponse {
             header: Some(self.header()),
             region_id: req.region_id,
             desc: Bytes::from_static(SCATTER_DESC),
-            status: OperatorStatus::Success as i32,
+            status: status as i32,
             kind: Bytes::from_static(b"region"),
         })
     }

@@ -380,16 +380,14 @@ fn batch_scan_regions_merges_ranges_and_reports_holes() {
 #[test]
 fn scatter_then_operator_is_finished() {
     let (mut cluster, ids) = four_regions();
-    let op = |cluster: &Cluster, region_id| {
+    let op = |cluster: &mut Cluster, region_id| {
+        let header = header(cluster);
         cluster
-            .handle_get_operator(&pdpb::GetOperatorRequest {
-                header: header(cluster),
-                region_id,
-            })
+            .handle_get_operator(&pdpb::GetOperatorRequest { header, region_id })
             .unwrap()
     };
     assert_eq!(
-        error_type(op(&cluster, ids[0]).header.as_ref()),
+        error_type(op(&mut cluster, ids[0]).header.as_ref()),
         Some(ErrorType::RegionNotFound as i32)
     );
     let resp = cluster
@@ -401,7 +399,40 @@ fn scatter_then_operator_is_finished() {
         .unwrap();
     assert_eq!(resp.finished_percentage, 50);
     assert_eq!(resp.failed_regions_id, vec![999]);
-    let resp = op(&cluster, ids[0]);
+    let resp = op(&mut cluster, ids[0]);
     assert_eq!(resp.status, OperatorStatus::Success as i32);
     assert_eq!(&resp.desc[..], SCATTER_DESC);
+}
+
+#[test]
+fn scatter_runs_for_the_configured_polls() {
+    let (mut cluster, ids) = four_regions();
+    cluster.set_scatter_running_polls(2);
+    let header = header(&cluster);
+    cluster
+        .handle_scatter_region(&pdpb::ScatterRegionRequest {
+            header: header.clone(),
+            regions_id: vec![ids[1]],
+            ..Default::default()
+        })
+        .unwrap();
+    let statuses: Vec<i32> = (0..3)
+        .map(|_| {
+            cluster
+                .handle_get_operator(&pdpb::GetOperatorRequest {
+                    header: header.clone(),
+                    region_id: ids[1],
+                })
+                .unwrap()
+                .status
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            OperatorStatus::Running as i32,
+            OperatorStatus::Running as i32,
+            OperatorStatus::Success as i32
+        ]
+    );
 }
