@@ -353,6 +353,16 @@ impl RawClient {
 }
 
 impl RawClient {
+    /// The id of the cluster (client-go's `rawkv.Client.ClusterID`).
+    ///
+    /// Errors when PD cannot be reached within its backoff budget.
+    pub async fn cluster_id(&self) -> Result<u64, Error> {
+        match self.handle.run(Command::ClusterId).await? {
+            Output::ClusterId(id) => Ok(id),
+            other => Err(mismatch(other)),
+        }
+    }
+
     /// Splits the regions holding `keys` so that every key starts a region (client-go's
     /// `KVStore.SplitRegions`, in raw key space); keys that already start a region are
     /// skipped. With `scatter`, PD is then asked to spread the new regions over the stores

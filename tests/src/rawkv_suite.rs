@@ -308,6 +308,7 @@ macro_rules! for_each_rawkv_test {
         // tikv/split_region.go (KVStore.SplitRegions and the scatter waits), in raw key space
         $m!(split_regions_at_keys);
         $m!(split_regions_then_scatter);
+        $m!(cluster_id_comes_from_pd);
     };
 }
 

@@ -235,6 +235,17 @@ impl Client {
         self.timestamp(Command::LowResolutionTimestamp).await
     }
 
+    /// The id of the cluster (client-go's `ClusterID`), asking PD first when the client has
+    /// not talked to it yet.
+    ///
+    /// Errors when PD cannot be reached within its backoff budget.
+    pub async fn cluster_id(&self) -> Result<u64, Error> {
+        match self.handle.run(Command::ClusterId).await? {
+            Output::ClusterId(id) => Ok(id),
+            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+
     /// Waits until PD has finished scattering region `region_id` (client-go's
     /// `WaitScatterRegionFinish`): polls the region's operator, backing off between polls,
     /// for at most `budget` of backoff (`None`: client-go's 120 s). A region with no

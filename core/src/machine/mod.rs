@@ -14,6 +14,8 @@
 //! operation waiting for a timestamp when the TSO request goes out is served by that one
 //! request (`count = n`).
 
+#[cfg(test)]
+mod cache_port_tests;
 mod dispatch;
 mod keys;
 mod ops;

@@ -39,6 +39,8 @@ pub enum Command {
         /// The region.
         region_id: u64,
     },
+    /// The cluster id, from PD (discovering PD first if needed).
+    ClusterId,
 }
 
 /// A raw KV operation. Keys are the user's (the machine adds keyspace prefixes).
@@ -204,6 +206,8 @@ pub enum Output {
     Split(super::split::SplitOutcome),
     /// Whether a region is being scattered.
     Scattering(bool),
+    /// The cluster id.
+    ClusterId(u64),
 }
 
 /// A running operation.
@@ -214,6 +218,8 @@ pub(crate) enum Op {
     Raw(Box<RawOp>),
     Timestamp,
     Operator(super::split::OperatorWait),
+    /// Waiting for PD to tell the cluster id (`true` once asked).
+    ClusterId(bool),
     /// Finished at creation (a cached timestamp).
     Ready(u64),
 }
@@ -245,6 +251,7 @@ impl Op {
             Command::CheckRegionInScattering { region_id } => Self::Operator(
                 super::split::OperatorWait::new(region_id, false, CHECK_SCATTER_BUDGET),
             ),
+            Command::ClusterId => Self::ClusterId(false),
         })
     }
 
@@ -275,6 +282,29 @@ impl Op {
             Self::Waiting(_) => None,
             Self::Raw(raw) => raw.drive(shared, id, wake),
             Self::Operator(wait) => wait.drive(shared, id, wake),
+            Self::ClusterId(asked) => {
+                if *asked {
+                    if let Some(Err(err)) = shared.pd.take_op_result(id) {
+                        return Some(Err(err));
+                    }
+                }
+                let cluster_id = shared.pd.cluster_id();
+                if cluster_id != 0 {
+                    return Some(Ok(Output::ClusterId(cluster_id)));
+                }
+                if *asked {
+                    return None;
+                }
+                // Any PD call discovers PD first, which learns the cluster id.
+                *asked = true;
+                shared.pd_call(
+                    id,
+                    crate::rpc::PdRequest::GetMembers(
+                        tikv_proto::pdpb::GetMembersRequest::default(),
+                    ),
+                );
+                None
+            }
             Self::Timestamp => {
                 if let Some(result) = shared.pd.take_timestamp(id) {
                     return Some(result.map(Output::Timestamp));

@@ -945,3 +945,25 @@ fn wait_scatter_region_finish_gives_up_after_its_budget() {
     });
     assert_eq!(result, Ok(Output::Scattering(true)));
 }
+
+/// The cluster id comes from PD: discovered first on a fresh client, then answered without
+/// another call.
+#[test]
+fn cluster_id_discovers_pd_once() {
+    let mut core = core();
+    let mut responder = Responder::default();
+    let op = core.handle_command(Time::ZERO, Command::ClusterId);
+    let mut calls = 0;
+    let result = drive_until_done(&mut core, op, &mut responder, |_| {
+        calls += 1;
+        None
+    });
+    assert_eq!(result, Ok(Output::ClusterId(responder.cluster_id)));
+    assert!(calls >= 1);
+    let op = core.handle_command(Time::ZERO, Command::ClusterId);
+    assert!(core.poll_transmit().is_none());
+    assert!(matches!(
+        core.poll_event(),
+        Some(Event::Done(done, Ok(Output::ClusterId(id)))) if done == op && id == responder.cluster_id
+    ));
+}

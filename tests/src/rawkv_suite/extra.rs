@@ -603,3 +603,11 @@ pub async fn split_regions_then_scatter<E: Env>(env: &E) {
         tc.client.wait_scatter_region_finish(untouched, None).await,
     );
 }
+
+/// `cluster_id` (client-go's `rawkv.Client.ClusterID`) is PD's, on a fresh client too.
+pub async fn cluster_id_comes_from_pd<E: Env>(env: &E) {
+    let tc = start(env, Api::V1).await;
+    let expected = tc.server.with(|sim| sim.cluster.cluster_id());
+    assert_eq!(ok("cluster id", tc.raw().cluster_id().await), expected);
+    assert_eq!(ok("cluster id", tc.client.cluster_id().await), expected);
+}
