@@ -753,14 +753,18 @@ fn send_failed_in_hibernate_region() {
         ["store1", "store2", address3.as_str(), "store1"]
     );
     assert_eq!(outcome.requests("pd.GetRegion").len(), 1);
-    // Requests keep going to the first peer, which answered; nobody named it leader.
+    // Requests keep going to the first peer: it served the leader request, so the cache
+    // takes it as the leader (as client-go's replica selector does on success).
     let now = outcome.now;
     let region = core.shared.regions.locate_key(b"a", now);
     assert_eq!(
         region.as_ref().and_then(|r| r.work_peer().map(|p| p.id)),
         Some(cluster.peer_ids[0])
     );
-    assert_eq!(region.and_then(|r| r.leader().copied()), None);
+    assert_eq!(
+        region.and_then(|r| r.leader().map(|p| p.id)),
+        Some(cluster.peer_ids[0])
+    );
 }
 
 /// Ports `TestSendFailedInMultipleNode`: failures on two peers move on to the third, then back.
@@ -938,6 +942,7 @@ fn peers_len_change() {
         },
         peer_index: 1,
         address: Arc::from("store2"),
+        leader_known: true,
     };
     // Meanwhile the region is reloaded without peer 1 (client-go leaves out the peers PD
     // reports down, so its peer list shrinks the same way).
@@ -1147,4 +1152,61 @@ fn store_restart_with_new_labels() {
     assert_eq!(store.map(|s| s.state()), Some(ResolveState::Resolved));
     assert_eq!(store.map(|s| s.liveness()), Some(Liveness::Reachable));
     assert_eq!(store.and_then(|s| s.label("zone")), Some("zone1"));
+}
+
+/// Ports `TestFilterDownPeersOrPeersOnTombstoneOrDroppedStores` (the tombstone and dropped
+/// store parts): a peer on a store PD reports as tombstone, or does not know at all, is
+/// passed over for the region's other peers; with no peer left the operation backs off and
+/// fails with "no available peers". Down peers and follower reads are not ported.
+#[test]
+fn filter_down_peers_or_peers_on_tombstone_or_dropped_stores() {
+    for dropped in [false, true] {
+        let mut cluster = Cluster::new(2);
+        let region1 = cluster.region1;
+        let (store1, store2) = (cluster.store_ids[0], cluster.store_ids[1]);
+        // Store 1 left the cluster; its peer led, and PD has no newer leader yet.
+        if dropped {
+            cluster.stores.remove(&store1);
+        } else if let Some(store) = cluster.stores.get_mut(&store1) {
+            store.state = metapb::StoreState::Tombstone as i32;
+        }
+        cluster.down.insert(store1);
+        cluster.change_leader(region1, cluster.peer_ids[1]);
+        cluster.leader_unreported.insert(region1);
+        let mut core = core();
+        let outcome = run_ok(&mut core, &mut cluster, Time::ZERO, get("a"));
+        // Store 1 is looked up, found gone, and never sent to.
+        assert_eq!(
+            outcome.requests("pd.GetStore").len(),
+            2,
+            "dropped={dropped}: {:#?}",
+            outcome.sent
+        );
+        assert_eq!(
+            outcome.store_addresses(),
+            [Cluster::address(store2)],
+            "dropped={dropped}"
+        );
+        assert_eq!(
+            cached_leader(&mut core, "a"),
+            Some((cluster.peer_ids[1], store2))
+        );
+    }
+
+    // No peer left: a typed error after the backoff, no hang and no request to a store.
+    let mut cluster = Cluster::new(2);
+    for store in cluster.stores.values_mut() {
+        store.state = metapb::StoreState::Tombstone as i32;
+    }
+    let mut core = core();
+    let op = core.handle_command(Time::ZERO, get("a"));
+    let outcome = drive(&mut core, &mut cluster, Time::ZERO, |_| Fault::None);
+    let result = outcome.results.get(&op);
+    assert!(
+        matches!(result, Some(Err(err)) if err.to_string().contains("no available peers")),
+        "{result:?}"
+    );
+    assert!(outcome.store_addresses().is_empty(), "{:#?}", outcome.sent);
+    // It backed off, reloading the region from PD in between.
+    assert!(outcome.requests("pd.GetRegion").len() > 1);
 }

@@ -138,6 +138,12 @@ impl Dispatch {
         if let Err(err) = self.route_pending(shared, op, plan) {
             return Progress::Failed(err);
         }
+        // Routing may have decided to back off (no usable peer): wake up for it.
+        if let Some(until) = self.sleep_until {
+            if until > shared.now {
+                shared.wake_at(op, until);
+            }
+        }
         self.progress()
     }
 
@@ -194,6 +200,13 @@ impl Dispatch {
             }
         };
         let Some(region_error) = response.take_region_error() else {
+            if !sent.route.leader_known {
+                // A peer tried while the leader was unknown served a leader request: it is
+                // the leader (client-go's replica selector records it the same way).
+                shared
+                    .regions
+                    .update_leader(sent.route.ver_id, &sent.route.peer);
+            }
             return plan.absorb(&sent.items, &sent.route, response);
         };
         let retry = classify(&region_error);
@@ -262,6 +275,12 @@ impl Dispatch {
                     // Later keys most likely fall in the region this lookup returns: wait for it
                     // instead of asking PD once per key.
                     self.pending.extend(pending[position..].iter().copied());
+                    break;
+                }
+                Routing::Unavailable(err) => {
+                    // Nothing to send to now; the region reloads after the backoff.
+                    self.pending.extend(pending[position..].iter().copied());
+                    self.sleep(shared, BackoffKind::RegionMiss, &err)?;
                     break;
                 }
                 Routing::Failed(err) => return Err(err),

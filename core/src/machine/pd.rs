@@ -791,28 +791,21 @@ impl Shared {
     }
 
     fn on_store(&mut self, pending: Pending, store_id: u64, response: pdpb::GetStoreResponse) {
+        match &response.store {
+            Some(store) => {
+                if let Err(err) = self.regions.stores_mut().on_store_meta(store) {
+                    // A live store without an address: PD is inconsistent; ask again later.
+                    self.pd_retry(pending, Error::RegionUnavailable(err.to_string()));
+                    return;
+                }
+            }
+            None => self.regions.stores_mut().on_store_not_found(store_id),
+        }
+        // The waiters route again: to this store now that its address is known, or, when it
+        // is gone (a tombstone in the table now), to another peer of their region.
         self.pd.store_lookups.remove(&store_id);
-        let resolved = match &response.store {
-            Some(store) => matches!(
-                self.regions.stores_mut().on_store_meta(store),
-                Ok(crate::region::StoreUpdate::Resolved
-                    | crate::region::StoreUpdate::Changed
-                    | crate::region::StoreUpdate::Unchanged)
-            ),
-            None => {
-                self.regions.stores_mut().on_store_not_found(store_id);
-                false
-            }
-        };
-        if resolved {
-            for op in self.pd.store_waiters.remove(&store_id).unwrap_or_default() {
-                self.wake(op);
-            }
-        } else {
-            // The store is gone: regions naming it are stale. Waiters fail this attempt and
-            // retry through their own backoff, which reloads the region.
-            let err = Error::RegionUnavailable(format!("store {store_id} is gone"));
-            self.pd_give_up(pending, err);
+        for op in self.pd.store_waiters.remove(&store_id).unwrap_or_default() {
+            self.wake(op);
         }
     }
 

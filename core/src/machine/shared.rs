@@ -83,6 +83,8 @@ pub(crate) struct Route {
     pub peer_index: usize,
     /// That peer's store address.
     pub address: std::sync::Arc<str>,
+    /// Whether the cache knows that peer leads (else it is trying peers in turn).
+    pub leader_known: bool,
 }
 
 /// Result of asking for a route.
@@ -92,6 +94,9 @@ pub(crate) enum Routing {
     Ready(Route),
     /// The operation was parked on a PD lookup and will be resumed.
     Parked,
+    /// No usable peer now (every peer sits on a removed store); the region was dropped from
+    /// the cache, so retry after a backoff, which reloads it.
+    Unavailable(Error),
     /// The lookup failed for good.
     Failed(Error),
 }
@@ -410,6 +415,10 @@ impl Shared {
             self.lookup_region(op, key, reverse);
             return Routing::Parked;
         };
+        let region = match self.avoid_removed_stores(region) {
+            Ok(region) => region,
+            Err(err) => return Routing::Unavailable(err),
+        };
         let Some(peer) = region.work_peer().copied() else {
             // A region without peers cannot be served; ask PD again.
             self.regions
@@ -433,12 +442,65 @@ impl Shared {
                 peer,
                 peer_index: region.work_index(),
                 address,
+                leader_known: region.leader().is_some(),
             }),
             None => {
                 self.lookup_store(op, peer.store_id);
                 Routing::Parked
             }
         }
+    }
+
+    /// Moves past peers on stores PD reports removed (tombstone, or unknown to PD), as
+    /// client-go leaves such peers out of the regions it caches. Errors, dropping the region
+    /// from the cache, when no peer is left.
+    fn avoid_removed_stores(
+        &mut self,
+        mut region: crate::region::RegionRef,
+    ) -> Result<crate::region::RegionRef, Error> {
+        let removed = |shared: &Self, region: &crate::region::RegionRef| {
+            region.work_peer().is_some_and(|peer| {
+                shared
+                    .regions
+                    .stores()
+                    .get(peer.store_id)
+                    .is_some_and(|store| store.state() == crate::region::ResolveState::Tombstone)
+            })
+        };
+        // Bounded: each pass moves to another peer or stops.
+        for _ in 0..region.peers().len() {
+            if !removed(self, &region) {
+                return Ok(region);
+            }
+            let ver_id = region.ver_id();
+            if !self
+                .regions
+                .switch_to_next_peer(ver_id, region.work_index())
+            {
+                break;
+            }
+            let now = self.now;
+            match self.regions.get_by_id(ver_id.id, now) {
+                Some(next) => region = next,
+                None => break,
+            }
+        }
+        if !removed(self, &region) {
+            return Ok(region);
+        }
+        let ver_id = region.ver_id();
+        self.regions
+            .invalidate(ver_id, InvalidReason::StoreNotFound);
+        // Ask PD about those stores again when the region comes back with them: a verdict of
+        // "removed" is not kept against a region PD still places there.
+        let stores: Vec<u64> = region.peers().iter().map(|peer| peer.store_id).collect();
+        for store_id in stores {
+            self.regions.stores_mut().forget(store_id);
+        }
+        Err(Error::RegionUnavailable(format!(
+            "region {} has no available peers: its stores are removed",
+            ver_id.id
+        )))
     }
 
     /// When the peer the cache would use sits on a store that failed its liveness probe,

@@ -186,6 +186,11 @@ impl Stores {
         Self::default()
     }
 
+    /// Drops store `id` from the table: the next use resolves it through PD again.
+    pub fn forget(&mut self, id: u64) {
+        self.stores.remove(&id);
+    }
+
     /// The ids of every store in the table, ascending.
     pub fn ids(&self) -> Vec<u64> {
         self.stores.keys().copied().collect()
