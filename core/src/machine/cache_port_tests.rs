@@ -752,7 +752,9 @@ fn send_failed_in_hibernate_region() {
         outcome.store_addresses(),
         ["store1", "store2", address3.as_str(), "store1"]
     );
-    assert_eq!(outcome.requests("pd.GetRegion").len(), 1);
+    // Coming back to store 1, whose send failed, reloads the region first (the failure
+    // moved the store's epoch, as client-go's `OnSendFail` with an error does).
+    assert_eq!(outcome.requests("pd.GetRegion").len(), 2);
     // Requests keep going to the first peer: it served the leader request, so the cache
     // takes it as the leader (as client-go's replica selector does on success).
     let now = outcome.now;
@@ -943,6 +945,7 @@ fn peers_len_change() {
         peer_index: 1,
         address: Arc::from("store2"),
         leader_known: true,
+        store_epoch: 0,
     };
     // Meanwhile the region is reloaded without peer 1 (client-go leaves out the peers PD
     // reports down, so its peer list shrinks the same way).
@@ -1209,4 +1212,42 @@ fn filter_down_peers_or_peers_on_tombstone_or_dropped_stores() {
     assert!(outcome.store_addresses().is_empty(), "{:#?}", outcome.sent);
     // It backed off, reloading the region from PD in between.
     assert!(outcome.requests("pd.GetRegion").len() > 1);
+}
+
+/// Ports `TestSendFailInvalidateRegionsInSameStore`: after a send to a store fails, other
+/// cached regions with a peer there are reloaded from PD before their next request to it.
+#[test]
+fn send_fail_invalidate_regions_in_same_store() {
+    let mut cluster = Cluster::new(2);
+    let region1 = cluster.region1;
+    let region2 = cluster.alloc_id();
+    let peers = cluster.alloc_ids(2);
+    cluster.split(region1, region2, "m", &peers, peers[0]);
+    let mut core = core();
+    run_ok(&mut core, &mut cluster, Time::ZERO, get("a"));
+    run_ok(&mut core, &mut cluster, Time::ZERO, get("x"));
+
+    // A send of region 1's request to store 1 fails.
+    let outcome = run_faulty(
+        &mut core,
+        &mut cluster,
+        Time::ZERO,
+        get("a"),
+        fail_first_at("store1", 1, Fault::Transport),
+    );
+    assert_eq!(outcome.served_regions(), [region1]);
+
+    // Region 2 leads on store 1 too: it is reloaded before its request goes there.
+    let now = outcome.now;
+    let outcome = run_ok(&mut core, &mut cluster, now, get("x"));
+    assert_eq!(
+        outcome.requests("pd.GetRegion").len(),
+        1,
+        "{:#?}",
+        outcome.sent
+    );
+    assert_eq!(outcome.served_regions(), [region2]);
+    // The reload confirms the store: the next request needs no lookup.
+    let outcome = run_ok(&mut core, &mut cluster, outcome.now, get("x"));
+    assert!(outcome.requests("pd.GetRegion").is_empty());
 }

@@ -85,6 +85,9 @@ pub(crate) struct Route {
     pub address: std::sync::Arc<str>,
     /// Whether the cache knows that peer leads (else it is trying peers in turn).
     pub leader_known: bool,
+    /// The store's failure epoch when routed; a send failure reports against it, so that
+    /// many requests failing together move the epoch once.
+    pub store_epoch: u32,
 }
 
 /// Result of asking for a route.
@@ -426,6 +429,22 @@ impl Shared {
             self.lookup_region(op, key, reverse);
             return Routing::Parked;
         };
+        let store_epoch = self
+            .regions
+            .stores()
+            .get(peer.store_id)
+            .map_or(0, crate::region::Store::epoch);
+        if region
+            .store_epoch(region.work_index())
+            .is_some_and(|cached| cached != store_epoch)
+        {
+            // A request to this store failed since the region was cached (client-go's
+            // "others failed on same store"): what the cache says about it is suspect.
+            self.regions
+                .invalidate(region.ver_id(), InvalidReason::Other);
+            self.lookup_region(op, key, reverse);
+            return Routing::Parked;
+        }
         // A store marked for a re-check keeps its address in use while PD is asked again.
         if self
             .regions
@@ -443,6 +462,7 @@ impl Shared {
                 peer_index: region.work_index(),
                 address,
                 leader_known: region.leader().is_some(),
+                store_epoch,
             }),
             None => {
                 self.lookup_store(op, peer.store_id);
@@ -609,14 +629,9 @@ impl Shared {
         // client-go's onSendFail for leader requests: try the next peer (it answers with the
         // leader if it is not one), and have PD re-check the store's address.
         let store_id = route.peer.store_id;
-        let epoch = self
-            .regions
-            .stores()
-            .get(store_id)
-            .map_or(0, crate::region::Store::epoch);
         self.regions
             .stores_mut()
-            .mark_needs_refresh(store_id, epoch);
+            .mark_needs_refresh(store_id, route.store_epoch);
         self.probe_store(store_id);
         if !self
             .regions

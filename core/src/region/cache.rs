@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tikv_proto::metapb;
 
-use super::store::Stores;
+use super::store::{Store, Stores};
 use super::{InsertError, InvalidReason, RegionRef, RegionVerId, same_peer};
 use crate::rand::Rng;
 use crate::time::Time;
@@ -194,7 +194,13 @@ impl RegionCache {
         }
         let ttl_jitter = self.draw_jitter(rng);
         let start = region.start_key.clone();
-        let snapshot = RegionRef::new(Arc::new(region), work_index, leader_known);
+        let mut snapshot = RegionRef::new(Arc::new(region), work_index, leader_known);
+        snapshot.store_epochs = snapshot
+            .meta
+            .peers
+            .iter()
+            .map(|peer| self.stores.get(peer.store_id).map_or(0, Store::epoch))
+            .collect();
         let entry = CachedRegion {
             region: snapshot.clone(),
             cached_at: now,
@@ -266,6 +272,7 @@ impl RegionCache {
     /// false is returned; false too when `ver_id` is not cached. A peer id of 0 matches any
     /// peer on the leader's store.
     pub fn update_leader(&mut self, ver_id: RegionVerId, leader: &metapb::Peer) -> bool {
+        let epoch = self.stores.get(leader.store_id).map_or(0, Store::epoch);
         let Some(entry) = self.entry_by_ver_mut(ver_id) else {
             return false;
         };
@@ -273,6 +280,11 @@ impl RegionCache {
             Some(index) => {
                 entry.region.work_index = index;
                 entry.region.leader_known = true;
+                // A peer named the leader just now: its store is worth trying whatever
+                // failed there before (client-go refreshes the leader's store epoch too).
+                if let Some(slot) = entry.region.store_epochs.get_mut(index) {
+                    *slot = epoch;
+                }
                 true
             }
             None => {

@@ -126,6 +126,10 @@ pub struct RegionRef {
     ver_id: RegionVerId,
     work_index: usize,
     leader_known: bool,
+    /// Each peer's store failure epoch when the region was cached (client-go's
+    /// `storeEpochs`): a store whose epoch moved on since (a send to it failed, or it was
+    /// removed) makes the region stale for requests to that peer. Empty: not tracked.
+    store_epochs: smallvec::SmallVec<[u32; 4]>,
 }
 
 impl RegionRef {
@@ -136,7 +140,14 @@ impl RegionRef {
             ver_id,
             work_index,
             leader_known,
+            store_epochs: smallvec::SmallVec::new(),
         }
+    }
+
+    /// The failure epoch peer `index`'s store had when the region was cached (or its leader
+    /// last confirmed); `None` when not tracked.
+    pub fn store_epoch(&self, index: usize) -> Option<u32> {
+        self.store_epochs.get(index).copied()
     }
 
     /// The region id.
