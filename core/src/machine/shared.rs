@@ -611,9 +611,12 @@ impl Shared {
             RegionRetry::NextPeer(_) => {
                 // Keep the region; move on to the next peer. A region with one peer has
                 // nowhere to go: reload it.
+                // Only a region with a single peer is reloaded; otherwise the cursor stays
+                // where another request already moved it.
                 if !self
                     .regions
                     .switch_to_next_peer(route.ver_id, route.peer_index)
+                    && route.region.peers.len() < 2
                 {
                     self.regions
                         .invalidate(route.ver_id, InvalidReason::NoLeader);
@@ -633,9 +636,12 @@ impl Shared {
             .stores_mut()
             .mark_needs_refresh(store_id, route.store_epoch);
         self.probe_store(store_id);
+        // A late report (another request already moved on, or the region was reloaded)
+        // leaves the region alone; a single-peer region has nowhere else to go: reload it.
         if !self
             .regions
             .switch_to_next_peer(route.ver_id, route.peer_index)
+            && route.region.peers.len() < 2
         {
             self.regions.invalidate(route.ver_id, InvalidReason::Other);
         }
