@@ -79,6 +79,8 @@ struct Cluster {
     stores: BTreeMap<u64, metapb::Store>,
     /// Stores whose address does not answer (down or restarting).
     down: BTreeSet<u64>,
+    /// Peers PD reports down (by peer id), in every region answer.
+    down_peers: BTreeSet<u64>,
     /// Regions PD does not report yet, with the number of region answers they stay hidden
     /// from (a split TiKV has applied but not reported).
     hidden: BTreeMap<u64, usize>,
@@ -102,6 +104,7 @@ impl Cluster {
             regions: Vec::new(),
             stores: BTreeMap::new(),
             down: BTreeSet::new(),
+            down_peers: BTreeSet::new(),
             hidden: BTreeMap::new(),
             leader_unreported: BTreeSet::new(),
             scan_cap: usize::MAX,
@@ -288,10 +291,27 @@ impl Cluster {
         let (region, leader) = found.map_or((None, None), |(r, l)| (Some(r), l));
         pdpb::GetRegionResponse {
             header: header(),
+            down_peers: region
+                .as_ref()
+                .map(|region| self.down_peer_stats(region))
+                .unwrap_or_default(),
             region,
             leader,
             ..Default::default()
         }
+    }
+
+    /// PD's down-peer report for `region`.
+    fn down_peer_stats(&self, region: &metapb::Region) -> Vec<pdpb::PeerStats> {
+        region
+            .peers
+            .iter()
+            .filter(|peer| self.down_peers.contains(&peer.id))
+            .map(|peer| pdpb::PeerStats {
+                peer: Some(*peer),
+                down_seconds: 60,
+            })
+            .collect()
     }
 
     /// The regions `BatchScanRegions` reports: those overlapping any of `ranges`, in key
@@ -307,6 +327,7 @@ impl Cluster {
             .filter_map(|i| self.reported(i))
             .take(limit)
             .map(|(region, leader)| pdpb::Region {
+                down_peers: self.down_peer_stats(&region),
                 region: Some(region),
                 leader,
                 ..Default::default()
@@ -1159,8 +1180,9 @@ fn store_restart_with_new_labels() {
 
 /// Ports `TestFilterDownPeersOrPeersOnTombstoneOrDroppedStores` (the tombstone and dropped
 /// store parts): a peer on a store PD reports as tombstone, or does not know at all, is
-/// passed over for the region's other peers; with no peer left the operation backs off and
-/// fails with "no available peers". Down peers and follower reads are not ported.
+/// passed over for the region's other peers; peers PD reports down are left out of the
+/// cached region; with no peer left the operation backs off and fails with "no available
+/// peers". The follower-read checks are not ported.
 #[test]
 fn filter_down_peers_or_peers_on_tombstone_or_dropped_stores() {
     for dropped in [false, true] {
@@ -1194,6 +1216,30 @@ fn filter_down_peers_or_peers_on_tombstone_or_dropped_stores() {
             cached_leader(&mut core, "a"),
             Some((cluster.peer_ids[1], store2))
         );
+    }
+
+    {
+        // A peer PD reports down is left out of the cached region; its leadership is not
+        // trusted, so the other peer is asked, and the region expires at its TTL.
+        let mut cluster = Cluster::new(2);
+        let region1 = cluster.region1;
+        cluster.down_peers.insert(cluster.peer_ids[0]);
+        cluster.down.insert(cluster.store_ids[0]);
+        cluster.change_leader(region1, cluster.peer_ids[1]);
+        let mut core = core();
+        let outcome = run_ok(&mut core, &mut cluster, Time::ZERO, get("a"));
+        assert_eq!(
+            outcome.store_addresses(),
+            [Cluster::address(cluster.store_ids[1])]
+        );
+        let now = outcome.now;
+        let cached = core
+            .shared
+            .regions
+            .locate_key(b"a", now)
+            .unwrap_or_else(|| panic!("region not cached"));
+        assert_eq!(cached.peers().len(), 1);
+        assert_eq!(cached.peers()[0].id, cluster.peer_ids[1]);
     }
 
     // No peer left: a typed error after the backoff, no hang and no request to a store.

@@ -512,6 +512,7 @@ impl Shared {
                     .map(|region| pdpb::GetRegionResponse {
                         region: region.region,
                         leader: region.leader,
+                        down_peers: region.down_peers,
                         ..Default::default()
                     })
                     .collect();
@@ -745,12 +746,8 @@ impl Shared {
         };
         let now = self.now;
         for response in responses {
-            if let Some(region) = response.region {
-                // A stale or empty extra region is just not cached; the first decides.
-                let _ = self
-                    .regions
-                    .insert(region, response.leader.as_ref(), now, &mut self.rng);
-            }
+            // A stale or empty extra region is just not cached; the first decides.
+            let _ = self.cache_region(response, now);
         }
         self.on_region(pending, key, reverse, first);
     }
@@ -762,7 +759,7 @@ impl Shared {
         reverse: bool,
         response: pdpb::GetRegionResponse,
     ) {
-        let Some(region) = response.region else {
+        if response.region.is_none() {
             // PD knows no region here yet (e.g. during a split); try again after a backoff.
             let err = Error::RegionUnavailable(format!(
                 "PD has no region for key {:?}",
@@ -770,12 +767,9 @@ impl Shared {
             ));
             self.pd_retry(pending, err);
             return;
-        };
+        }
         let now = self.now;
-        if let Err(err) = self
-            .regions
-            .insert(region, response.leader.as_ref(), now, &mut self.rng)
-        {
+        if let Err(err) = self.cache_region(response, now) {
             // A stale answer (a lagging PD) or a region without peers: ask again later.
             self.pd_retry(pending, Error::RegionUnavailable(err.to_string()));
             return;
@@ -788,6 +782,40 @@ impl Shared {
         {
             self.wake(op);
         }
+    }
+
+    /// Caches the region of a PD answer without the peers PD reports down, as client-go's
+    /// `newRegion` does: requests never go to them, and a region with down peers expires at
+    /// its TTL even while in use, so it is seen again once they recover.
+    ///
+    /// Errors when the answer has no region, no peer is left, or the region is stale.
+    fn cache_region(
+        &mut self,
+        response: pdpb::GetRegionResponse,
+        now: Time,
+    ) -> Result<crate::region::RegionRef, crate::region::InsertError> {
+        let Some(mut region) = response.region else {
+            return Err(crate::region::InsertError::NoPeers(0));
+        };
+        let down: Vec<u64> = response
+            .down_peers
+            .iter()
+            .filter_map(|stats| stats.peer.as_ref().map(|peer| peer.id))
+            .collect();
+        let mut leader = response.leader;
+        if !down.is_empty() {
+            region.peers.retain(|peer| !down.contains(&peer.id));
+            if leader.is_some_and(|leader| down.contains(&leader.id)) {
+                leader = None;
+            }
+        }
+        let cached = self
+            .regions
+            .insert(region, leader.as_ref(), now, &mut self.rng)?;
+        if !down.is_empty() {
+            self.regions.expire_after_ttl(cached.ver_id());
+        }
+        Ok(cached)
     }
 
     fn on_store(&mut self, pending: Pending, store_id: u64, response: pdpb::GetStoreResponse) {
