@@ -34,7 +34,7 @@ pub mod time;
 pub use config::{ApiVersion, Config};
 pub use driver::Client;
 pub use error::Error;
-pub use machine::SplitOutcome;
+pub use machine::{KeyLocation, SplitOutcome};
 pub use raw_client::{KvPair, RawClient};
 pub use runtime::Runtime;
 pub use tikv_proto as proto;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::driver::Handle;
 use crate::error::Error;
-use crate::machine::{Command, Output, RawChecksum, RawCommand, SplitOutcome};
+use crate::machine::{Command, KeyLocation, Output, RawChecksum, RawCommand, SplitOutcome};
 
 /// A key-value pair returned by scans.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -359,6 +359,40 @@ impl RawClient {
     pub async fn cluster_id(&self) -> Result<u64, Error> {
         match self.handle.run(Command::ClusterId).await? {
             Output::ClusterId(id) => Ok(id),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    /// The region holding `key` (client-go's `RegionCache.LocateKey`), from the region
+    /// cache or PD; no store is contacted. Its keys are in this client's key space.
+    ///
+    /// Errors when PD cannot say within its backoff budget.
+    pub async fn locate_key(&self, key: impl Into<Bytes>) -> Result<KeyLocation, Error> {
+        let command = RawCommand::LocateKey { key: key.into() };
+        match self.run(command).await? {
+            Output::Locations(mut found) if found.len() == 1 => found
+                .pop()
+                .ok_or_else(|| Error::UnexpectedResponse("no region".into())),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    /// Every region overlapping `[start, end)` (`end` empty: to the end of the key space),
+    /// in key order (client-go's `LocateKeyRange`; the ids are its
+    /// `ListRegionIDsInKeyRange`). Useful to split work by region.
+    ///
+    /// Errors when PD cannot say within its backoff budget.
+    pub async fn locate_range(
+        &self,
+        start: impl Into<Bytes>,
+        end: impl Into<Bytes>,
+    ) -> Result<Vec<KeyLocation>, Error> {
+        let command = RawCommand::LocateRange {
+            start: start.into(),
+            end: end.into(),
+        };
+        match self.run(command).await? {
+            Output::Locations(found) => Ok(found),
             other => Err(mismatch(other)),
         }
     }

@@ -95,6 +95,18 @@ impl KeySpace {
         }
     }
 
+    /// A region boundary as a user key: the key space's own start and end (and anything
+    /// beyond them) are the empty key, which means "unbounded" in a user's range.
+    pub(crate) fn user_boundary(&self, boundary: &[u8]) -> Bytes {
+        match self {
+            Self::Plain => Bytes::copy_from_slice(boundary),
+            Self::Keyspace { prefix, end } => match self.boundary_to_request(boundary) {
+                Some(key) if key.as_ref() != prefix && key.as_ref() != end => key.slice(4..),
+                _ => Bytes::new(),
+            },
+        }
+    }
+
     /// The user key of a request key from a response.
     ///
     /// Errors when the key lies outside the keyspace (a server bug or a crossed wire).
@@ -176,5 +188,24 @@ mod tests {
                 .is_err()
         );
         assert!(space.is_start(b"r\x00\x00\x01"));
+        // Boundaries as user keys: inside the keyspace without the prefix, the keyspace's
+        // edges (and beyond) as the empty key.
+        assert_eq!(
+            space.user_boundary(&codec::encode_bytes(b"r\x00\x00\x01m")),
+            Bytes::from_static(b"m")
+        );
+        assert_eq!(
+            space.user_boundary(&codec::encode_bytes(b"r\x00\x00\x01")),
+            Bytes::new()
+        );
+        assert_eq!(
+            space.user_boundary(&codec::encode_bytes(b"x")),
+            Bytes::new()
+        );
+        assert_eq!(space.user_boundary(b""), Bytes::new());
+        assert_eq!(
+            KeySpace::Plain.user_boundary(b"m"),
+            Bytes::from_static(b"m")
+        );
     }
 }

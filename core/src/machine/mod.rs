@@ -18,6 +18,7 @@
 mod cache_port_tests;
 mod dispatch;
 mod keys;
+mod locate;
 mod ops;
 mod pd;
 mod raw;
@@ -36,6 +37,7 @@ use crate::rpc::Response;
 use crate::time::Time;
 use tikv_proto::rpc::RpcError;
 
+pub use locate::KeyLocation;
 pub use ops::{Command, MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
 pub use raw::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
 pub use shared::Transmit;

@@ -155,6 +155,18 @@ pub enum RawCommand {
         /// End (empty = no bound).
         end: Bytes,
     },
+    /// The region holding `key` (empty: the first region).
+    LocateKey {
+        /// The key.
+        key: Bytes,
+    },
+    /// Every region overlapping `[start, end)` (`end` empty: to the end), in key order.
+    LocateRange {
+        /// First key.
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+    },
     /// Split the regions holding `keys` so that each key starts a region, and optionally
     /// have PD scatter the new regions.
     SplitRegions {
@@ -208,6 +220,8 @@ pub enum Output {
     Scattering(bool),
     /// The cluster id.
     ClusterId(u64),
+    /// Regions holding keys, in key order.
+    Locations(Vec<super::locate::KeyLocation>),
 }
 
 /// A running operation.

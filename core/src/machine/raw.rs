@@ -45,6 +45,7 @@ enum Kind {
     },
     Range(RangeOp),
     Split(Box<super::split::SplitOp>),
+    Locate(super::locate::LocateOp),
 }
 
 impl RawOp {
@@ -265,6 +266,20 @@ impl RawOp {
                     config.read_timeout_short,
                 )))
             }
+            RawCommand::LocateKey { key } => {
+                let routing = space.routing_key(&space.request_key(&key));
+                Kind::Locate(super::locate::LocateOp::key(space.clone(), routing))
+            }
+            RawCommand::LocateRange { start, end } => {
+                let start = space.routing_key(&space.request_key(&start));
+                let end = space.request_end(&end);
+                let end = if end.is_empty() {
+                    end
+                } else {
+                    space.routing_key(&end)
+                };
+                Kind::Locate(super::locate::LocateOp::range(space.clone(), start, end))
+            }
             RawCommand::Checksum { start, end } => Kind::Range(RangeOp::new(
                 RangeKind::Checksum {
                     sum: RawChecksum::default(),
@@ -296,6 +311,7 @@ impl RawOp {
             },
             Kind::Range(range) => range.drive(shared, op, wake, &self.space),
             Kind::Split(split) => split.drive(shared, op, wake),
+            Kind::Locate(locate) => locate.drive(shared, op),
         }
     }
 }

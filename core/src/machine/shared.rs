@@ -390,6 +390,27 @@ impl Shared {
         self.timers.first().map(|(at, _)| *at)
     }
 
+    /// The region holding routing key `key`, from the cache or (parking `op`) from PD; with
+    /// `last_key`, a miss loads the regions up to it in the same PD call.
+    pub(crate) fn locate(
+        &mut self,
+        op: OpId,
+        key: &[u8],
+        last_key: Option<&[u8]>,
+    ) -> Result<Option<crate::region::RegionRef>, Error> {
+        if let Some(error) = self.pd.take_lookup_error(op) {
+            return Err(error);
+        }
+        let now = self.now;
+        match self.regions.locate_key(key, now) {
+            Some(region) => Ok(Some(region)),
+            None => {
+                self.lookup_regions(op, key, false, last_key);
+                Ok(None)
+            }
+        }
+    }
+
     /// Where a request for the region containing `key` (or, with `reverse`, the region just
     /// before `key`) goes; parks `op` on a PD lookup when the cache cannot say.
     /// With `last_key` (the last key the operation still has to route), a miss loads the

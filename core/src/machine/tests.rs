@@ -967,3 +967,52 @@ fn cluster_id_discovers_pd_once() {
         Some(Event::Done(done, Ok(Output::ClusterId(id)))) if done == op && id == responder.cluster_id
     ));
 }
+
+/// Locating keys answers from PD and the cache without contacting a store, and fails with
+/// PD's error once PD cannot answer within its budget.
+#[test]
+fn locate_uses_pd_only_and_reports_pd_failures() {
+    let mut machine = core();
+    let mut responder = Responder::default();
+    let op = machine.handle_command(
+        Time::ZERO,
+        Command::Raw(RawCommand::LocateRange {
+            start: Bytes::from_static(b"a"),
+            end: Bytes::new(),
+        }),
+    );
+    let mut store_requests = 0;
+    let result = drive_until_done(&mut machine, op, &mut responder, |transmit| {
+        if matches!(transmit.request, Request::Store(_)) {
+            store_requests += 1;
+        }
+        None
+    });
+    let Ok(Output::Locations(found)) = result else {
+        panic!("{result:?}");
+    };
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].region_id, 2);
+    assert_eq!(
+        (found[0].start_key.as_ref(), found[0].end_key.as_ref()),
+        (&b""[..], &b""[..])
+    );
+    assert_eq!(store_requests, 0);
+
+    let mut fresh = core();
+    let op = fresh.handle_command(
+        Time::ZERO,
+        Command::Raw(RawCommand::LocateKey {
+            key: Bytes::from_static(b"k"),
+        }),
+    );
+    let result = drive_until_done(&mut fresh, op, &mut responder, |transmit| {
+        match &transmit.request {
+            Request::Pd(pd) if matches!(**pd, PdRequest::GetRegion(_)) => {
+                Some(Err(RpcError::ConnectionLost("pd down".into())))
+            }
+            _ => None,
+        }
+    });
+    assert!(result.is_err(), "{result:?}");
+}

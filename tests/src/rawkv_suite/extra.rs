@@ -611,3 +611,63 @@ pub async fn cluster_id_comes_from_pd<E: Env>(env: &E) {
     assert_eq!(ok("cluster id", tc.raw().cluster_id().await), expected);
     assert_eq!(ok("cluster id", tc.client.cluster_id().await), expected);
 }
+
+/// `locate_key` and `locate_range` (client-go's `LocateKey`, `LocateKeyRange`,
+/// `ListRegionIDsInKeyRange`) name the regions holding keys, with boundaries as user keys
+/// (the key space's edges as the empty key), under V1 and in a V2 keyspace.
+pub async fn locate_keys_and_ranges<E: Env>(env: &E) {
+    for api in [Api::V1, Api::V2] {
+        let tc = start(env, api).await;
+        let raw = tc.raw();
+        tc.split(&[b"g", b"p"]);
+        let ids = [tc.region_of(b"a"), tc.region_of(b"h"), tc.region_of(b"z")];
+        let bounds = |location: &tikv_core::KeyLocation| {
+            (
+                location.region_id,
+                location.start_key.clone(),
+                location.end_key.clone(),
+            )
+        };
+        let expected = [
+            (ids[0], Bytes::new(), b("g")),
+            (ids[1], b("g"), b("p")),
+            (ids[2], b("p"), Bytes::new()),
+        ];
+        for (key, want) in [
+            ("a", &expected[0]),
+            ("h", &expected[1]),
+            ("z", &expected[2]),
+        ] {
+            let location = ok("locate key", raw.locate_key(key).await);
+            assert_eq!(&bounds(&location), want, "{api:?} {key}");
+        }
+        let everything: Vec<_> = ok("locate all", raw.locate_range("", "").await)
+            .iter()
+            .map(bounds)
+            .collect();
+        assert_eq!(everything, expected, "{api:?}");
+        let middle: Vec<_> = ok("locate h..q", raw.locate_range("h", "q").await)
+            .iter()
+            .map(|l| l.region_id)
+            .collect();
+        assert_eq!(middle, [ids[1], ids[2]], "{api:?}");
+        // The end is exclusive: a range ending at a boundary stops before that region.
+        let one: Vec<_> = ok("locate h..p", raw.locate_range("h", "p").await)
+            .iter()
+            .map(|l| l.region_id)
+            .collect();
+        assert_eq!(one, [ids[1]], "{api:?}");
+        // Epochs as PD has them.
+        let location = ok("locate key", raw.locate_key("h").await);
+        let epoch = tc.server.with(|sim| {
+            sim.cluster
+                .region(ids[1])
+                .map(|region| (region.epoch.conf_ver, region.epoch.version))
+        });
+        assert_eq!(
+            Some((location.conf_ver, location.version)),
+            epoch,
+            "{api:?}"
+        );
+    }
+}
