@@ -92,10 +92,17 @@ impl Core {
         let id = OpId(self.next_op);
         self.next_op += 1;
         match Op::start(command, &self.shared) {
-            Ok(op) => {
-                self.ops.insert(id, op);
-                self.drive(id, Wake::Start);
-            }
+            // Driven before it enters the table: an operation finished at once (a cached
+            // timestamp, bad input) never touches it.
+            Ok(mut op) => match op.drive(&mut self.shared, id, Wake::Start) {
+                Some(result) => {
+                    self.shared.forget_op(id);
+                    self.shared.finish(id, result);
+                }
+                None => {
+                    self.ops.insert(id, op);
+                }
+            },
             Err(err) => self.shared.finish(id, Err(err)),
         }
         self.run_wakeups();

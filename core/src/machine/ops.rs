@@ -227,11 +227,12 @@ pub enum Output {
 /// A running operation.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// Waiting for the keyspace before the command can be validated.
-    Waiting(Command),
+    /// Waiting for the keyspace before the command can be validated. Every variant is small
+    /// (boxed payloads): the operation table moves them around as it rebalances.
+    Waiting(Box<RawCommand>),
     Raw(Box<RawOp>),
     Timestamp,
-    Operator(super::split::OperatorWait),
+    Operator(Box<super::split::OperatorWait>),
     /// Waiting for PD to tell the cluster id (`true` once asked).
     ClusterId(bool),
     /// Finished at creation (a cached timestamp).
@@ -258,13 +259,13 @@ impl Op {
                     None => Self::Timestamp,
                 }
             }
-            raw @ Command::Raw(_) => Self::Waiting(raw),
-            Command::WaitScatterRegionFinish { region_id, budget } => {
-                Self::Operator(super::split::OperatorWait::new(region_id, true, budget))
-            }
-            Command::CheckRegionInScattering { region_id } => Self::Operator(
+            Command::Raw(raw) => Self::Waiting(Box::new(raw)),
+            Command::WaitScatterRegionFinish { region_id, budget } => Self::Operator(Box::new(
+                super::split::OperatorWait::new(region_id, true, budget),
+            )),
+            Command::CheckRegionInScattering { region_id } => Self::Operator(Box::new(
                 super::split::OperatorWait::new(region_id, false, CHECK_SCATTER_BUDGET),
-            ),
+            )),
             Command::ClusterId => Self::ClusterId(false),
         })
     }
@@ -276,16 +277,16 @@ impl Op {
         id: OpId,
         wake: Wake,
     ) -> Option<Result<Output, Error>> {
-        if let Self::Waiting(command) = self {
+        if let Self::Waiting(_) = self {
             match shared.ensure_keyspace(id) {
                 Readiness::Parked => return None,
                 Readiness::Failed(err) => return Some(Err(err)),
                 Readiness::Ready => {}
             }
-            let Command::Raw(raw) = command.clone() else {
+            let Self::Waiting(raw) = std::mem::replace(self, Self::Timestamp) else {
                 return Some(Err(Error::UnexpectedResponse("bad waiting command".into())));
             };
-            match RawOp::new(raw, shared) {
+            match RawOp::new(*raw, shared) {
                 Ok(op) => *self = Self::Raw(Box::new(op)),
                 Err(err) => return Some(Err(err)),
             }
