@@ -382,9 +382,12 @@ async fn store_task<R: Runtime>(
         {
             wait_for_more(&runtime, &mut rx, &mut batch, &config).await;
         }
-        let mut entries = Vec::with_capacity(batch.len());
+        // The BatchCommands messages this batch becomes, built in place (the commands are
+        // large; every extra move of them showed in profiles).
+        let mut messages: Vec<tikvpb::BatchCommandsRequest> = Vec::new();
         let mut unary = Vec::new();
         let mut health = Vec::new();
+        let batch_len = batch.len();
         for transmit in batch {
             let id = transmit.id;
             let request = match transmit.request {
@@ -403,7 +406,26 @@ async fn store_task<R: Runtime>(
                 }
             };
             match request.into_batch() {
-                Ok(cmd) => entries.push((id, cmd)),
+                Ok(cmd) => {
+                    let message = match messages.last_mut() {
+                        Some(last) if last.requests.len() < max_batch => last,
+                        _ => {
+                            messages.push(tikvpb::BatchCommandsRequest {
+                                requests: Vec::with_capacity(max_batch.min(batch_len)),
+                                request_ids: Vec::with_capacity(max_batch.min(batch_len)),
+                                ..Default::default()
+                            });
+                            let Some(last) = messages.last_mut() else {
+                                continue;
+                            };
+                            last
+                        }
+                    };
+                    message.request_ids.push(id.0);
+                    message
+                        .requests
+                        .push(tikvpb::batch_commands_request::Request { cmd: Some(cmd) });
+                }
                 Err(request) => unary.push((id, request, transmit.timeout)),
             }
         }
@@ -415,9 +437,9 @@ async fn store_task<R: Runtime>(
                 Ok(connected) => channel = Some(connected),
                 Err(err) => {
                     channel = None;
-                    let failed = entries
-                        .into_iter()
-                        .map(|(id, _)| id)
+                    let failed = messages
+                        .iter()
+                        .flat_map(|message| message.request_ids.iter().map(|&id| RequestId(id)))
                         .chain(unary.into_iter().map(|(id, _, _)| id))
                         .chain(health.into_iter().map(|(id, _, _)| id))
                         .map(|id| (id, Err(err.clone())))
@@ -471,9 +493,7 @@ async fn store_task<R: Runtime>(
                 let _ = replies.unbounded_send(vec![(id, result)]);
             }));
         }
-        let mut entries = entries.into_iter().peekable();
-        while entries.peek().is_some() {
-            let chunk: Vec<_> = entries.by_ref().take(max_batch).collect();
+        for message in messages {
             send_batch(
                 &runtime,
                 &connected,
@@ -482,7 +502,7 @@ async fn store_task<R: Runtime>(
                 &load,
                 &replies,
                 &config,
-                chunk,
+                message,
             )
             .await;
         }
@@ -505,7 +525,7 @@ async fn send_batch<R: Runtime>(
     load: &Arc<AtomicU64>,
     replies: &mpsc::UnboundedSender<Replies>,
     config: &Config,
-    entries: Vec<(RequestId, tikvpb::batch_commands_request::request::Cmd)>,
+    message: tikvpb::BatchCommandsRequest,
 ) {
     let register = |open: &BatchStream<R::Channel>| {
         open.pending
@@ -515,7 +535,7 @@ async fn send_batch<R: Runtime>(
                 // collecting too many unanswered ones is replaced (the old one fails its
                 // leftovers when its receiver ends).
                 Some(pending) if pending.len() < MAX_PENDING_PER_STREAM => {
-                    pending.extend(entries.iter().map(|(id, _)| id.0));
+                    pending.extend(message.request_ids.iter().copied());
                     true
                 }
                 _ => false,
@@ -528,11 +548,12 @@ async fn send_batch<R: Runtime>(
             Ok(opened) if register(&opened) => *stream = Some(opened),
             Ok(_) => {
                 let _ = replies.unbounded_send(
-                    entries
-                        .into_iter()
-                        .map(|(id, _)| {
+                    message
+                        .request_ids
+                        .iter()
+                        .map(|&id| {
                             (
-                                id,
+                                RequestId(id),
                                 Err(RpcError::ConnectionLost("batch stream ended".into())),
                             )
                         })
@@ -542,9 +563,10 @@ async fn send_batch<R: Runtime>(
             }
             Err(err) => {
                 let _ = replies.unbounded_send(
-                    entries
-                        .into_iter()
-                        .map(|(id, _)| (id, Err(err.clone())))
+                    message
+                        .request_ids
+                        .iter()
+                        .map(|&id| (RequestId(id), Err(err.clone())))
                         .collect(),
                 );
                 return;
@@ -554,17 +576,6 @@ async fn send_batch<R: Runtime>(
     let Some(open) = stream.as_mut() else {
         return;
     };
-    let mut message = tikvpb::BatchCommandsRequest {
-        requests: Vec::with_capacity(entries.len()),
-        request_ids: Vec::with_capacity(entries.len()),
-        ..Default::default()
-    };
-    for (id, cmd) in entries {
-        message.request_ids.push(id.0);
-        message
-            .requests
-            .push(tikvpb::batch_commands_request::Request { cmd: Some(cmd) });
-    }
     let sent = match Framed::encode(&message, config.max_message_size) {
         Ok(framed) => rpc::send(&mut open.sender, framed).await,
         Err(err) => Err(RpcError::Frame(err)),
