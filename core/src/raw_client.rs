@@ -377,6 +377,20 @@ impl RawClient {
         }
     }
 
+    /// Region `region_id` (client-go's `LocateRegionByID`), from the region cache or PD,
+    /// with its keys in this client's key space.
+    ///
+    /// Errors with [`Error::RegionUnavailable`] when PD knows no such region, or when PD
+    /// cannot be reached within its backoff budget.
+    pub async fn locate_region_by_id(&self, region_id: u64) -> Result<KeyLocation, Error> {
+        match self.run(RawCommand::LocateRegionById { region_id }).await? {
+            Output::Locations(mut found) if found.len() == 1 => found
+                .pop()
+                .ok_or_else(|| Error::UnexpectedResponse("no region".into())),
+            other => Err(mismatch(other)),
+        }
+    }
+
     /// Every region overlapping `[start, end)` (`end` empty: to the end of the key space),
     /// in key order (client-go's `LocateKeyRange`; the ids are its
     /// `ListRegionIDsInKeyRange`). Useful to split work by region.

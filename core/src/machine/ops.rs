@@ -160,6 +160,11 @@ pub enum RawCommand {
         /// The key.
         key: Bytes,
     },
+    /// Region `region_id`, from the cache or PD.
+    LocateRegionById {
+        /// The region.
+        region_id: u64,
+    },
     /// Every region overlapping `[start, end)` (`end` empty: to the end), in key order.
     LocateRange {
         /// First key.

@@ -206,8 +206,13 @@ fn address_of(url: &str) -> String {
         .to_owned()
 }
 
-fn header_error(response: &PdResponse) -> Option<Error> {
-    let error = response.header()?.error.as_ref()?;
+pub(crate) fn header_error(response: &PdResponse) -> Option<Error> {
+    pd_error(response.header())
+}
+
+/// The error a PD response header carries, if any.
+pub(crate) fn pd_error(header: Option<&pdpb::ResponseHeader>) -> Option<Error> {
+    let error = header?.error.as_ref()?;
     if error.r#type == pdpb::ErrorType::Ok as i32 {
         return None;
     }
@@ -789,7 +794,7 @@ impl Shared {
     /// its TTL even while in use, so it is seen again once they recover.
     ///
     /// Errors when the answer has no region, no peer is left, or the region is stale.
-    fn cache_region(
+    pub(crate) fn cache_region(
         &mut self,
         response: pdpb::GetRegionResponse,
         now: Time,

@@ -270,6 +270,9 @@ impl RawOp {
                 let routing = space.routing_key(&space.request_key(&key));
                 Kind::Locate(super::locate::LocateOp::key(space.clone(), routing))
             }
+            RawCommand::LocateRegionById { region_id } => {
+                Kind::Locate(super::locate::LocateOp::by_id(space.clone(), region_id))
+            }
             RawCommand::LocateRange { start, end } => {
                 let start = space.routing_key(&space.request_key(&start));
                 let end = space.request_end(&end);

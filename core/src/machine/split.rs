@@ -148,7 +148,7 @@ fn scatter_error(result: Result<PdResponse, Error>) -> Option<Error> {
         Ok(other) => return Some(Error::UnexpectedResponse(format!("{other:?}"))),
         Err(err) => return Some(err),
     };
-    if let Some(err) = pd_header_error(response.header.as_ref()) {
+    if let Some(err) = super::pd::pd_error(response.header.as_ref()) {
         return Some(err);
     }
     if response.failed_regions_id.is_empty() {
@@ -162,20 +162,6 @@ fn scatter_error(result: Result<PdResponse, Error>) -> Option<Error> {
             ),
         })
     }
-}
-
-fn pd_header_error(header: Option<&pdpb::ResponseHeader>) -> Option<Error> {
-    let error = header?.error.as_ref()?;
-    if error.r#type == pdpb::ErrorType::Ok as i32 {
-        return None;
-    }
-    let kind = pdpb::ErrorType::try_from(error.r#type)
-        .map(|t| t.as_str_name().to_owned())
-        .unwrap_or_else(|_| format!("type {}", error.r#type));
-    Some(Error::Pd {
-        kind,
-        message: error.message.clone(),
-    })
 }
 
 /// Builds the split requests and collects what they created.
@@ -303,7 +289,7 @@ impl OperatorWait {
                     if !self.wait {
                         return Some(Ok(Output::Scattering(true)));
                     }
-                    if let Some(err) = pd_header_error(response.header.as_ref()) {
+                    if let Some(err) = super::pd::pd_error(response.header.as_ref()) {
                         return Some(Err(err));
                     }
                     "scatter still running".to_owned()

@@ -633,6 +633,9 @@ pub async fn locate_keys_and_ranges<E: Env>(env: &E) {
             (ids[1], b("g"), b("p")),
             (ids[2], b("p"), Bytes::new()),
         ];
+        // A region the client has never seen: PD answers by id.
+        let cold = ok("locate by id", raw.locate_region_by_id(ids[2]).await);
+        assert_eq!(&bounds(&cold), &expected[2], "{api:?}");
         for (key, want) in [
             ("a", &expected[0]),
             ("h", &expected[1]),
@@ -657,6 +660,16 @@ pub async fn locate_keys_and_ranges<E: Env>(env: &E) {
             .map(|l| l.region_id)
             .collect();
         assert_eq!(one, [ids[1]], "{api:?}");
+        // By id, now from the cache (the first lookup, before anything was cached, went to PD).
+        let by_id = ok("locate by id", raw.locate_region_by_id(ids[1]).await);
+        assert_eq!(&bounds(&by_id), &expected[1], "{api:?}");
+        assert!(
+            matches!(
+                raw.locate_region_by_id(999_999).await,
+                Err(Error::RegionUnavailable(_))
+            ),
+            "{api:?}"
+        );
         // Epochs as PD has them.
         let location = ok("locate key", raw.locate_key("h").await);
         let epoch = tc.server.with(|sim| {
