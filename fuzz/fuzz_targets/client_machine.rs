@@ -27,7 +27,7 @@ fn fault(byte: u8) -> Fault {
 fn command(byte: u8, key: &[u8]) -> Command {
     let key = Bytes::copy_from_slice(key);
     let cf = String::new();
-    match byte % 8 {
+    match byte % 14 {
         0 => Command::Raw(RawCommand::Get { key, cf }),
         1 => Command::Raw(RawCommand::Put {
             key,
@@ -58,6 +58,26 @@ fn command(byte: u8, key: &[u8]) -> Command {
             end: Bytes::new(),
         }),
         6 => Command::Timestamp,
+        7 => Command::Raw(RawCommand::SplitRegions {
+            keys: vec![key],
+            scatter: byte % 2 == 0,
+            scatter_group: String::new(),
+        }),
+        8 => Command::Raw(RawCommand::LocateRange {
+            start: key,
+            end: Bytes::new(),
+        }),
+        9 => Command::Raw(RawCommand::LocateRegionById {
+            region_id: u64::from(byte),
+        }),
+        10 => Command::WaitScatterRegionFinish {
+            region_id: u64::from(byte),
+            budget: std::time::Duration::from_millis(500),
+        },
+        11 => Command::CheckRegionInScattering {
+            region_id: u64::from(byte),
+        },
+        12 => Command::ClusterId,
         _ => Command::Raw(RawCommand::CompareAndSwap {
             key,
             previous: None,
