@@ -258,6 +258,7 @@ pub fn crc64_ecma(parts: &[&[u8]]) -> u64 {
 macro_rules! for_each_rawkv_test {
     ($m:ident) => {
         // rawkv/rawkv_test.go
+        $m!(update_store_addr);
         $m!(replace_addr_with_new_store);
         $m!(replace_new_addr_and_old_offline_immediately);
         $m!(replace_store);

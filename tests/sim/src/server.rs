@@ -195,10 +195,12 @@ impl SimServer {
             format!("http://{}", pd.address());
         let mut stores = Vec::new();
         for store_id in store_ids {
+            let bound = Arc::new(std::sync::OnceLock::new());
             let handle = serve_loopback_dual(
                 Arc::new(StoreHandler {
                     shared: Arc::clone(&shared),
                     store_id,
+                    address: Arc::clone(&bound),
                 }),
                 Arc::new(StatusHttp {
                     shared: Arc::clone(&shared),
@@ -207,6 +209,7 @@ impl SimServer {
                 ServeOptions::default(),
             )
             .await?;
+            let _ = bound.set(handle.address().to_owned());
             shared
                 .sim()
                 .cluster
@@ -401,17 +404,44 @@ impl Handler for PdHandler {
 
 struct StoreHandler {
     shared: Arc<Shared>,
+    /// The store this port was opened for.
     store_id: u64,
+    /// This port's `host:port`, once bound.
+    address: Arc<std::sync::OnceLock<String>>,
+}
+
+impl Shared {
+    /// The store a port serves: whichever store PD lists at `address` now (a test may move
+    /// stores between addresses), else the store the port was opened for.
+    fn store_at(&self, address: Option<&str>, opened_for: u64) -> u64 {
+        let Some(address) = address else {
+            return opened_for;
+        };
+        let sim = self.sim();
+        if sim
+            .cluster
+            .store(opened_for)
+            .is_some_and(|store| store.address == address)
+        {
+            return opened_for;
+        }
+        sim.cluster
+            .stores()
+            .find(|store| store.address == address)
+            .map_or(opened_for, |store| store.id)
+    }
 }
 
 impl Handler for StoreHandler {
     fn call(&self, call: ServerCall) -> BoxFuture<'static, ()> {
         let shared = Arc::clone(&self.shared);
         let store_id = self.store_id;
+        let address = Arc::clone(&self.address);
         Box::pin(async move {
             if call.path == tikvpb::tikv::BATCH_COMMANDS.path() {
-                return batch_commands(shared, store_id, call).await;
+                return batch_commands(shared, store_id, address, call).await;
             }
+            let store_id = shared.store_at(address.get().map(String::as_str), store_id);
             let ServerCall {
                 path,
                 requests,
@@ -443,7 +473,12 @@ impl Handler for StoreHandler {
 }
 
 /// Serves one BatchCommands stream.
-async fn batch_commands(shared: Arc<Shared>, store_id: u64, call: ServerCall) {
+async fn batch_commands(
+    shared: Arc<Shared>,
+    opened_for: u64,
+    address: Arc<std::sync::OnceLock<String>>,
+    call: ServerCall,
+) {
     use tikvpb::batch_commands_response::Response as Entry;
     let ServerCall {
         mut requests,
@@ -477,6 +512,8 @@ async fn batch_commands(shared: Arc<Shared>, store_id: u64, call: ServerCall) {
                         return responder.finish(Err(Status::new(Code::Internal, err.to_string())));
                     }
                 };
+                // Resolved per message: a test may move stores between addresses.
+                let store_id = shared.store_at(address.get().map(String::as_str), opened_for);
                 shared.sim().note_batch_message(store_id, batch.requests.len());
                 for (entry, id) in batch.requests.into_iter().zip(batch.request_ids) {
                     let Some(cmd) = entry.cmd else {
@@ -515,6 +552,7 @@ async fn batch_commands(shared: Arc<Shared>, store_id: u64, call: ServerCall) {
         if ready_now.is_empty() {
             continue;
         }
+        let store_id = shared.store_at(address.get().map(String::as_str), opened_for);
         let mut response = tikvpb::BatchCommandsResponse {
             transport_layer_load: shared.sim().transport_load(store_id),
             ..Default::default()

@@ -2,10 +2,11 @@
 //!
 //! The Go suite bootstraps two stores with one region led from store 1, writes, then "moves"
 //! store 2 onto store 1's address, removes store 1, makes store 2's peer the leader and
-//! injects liveness answers, before reading back. The simulated cluster binds one port per
-//! store id, so addresses cannot be swapped between live stores; what these ports keep is
-//! the effect the client must cope with: the cached leader's store is gone, the region is
-//! led from the other store, and every read must still find the data. Column families are
+//! injects liveness answers, before reading back. What these ports keep is the effect the
+//! client must cope with: the cached leader's store is gone, the region is led from the other
+//! store, and every read must still find the data. `TestUpdateStoreAddr` swaps two stores'
+//! addresses in PD; the served simulator's ports follow PD's addresses, so each port then
+//! answers as the other store. Column families are
 //! the ones TiKV accepts (`lock`, `write`) instead of mocktikv's free-form names.
 
 use bytes::Bytes;
@@ -40,6 +41,33 @@ fn pairs() -> Vec<(&'static str, &'static str)> {
         ("key3", "value3"),
         ("kv", "TiKV"),
     ]
+}
+
+/// `TestUpdateStoreAddr`: stores 1 and 2 swap addresses. The client's cached address for
+/// the leader's store now reaches the other store, which answers StoreNotMatch; the client
+/// asks PD for the store again and reads the value at its new address.
+pub async fn update_store_addr<E: Env>(env: &E) {
+    let tc = setup(env).await;
+    let raw = tc.raw();
+    ok("put", raw.put("test_key", "test_value").await);
+    tc.server.with(|sim| {
+        let address = |id| {
+            sim.cluster
+                .store(id)
+                .map(|store| store.address.clone())
+                .unwrap_or_else(|| panic!("no store {id}"))
+        };
+        let (first, second) = (address(STORE1), address(STORE2));
+        sim.cluster
+            .set_store_address(STORE1, &second, &second)
+            .unwrap_or_else(|err| panic!("{err}"));
+        sim.cluster
+            .set_store_address(STORE2, &first, &first)
+            .unwrap_or_else(|err| panic!("{err}"));
+    });
+    assert_eq!(ok("get", raw.get("test_key").await), Some(b("test_value")));
+    ok("put again", raw.put("test_key", "value2").await);
+    assert_eq!(ok("get", raw.get("test_key").await), Some(b("value2")));
 }
 
 /// `TestReplaceAddrWithNewStore`: after the leader's store is removed and store 2 leads, a
