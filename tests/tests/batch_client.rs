@@ -92,6 +92,61 @@ struct Seen {
     streams_ended: usize,
 }
 
+/// Connections the fake store accepted and how many are still open.
+#[derive(Debug, Default)]
+struct ConnectionCount {
+    accepted: std::sync::atomic::AtomicUsize,
+    open: std::sync::atomic::AtomicUsize,
+}
+
+/// A server-side connection that keeps [`ConnectionCount::open`] up to date.
+struct CountedStream {
+    inner: tokio::net::TcpStream,
+    count: Arc<ConnectionCount>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.count
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 impl Seen {
     fn streams_with_index(&self, index: &str) -> usize {
         self.streams.iter().filter(|i| *i == index).count()
@@ -128,6 +183,7 @@ struct Script {
 struct FakeStore {
     seen: Mutex<Seen>,
     script: Mutex<Script>,
+    connections: Arc<ConnectionCount>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,6 +197,7 @@ impl FakeStore {
         Arc::new(Self {
             seen: Mutex::default(),
             script: Mutex::new(script),
+            connections: Arc::default(),
         })
     }
 
@@ -464,12 +521,23 @@ async fn serve_at(store: &Arc<FakeStore>, address: &str) -> ServerHandle {
         .local_addr()
         .unwrap_or_else(|err| panic!("{err}"))
         .to_string();
-    let incoming = futures_util::stream::unfold(listener, |listener| async move {
-        let next = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((next, listener))
+    let count = Arc::clone(&store.connections);
+    let incoming = futures_util::stream::unfold(listener, move |listener| {
+        let count = Arc::clone(&count);
+        async move {
+            let next = listener.accept().await.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                count
+                    .accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                count.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                CountedStream {
+                    inner: stream,
+                    count,
+                }
+            });
+            Some((next, listener))
+        }
     });
     spawn_server(
         ServerExecutor::new(tokio::runtime::Handle::current()),
@@ -946,20 +1014,30 @@ async fn extra_idle_connections_are_recycled() {
     }
     assert_eq!(bed.seen().streams.len(), 1);
     assert_eq!(bed.seen().streams_ended, 0);
-    // Idle: the stream is half-closed.
+    let connections = &bed.store.connections;
+    let open = || connections.open.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(open(), 1);
+    // Idle: the stream is half-closed and the connection goes away.
     bounded(Duration::from_secs(5), "idle close", async {
-        while bed.seen().streams_ended == 0 {
+        while bed.seen().streams_ended == 0 || open() != 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    // The next request gets a fresh stream.
+    // The next request dials again and gets a fresh stream.
     assert_eq!(bed.get("e").await, Ok(value("e", 1)));
     {
         let seen = bed.seen();
         assert_eq!(seen.streams, ["0", "0"]);
         assert_eq!(seen.messages.last().map(|m| m.stream), Some(1));
     }
+    assert_eq!(
+        connections
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    assert_eq!(open(), 1);
     // A request still unanswered keeps an otherwise idle connection open: this answer takes
     // 400 ms, longer than the idle timeout (the connection closes about 100 ms after it).
     assert_eq!(bed.get("late1/f").await, Ok(value("late1/f", 1)));

@@ -20,7 +20,9 @@ use futures_channel::mpsc;
 use futures_core::Stream;
 use prost::Message as _;
 use tikv_proto::frame::Framed;
-use tikv_proto::rpc::{self, CallOptions, Channel, RpcError, StreamSender as _};
+use tikv_proto::rpc::{
+    self, CallOptions, Channel, RpcError, StreamReceiver as _, StreamSender as _,
+};
 use tikv_proto::{pdpb, tikvpb};
 
 use super::Reply;
@@ -331,6 +333,10 @@ type PendingIds = Arc<Mutex<Option<BTreeSet<u64>>>>;
 struct BatchStream<C: Channel> {
     sender: C::Sender,
     pending: PendingIds,
+    /// Dropped with the stream: tells the receiver task that nothing more will be sent, so
+    /// it ends once every pending request is answered (rather than waiting for the store to
+    /// end the stream, which keeps the connection open).
+    _closing: futures_channel::oneshot::Sender<()>,
 }
 
 async fn store_task<R: Runtime>(
@@ -612,13 +618,19 @@ async fn open_batch_stream<R: Runtime>(
         .open_stream(tikvpb::tikv::BATCH_COMMANDS.path(), options)
         .await?;
     let pending: PendingIds = Arc::new(Mutex::new(Some(BTreeSet::new())));
+    let (closing, closed) = futures_channel::oneshot::channel();
     runtime.spawn(Box::pin(batch_receiver::<R::Channel>(
         receiver,
         Arc::clone(&pending),
         Arc::clone(load),
         replies.clone(),
+        closed,
     )));
-    Ok(BatchStream { sender, pending })
+    Ok(BatchStream {
+        sender,
+        pending,
+        _closing: closing,
+    })
 }
 
 /// Reads BatchCommands responses and routes each entry to its request id; when the stream
@@ -628,12 +640,35 @@ async fn batch_receiver<C: Channel>(
     pending: PendingIds,
     load: Arc<AtomicU64>,
     replies: mpsc::UnboundedSender<Replies>,
+    mut closed: futures_channel::oneshot::Receiver<()>,
 ) {
+    let mut closing = false;
+    let nothing_pending = || {
+        pending
+            .lock()
+            .map(|p| p.as_ref().is_none_or(BTreeSet::is_empty))
+            .unwrap_or(true)
+    };
     let failure = loop {
-        let payload = match rpc::recv(&mut receiver).await {
-            Some(Ok(payload)) => payload,
-            Some(Err(err)) => break err,
-            None => break RpcError::ConnectionLost("batch stream ended".into()),
+        if closing && nothing_pending() {
+            // The sending side is gone and every request was answered: drop the stream.
+            return;
+        }
+        let next = poll_fn(|cx| {
+            if !closing && Pin::new(&mut closed).poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            receiver.poll_recv(cx).map(Some)
+        })
+        .await;
+        let payload = match next {
+            None => {
+                closing = true;
+                continue;
+            }
+            Some(Some(Ok(payload))) => payload,
+            Some(Some(Err(err))) => break err,
+            Some(None) => break RpcError::ConnectionLost("batch stream ended".into()),
         };
         let response = match tikvpb::BatchCommandsResponse::decode(payload) {
             Ok(response) => response,
