@@ -36,8 +36,9 @@ pub struct RawClient {
 }
 
 impl RawClient {
-    /// A raw client driving requests through `handle` (see `tikv_tokio::RawClient::connect`
-    /// and the async-std equivalent for the usual way to get one).
+    /// A raw client driving requests through `handle`. The usual way to get one is
+    /// [`Client::raw`](crate::Client::raw) on a client from `tikv_tokio::connect` or
+    /// `tikv_async_std::connect`.
     pub fn new(handle: Handle) -> Self {
         Self {
             handle,
