@@ -13,7 +13,10 @@ use bytes::Bytes;
 
 use crate::driver::Handle;
 use crate::error::Error;
-use crate::machine::{Command, KeyLocation, Output, RawChecksum, RawCommand, SplitOutcome};
+use crate::machine::{
+    Command, KeyLocation, KeyMode, Output, RawChecksum, RawCommand, SplitOutcome,
+};
+use crate::regions::Regions;
 
 /// A key-value pair returned by scans.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -364,90 +367,60 @@ impl RawClient {
         }
     }
 
-    /// The region holding `key` (client-go's `RegionCache.LocateKey`), from the region
-    /// cache or PD; no store is contacted. Its keys are in this client's key space.
+    /// Region tools (locate, split, scatter) in the raw key space.
+    pub fn regions(&self) -> Regions {
+        Regions::new(self.handle.clone(), KeyMode::Raw)
+    }
+
+    /// The region holding `key`, in the raw key space; see [`Regions::locate_key`].
     ///
-    /// Errors when PD cannot say within its backoff budget.
+    /// Errors as [`Regions::locate_key`].
     pub async fn locate_key(&self, key: impl Into<Bytes>) -> Result<KeyLocation, Error> {
-        let command = RawCommand::LocateKey { key: key.into() };
-        match self.run(command).await? {
-            Output::Locations(mut found) if found.len() == 1 => found
-                .pop()
-                .ok_or_else(|| Error::UnexpectedResponse("no region".into())),
-            other => Err(mismatch(other)),
-        }
+        self.regions().locate_key(key).await
     }
 
-    /// Region `region_id` (client-go's `LocateRegionByID`), from the region cache or PD,
-    /// with its keys in this client's key space.
+    /// Region `region_id` with raw-key boundaries; see [`Regions::locate_region_by_id`].
     ///
-    /// Errors with [`Error::RegionUnavailable`] when PD knows no such region, or when PD
-    /// cannot be reached within its backoff budget.
+    /// Errors as [`Regions::locate_region_by_id`].
     pub async fn locate_region_by_id(&self, region_id: u64) -> Result<KeyLocation, Error> {
-        match self.run(RawCommand::LocateRegionById { region_id }).await? {
-            Output::Locations(mut found) if found.len() == 1 => found
-                .pop()
-                .ok_or_else(|| Error::UnexpectedResponse("no region".into())),
-            other => Err(mismatch(other)),
-        }
+        self.regions().locate_region_by_id(region_id).await
     }
 
-    /// Every region overlapping `[start, end)` (`end` empty: to the end of the key space),
-    /// in key order (client-go's `LocateKeyRange`; the ids are its
-    /// `ListRegionIDsInKeyRange`). Useful to split work by region.
+    /// Every region overlapping a raw key range; see [`Regions::locate_range`].
     ///
-    /// Errors when PD cannot say within its backoff budget.
+    /// Errors as [`Regions::locate_range`].
     pub async fn locate_range(
         &self,
         start: impl Into<Bytes>,
         end: impl Into<Bytes>,
     ) -> Result<Vec<KeyLocation>, Error> {
-        let command = RawCommand::LocateRange {
-            start: start.into(),
-            end: end.into(),
-        };
-        match self.run(command).await? {
-            Output::Locations(found) => Ok(found),
-            other => Err(mismatch(other)),
-        }
+        self.regions().locate_range(start, end).await
     }
 
-    /// Splits the regions holding `keys` so that every key starts a region (client-go's
-    /// `KVStore.SplitRegions`, in raw key space); keys that already start a region are
-    /// skipped. With `scatter`, PD is then asked to spread the new regions over the stores
-    /// (see [`Client::wait_scatter_region_finish`](crate::Client::wait_scatter_region_finish)).
+    /// Splits the regions holding raw `keys`; see [`Regions::split_regions`].
     ///
-    /// Returns the ids of the new regions, and the scatter's error if it failed (the split
-    /// stands either way). Errors with [`Error::InvalidArgument`] for an empty key, or when
-    /// the regions cannot be split within the backoff budget (20 s per key, at most 120 s).
+    /// Errors as [`Regions::split_regions`].
     pub async fn split_regions(
         &self,
         keys: impl IntoIterator<Item = impl Into<Bytes>>,
         scatter: bool,
     ) -> Result<SplitOutcome, Error> {
-        self.split_regions_in_group(keys, scatter, String::new())
-            .await
+        self.regions().split_regions(keys, scatter).await
     }
 
-    /// [`split_regions`](Self::split_regions) with a scatter group: PD spreads the regions of
-    /// one group as a unit (client-go passes the table id).
+    /// [`split_regions`](Self::split_regions) with a scatter group; see
+    /// [`Regions::split_regions_in_group`].
     ///
-    /// Errors as [`split_regions`](Self::split_regions).
+    /// Errors as [`Regions::split_regions`].
     pub async fn split_regions_in_group(
         &self,
         keys: impl IntoIterator<Item = impl Into<Bytes>>,
         scatter: bool,
         group: impl Into<String>,
     ) -> Result<SplitOutcome, Error> {
-        let command = RawCommand::SplitRegions {
-            keys: keys.into_iter().map(Into::into).collect(),
-            scatter,
-            scatter_group: group.into(),
-        };
-        match self.run(command).await? {
-            Output::Split(outcome) => Ok(outcome),
-            other => Err(mismatch(other)),
-        }
+        self.regions()
+            .split_regions_in_group(keys, scatter, group)
+            .await
     }
 }
 

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tikv_core::machine::testing::{Fault, RegionFault, Responder, run};
-use tikv_core::machine::{Command, Core, RawCommand};
+use tikv_core::machine::{Command, Core, KeyMode, RawCommand};
 use tikv_core::{Config, Time};
 
 fn fault(byte: u8) -> Fault {
@@ -21,6 +21,14 @@ fn fault(byte: u8) -> Fault {
         9 => Fault::Region(RegionFault::ServerIsBusy),
         10 => Fault::Region(RegionFault::RegionNotFound),
         _ => Fault::Region(RegionFault::StaleCommand),
+    }
+}
+
+fn mode(byte: u8) -> KeyMode {
+    if byte & 0x80 == 0 {
+        KeyMode::Raw
+    } else {
+        KeyMode::Txn
     }
 }
 
@@ -59,6 +67,7 @@ fn command(byte: u8, key: &[u8]) -> Command {
         }),
         6 => Command::Timestamp,
         7 => Command::Raw(RawCommand::SplitRegions {
+            mode: mode(byte),
             keys: vec![key],
             scatter: byte % 2 == 0,
             scatter_group: String::new(),
@@ -66,9 +75,11 @@ fn command(byte: u8, key: &[u8]) -> Command {
         8 => Command::Raw(RawCommand::LocateRange {
             start: key,
             end: Bytes::new(),
+            mode: mode(byte),
         }),
         9 => Command::Raw(RawCommand::LocateRegionById {
             region_id: u64::from(byte),
+            mode: mode(byte),
         }),
         10 => Command::WaitScatterRegionFinish {
             region_id: u64::from(byte),

@@ -311,6 +311,7 @@ macro_rules! for_each_rawkv_test {
         $m!(split_regions_then_scatter);
         $m!(cluster_id_comes_from_pd);
         $m!(locate_keys_and_ranges);
+        $m!(regions_in_the_transactional_key_space);
     };
 }
 

@@ -219,6 +219,13 @@ impl Client {
         crate::raw_client::RawClient::new(self.handle.clone())
     }
 
+    /// Region tools (locate, split, scatter) in the transactional key space, as client-go's
+    /// `KVStore.SplitRegions` and region cache lookups see keys. For raw keys use
+    /// [`RawClient::regions`](crate::RawClient::regions).
+    pub fn regions(&self) -> crate::regions::Regions {
+        crate::regions::Regions::new(self.handle.clone(), crate::machine::KeyMode::Txn)
+    }
+
     /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).
     ///
     /// Errors when PD cannot be reached within its backoff budget.

@@ -2,8 +2,11 @@
 //! are compared against.
 //!
 //! - API V1/V1TTL raw: all three are the user's key.
-//! - API V2: requests carry the keyspace prefix (`'r'` + 3-byte keyspace id) in front of the
-//!   user key, and PD's region boundaries are memcomparable-encoded request keys.
+//! - API V1 transactional: requests carry the user's key; region boundaries are its
+//!   memcomparable encoding (TiKV encodes transactional keys before storing them).
+//! - API V2: requests carry the keyspace prefix (`'r'` raw or `'x'` transactional, then the
+//!   3-byte keyspace id) in front of the user key, and PD's region boundaries are
+//!   memcomparable-encoded request keys.
 
 use bytes::{Bytes, BytesMut};
 
@@ -16,6 +19,9 @@ use tikv_proto::codec;
 pub(crate) enum KeySpace {
     /// Keys travel as the user wrote them.
     Plain,
+    /// API V1 transactional keys: requests carry the user's key, region boundaries its
+    /// memcomparable encoding.
+    Encoded,
     /// API V2: keys carry a keyspace prefix; region boundaries are memcomparable-encoded.
     Keyspace {
         /// The 4-byte prefix.
@@ -39,10 +45,28 @@ impl KeySpace {
         }
     }
 
+    /// The key space of transactional requests for `api_version` and keyspace `keyspace_id`.
+    pub(crate) fn txn(api_version: ApiVersion, keyspace_id: Option<u32>) -> Result<Self, Error> {
+        match api_version {
+            ApiVersion::V1 | ApiVersion::V1Ttl => Ok(Self::Encoded),
+            ApiVersion::V2 => {
+                let id = keyspace_id.unwrap_or(0);
+                let (start, end) = codec::range(codec::KeyMode::Txn, id)
+                    .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+                Ok(Self::Keyspace { prefix: start, end })
+            }
+        }
+    }
+
+    /// Whether requests carry exactly the user's keys (raw V1), which TiKV must not encode.
+    pub(crate) fn is_plain(&self) -> bool {
+        matches!(self, Self::Plain)
+    }
+
     /// The request key for a user key.
     pub(crate) fn request_key(&self, user_key: &[u8]) -> Bytes {
         match self {
-            Self::Plain => Bytes::copy_from_slice(user_key),
+            Self::Plain | Self::Encoded => Bytes::copy_from_slice(user_key),
             Self::Keyspace { prefix, .. } => {
                 let mut key = BytesMut::with_capacity(4 + user_key.len());
                 key.extend_from_slice(prefix);
@@ -56,7 +80,7 @@ impl KeySpace {
     /// a keyspace is the keyspace's end.
     pub(crate) fn request_end(&self, user_end: &[u8]) -> Bytes {
         match self {
-            Self::Plain => Bytes::copy_from_slice(user_end),
+            Self::Plain | Self::Encoded => Bytes::copy_from_slice(user_end),
             Self::Keyspace { end, .. } if user_end.is_empty() => Bytes::copy_from_slice(end),
             Self::Keyspace { .. } => self.request_key(user_end),
         }
@@ -66,7 +90,7 @@ impl KeySpace {
     pub(crate) fn routing_key(&self, request_key: &[u8]) -> Bytes {
         match self {
             Self::Plain => Bytes::copy_from_slice(request_key),
-            Self::Keyspace { .. } => Bytes::from(codec::encode_bytes(request_key)),
+            Self::Encoded | Self::Keyspace { .. } => Bytes::from(codec::encode_bytes(request_key)),
         }
     }
 
@@ -78,6 +102,11 @@ impl KeySpace {
         }
         match self {
             Self::Plain => Some(Bytes::copy_from_slice(boundary)),
+            Self::Encoded => Some(Bytes::from(
+                codec::decode_bytes(boundary)
+                    .map(|(key, _)| key)
+                    .unwrap_or_else(|_| boundary.to_vec()),
+            )),
             Self::Keyspace { prefix, end } => {
                 // A boundary that does not decode lies outside any keyspace's keys: compare it
                 // raw, which places it correctly relative to the prefix.
@@ -100,6 +129,7 @@ impl KeySpace {
     pub(crate) fn user_boundary(&self, boundary: &[u8]) -> Bytes {
         match self {
             Self::Plain => Bytes::copy_from_slice(boundary),
+            Self::Encoded => self.boundary_to_request(boundary).unwrap_or_default(),
             Self::Keyspace { prefix, end } => match self.boundary_to_request(boundary) {
                 Some(key) if key.as_ref() != prefix && key.as_ref() != end => key.slice(4..),
                 _ => Bytes::new(),
@@ -112,7 +142,7 @@ impl KeySpace {
     /// Errors when the key lies outside the keyspace (a server bug or a crossed wire).
     pub(crate) fn user_key(&self, request_key: Bytes) -> Result<Bytes, Error> {
         match self {
-            Self::Plain => Ok(request_key),
+            Self::Plain | Self::Encoded => Ok(request_key),
             Self::Keyspace { prefix, .. } => {
                 if request_key.starts_with(prefix) {
                     Ok(request_key.slice(4..))
@@ -128,7 +158,7 @@ impl KeySpace {
     /// Whether a request key is the start of the key space (nothing lies before it).
     pub(crate) fn is_start(&self, request_key: &[u8]) -> bool {
         match self {
-            Self::Plain => request_key.is_empty(),
+            Self::Plain | Self::Encoded => request_key.is_empty(),
             Self::Keyspace { prefix, .. } => request_key <= &prefix[..],
         }
     }
@@ -153,6 +183,36 @@ mod tests {
         assert_eq!(
             space.user_key(Bytes::from_static(b"x")),
             Ok(Bytes::from_static(b"x"))
+        );
+    }
+
+    #[test]
+    fn transactional_keys_route_by_their_encoding() {
+        let space = KeySpace::txn(ApiVersion::V1, None).unwrap_or(KeySpace::Plain);
+        assert_eq!(space, KeySpace::Encoded);
+        assert!(!space.is_plain());
+        assert_eq!(space.request_key(b"k"), Bytes::from_static(b"k"));
+        assert_eq!(
+            space.routing_key(b"k"),
+            Bytes::from(codec::encode_bytes(b"k"))
+        );
+        assert_eq!(
+            space.boundary_to_request(&codec::encode_bytes(b"m")),
+            Some(Bytes::from_static(b"m"))
+        );
+        assert_eq!(space.boundary_to_request(b""), None);
+        assert_eq!(
+            space.user_boundary(&codec::encode_bytes(b"m")),
+            Bytes::from_static(b"m")
+        );
+        assert_eq!(space.user_boundary(b""), Bytes::new());
+        assert!(space.is_start(b""));
+        // V2 transactional keys carry the 'x' prefix.
+        let v2 = KeySpace::txn(ApiVersion::V2, Some(1)).unwrap_or(KeySpace::Plain);
+        assert_eq!(v2.request_key(b"k"), Bytes::from_static(b"x\x00\x00\x01k"));
+        assert_eq!(
+            v2.user_boundary(&codec::encode_bytes(b"x\x00\x00\x01m")),
+            Bytes::from_static(b"m")
         );
     }
 

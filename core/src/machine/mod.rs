@@ -38,7 +38,7 @@ use crate::time::Time;
 use tikv_proto::rpc::RpcError;
 
 pub use locate::KeyLocation;
-pub use ops::{Command, MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
+pub use ops::{Command, KeyMode, MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
 pub use raw::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
 pub use shared::Transmit;
 pub use split::{SPLIT_BATCH_KEY_LIMIT, SplitOutcome};

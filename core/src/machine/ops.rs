@@ -43,6 +43,17 @@ pub enum Command {
     ClusterId,
 }
 
+/// Which key space region commands work in: raw keys, or transactional keys (which TiKV
+/// stores memcomparable-encoded, so region boundaries differ).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyMode {
+    /// The raw key space (`RawClient`).
+    #[default]
+    Raw,
+    /// The transactional key space (client-go's `KVStore`).
+    Txn,
+}
+
 /// A raw KV operation. Keys are the user's (the machine adds keyspace prefixes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RawCommand {
@@ -159,11 +170,15 @@ pub enum RawCommand {
     LocateKey {
         /// The key.
         key: Bytes,
+        /// Which key space `key` is in.
+        mode: KeyMode,
     },
     /// Region `region_id`, from the cache or PD.
     LocateRegionById {
         /// The region.
         region_id: u64,
+        /// Which key space to report its boundaries in.
+        mode: KeyMode,
     },
     /// Every region overlapping `[start, end)` (`end` empty: to the end), in key order.
     LocateRange {
@@ -171,10 +186,14 @@ pub enum RawCommand {
         start: Bytes,
         /// End (empty = no bound).
         end: Bytes,
+        /// Which key space the range is in.
+        mode: KeyMode,
     },
     /// Split the regions holding `keys` so that each key starts a region, and optionally
     /// have PD scatter the new regions.
     SplitRegions {
+        /// Which key space the keys are in.
+        mode: KeyMode,
         /// Where to split (keys that already start a region are skipped).
         keys: Vec<Bytes>,
         /// Ask PD to scatter the new regions afterwards.

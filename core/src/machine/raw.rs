@@ -249,10 +249,12 @@ impl RawOp {
                 space.request_end(&end),
             )),
             RawCommand::SplitRegions {
+                mode,
                 keys,
                 scatter,
                 scatter_group,
             } => {
+                let space = key_space(mode, &space, shared)?;
                 let request_keys = request_keys(&space, &keys)?;
                 let routing_keys = request_keys
                     .iter()
@@ -261,19 +263,22 @@ impl RawOp {
                 Kind::Split(Box::new(super::split::SplitOp::new(
                     request_keys,
                     routing_keys,
-                    space == KeySpace::Plain,
+                    space.is_plain(),
                     scatter.then_some(scatter_group),
                     config.read_timeout_short,
                 )))
             }
-            RawCommand::LocateKey { key } => {
+            RawCommand::LocateKey { key, mode } => {
+                let space = key_space(mode, &space, shared)?;
                 let routing = space.routing_key(&space.request_key(&key));
-                Kind::Locate(super::locate::LocateOp::key(space.clone(), routing))
+                Kind::Locate(super::locate::LocateOp::key(space, routing))
             }
-            RawCommand::LocateRegionById { region_id } => {
-                Kind::Locate(super::locate::LocateOp::by_id(space.clone(), region_id))
+            RawCommand::LocateRegionById { region_id, mode } => {
+                let space = key_space(mode, &space, shared)?;
+                Kind::Locate(super::locate::LocateOp::by_id(space, region_id))
             }
-            RawCommand::LocateRange { start, end } => {
+            RawCommand::LocateRange { start, end, mode } => {
+                let space = key_space(mode, &space, shared)?;
                 let start = space.routing_key(&space.request_key(&start));
                 let end = space.request_end(&end);
                 let end = if end.is_empty() {
@@ -281,7 +286,7 @@ impl RawOp {
                 } else {
                     space.routing_key(&end)
                 };
-                Kind::Locate(super::locate::LocateOp::range(space.clone(), start, end))
+                Kind::Locate(super::locate::LocateOp::range(space, start, end))
             }
             RawCommand::Checksum { start, end } => Kind::Range(RangeOp::new(
                 RangeKind::Checksum {
@@ -315,6 +320,20 @@ impl RawOp {
             Kind::Range(range) => range.drive(shared, op, wake, &self.space),
             Kind::Split(split) => split.drive(shared, op, wake),
             Kind::Locate(locate) => locate.drive(shared, op),
+        }
+    }
+}
+
+/// The key space of a region command in `mode` (`raw` is the raw one, already built).
+fn key_space(
+    mode: super::ops::KeyMode,
+    raw: &KeySpace,
+    shared: &Shared,
+) -> Result<KeySpace, Error> {
+    match mode {
+        super::ops::KeyMode::Raw => Ok(raw.clone()),
+        super::ops::KeyMode::Txn => {
+            KeySpace::txn(shared.config.api_version, shared.pd.keyspace_id())
         }
     }
 }

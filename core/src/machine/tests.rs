@@ -839,6 +839,7 @@ fn split_reports_new_regions_and_a_failed_scatter() {
     let op = core.handle_command(
         Time::ZERO,
         Command::Raw(RawCommand::SplitRegions {
+            mode: KeyMode::Raw,
             keys: vec![Bytes::from_static(b"m")],
             scatter: true,
             scatter_group: "t1".into(),
@@ -977,6 +978,7 @@ fn locate_uses_pd_only_and_reports_pd_failures() {
     let op = machine.handle_command(
         Time::ZERO,
         Command::Raw(RawCommand::LocateRange {
+            mode: KeyMode::Raw,
             start: Bytes::from_static(b"a"),
             end: Bytes::new(),
         }),
@@ -1003,6 +1005,7 @@ fn locate_uses_pd_only_and_reports_pd_failures() {
     let op = fresh.handle_command(
         Time::ZERO,
         Command::Raw(RawCommand::LocateKey {
+            mode: KeyMode::Txn,
             key: Bytes::from_static(b"k"),
         }),
     );

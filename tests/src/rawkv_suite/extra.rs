@@ -684,3 +684,43 @@ pub async fn locate_keys_and_ranges<E: Env>(env: &E) {
         );
     }
 }
+
+/// `Client::regions` works in the transactional key space, as client-go's
+/// `KVStore.SplitRegions` does: the split lands at the keys' memcomparable encoding (under
+/// the keyspace's `'x'` prefix with API V2), and lookups report user keys.
+pub async fn regions_in_the_transactional_key_space<E: Env>(env: &E) {
+    for api in [Api::V1, Api::V2] {
+        let tc = start(env, api).await;
+        let regions = tc.client.regions();
+        assert_eq!(regions.mode(), tikv_core::KeyMode::Txn);
+        let outcome = ok("split", regions.split_regions(["t1", "t2"], false).await);
+        assert_eq!(outcome.region_ids.len(), 2, "{api:?}");
+        let boundary = |key: &[u8]| match api {
+            Api::V1 | Api::V1Ttl => tikv_proto::codec::encode_bytes(key),
+            Api::V2 => tikv_proto::codec::encode_bytes(&[b"x\0\0\0".as_slice(), key].concat()),
+        };
+        for key in [b"t1".as_slice(), b"t2"] {
+            let start = tc.server.with(|sim| {
+                sim.cluster
+                    .region_by_key(&boundary(key))
+                    .map(|region| region.start_key.clone())
+            });
+            assert_eq!(start.as_deref(), Some(boundary(key).as_slice()), "{api:?}");
+        }
+        let location = ok("locate", regions.locate_key("t15").await);
+        assert_eq!(
+            (location.start_key.clone(), location.end_key.clone()),
+            (b("t1"), b("t2")),
+            "{api:?}"
+        );
+        let walked: Vec<_> = ok("locate range", regions.locate_range("t0", "t3").await)
+            .iter()
+            .map(|location| location.region_id)
+            .collect();
+        assert_eq!(walked.len(), 3, "{api:?}");
+        assert_eq!(walked[1], location.region_id, "{api:?}");
+        // Keys already at a boundary: nothing to do.
+        let again = ok("split again", regions.split_regions(["t1"], false).await);
+        assert!(again.region_ids.is_empty(), "{api:?}");
+    }
+}
