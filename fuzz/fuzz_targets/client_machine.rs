@@ -35,7 +35,7 @@ fn mode(byte: u8) -> KeyMode {
 fn command(byte: u8, key: &[u8]) -> Command {
     let key = Bytes::copy_from_slice(key);
     let cf = String::new();
-    match byte % 14 {
+    match byte % 16 {
         0 => Command::Raw(RawCommand::Get { key, cf }),
         1 => Command::Raw(RawCommand::Put {
             key,
@@ -89,6 +89,15 @@ fn command(byte: u8, key: &[u8]) -> Command {
             region_id: u64::from(byte),
         },
         12 => Command::ClusterId,
+        13 => Command::Raw(RawCommand::TxnDeleteRange {
+            start: key,
+            end: Bytes::new(),
+            notify_only: byte % 2 == 0,
+        }),
+        14 => Command::Raw(RawCommand::UnsafeDestroyRange {
+            start: key,
+            end: Bytes::new(),
+        }),
         _ => Command::Raw(RawCommand::CompareAndSwap {
             key,
             previous: None,

@@ -312,6 +312,7 @@ macro_rules! for_each_rawkv_test {
         $m!(cluster_id_comes_from_pd);
         $m!(locate_keys_and_ranges);
         $m!(regions_in_the_transactional_key_space);
+        $m!(delete_range_and_unsafe_destroy_range_of_transactional_keys);
     };
 }
 

@@ -242,6 +242,73 @@ impl Client {
         self.timestamp(Command::LowResolutionTimestamp).await
     }
 
+    /// Deletes every version of every transactional key in `[start, end)` (`end` empty: to
+    /// the end of the key space), one region at a time (client-go's `KVStore.DeleteRange`).
+    /// Returns how many regions the range covered. Unlike a transaction, this is not
+    /// atomic: a failure midway leaves the regions before it deleted.
+    ///
+    /// Errors with [`Error::Server`] when a store refuses, or when a region cannot be reached
+    /// within its backoff budget (100 s per region).
+    pub async fn delete_range(
+        &self,
+        start: impl Into<bytes::Bytes>,
+        end: impl Into<bytes::Bytes>,
+    ) -> Result<u64, Error> {
+        self.txn_delete_range(start.into(), end.into(), false).await
+    }
+
+    /// Tells the stores holding `[start, end)` that the range is being deleted, without
+    /// deleting anything (client-go's notify-only delete range task, which TiFlash
+    /// replicas follow). Returns how many regions the range covered.
+    ///
+    /// Errors as [`delete_range`](Self::delete_range).
+    pub async fn notify_delete_range(
+        &self,
+        start: impl Into<bytes::Bytes>,
+        end: impl Into<bytes::Bytes>,
+    ) -> Result<u64, Error> {
+        self.txn_delete_range(start.into(), end.into(), true).await
+    }
+
+    async fn txn_delete_range(
+        &self,
+        start: bytes::Bytes,
+        end: bytes::Bytes,
+        notify_only: bool,
+    ) -> Result<u64, Error> {
+        let command = Command::Raw(crate::machine::RawCommand::TxnDeleteRange {
+            start,
+            end,
+            notify_only,
+        });
+        match self.handle.run(command).await? {
+            Output::Count(regions) => Ok(regions),
+            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+
+    /// Drops the transactional keys of `[start, end)` straight from every store's storage,
+    /// bypassing Raft, to free disk space fast (client-go's `KVStore.UnsafeDestroyRange`,
+    /// used after GC). The range must never be read or written again; calling this twice
+    /// on the same range is fine.
+    ///
+    /// Errors when PD's store list cannot be had, or with [`Error::Server`] naming every
+    /// store that failed (each gets 5 minutes).
+    pub async fn unsafe_destroy_range(
+        &self,
+        start: impl Into<bytes::Bytes>,
+        end: impl Into<bytes::Bytes>,
+    ) -> Result<(), Error> {
+        let command = Command::Raw(crate::machine::RawCommand::UnsafeDestroyRange {
+            start: start.into(),
+            end: end.into(),
+        });
+        match self.handle.run(command).await? {
+            Output::Unit => Ok(()),
+            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+
     /// The id of the cluster (client-go's `ClusterID`), asking PD first when the client has
     /// not talked to it yet.
     ///

@@ -16,6 +16,7 @@
 
 #[cfg(test)]
 mod cache_port_tests;
+mod destroy;
 mod dispatch;
 mod keys;
 mod locate;

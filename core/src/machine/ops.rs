@@ -166,6 +166,25 @@ pub enum RawCommand {
         /// End (empty = no bound).
         end: Bytes,
     },
+    /// Delete every version of every transactional key in `[start, end)`, region by region
+    /// (client-go's `KVStore.DeleteRange`); with `notify_only`, only tell TiKV (for TiFlash)
+    /// without deleting.
+    TxnDeleteRange {
+        /// First key (transactional key space).
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+        /// Notify only.
+        notify_only: bool,
+    },
+    /// Drop the transactional keys of `[start, end)` directly from every store's storage,
+    /// bypassing Raft (client-go's `KVStore.UnsafeDestroyRange`).
+    UnsafeDestroyRange {
+        /// First key (transactional key space).
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+    },
     /// The region holding `key` (empty: the first region).
     LocateKey {
         /// The key.
@@ -246,6 +265,8 @@ pub enum Output {
     ClusterId(u64),
     /// Regions holding keys, in key order.
     Locations(Vec<super::locate::KeyLocation>),
+    /// How many items (regions) an operation went through.
+    Count(u64),
 }
 
 /// A running operation.

@@ -46,6 +46,7 @@ enum Kind {
     Range(RangeOp),
     Split(Box<super::split::SplitOp>),
     Locate(super::locate::LocateOp),
+    Destroy(super::destroy::DestroyRangeOp),
 }
 
 impl RawOp {
@@ -288,6 +289,30 @@ impl RawOp {
                 };
                 Kind::Locate(super::locate::LocateOp::range(space, start, end))
             }
+            RawCommand::TxnDeleteRange {
+                start,
+                end,
+                notify_only,
+            } => {
+                let txn = KeySpace::txn(config.api_version, shared.pd.keyspace_id())?;
+                let kind = Kind::Range(RangeOp::new(
+                    RangeKind::TxnDeleteRange {
+                        notify_only,
+                        regions: 0,
+                    },
+                    txn.request_key(&start),
+                    txn.request_end(&end),
+                ));
+                return Ok(Self { space: txn, kind });
+            }
+            RawCommand::UnsafeDestroyRange { start, end } => {
+                let txn = KeySpace::txn(config.api_version, shared.pd.keyspace_id())?;
+                let kind = Kind::Destroy(super::destroy::DestroyRangeOp::new(
+                    txn.request_key(&start),
+                    txn.request_end(&end),
+                ));
+                return Ok(Self { space: txn, kind });
+            }
             RawCommand::Checksum { start, end } => Kind::Range(RangeOp::new(
                 RangeKind::Checksum {
                     sum: RawChecksum::default(),
@@ -320,6 +345,7 @@ impl RawOp {
             Kind::Range(range) => range.drive(shared, op, wake, &self.space),
             Kind::Split(split) => split.drive(shared, op, wake),
             Kind::Locate(locate) => locate.drive(shared, op),
+            Kind::Destroy(destroy) => destroy.drive(shared, op, wake),
         }
     }
 }
@@ -606,6 +632,11 @@ enum RangeKind {
     DeleteRange {
         cf: String,
     },
+    /// client-go's `KVStore.DeleteRange` (transactional keys, every version).
+    TxnDeleteRange {
+        notify_only: bool,
+        regions: u64,
+    },
     Checksum {
         sum: RawChecksum,
     },
@@ -623,6 +654,7 @@ struct RangeStep {
 enum StepTemplate {
     Scan(kvrpcpb::RawScanRequest),
     DeleteRange(kvrpcpb::RawDeleteRangeRequest),
+    TxnDeleteRange(kvrpcpb::DeleteRangeRequest),
     Checksum(kvrpcpb::RawChecksumRequest),
 }
 
@@ -641,6 +673,15 @@ impl Plan for RangeStep {
                     }
                 }
                 StoreRequest::RawDeleteRange(r)
+            }
+            StepTemplate::TxnDeleteRange(r) => {
+                let mut r = r.clone();
+                if let Some(region_end) = self.space.boundary_to_request(&route.region.end_key) {
+                    if r.end_key.is_empty() || region_end < r.end_key {
+                        r.end_key = region_end;
+                    }
+                }
+                StoreRequest::DeleteRange(r)
             }
         };
         send(Items::from_slice(items), request);
@@ -689,9 +730,9 @@ impl RangeOp {
                     self.end.is_empty() || self.cursor < self.end
                 }
             }
-            RangeKind::DeleteRange { .. } | RangeKind::Checksum { .. } => {
-                self.end.is_empty() || self.cursor < self.end
-            }
+            RangeKind::DeleteRange { .. }
+            | RangeKind::TxnDeleteRange { .. }
+            | RangeKind::Checksum { .. } => self.end.is_empty() || self.cursor < self.end,
         }
     }
 
@@ -725,6 +766,15 @@ impl RangeOp {
                 }),
                 false,
             ),
+            RangeKind::TxnDeleteRange { notify_only, .. } => (
+                StepTemplate::TxnDeleteRange(kvrpcpb::DeleteRangeRequest {
+                    start_key: self.cursor.clone(),
+                    end_key: self.end.clone(),
+                    notify_only: *notify_only,
+                    ..Default::default()
+                }),
+                false,
+            ),
             RangeKind::Checksum { .. } => (
                 StepTemplate::Checksum(kvrpcpb::RawChecksumRequest {
                     algorithm: kvrpcpb::ChecksumAlgorithm::Crc64Xor as i32,
@@ -738,12 +788,18 @@ impl RangeOp {
             ),
         };
         let routing = space.routing_key(&self.cursor);
-        let dispatch = Dispatch::new(
-            smallvec::smallvec![routing],
-            reverse,
-            config.raw_max_backoff,
-            config.read_timeout_short,
-        );
+        // client-go gives each region of a transactional delete range 100 s of backoff and
+        // the medium timeout; raw range operations use the raw budget.
+        let (budget, timeout) = match self.kind {
+            RangeKind::TxnDeleteRange { .. } => (
+                std::time::Duration::from_millis(
+                    crate::backoff::DELETE_RANGE_ONE_REGION_MAX_BACKOFF_MS,
+                ),
+                config.read_timeout_medium,
+            ),
+            _ => (config.raw_max_backoff, config.read_timeout_short),
+        };
+        let dispatch = Dispatch::new(smallvec::smallvec![routing], reverse, budget, timeout);
         self.step = Some((
             dispatch,
             RangeStep {
@@ -827,6 +883,12 @@ impl RangeOp {
                 self.advance(space.boundary_to_request(&route.region.end_key));
                 Ok(())
             }
+            (RangeKind::TxnDeleteRange { regions, .. }, StoreResponse::DeleteRange(r)) => {
+                server_error(r.error)?;
+                *regions += 1;
+                self.advance(space.boundary_to_request(&route.region.end_key));
+                Ok(())
+            }
             (RangeKind::Checksum { sum }, StoreResponse::RawChecksum(r)) => {
                 server_error(r.error)?;
                 sum.crc64_xor ^= r.checksum;
@@ -852,6 +914,7 @@ impl RangeOp {
         match &mut self.kind {
             RangeKind::Scan { pairs, .. } => Ok(Output::Pairs(std::mem::take(pairs))),
             RangeKind::DeleteRange { .. } => Ok(Output::Unit),
+            RangeKind::TxnDeleteRange { regions, .. } => Ok(Output::Count(*regions)),
             RangeKind::Checksum { sum } => Ok(Output::Checksum(*sum)),
         }
     }

@@ -1019,3 +1019,60 @@ fn locate_uses_pd_only_and_reports_pd_failures() {
     });
     assert!(result.is_err(), "{result:?}");
 }
+
+/// Unsafe destroy range asks every store PD lists at once and names each store that failed.
+#[test]
+fn unsafe_destroy_range_reports_every_failed_store() {
+    let mut responder = Responder::default();
+    let run_with = |responder: &mut Responder, error: Option<&str>| {
+        let mut core = core();
+        let op = core.handle_command(
+            Time::ZERO,
+            Command::Raw(RawCommand::UnsafeDestroyRange {
+                start: Bytes::from_static(b"a"),
+                end: Bytes::from_static(b"z"),
+            }),
+        );
+        let mut sent = Vec::new();
+        let result = drive_until_done(&mut core, op, responder, |transmit| {
+            let Request::Store(store) = &transmit.request else {
+                return None;
+            };
+            let crate::rpc::StoreRequest::UnsafeDestroyRange(request) = &**store else {
+                return None;
+            };
+            sent.push((transmit.address.to_string(), request.start_key.clone()));
+            Some(match error {
+                None => Ok(Response::Store(Box::new(
+                    crate::rpc::StoreResponse::UnsafeDestroyRange(Default::default()),
+                ))),
+                Some("transport") => Err(RpcError::ConnectionLost("gone".into())),
+                Some(message) => Ok(Response::Store(Box::new(
+                    crate::rpc::StoreResponse::UnsafeDestroyRange(
+                        tikv_proto::kvrpcpb::UnsafeDestroyRangeResponse {
+                            error: message.to_owned(),
+                            ..Default::default()
+                        },
+                    ),
+                ))),
+            })
+        });
+        (result, sent)
+    };
+    let (result, sent) = run_with(&mut responder, None);
+    assert_eq!(result, Ok(Output::Unit));
+    assert_eq!(
+        sent,
+        [("store-1:20160".to_owned(), Bytes::from_static(b"a"))]
+    );
+    let (result, _) = run_with(&mut responder, Some("disk full"));
+    assert!(
+        matches!(&result, Err(Error::Server(message)) if message.contains("store 1: disk full")),
+        "{result:?}"
+    );
+    let (result, _) = run_with(&mut responder, Some("transport"));
+    assert!(
+        matches!(&result, Err(Error::Server(message)) if message.contains("store 1")),
+        "{result:?}"
+    );
+}

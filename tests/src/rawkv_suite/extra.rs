@@ -724,3 +724,113 @@ pub async fn regions_in_the_transactional_key_space<E: Env>(env: &E) {
         assert!(again.region_ids.is_empty(), "{api:?}");
     }
 }
+
+/// The request key of transactional user key `key` under `api`.
+fn txn_request_key(api: Api, key: &str) -> Vec<u8> {
+    match api {
+        Api::V1 | Api::V1Ttl => key.as_bytes().to_vec(),
+        Api::V2 => [b"x\0\0\0".as_slice(), key.as_bytes()].concat(),
+    }
+}
+
+/// Commits `keys` (value = key) straight into the simulated cluster's MVCC store, one
+/// transaction each, as a transactional client would.
+fn txn_put_committed(tc: &TestCluster, keys: &[&str]) {
+    use tikv_proto::kvrpcpb;
+    use tikv_proto::tikvpb::batch_commands_request::request::Cmd as Req;
+    use tikv_sim::tikv::{Execution, TikvRequest};
+    let api = tc.api;
+    tc.server.with(|sim| {
+        for (i, key) in keys.iter().enumerate() {
+            let request_key = Bytes::from(txn_request_key(api, key));
+            let (store, mut context) = sim
+                .leader_context(&tikv_proto::codec::encode_bytes(&request_key))
+                .unwrap_or_else(|| panic!("no leader for {key}"));
+            context.api_version = api.proto() as i32;
+            let start_version = 100 + 10 * i as u64;
+            let now_ms = 1_700_000_000_000;
+            let prewrite = TikvRequest::Batch(Req::Prewrite(kvrpcpb::PrewriteRequest {
+                context: Some(context.clone()),
+                mutations: vec![kvrpcpb::Mutation {
+                    op: kvrpcpb::Op::Put as i32,
+                    key: request_key.clone(),
+                    value: Bytes::copy_from_slice(key.as_bytes()),
+                    ..Default::default()
+                }],
+                primary_lock: request_key.clone(),
+                start_version,
+                lock_ttl: 3_000,
+                ..Default::default()
+            }));
+            assert!(matches!(
+                sim.execute(store, prewrite, now_ms),
+                Execution::Done(_)
+            ));
+            let commit = TikvRequest::Batch(Req::Commit(kvrpcpb::CommitRequest {
+                context: Some(context),
+                start_version,
+                keys: vec![request_key],
+                commit_version: start_version + 1,
+                ..Default::default()
+            }));
+            assert!(matches!(
+                sim.execute(store, commit, now_ms),
+                Execution::Done(_)
+            ));
+        }
+    });
+}
+
+/// Transactional keys left in `[start, end)` (user keys), as the cluster's storage has them.
+fn txn_keys_left(tc: &TestCluster, start: &str, end: &str) -> u64 {
+    let (start, end) = (txn_request_key(tc.api, start), txn_request_key(tc.api, end));
+    tc.server
+        .with(|sim| sim.mvcc.range_stats(&start, &end).keys)
+}
+
+/// `Client::delete_range` (client-go's `KVStore.DeleteRange`) removes every version of the
+/// transactional keys in a range, region by region, and reports the regions it covered;
+/// `notify_delete_range` deletes nothing; `Client::unsafe_destroy_range` drops a range on
+/// every store at once.
+pub async fn delete_range_and_unsafe_destroy_range_of_transactional_keys<E: Env>(env: &E) {
+    for api in [Api::V1, Api::V2] {
+        let tc = start(env, api).await;
+        txn_put_committed(&tc, &["a1", "a2", "b1", "b2", "c1", "d1"]);
+        ok(
+            "split",
+            tc.client.regions().split_regions(["b"], false).await,
+        );
+        assert_eq!(txn_keys_left(&tc, "a", "z"), 6, "{api:?}");
+
+        let notified = ok("notify", tc.client.notify_delete_range("a", "c").await);
+        assert_eq!(notified, 2, "{api:?}");
+        assert_eq!(txn_keys_left(&tc, "a", "z"), 6, "{api:?}");
+
+        let regions = ok("delete range", tc.client.delete_range("a", "c").await);
+        assert_eq!(regions, 2, "{api:?}");
+        assert_eq!(txn_keys_left(&tc, "a", "c"), 0, "{api:?}");
+        assert_eq!(txn_keys_left(&tc, "c", "z"), 2, "{api:?}");
+
+        ok(
+            "unsafe destroy",
+            tc.client.unsafe_destroy_range("c", "d").await,
+        );
+        assert_eq!(txn_keys_left(&tc, "a", "z"), 1, "{api:?}");
+        // Twice is fine.
+        ok(
+            "unsafe destroy again",
+            tc.client.unsafe_destroy_range("c", "d").await,
+        );
+        // Raw data is another key space: untouched.
+        ok("raw put", tc.raw().put("c5", "raw").await);
+        ok(
+            "unsafe destroy",
+            tc.client.unsafe_destroy_range("", "").await,
+        );
+        assert_eq!(
+            ok("raw get", tc.raw().get("c5").await),
+            Some(b("raw")),
+            "{api:?}"
+        );
+    }
+}
