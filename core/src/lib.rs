@@ -24,6 +24,7 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod machine;
+pub mod oracle;
 pub mod rand;
 pub mod raw_client;
 pub mod region;

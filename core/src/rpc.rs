@@ -225,6 +225,10 @@ pub enum PdRequest {
     ScatterRegion(pdpb::ScatterRegionRequest),
     /// The latest scheduling operator of a region.
     GetOperator(pdpb::GetOperatorRequest),
+    /// Set the cluster's external timestamp.
+    SetExternalTimestamp(pdpb::SetExternalTimestampRequest),
+    /// The cluster's external timestamp.
+    GetExternalTimestamp(pdpb::GetExternalTimestampRequest),
 }
 
 /// PD's answer to a [`PdRequest`], of the same variant.
@@ -252,6 +256,10 @@ pub enum PdResponse {
     ScatterRegion(pdpb::ScatterRegionResponse),
     /// The operator, or a header error when the region has none.
     GetOperator(pdpb::GetOperatorResponse),
+    /// Done, or a header error (a timestamp below the current one, or above the TSO).
+    SetExternalTimestamp(pdpb::SetExternalTimestampResponse),
+    /// The external timestamp (0 when never set).
+    GetExternalTimestamp(pdpb::GetExternalTimestampResponse),
 }
 
 impl PdRequest {
@@ -269,6 +277,8 @@ impl PdRequest {
             Self::LoadKeyspace(_) => tikv_proto::keyspacepb::keyspace::LOAD_KEYSPACE.path(),
             Self::ScatterRegion(_) => pdpb::pd::SCATTER_REGION.path(),
             Self::GetOperator(_) => pdpb::pd::GET_OPERATOR.path(),
+            Self::SetExternalTimestamp(_) => pdpb::pd::SET_EXTERNAL_TIMESTAMP.path(),
+            Self::GetExternalTimestamp(_) => pdpb::pd::GET_EXTERNAL_TIMESTAMP.path(),
         }
     }
 
@@ -285,6 +295,8 @@ impl PdRequest {
             Self::LoadKeyspace(r) => &mut r.header,
             Self::ScatterRegion(r) => &mut r.header,
             Self::GetOperator(r) => &mut r.header,
+            Self::SetExternalTimestamp(r) => &mut r.header,
+            Self::GetExternalTimestamp(r) => &mut r.header,
         };
         header.get_or_insert_with(Default::default).cluster_id = cluster_id;
     }
@@ -304,6 +316,8 @@ impl PdRequest {
             Self::LoadKeyspace(r) => Framed::encode(r, limit),
             Self::ScatterRegion(r) => Framed::encode(r, limit),
             Self::GetOperator(r) => Framed::encode(r, limit),
+            Self::SetExternalTimestamp(r) => Framed::encode(r, limit),
+            Self::GetExternalTimestamp(r) => Framed::encode(r, limit),
         }
     }
 
@@ -324,6 +338,8 @@ impl PdRequest {
             Self::LoadKeyspace(_) => PdResponse::LoadKeyspace(decode(payload)?),
             Self::ScatterRegion(_) => PdResponse::ScatterRegion(decode(payload)?),
             Self::GetOperator(_) => PdResponse::GetOperator(decode(payload)?),
+            Self::SetExternalTimestamp(_) => PdResponse::SetExternalTimestamp(decode(payload)?),
+            Self::GetExternalTimestamp(_) => PdResponse::GetExternalTimestamp(decode(payload)?),
         })
     }
 }
@@ -343,6 +359,8 @@ impl PdResponse {
             Self::LoadKeyspace(r) => r.header.as_ref(),
             Self::ScatterRegion(r) => r.header.as_ref(),
             Self::GetOperator(r) => r.header.as_ref(),
+            Self::SetExternalTimestamp(r) => r.header.as_ref(),
+            Self::GetExternalTimestamp(r) => r.header.as_ref(),
         }
     }
 }

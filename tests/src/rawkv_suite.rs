@@ -313,6 +313,7 @@ macro_rules! for_each_rawkv_test {
         $m!(locate_keys_and_ranges);
         $m!(regions_in_the_transactional_key_space);
         $m!(delete_range_and_unsafe_destroy_range_of_transactional_keys);
+        $m!(external_and_stale_timestamps);
     };
 }
 

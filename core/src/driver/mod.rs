@@ -355,6 +355,40 @@ impl Client {
         }
     }
 
+    /// A timestamp `prev_secs` seconds older than now (client-go's `GetStaleTimestamp`, for
+    /// stale reads): the newest TSO answer's physical time, moved on by the time since it
+    /// arrived, minus `prev_secs`, with a zero logical part. Asks PD only when the client
+    /// has no timestamp yet.
+    ///
+    /// Errors with [`Error::InvalidArgument`] when that is before the Unix epoch, or when a
+    /// first timestamp cannot be had from PD.
+    pub async fn stale_timestamp(&self, prev_secs: u64) -> Result<u64, Error> {
+        self.timestamp(Command::StaleTimestamp { prev_secs }).await
+    }
+
+    /// The cluster's external timestamp (client-go's `GetExternalTimestamp`); 0 when it was
+    /// never set.
+    ///
+    /// Errors when PD cannot be reached within its backoff budget.
+    pub async fn external_timestamp(&self) -> Result<u64, Error> {
+        self.timestamp(Command::GetExternalTimestamp).await
+    }
+
+    /// Sets the cluster's external timestamp (client-go's `SetExternalTimestamp`).
+    ///
+    /// Errors with [`Error::Pd`] when PD refuses it: it may not move backwards or pass the
+    /// current TSO.
+    pub async fn set_external_timestamp(&self, timestamp: u64) -> Result<(), Error> {
+        match self
+            .handle
+            .run(Command::SetExternalTimestamp(timestamp))
+            .await?
+        {
+            Output::Unit => Ok(()),
+            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+
     async fn timestamp(&self, command: Command) -> Result<u64, Error> {
         match self.handle.run(command).await? {
             Output::Timestamp(ts) => Ok(ts),

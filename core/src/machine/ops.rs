@@ -41,6 +41,16 @@ pub enum Command {
     },
     /// The cluster id, from PD (discovering PD first if needed).
     ClusterId,
+    /// Set PD's external timestamp (it only moves forward, and never past the TSO).
+    SetExternalTimestamp(u64),
+    /// PD's external timestamp (0 when never set).
+    GetExternalTimestamp,
+    /// A timestamp `prev_secs` seconds older than the current time as the client knows it
+    /// (client-go's `GetStaleTimestamp`), from the newest TSO answer and the time since.
+    StaleTimestamp {
+        /// How far back, in seconds.
+        prev_secs: u64,
+    },
 }
 
 /// Which key space region commands work in: raw keys, or transactional keys (which TiKV
@@ -280,6 +290,10 @@ pub(crate) enum Op {
     Operator(Box<super::split::OperatorWait>),
     /// Waiting for PD to tell the cluster id (`true` once asked).
     ClusterId(bool),
+    /// One PD call whose answer is the result (`None` once sent).
+    PdCall(Option<Box<crate::rpc::PdRequest>>),
+    /// A stale timestamp: `prev_ms` back; `true` once a fresh timestamp was asked for.
+    Stale(u64, bool),
     /// Finished at creation (a cached timestamp).
     Ready(u64),
 }
@@ -312,6 +326,20 @@ impl Op {
                 super::split::OperatorWait::new(region_id, false, CHECK_SCATTER_BUDGET),
             )),
             Command::ClusterId => Self::ClusterId(false),
+            Command::SetExternalTimestamp(timestamp) => {
+                Self::PdCall(Some(Box::new(crate::rpc::PdRequest::SetExternalTimestamp(
+                    tikv_proto::pdpb::SetExternalTimestampRequest {
+                        timestamp,
+                        ..Default::default()
+                    },
+                ))))
+            }
+            Command::GetExternalTimestamp => Self::PdCall(Some(Box::new(
+                crate::rpc::PdRequest::GetExternalTimestamp(Default::default()),
+            ))),
+            Command::StaleTimestamp { prev_secs } => {
+                Self::Stale(prev_secs.saturating_mul(1_000), false)
+            }
         })
     }
 
@@ -342,6 +370,29 @@ impl Op {
             Self::Waiting(_) => None,
             Self::Raw(raw) => raw.drive(shared, id, wake),
             Self::Operator(wait) => wait.drive(shared, id, wake),
+            Self::PdCall(request) => {
+                if let Some(request) = request.take() {
+                    shared.pd_call(id, *request);
+                    return None;
+                }
+                Some(pd_call_output(shared.pd.take_op_result(id)?))
+            }
+            Self::Stale(prev_ms, asked) => {
+                if *asked {
+                    if let Err(err) = shared.pd.take_timestamp(id)? {
+                        return Some(Err(err));
+                    }
+                }
+                match shared.pd.last_timestamp() {
+                    Some((ts, arrived)) => Some(stale_timestamp(ts, arrived, shared.now, *prev_ms)),
+                    None if !*asked => {
+                        *asked = true;
+                        shared.request_timestamp(id);
+                        None
+                    }
+                    None => Some(Err(Error::UnexpectedResponse("no timestamp".into()))),
+                }
+            }
             Self::ClusterId(asked) => {
                 if *asked {
                     if let Some(Err(err)) = shared.pd.take_op_result(id) {
@@ -376,4 +427,40 @@ impl Op {
             }
         }
     }
+}
+
+/// The result of an operation's single PD call.
+fn pd_call_output(result: Result<crate::rpc::PdResponse, Error>) -> Result<Output, Error> {
+    use crate::rpc::PdResponse;
+    let response = result?;
+    if let Some(err) = super::pd::header_error(&response) {
+        return Err(err);
+    }
+    match response {
+        PdResponse::SetExternalTimestamp(_) => Ok(Output::Unit),
+        PdResponse::GetExternalTimestamp(r) => Ok(Output::Timestamp(r.timestamp)),
+        other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+    }
+}
+
+/// client-go's stale timestamp: the physical time of the newest timestamp `ts`, moved on by
+/// the time since it arrived, minus `prev_ms`; its logical part is zero.
+fn stale_timestamp(
+    ts: u64,
+    arrived: crate::time::Time,
+    now: crate::time::Time,
+    prev_ms: u64,
+) -> Result<Output, Error> {
+    let physical = crate::oracle::extract_physical(ts);
+    if physical <= prev_ms {
+        return Err(Error::InvalidArgument(format!(
+            "{} s back is before the Unix epoch",
+            prev_ms / 1_000
+        )));
+    }
+    let elapsed_ms = now.as_micros().saturating_sub(arrived.as_micros()) / 1_000;
+    Ok(Output::Timestamp(crate::oracle::compose_ts(
+        physical + elapsed_ms - prev_ms,
+        0,
+    )))
 }

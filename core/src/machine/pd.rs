@@ -156,6 +156,11 @@ impl PdState {
         }
     }
 
+    /// The newest timestamp seen and when it arrived.
+    pub(crate) fn last_timestamp(&self) -> Option<(u64, Time)> {
+        self.last_ts
+    }
+
     /// The newest timestamp seen, if it arrived no earlier than `oldest` (client-go's
     /// low-resolution timestamp).
     pub(crate) fn recent_timestamp(&self, oldest: Time) -> Option<u64> {

@@ -54,6 +54,7 @@ pub struct Responder {
     /// The one store's address.
     pub store_address: String,
     next_ts: u64,
+    external_ts: u64,
 }
 
 impl Default for Responder {
@@ -62,6 +63,7 @@ impl Default for Responder {
             cluster_id: 1,
             store_address: "store-1:20160".to_owned(),
             next_ts: 1 << 18,
+            external_ts: 0,
         }
     }
 }
@@ -189,6 +191,16 @@ impl Responder {
                 status: pdpb::OperatorStatus::Success as i32,
                 ..Default::default()
             }),
+            PdRequest::SetExternalTimestamp(request) => {
+                self.external_ts = request.timestamp;
+                PdResponse::SetExternalTimestamp(pdpb::SetExternalTimestampResponse { header })
+            }
+            PdRequest::GetExternalTimestamp(_) => {
+                PdResponse::GetExternalTimestamp(pdpb::GetExternalTimestampResponse {
+                    header,
+                    timestamp: self.external_ts,
+                })
+            }
             PdRequest::GetAllStores(_) => PdResponse::GetAllStores(pdpb::GetAllStoresResponse {
                 header,
                 stores: vec![metapb::Store {
@@ -290,6 +302,10 @@ pub fn describe(request: &Request) -> String {
             PdRequest::LoadKeyspace(r) => format!("pd.LoadKeyspace name={}", r.name),
             PdRequest::ScatterRegion(r) => format!("pd.ScatterRegion regions={:?}", r.regions_id),
             PdRequest::GetOperator(r) => format!("pd.GetOperator region={}", r.region_id),
+            PdRequest::SetExternalTimestamp(r) => {
+                format!("pd.SetExternalTimestamp ts={}", r.timestamp)
+            }
+            PdRequest::GetExternalTimestamp(_) => "pd.GetExternalTimestamp".to_owned(),
         },
     }
 }

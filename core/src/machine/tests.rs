@@ -1076,3 +1076,31 @@ fn unsafe_destroy_range_reports_every_failed_store() {
         "{result:?}"
     );
 }
+
+/// A stale timestamp on a client without any timestamp yet asks TSO once, then derives
+/// from it; a span before the epoch is refused.
+#[test]
+fn stale_timestamp_asks_tso_when_it_has_none() {
+    let mut core = core();
+    let mut responder = Responder::default();
+    let op = core.handle_command(Time::ZERO, Command::StaleTimestamp { prev_secs: 0 });
+    let mut tso = 0;
+    let result = drive_until_done(&mut core, op, &mut responder, |transmit| {
+        if describe(&transmit.request).starts_with("pd.Tso") {
+            tso += 1;
+        }
+        None
+    });
+    assert_eq!(tso, 1);
+    let Ok(Output::Timestamp(ts)) = result else {
+        panic!("{result:?}");
+    };
+    assert_eq!(crate::oracle::extract_logical(ts), 0);
+    // Now answered from the cached timestamp, with no request.
+    let op = core.handle_command(Time::ZERO, Command::StaleTimestamp { prev_secs: 1_000 });
+    assert!(core.poll_transmit().is_none());
+    assert!(matches!(
+        core.poll_event(),
+        Some(Event::Done(done, Err(Error::InvalidArgument(_)))) if done == op
+    ));
+}

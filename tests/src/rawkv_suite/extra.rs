@@ -834,3 +834,37 @@ pub async fn delete_range_and_unsafe_destroy_range_of_transactional_keys<E: Env>
         );
     }
 }
+
+/// client-go's oracle extras: PD's external timestamp (only moves forward, never past the
+/// TSO) and stale timestamps derived from the newest TSO answer.
+pub async fn external_and_stale_timestamps<E: Env>(env: &E) {
+    use tikv_core::oracle::{extract_logical, extract_physical};
+    let tc = start(env, Api::V1).await;
+    let client = &tc.client;
+    assert_eq!(ok("external", client.external_timestamp().await), 0);
+    let now = ok("tso", client.current_timestamp().await);
+    ok(
+        "set external",
+        client.set_external_timestamp(now - 10).await,
+    );
+    assert_eq!(ok("external", client.external_timestamp().await), now - 10);
+    // Backwards, or past the TSO: PD refuses.
+    assert!(matches!(
+        client.set_external_timestamp(now - 20).await,
+        Err(Error::Pd { .. })
+    ));
+    assert!(matches!(
+        client.set_external_timestamp(u64::MAX >> 1).await,
+        Err(Error::Pd { .. })
+    ));
+    assert_eq!(ok("external", client.external_timestamp().await), now - 10);
+
+    let stale = ok("stale", client.stale_timestamp(10).await);
+    assert_eq!(extract_logical(stale), 0);
+    let back = extract_physical(now) as i64 - extract_physical(stale) as i64;
+    assert!((9_000..=10_000).contains(&back), "{back} ms back");
+    assert!(matches!(
+        client.stale_timestamp(u64::MAX / 1_000).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
