@@ -174,3 +174,156 @@ impl Config {
         self
     }
 }
+
+/// What a `tikv://` path names (client-go's `config.ParsePath`, the form TiDB's `--path`
+/// takes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParsedPath {
+    /// PD endpoints (`host:port`).
+    pub pd_endpoints: Vec<String>,
+    /// The `disableGC` flag.
+    pub disable_gc: bool,
+    /// The `keyspaceName` parameter, if given.
+    pub keyspace: Option<String>,
+}
+
+/// Parses `tikv://pd1:2379,pd2:2379[/...][?disableGC=true&keyspaceName=name]`; the scheme
+/// is case-insensitive and query values are percent-decoded.
+///
+/// Errors with [`Error::InvalidArgument`] for another scheme, no PD endpoint, a `disableGC`
+/// that is neither `true` nor `false`, or a malformed percent escape.
+pub fn parse_path(path: &str) -> Result<ParsedPath, crate::error::Error> {
+    use crate::error::Error;
+    let (scheme, rest) = path
+        .split_once("://")
+        .ok_or_else(|| Error::InvalidArgument(format!("{path:?} is not a tikv:// path")))?;
+    if !scheme.eq_ignore_ascii_case("tikv") {
+        return Err(Error::InvalidArgument(format!(
+            "URI scheme expected [tikv] but found [{scheme}]"
+        )));
+    }
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let host = before_query.split('/').next().unwrap_or_default();
+    let pd_endpoints: Vec<String> = host
+        .split(',')
+        .filter(|endpoint| !endpoint.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if pd_endpoints.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{path:?} names no PD endpoint"
+        )));
+    }
+    let mut parsed = ParsedPath {
+        pd_endpoints,
+        ..ParsedPath::default()
+    };
+    let (mut disable_gc, mut keyspace) = (None, None);
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (key, value) = (percent_decode(key)?, percent_decode(value)?);
+        // The first value of a key counts, as Go's `Values.Get`.
+        match key.as_str() {
+            "disableGC" if disable_gc.is_none() => disable_gc = Some(value),
+            "keyspaceName" if keyspace.is_none() => keyspace = Some(value),
+            _ => {}
+        }
+    }
+    parsed.disable_gc = match disable_gc
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("true") => true,
+        Some("false" | "") | None => false,
+        Some(_) => {
+            return Err(Error::InvalidArgument(
+                "disableGC flag should be true/false".to_owned(),
+            ));
+        }
+    };
+    parsed.keyspace = keyspace.filter(|name| !name.is_empty());
+    Ok(parsed)
+}
+
+/// Decodes `%XX` escapes and `+` (a space), as a URL query does.
+fn percent_decode(text: &str) -> Result<String, crate::error::Error> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .ok_or_else(|| {
+                        crate::error::Error::InvalidArgument(format!(
+                            "bad percent escape in {text:?}"
+                        ))
+                    })?;
+                out.push(hex);
+                i += 2;
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map_err(|_| crate::error::Error::InvalidArgument(format!("{text:?} is not UTF-8")))
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use crate::error::Error;
+
+    /// Port of client-go's `TestParsePath`.
+    #[test]
+    fn test_parse_path() {
+        let parsed = parse_path("tikv://node1:2379,node2:2379").unwrap_or_default();
+        assert_eq!(parsed.pd_endpoints, ["node1:2379", "node2:2379"]);
+        assert!(!parsed.disable_gc);
+        assert_eq!(parsed.keyspace, None);
+        assert!(parse_path("tikv://node1:2379").is_ok());
+        let parsed = parse_path("tikv://node1:2379?disableGC=true&keyspaceName=DEFAULT")
+            .unwrap_or_default();
+        assert!(parsed.disable_gc);
+        assert_eq!(parsed.keyspace.as_deref(), Some("DEFAULT"));
+    }
+
+    #[test]
+    fn parses_endpoints_and_flags() {
+        let parsed = parse_path("tikv://pd1:2379,pd2:2379?disableGC=true&keyspaceName=ks%201")
+            .unwrap_or_default();
+        assert_eq!(parsed.pd_endpoints, ["pd1:2379", "pd2:2379"]);
+        assert!(parsed.disable_gc);
+        assert_eq!(parsed.keyspace.as_deref(), Some("ks 1"));
+
+        let plain = parse_path("TiKV://127.0.0.1:2379/some/path").unwrap_or_default();
+        assert_eq!(plain.pd_endpoints, ["127.0.0.1:2379"]);
+        assert!(!plain.disable_gc);
+        assert_eq!(plain.keyspace, None);
+
+        let flags = parse_path("tikv://pd:2379?disableGC=FALSE&disableGC=true").unwrap_or_default();
+        assert!(!flags.disable_gc, "the first value counts");
+    }
+
+    #[test]
+    fn refuses_what_client_go_refuses() {
+        for bad in [
+            "http://pd:2379",
+            "pd:2379",
+            "tikv://?disableGC=true",
+            "tikv://pd:2379?disableGC=yes",
+            "tikv://pd:2379?keyspaceName=%zz",
+        ] {
+            assert!(
+                matches!(parse_path(bad), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+    }
+}
