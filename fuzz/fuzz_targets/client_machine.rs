@@ -35,7 +35,7 @@ fn mode(byte: u8) -> KeyMode {
 fn command(byte: u8, key: &[u8]) -> Command {
     let key = Bytes::copy_from_slice(key);
     let cf = String::new();
-    match byte % 16 {
+    match byte % 19 {
         0 => Command::Raw(RawCommand::Get { key, cf }),
         1 => Command::Raw(RawCommand::Put {
             key,
@@ -98,6 +98,11 @@ fn command(byte: u8, key: &[u8]) -> Command {
             start: key,
             end: Bytes::new(),
         }),
+        15 => Command::StaleTimestamp {
+            prev_secs: u64::from(byte),
+        },
+        16 => Command::GetExternalTimestamp,
+        17 => Command::SetExternalTimestamp(u64::from(byte)),
         _ => Command::Raw(RawCommand::CompareAndSwap {
             key,
             previous: None,
