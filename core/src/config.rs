@@ -288,8 +288,8 @@ mod path_tests {
         assert!(!parsed.disable_gc);
         assert_eq!(parsed.keyspace, None);
         assert!(parse_path("tikv://node1:2379").is_ok());
-        let parsed = parse_path("tikv://node1:2379?disableGC=true&keyspaceName=DEFAULT")
-            .unwrap_or_default();
+        let parsed =
+            parse_path("tikv://node1:2379?disableGC=true&keyspaceName=DEFAULT").unwrap_or_default();
         assert!(parsed.disable_gc);
         assert_eq!(parsed.keyspace.as_deref(), Some("DEFAULT"));
     }

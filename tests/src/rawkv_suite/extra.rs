@@ -868,3 +868,68 @@ pub async fn external_and_stale_timestamps<E: Env>(env: &E) {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// The transactional keys in `[start, end)` (user keys), read from the cluster's storage at
+/// the latest version.
+fn txn_keys(tc: &TestCluster, start: &str, end: &str) -> Vec<Bytes> {
+    let (start, end) = (txn_request_key(tc.api, start), txn_request_key(tc.api, end));
+    let prefix = txn_request_key(tc.api, "").len();
+    tc.server.with(|sim| {
+        sim.mvcc
+            .scan(&tikv_proto::kvrpcpb::ScanRequest {
+                start_key: Bytes::from(start),
+                end_key: Bytes::from(end),
+                limit: 10_000,
+                version: u64::MAX >> 2,
+                ..Default::default()
+            })
+            .pairs
+            .into_iter()
+            .map(|pair| pair.key.slice(prefix..))
+            .collect()
+    })
+}
+
+/// Port of client-go's `TestDeleteRange` (integration_tests/delete_range_test.go): 40 keys
+/// over four regions split at `b`, `c` and `d`; each delete removes exactly its range and
+/// reports the regions it covered (an empty range covers none).
+pub async fn txn_delete_range<E: Env>(env: &E) {
+    let tc = start(env, Api::V1).await;
+    let mut keys: Vec<String> = Vec::new();
+    for first in ['a', 'b', 'c', 'd'] {
+        for second in '0'..='9' {
+            keys.push(format!("{first}{second}"));
+        }
+    }
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    txn_put_committed(&tc, &refs);
+    ok(
+        "split",
+        tc.client
+            .regions()
+            .split_regions(["b", "c", "d"], false)
+            .await,
+    );
+    let mut expected: std::collections::BTreeSet<String> = keys.iter().cloned().collect();
+    let check = |expected: &std::collections::BTreeSet<String>| {
+        let left: Vec<String> = txn_keys(&tc, "", "~")
+            .iter()
+            .map(|key| String::from_utf8_lossy(key).into_owned())
+            .collect();
+        assert_eq!(left, expected.iter().cloned().collect::<Vec<_>>());
+    };
+    check(&expected);
+    for (start, end, regions) in [
+        ("b", "c0", 2),
+        ("d0", "d0", 0),
+        ("d0\0", "d1\0", 1),
+        ("c5", "d5", 2),
+        ("a", "z", 4),
+        ("", "", 4),
+    ] {
+        let covered = ok("delete range", tc.client.delete_range(start, end).await);
+        expected.retain(|key| !(key.as_str() >= start && (end.is_empty() || key.as_str() < end)));
+        check(&expected);
+        assert_eq!(covered, regions, "delete [{start:?}, {end:?})");
+    }
+}
