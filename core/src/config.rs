@@ -190,7 +190,7 @@ pub struct ParsedPath {
 /// Parses `tikv://pd1:2379,pd2:2379[/...][?disableGC=true&keyspaceName=name]`; the scheme
 /// is case-insensitive and query values are percent-decoded.
 ///
-/// Errors with [`Error::InvalidArgument`] for another scheme, no PD endpoint, a `disableGC`
+/// Errors with [`Error::InvalidArgument`](crate::Error::InvalidArgument) for another scheme, no PD endpoint, a `disableGC`
 /// that is neither `true` nor `false`, or a malformed percent escape.
 pub fn parse_path(path: &str) -> Result<ParsedPath, crate::error::Error> {
     use crate::error::Error;

@@ -26,6 +26,7 @@ pub mod error;
 pub mod machine;
 pub mod oracle;
 pub mod rand;
+pub mod range_task;
 pub mod raw_client;
 pub mod region;
 pub mod regions;

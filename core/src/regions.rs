@@ -83,10 +83,24 @@ impl Regions {
         start: impl Into<Bytes>,
         end: impl Into<Bytes>,
     ) -> Result<Vec<KeyLocation>, Error> {
+        self.locate_range_limited(start, end, 0).await
+    }
+
+    /// [`locate_range`](Self::locate_range), stopping after `limit` regions (0: no limit;
+    /// client-go's `BatchLoadRegionsFromKey`).
+    ///
+    /// Errors as [`locate_range`](Self::locate_range).
+    pub async fn locate_range_limited(
+        &self,
+        start: impl Into<Bytes>,
+        end: impl Into<Bytes>,
+        limit: u32,
+    ) -> Result<Vec<KeyLocation>, Error> {
         let command = RawCommand::LocateRange {
             start: start.into(),
             end: end.into(),
             mode: self.mode,
+            limit,
         };
         match self.run(command).await? {
             Output::Locations(found) => Ok(found),

@@ -76,6 +76,7 @@ fn command(byte: u8, key: &[u8]) -> Command {
             start: key,
             end: Bytes::new(),
             mode: mode(byte),
+            limit: u32::from(byte % 4),
         }),
         9 => Command::Raw(RawCommand::LocateRegionById {
             region_id: u64::from(byte),

@@ -316,6 +316,9 @@ macro_rules! for_each_rawkv_test {
         $m!(external_and_stale_timestamps);
         // integration_tests/delete_range_test.go
         $m!(txn_delete_range);
+        // integration_tests/range_task_test.go
+        $m!(range_task);
+        $m!(range_task_error);
     };
 }
 

@@ -257,6 +257,34 @@ impl Client {
         self.txn_delete_range(start.into(), end.into(), false).await
     }
 
+    /// [`delete_range`](Self::delete_range) with up to `concurrency` parts of the range in
+    /// flight at once (client-go's `DeleteRange` with its concurrency; the range is cut into
+    /// tasks of 128 regions by a [`RangeTaskRunner`](crate::range_task::RangeTaskRunner)).
+    /// Returns how many regions the range covered.
+    ///
+    /// Errors as [`delete_range`](Self::delete_range); parts already deleted stay deleted.
+    pub async fn delete_range_concurrently(
+        &self,
+        start: impl Into<bytes::Bytes>,
+        end: impl Into<bytes::Bytes>,
+        concurrency: usize,
+    ) -> Result<u64, Error> {
+        let runner = crate::range_task::RangeTaskRunner::new(self.regions(), concurrency);
+        let stat = runner
+            .run_on_range(start, end, |range| async move {
+                let completed_regions = self
+                    .txn_delete_range(range.start_key, range.end_key, false)
+                    .await?;
+                Ok(crate::range_task::TaskStat {
+                    completed_regions,
+                    failed_regions: 0,
+                })
+            })
+            .await
+            .map_err(|failure| failure.error)?;
+        Ok(stat.completed_regions)
+    }
+
     /// Tells the stores holding `[start, end)` that the range is being deleted, without
     /// deleting anything (client-go's notify-only delete range task, which TiFlash
     /// replicas follow). Returns how many regions the range covered.

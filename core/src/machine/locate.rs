@@ -37,6 +37,8 @@ pub(crate) struct LocateOp {
     found: Vec<KeyLocation>,
     /// Looking a region up by id instead: the id, and whether PD was asked.
     by_id: Option<(u64, bool)>,
+    /// Most regions to report (0 = no limit).
+    limit: u32,
 }
 
 impl LocateOp {
@@ -48,6 +50,7 @@ impl LocateOp {
             end: None,
             found: Vec::new(),
             by_id: None,
+            limit: 0,
         }
     }
 
@@ -59,6 +62,7 @@ impl LocateOp {
             end: None,
             found: Vec::new(),
             by_id: Some((region_id, false)),
+            limit: 0,
         }
     }
 
@@ -115,14 +119,16 @@ impl LocateOp {
         }
     }
 
-    /// Every region overlapping routing range `[start, end)` (an empty `end`: to the end).
-    pub(crate) fn range(space: KeySpace, start: Bytes, end: Bytes) -> Self {
+    /// Every region overlapping routing range `[start, end)` (an empty `end`: to the end),
+    /// at most `limit` of them (0: no limit).
+    pub(crate) fn range(space: KeySpace, start: Bytes, end: Bytes, limit: u32) -> Self {
         Self {
             space,
             cursor: start,
             end: Some(end),
             found: Vec::new(),
             by_id: None,
+            limit,
         }
     }
 
@@ -142,10 +148,12 @@ impl LocateOp {
             let location = self.location(&region);
             self.found.push(location);
             let next = region.end_key();
-            let done = match &self.end {
-                None => true,
-                Some(end) => next.is_empty() || (!end.is_empty() && next >= end),
-            };
+            let full = self.limit > 0 && self.found.len() >= self.limit as usize;
+            let done = full
+                || match &self.end {
+                    None => true,
+                    Some(end) => next.is_empty() || (!end.is_empty() && next >= end),
+                };
             // A region ending where the key space ends for the user ends the walk too.
             if done || self.space.user_boundary(next).is_empty() {
                 return Some(Ok(Output::Locations(std::mem::take(&mut self.found))));

@@ -217,6 +217,8 @@ pub enum RawCommand {
         end: Bytes,
         /// Which key space the range is in.
         mode: KeyMode,
+        /// Most regions returned (0 = no limit).
+        limit: u32,
     },
     /// Split the regions holding `keys` so that each key starts a region, and optionally
     /// have PD scatter the new regions.

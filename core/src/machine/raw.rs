@@ -278,7 +278,12 @@ impl RawOp {
                 let space = key_space(mode, &space, shared)?;
                 Kind::Locate(super::locate::LocateOp::by_id(space, region_id))
             }
-            RawCommand::LocateRange { start, end, mode } => {
+            RawCommand::LocateRange {
+                start,
+                end,
+                mode,
+                limit,
+            } => {
                 let space = key_space(mode, &space, shared)?;
                 let start = space.routing_key(&space.request_key(&start));
                 let end = space.request_end(&end);
@@ -287,7 +292,7 @@ impl RawOp {
                 } else {
                     space.routing_key(&end)
                 };
-                Kind::Locate(super::locate::LocateOp::range(space, start, end))
+                Kind::Locate(super::locate::LocateOp::range(space, start, end, limit))
             }
             RawCommand::TxnDeleteRange {
                 start,

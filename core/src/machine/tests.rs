@@ -981,6 +981,7 @@ fn locate_uses_pd_only_and_reports_pd_failures() {
             mode: KeyMode::Raw,
             start: Bytes::from_static(b"a"),
             end: Bytes::new(),
+            limit: 0,
         }),
     );
     let mut store_requests = 0;

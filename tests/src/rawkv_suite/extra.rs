@@ -927,9 +927,182 @@ pub async fn txn_delete_range<E: Env>(env: &E) {
         ("a", "z", 4),
         ("", "", 4),
     ] {
-        let covered = ok("delete range", tc.client.delete_range(start, end).await);
+        // Whole-cluster ranges also go through the concurrent runner.
+        let covered = if start == "a" {
+            ok(
+                "delete range concurrently",
+                tc.client.delete_range_concurrently(start, end, 3).await,
+            )
+        } else {
+            ok("delete range", tc.client.delete_range(start, end).await)
+        };
         expected.retain(|key| !(key.as_str() >= start && (end.is_empty() || key.as_str() < end)));
         check(&expected);
         assert_eq!(covered, regions, "delete [{start:?}, {end:?})");
+    }
+}
+
+/// The range task suite's cluster: the transactional key space split at `a`..=`z` (27
+/// regions); returns it with every region's range.
+async fn range_task_cluster<E: Env>(
+    env: &E,
+) -> (TestCluster, Vec<tikv_core::range_task::KeyRange>) {
+    use tikv_core::range_task::KeyRange;
+    let tc = start(env, Api::V1).await;
+    let splits: Vec<Bytes> = (b'a'..=b'z').map(|k| Bytes::from(vec![k])).collect();
+    ok(
+        "split",
+        tc.client
+            .regions()
+            .split_regions(splits.clone(), false)
+            .await,
+    );
+    let mut all = vec![KeyRange {
+        start_key: Bytes::new(),
+        end_key: splits[0].clone(),
+    }];
+    for pair in splits.windows(2) {
+        all.push(KeyRange {
+            start_key: pair[0].clone(),
+            end_key: pair[1].clone(),
+        });
+    }
+    all.push(KeyRange {
+        start_key: splits[25].clone(),
+        end_key: Bytes::new(),
+    });
+    (tc, all)
+}
+
+/// The ranges client-go's range task tests run, with the region pieces each covers.
+fn range_task_cases(
+    all: &[tikv_core::range_task::KeyRange],
+) -> Vec<((Bytes, Bytes), Vec<tikv_core::range_task::KeyRange>)> {
+    use tikv_core::range_task::KeyRange;
+    let r = |start: &[u8], end: &[u8]| KeyRange {
+        start_key: Bytes::copy_from_slice(start),
+        end_key: Bytes::copy_from_slice(end),
+    };
+    let k = |start: &[u8], end: &[u8]| (Bytes::copy_from_slice(start), Bytes::copy_from_slice(end));
+    vec![
+        (k(b"", b""), all.to_vec()),
+        (k(b"", b"b"), all[..2].to_vec()),
+        (k(b"b", b""), all[2..].to_vec()),
+        (k(b"b", b"x"), all[2..24].to_vec()),
+        (
+            k(b"a", b"d"),
+            vec![r(b"a", b"b"), r(b"b", b"c"), r(b"c", b"d")],
+        ),
+        (
+            k(b"a\0", b"d\0"),
+            vec![
+                r(b"a\0", b"b"),
+                r(b"b", b"c"),
+                r(b"c", b"d"),
+                r(b"d", b"d\0"),
+            ],
+        ),
+        (
+            k(b"a\xff\xff\xff", b"c\xff\xff\xff"),
+            vec![
+                r(b"a\xff\xff\xff", b"b"),
+                r(b"b", b"c"),
+                r(b"c", b"c\xff\xff\xff"),
+            ],
+        ),
+        (k(b"a1", b"a2"), vec![r(b"a1", b"a2")]),
+        (k(b"a", b"a"), vec![]),
+        (k(b"a3", b"a3"), vec![]),
+    ]
+}
+
+/// Port of client-go's `TestRangeTask`: for 1-4 workers and 1-5 regions per task, every
+/// range is cut at region boundaries into tasks of that many regions, each run once.
+pub async fn range_task<E: Env>(env: &E) {
+    use tikv_core::range_task::{KeyRange, RangeTaskRunner, TaskStat};
+    let (tc, all) = range_task_cluster(env).await;
+    for concurrency in 1..5 {
+        for per_task in 1..=5u32 {
+            let runner = ok(
+                "runner",
+                RangeTaskRunner::new(tc.client.regions(), concurrency)
+                    .with_regions_per_task(per_task),
+            );
+            for ((start, end), pieces) in range_task_cases(&all) {
+                let seen = std::sync::Mutex::new(Vec::new());
+                let stat = runner
+                    .run_on_range(start.clone(), end.clone(), |range| {
+                        seen.lock().unwrap_or_else(|e| e.into_inner()).push(range);
+                        async {
+                            Ok(TaskStat {
+                                completed_regions: 1,
+                                failed_regions: 0,
+                            })
+                        }
+                    })
+                    .await
+                    .unwrap_or_else(|failure| panic!("{failure}"));
+                let mut seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
+                seen.sort();
+                let expected: Vec<KeyRange> = pieces
+                    .chunks(per_task as usize)
+                    .map(|chunk| KeyRange {
+                        start_key: chunk[0].start_key.clone(),
+                        end_key: chunk[chunk.len() - 1].end_key.clone(),
+                    })
+                    .collect();
+                assert_eq!(
+                    seen, expected,
+                    "[{start:?}, {end:?}) x{per_task} by {concurrency}"
+                );
+                assert_eq!(stat.completed_regions, expected.len() as u64);
+                assert_eq!(stat.failed_regions, 0);
+            }
+        }
+    }
+}
+
+/// Port of client-go's `TestRangeTaskError`: a failing task fails the run, which reports
+/// the failure and fewer completed regions than the range has.
+pub async fn range_task_error<E: Env>(env: &E) {
+    use tikv_core::range_task::{RangeTaskRunner, TaskFailure, TaskStat};
+    let (tc, all) = range_task_cluster(env).await;
+    for concurrency in 1..5 {
+        let runner = ok(
+            "runner",
+            RangeTaskRunner::new(tc.client.regions(), concurrency).with_regions_per_task(1),
+        );
+        for ((start, end), pieces) in range_task_cases(&all) {
+            for piece in &pieces {
+                let failing = piece.start_key.clone();
+                let result = runner
+                    .run_on_range(start.clone(), end.clone(), |range| {
+                        let fails = range.start_key == failing;
+                        async move {
+                            if fails {
+                                Err(TaskFailure {
+                                    stat: TaskStat {
+                                        completed_regions: 0,
+                                        failed_regions: 1,
+                                    },
+                                    error: Error::Server("test error".into()),
+                                })
+                            } else {
+                                Ok(TaskStat {
+                                    completed_regions: 1,
+                                    failed_regions: 0,
+                                })
+                            }
+                        }
+                    })
+                    .await;
+                let Err(failure) = result else {
+                    panic!("[{start:?}, {end:?}) failing at {failing:?} succeeded");
+                };
+                assert_eq!(failure.error, Error::Server("test error".into()));
+                assert!(failure.stat.completed_regions < pieces.len() as u64);
+                assert_eq!(failure.stat.failed_regions, 1);
+            }
+        }
     }
 }
