@@ -44,6 +44,15 @@ pub enum Error {
     /// The keyspace does not exist or is not enabled.
     #[error("keyspace {0:?} not found or not enabled")]
     KeyspaceNotFound(String),
+    /// A read at `start_ts` is below the transaction safe point: GC may have removed the
+    /// versions it needs (client-go's `ErrTxnAbortedByGC`).
+    #[error("start timestamp {start_ts} is below the txn safe point {safe_point}")]
+    TxnAbortedByGc {
+        /// The read or transaction's start timestamp.
+        start_ts: u64,
+        /// The cluster's transaction safe point.
+        safe_point: u64,
+    },
     /// The client has been shut down.
     #[error("client closed")]
     Closed,

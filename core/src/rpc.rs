@@ -229,6 +229,8 @@ pub enum PdRequest {
     SetExternalTimestamp(pdpb::SetExternalTimestampRequest),
     /// The cluster's external timestamp.
     GetExternalTimestamp(pdpb::GetExternalTimestampRequest),
+    /// A keyspace's (or the cluster's) GC state: safe points and barriers.
+    GetGcState(pdpb::GetGcStateRequest),
 }
 
 /// PD's answer to a [`PdRequest`], of the same variant.
@@ -260,6 +262,8 @@ pub enum PdResponse {
     SetExternalTimestamp(pdpb::SetExternalTimestampResponse),
     /// The external timestamp (0 when never set).
     GetExternalTimestamp(pdpb::GetExternalTimestampResponse),
+    /// The GC state.
+    GetGcState(pdpb::GetGcStateResponse),
 }
 
 impl PdRequest {
@@ -279,6 +283,7 @@ impl PdRequest {
             Self::GetOperator(_) => pdpb::pd::GET_OPERATOR.path(),
             Self::SetExternalTimestamp(_) => pdpb::pd::SET_EXTERNAL_TIMESTAMP.path(),
             Self::GetExternalTimestamp(_) => pdpb::pd::GET_EXTERNAL_TIMESTAMP.path(),
+            Self::GetGcState(_) => pdpb::pd::GET_GC_STATE.path(),
         }
     }
 
@@ -297,6 +302,7 @@ impl PdRequest {
             Self::GetOperator(r) => &mut r.header,
             Self::SetExternalTimestamp(r) => &mut r.header,
             Self::GetExternalTimestamp(r) => &mut r.header,
+            Self::GetGcState(r) => &mut r.header,
         };
         header.get_or_insert_with(Default::default).cluster_id = cluster_id;
     }
@@ -318,6 +324,7 @@ impl PdRequest {
             Self::GetOperator(r) => Framed::encode(r, limit),
             Self::SetExternalTimestamp(r) => Framed::encode(r, limit),
             Self::GetExternalTimestamp(r) => Framed::encode(r, limit),
+            Self::GetGcState(r) => Framed::encode(r, limit),
         }
     }
 
@@ -340,6 +347,7 @@ impl PdRequest {
             Self::GetOperator(_) => PdResponse::GetOperator(decode(payload)?),
             Self::SetExternalTimestamp(_) => PdResponse::SetExternalTimestamp(decode(payload)?),
             Self::GetExternalTimestamp(_) => PdResponse::GetExternalTimestamp(decode(payload)?),
+            Self::GetGcState(_) => PdResponse::GetGcState(decode(payload)?),
         })
     }
 }
@@ -361,6 +369,7 @@ impl PdResponse {
             Self::GetOperator(r) => r.header.as_ref(),
             Self::SetExternalTimestamp(r) => r.header.as_ref(),
             Self::GetExternalTimestamp(r) => r.header.as_ref(),
+            Self::GetGcState(r) => r.header.as_ref(),
         }
     }
 }

@@ -314,6 +314,7 @@ macro_rules! for_each_rawkv_test {
         $m!(regions_in_the_transactional_key_space);
         $m!(delete_range_and_unsafe_destroy_range_of_transactional_keys);
         $m!(external_and_stale_timestamps);
+        $m!(txn_safe_point_and_visibility);
         // integration_tests/delete_range_test.go
         $m!(txn_delete_range);
         // integration_tests/range_task_test.go

@@ -383,6 +383,24 @@ impl Client {
         }
     }
 
+    /// The transaction safe point (of the keyspace with API V2, else of the cluster): reads
+    /// below it are no longer guaranteed, as GC may have removed what they need.
+    ///
+    /// Errors when PD cannot be reached within its backoff budget, or with PD's error.
+    pub async fn txn_safe_point(&self) -> Result<u64, Error> {
+        self.timestamp(Command::TxnSafePoint).await
+    }
+
+    /// Checks that a read at `start_ts` is above the transaction safe point (client-go's
+    /// `CheckVisibility`, asking PD each time rather than trusting a cache); returns the
+    /// safe point.
+    ///
+    /// Errors with [`Error::TxnAbortedByGc`] when `start_ts` is below it, or as
+    /// [`txn_safe_point`](Self::txn_safe_point).
+    pub async fn check_visibility(&self, start_ts: u64) -> Result<u64, Error> {
+        self.timestamp(Command::CheckVisibility { start_ts }).await
+    }
+
     /// A timestamp `prev_secs` seconds older than now (client-go's `GetStaleTimestamp`, for
     /// stale reads): the newest TSO answer's physical time, moved on by the time since it
     /// arrived, minus `prev_secs`, with a zero logical part. Asks PD only when the client

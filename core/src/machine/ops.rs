@@ -45,6 +45,14 @@ pub enum Command {
     SetExternalTimestamp(u64),
     /// PD's external timestamp (0 when never set).
     GetExternalTimestamp,
+    /// The cluster's (or, with API V2, the keyspace's) transaction safe point, from PD.
+    TxnSafePoint,
+    /// Whether a read at `start_ts` is still safe from GC (client-go's `CheckVisibility`):
+    /// answers with the safe point, or fails with [`Error::TxnAbortedByGc`].
+    CheckVisibility {
+        /// The read's start timestamp.
+        start_ts: u64,
+    },
     /// A timestamp `prev_secs` seconds older than the current time as the client knows it
     /// (client-go's `GetStaleTimestamp`), from the newest TSO answer and the time since.
     StaleTimestamp {
@@ -296,6 +304,9 @@ pub(crate) enum Op {
     PdCall(Option<Box<crate::rpc::PdRequest>>),
     /// A stale timestamp: `prev_ms` back; `true` once a fresh timestamp was asked for.
     Stale(u64, bool),
+    /// The txn safe point, checked against a start timestamp when one is given; `true` once
+    /// PD was asked.
+    SafePoint(Option<u64>, bool),
     /// Finished at creation (a cached timestamp).
     Ready(u64),
 }
@@ -339,6 +350,8 @@ impl Op {
             Command::GetExternalTimestamp => Self::PdCall(Some(Box::new(
                 crate::rpc::PdRequest::GetExternalTimestamp(Default::default()),
             ))),
+            Command::TxnSafePoint => Self::SafePoint(None, false),
+            Command::CheckVisibility { start_ts } => Self::SafePoint(Some(start_ts), false),
             Command::StaleTimestamp { prev_secs } => {
                 Self::Stale(prev_secs.saturating_mul(1_000), false)
             }
@@ -378,6 +391,39 @@ impl Op {
                     return None;
                 }
                 Some(pd_call_output(shared.pd.take_op_result(id)?))
+            }
+            Self::SafePoint(start_ts, asked) => {
+                let safe_point = if *asked {
+                    match safe_point(shared.pd.take_op_result(id)?) {
+                        Ok(safe_point) => safe_point,
+                        Err(err) => return Some(Err(err)),
+                    }
+                } else {
+                    *asked = true;
+                    let keyspace = shared.pd.keyspace_id().unwrap_or(NULL_KEYSPACE_ID);
+                    shared.pd_call(
+                        id,
+                        crate::rpc::PdRequest::GetGcState(tikv_proto::pdpb::GetGcStateRequest {
+                            keyspace_scope: Some(tikv_proto::pdpb::KeyspaceScope {
+                                keyspace: Some(
+                                    tikv_proto::pdpb::keyspace_scope::Keyspace::KeyspaceId(
+                                        keyspace,
+                                    ),
+                                ),
+                            }),
+                            exclude_gc_barriers: true,
+                            ..Default::default()
+                        }),
+                    );
+                    return None;
+                };
+                Some(match *start_ts {
+                    Some(start_ts) if start_ts < safe_point => Err(Error::TxnAbortedByGc {
+                        start_ts,
+                        safe_point,
+                    }),
+                    _ => Ok(Output::Timestamp(safe_point)),
+                })
             }
             Self::Stale(prev_ms, asked) => {
                 if *asked {
@@ -428,6 +474,22 @@ impl Op {
                 None
             }
         }
+    }
+}
+
+/// The keyspace id PD's GC API uses for the cluster-wide (no keyspace) scope.
+const NULL_KEYSPACE_ID: u32 = 0xFFFF_FFFF;
+
+/// The txn safe point in a `GetGCState` answer.
+fn safe_point(result: Result<crate::rpc::PdResponse, Error>) -> Result<u64, Error> {
+    match result? {
+        crate::rpc::PdResponse::GetGcState(response) => {
+            if let Some(err) = super::pd::pd_error(response.header.as_ref()) {
+                return Err(err);
+            }
+            Ok(response.gc_state.map_or(0, |state| state.txn_safe_point))
+        }
+        other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
     }
 }
 

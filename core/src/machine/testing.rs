@@ -55,6 +55,8 @@ pub struct Responder {
     pub store_address: String,
     next_ts: u64,
     external_ts: u64,
+    /// The transaction safe point PD reports.
+    pub txn_safe_point: u64,
 }
 
 impl Default for Responder {
@@ -64,6 +66,7 @@ impl Default for Responder {
             store_address: "store-1:20160".to_owned(),
             next_ts: 1 << 18,
             external_ts: 0,
+            txn_safe_point: 0,
         }
     }
 }
@@ -201,6 +204,16 @@ impl Responder {
                     timestamp: self.external_ts,
                 })
             }
+            PdRequest::GetGcState(request) => PdResponse::GetGcState(pdpb::GetGcStateResponse {
+                header,
+                gc_state: Some(pdpb::GcState {
+                    keyspace_scope: request.keyspace_scope.clone(),
+                    txn_safe_point: self.txn_safe_point,
+                    gc_safe_point: self.txn_safe_point,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             PdRequest::GetAllStores(_) => PdResponse::GetAllStores(pdpb::GetAllStoresResponse {
                 header,
                 stores: vec![metapb::Store {
@@ -306,6 +319,7 @@ pub fn describe(request: &Request) -> String {
                 format!("pd.SetExternalTimestamp ts={}", r.timestamp)
             }
             PdRequest::GetExternalTimestamp(_) => "pd.GetExternalTimestamp".to_owned(),
+            PdRequest::GetGcState(_) => "pd.GetGcState".to_owned(),
         },
     }
 }

@@ -1106,3 +1106,53 @@ pub async fn range_task_error<E: Env>(env: &E) {
         }
     }
 }
+
+/// `txn_safe_point` and `check_visibility` (client-go's `CheckVisibility`) follow PD's GC
+/// state: a read below the transaction safe point is refused with `TxnAbortedByGc`.
+pub async fn txn_safe_point_and_visibility<E: Env>(env: &E) {
+    use tikv_proto::pdpb;
+    for api in [Api::V1, Api::V2] {
+        let tc = start(env, api).await;
+        let client = &tc.client;
+        assert_eq!(
+            ok("safe point", client.txn_safe_point().await),
+            0,
+            "{api:?}"
+        );
+        let now = ok("tso", client.current_timestamp().await);
+        assert_eq!(ok("visible", client.check_visibility(now).await), 0);
+        // GC moves the cluster-wide safe point, which also governs the DEFAULT keyspace
+        // (it does not run keyspace-level GC).
+        let keyspace = 0xFFFF_FFFF;
+        tc.server.with(|sim| {
+            let header = Some(pdpb::RequestHeader {
+                cluster_id: sim.cluster.cluster_id(),
+                ..Default::default()
+            });
+            let advanced = sim
+                .cluster
+                .handle_advance_txn_safe_point(
+                    &pdpb::AdvanceTxnSafePointRequest {
+                        header,
+                        keyspace_scope: Some(pdpb::KeyspaceScope {
+                            keyspace: Some(pdpb::keyspace_scope::Keyspace::KeyspaceId(keyspace)),
+                        }),
+                        target: now - 100,
+                    },
+                    1_700_000_000_000,
+                )
+                .unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(advanced.new_txn_safe_point, now - 100, "{api:?}");
+        });
+        assert_eq!(ok("safe point", client.txn_safe_point().await), now - 100);
+        assert_eq!(ok("visible", client.check_visibility(now).await), now - 100);
+        assert_eq!(
+            client.check_visibility(now - 200).await,
+            Err(Error::TxnAbortedByGc {
+                start_ts: now - 200,
+                safe_point: now - 100,
+            }),
+            "{api:?}"
+        );
+    }
+}
