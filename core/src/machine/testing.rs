@@ -207,7 +207,7 @@ impl Responder {
             PdRequest::GetGcState(request) => PdResponse::GetGcState(pdpb::GetGcStateResponse {
                 header,
                 gc_state: Some(pdpb::GcState {
-                    keyspace_scope: request.keyspace_scope.clone(),
+                    keyspace_scope: request.keyspace_scope,
                     txn_safe_point: self.txn_safe_point,
                     gc_safe_point: self.txn_safe_point,
                     ..Default::default()
