@@ -35,7 +35,7 @@ fn mode(byte: u8) -> KeyMode {
 fn command(byte: u8, key: &[u8]) -> Command {
     let key = Bytes::copy_from_slice(key);
     let cf = String::new();
-    match byte % 19 {
+    match byte % 21 {
         0 => Command::Raw(RawCommand::Get { key, cf }),
         1 => Command::Raw(RawCommand::Put {
             key,
@@ -104,6 +104,10 @@ fn command(byte: u8, key: &[u8]) -> Command {
         },
         16 => Command::GetExternalTimestamp,
         17 => Command::SetExternalTimestamp(u64::from(byte)),
+        18 => Command::TxnSafePoint,
+        19 => Command::CheckVisibility {
+            start_ts: u64::from(byte),
+        },
         _ => Command::Raw(RawCommand::CompareAndSwap {
             key,
             previous: None,
