@@ -450,11 +450,11 @@ impl Shared {
             self.lookup_region(op, key, reverse);
             return Routing::Parked;
         };
-        let store_epoch = self
-            .regions
-            .stores()
-            .get(peer.store_id)
-            .map_or(0, crate::region::Store::epoch);
+        // One look at the store answers the epoch, the re-check mark and the address.
+        let store = self.regions.stores().get(peer.store_id);
+        let store_epoch = store.map_or(0, crate::region::Store::epoch);
+        let needs_refresh = store.is_some_and(crate::region::Store::needs_refresh);
+        let address = store.and_then(crate::region::Store::usable_address);
         if region
             .store_epoch(region.work_index())
             .is_some_and(|cached| cached != store_epoch)
@@ -467,15 +467,10 @@ impl Shared {
             return Routing::Parked;
         }
         // A store marked for a re-check keeps its address in use while PD is asked again.
-        if self
-            .regions
-            .stores()
-            .get(peer.store_id)
-            .is_some_and(crate::region::Store::needs_refresh)
-        {
+        if needs_refresh {
             self.refresh_store(peer.store_id);
         }
-        match self.regions.stores().shared_address(peer.store_id) {
+        match address {
             Some(address) => Routing::Ready(Route {
                 region: region.shared_meta(),
                 ver_id: region.ver_id(),

@@ -109,6 +109,16 @@ impl Store {
         &self.address
     }
 
+    /// The address to send to, shared; `None` while unresolved or once a tombstone.
+    pub fn usable_address(&self) -> Option<std::sync::Arc<str>> {
+        self.is_usable()
+            .then(|| std::sync::Arc::clone(&self.address))
+    }
+
+    fn is_usable(&self) -> bool {
+        matches!(self.state, ResolveState::Resolved | ResolveState::NeedCheck)
+    }
+
     /// The address other stores use (TiFlash proxies reach it here).
     pub fn peer_address(&self) -> &str {
         &self.peer_address
