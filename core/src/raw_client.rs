@@ -89,7 +89,7 @@ impl RawClient {
         };
         match self.run(command).await? {
             Output::Value(value) => Ok(value),
-            other => Err(mismatch(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -106,7 +106,7 @@ impl RawClient {
         };
         match self.run(command).await? {
             Output::Values(values) => Ok(values),
-            other => Err(mismatch(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -179,7 +179,7 @@ impl RawClient {
         };
         match self.run(command).await? {
             Output::Ttl(ttl) => Ok(ttl),
-            other => Err(mismatch(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -307,7 +307,7 @@ impl RawClient {
                 .into_iter()
                 .map(|(key, value)| KvPair { key, value })
                 .collect()),
-            other => Err(mismatch(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -333,7 +333,7 @@ impl RawClient {
                 previous,
                 succeeded,
             } => Ok((previous, succeeded)),
-            other => Err(mismatch(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -351,7 +351,7 @@ impl RawClient {
         };
         match self.run(command).await? {
             Output::Checksum(sum) => Ok(sum),
-            other => Err(mismatch(other)),
+            other => Err(other.unexpected()),
         }
     }
 }
@@ -363,7 +363,7 @@ impl RawClient {
     pub async fn cluster_id(&self) -> Result<u64, Error> {
         match self.handle.run(Command::ClusterId).await? {
             Output::ClusterId(id) => Ok(id),
-            other => Err(mismatch(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -422,8 +422,4 @@ impl RawClient {
             .split_regions_in_group(keys, scatter, group)
             .await
     }
-}
-
-fn mismatch(output: Output) -> Error {
-    Error::UnexpectedResponse(format!("operation produced {output:?}"))
 }

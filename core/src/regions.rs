@@ -104,7 +104,7 @@ impl Regions {
         };
         match self.run(command).await? {
             Output::Locations(found) => Ok(found),
-            other => Err(mismatch(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -143,7 +143,7 @@ impl Regions {
         };
         match self.run(command).await? {
             Output::Split(outcome) => Ok(outcome),
-            other => Err(mismatch(other)),
+            other => Err(other.unexpected()),
         }
     }
 }
@@ -153,10 +153,6 @@ fn one_location(output: Output) -> Result<KeyLocation, Error> {
         Output::Locations(mut found) if found.len() == 1 => found
             .pop()
             .ok_or_else(|| Error::UnexpectedResponse("no region".into())),
-        other => Err(mismatch(other)),
+        other => Err(other.unexpected()),
     }
-}
-
-fn mismatch(output: Output) -> Error {
-    Error::UnexpectedResponse(format!("operation produced {output:?}"))
 }

@@ -232,6 +232,18 @@ async fn next_batch<R: Runtime>(
     Next::Batch(batch)
 }
 
+/// Closes an idle task's queue and takes what was already in it; `None` when nothing was, so
+/// the task can end. A transmit the driver sends from now on finds the queue closed and goes
+/// to a fresh task.
+fn close_queue(rx: &mut mpsc::UnboundedReceiver<Vec<Transmit>>) -> Option<Vec<Transmit>> {
+    rx.close();
+    let mut leftover = Vec::new();
+    while let Ok(more) = rx.try_recv() {
+        leftover.extend(more);
+    }
+    (!leftover.is_empty()).then_some(leftover)
+}
+
 /// Tells a connection task when it has gone `timeout` without a request. One timer, re-armed
 /// only when it fires early, so busy tasks do not create a timer per batch.
 struct IdleTimer<R: Runtime> {
@@ -368,18 +380,11 @@ async fn store_task<R: Runtime>(
                     // would not lose them (the store still answers), so this is bounded.
                     continue;
                 }
-                // Idle: stop taking transmits, send what is already queued, then half-close.
-                // A transmit the driver sends from now on finds the channel closed and goes to
-                // a fresh task.
-                rx.close();
-                let mut leftover = Vec::new();
-                while let Ok(more) = rx.try_recv() {
-                    leftover.extend(more);
+                // Idle: send what is already queued, then half-close.
+                match close_queue(&mut rx) {
+                    Some(leftover) => leftover,
+                    None => break,
                 }
-                if leftover.is_empty() {
-                    break;
-                }
-                leftover
             }
         };
         if !config.max_batch_wait.is_zero()
@@ -745,16 +750,11 @@ async fn pd_task<R: Runtime>(
                     idle.touch();
                     continue;
                 }
-                // Idle (PD's leader moved elsewhere, or the driver is gone): as the store tasks.
-                rx.close();
-                let mut leftover = Vec::new();
-                while let Ok(more) = rx.try_recv() {
-                    leftover.extend(more);
+                // Idle (PD's leader moved elsewhere): as the store tasks.
+                match close_queue(&mut rx) {
+                    Some(leftover) => leftover,
+                    None => break,
                 }
-                if leftover.is_empty() {
-                    break;
-                }
-                leftover
             }
         };
         if channel.as_ref().is_none_or(Channel::is_closed) {

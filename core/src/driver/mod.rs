@@ -311,7 +311,7 @@ impl Client {
         });
         match self.handle.run(command).await? {
             Output::Count(regions) => Ok(regions),
-            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -333,7 +333,7 @@ impl Client {
         });
         match self.handle.run(command).await? {
             Output::Unit => Ok(()),
-            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -344,7 +344,7 @@ impl Client {
     pub async fn cluster_id(&self) -> Result<u64, Error> {
         match self.handle.run(Command::ClusterId).await? {
             Output::ClusterId(id) => Ok(id),
-            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -367,7 +367,7 @@ impl Client {
         };
         match self.handle.run(command).await? {
             Output::Unit => Ok(()),
-            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -379,7 +379,7 @@ impl Client {
         let command = Command::CheckRegionInScattering { region_id };
         match self.handle.run(command).await? {
             Output::Scattering(scattering) => Ok(scattering),
-            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -431,14 +431,14 @@ impl Client {
             .await?
         {
             Output::Unit => Ok(()),
-            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+            other => Err(other.unexpected()),
         }
     }
 
     async fn timestamp(&self, command: Command) -> Result<u64, Error> {
         match self.handle.run(command).await? {
             Output::Timestamp(ts) => Ok(ts),
-            other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
+            other => Err(other.unexpected()),
         }
     }
 }

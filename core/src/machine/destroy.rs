@@ -132,9 +132,7 @@ impl DestroyRangeOp {
 /// Whether a store from PD's list holds TiKV data (not a tombstone, not TiFlash).
 fn holds_tikv_data(store: &metapb::Store) -> bool {
     store.state != metapb::StoreState::Tombstone as i32
-        && !store.labels.iter().any(|label| {
-            label.key == "engine" && (label.value == "tiflash" || label.value == "tiflash_compute")
-        })
+        && !crate::region::Store::tiflash_related(&store.labels)
 }
 
 /// What went wrong on one store, if anything.

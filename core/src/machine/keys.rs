@@ -36,12 +36,7 @@ impl KeySpace {
     pub(crate) fn raw(api_version: ApiVersion, keyspace_id: Option<u32>) -> Result<Self, Error> {
         match api_version {
             ApiVersion::V1 | ApiVersion::V1Ttl => Ok(Self::Plain),
-            ApiVersion::V2 => {
-                let id = keyspace_id.unwrap_or(0);
-                let (start, end) = codec::range(codec::KeyMode::Raw, id)
-                    .map_err(|err| Error::InvalidArgument(err.to_string()))?;
-                Ok(Self::Keyspace { prefix: start, end })
-            }
+            ApiVersion::V2 => Self::in_keyspace(codec::KeyMode::Raw, keyspace_id),
         }
     }
 
@@ -49,13 +44,15 @@ impl KeySpace {
     pub(crate) fn txn(api_version: ApiVersion, keyspace_id: Option<u32>) -> Result<Self, Error> {
         match api_version {
             ApiVersion::V1 | ApiVersion::V1Ttl => Ok(Self::Encoded),
-            ApiVersion::V2 => {
-                let id = keyspace_id.unwrap_or(0);
-                let (start, end) = codec::range(codec::KeyMode::Txn, id)
-                    .map_err(|err| Error::InvalidArgument(err.to_string()))?;
-                Ok(Self::Keyspace { prefix: start, end })
-            }
+            ApiVersion::V2 => Self::in_keyspace(codec::KeyMode::Txn, keyspace_id),
         }
+    }
+
+    /// API V2's key space of `mode` in keyspace `keyspace_id` (the default one when `None`).
+    fn in_keyspace(mode: codec::KeyMode, keyspace_id: Option<u32>) -> Result<Self, Error> {
+        let (prefix, end) = codec::range(mode, keyspace_id.unwrap_or(0))
+            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+        Ok(Self::Keyspace { prefix, end })
     }
 
     /// Whether requests carry exactly the user's keys (raw V1), which TiKV must not encode.

@@ -289,6 +289,13 @@ pub enum Output {
     Count(u64),
 }
 
+impl Output {
+    /// The error for a handle that received this output where it expected another kind.
+    pub(crate) fn unexpected(self) -> Error {
+        Error::UnexpectedResponse(format!("operation produced {self:?}"))
+    }
+}
+
 /// A running operation.
 #[derive(Debug)]
 pub(crate) enum Op {

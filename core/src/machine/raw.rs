@@ -663,29 +663,31 @@ enum StepTemplate {
     Checksum(kvrpcpb::RawChecksumRequest),
 }
 
+impl RangeStep {
+    /// Cuts a delete's `end` at the region's end, as client-go does, so each request stays
+    /// inside the region it is sent to.
+    fn clamp_to_region(&self, end: &mut Bytes, route: &Route) {
+        if let Some(region_end) = self.space.boundary_to_request(&route.region.end_key) {
+            if end.is_empty() || region_end < *end {
+                *end = region_end;
+            }
+        }
+    }
+}
+
 impl Plan for RangeStep {
     fn build(&mut self, items: &[usize], route: &Route, send: &mut dyn FnMut(Items, StoreRequest)) {
         let request = match &self.template {
             StepTemplate::Scan(r) => StoreRequest::RawScan(r.clone()),
             StepTemplate::Checksum(r) => StoreRequest::RawChecksum(r.clone()),
             StepTemplate::DeleteRange(r) => {
-                // Delete only up to this region's end, as client-go does, so each request
-                // stays inside the region it is sent to.
                 let mut r = r.clone();
-                if let Some(region_end) = self.space.boundary_to_request(&route.region.end_key) {
-                    if r.end_key.is_empty() || region_end < r.end_key {
-                        r.end_key = region_end;
-                    }
-                }
+                self.clamp_to_region(&mut r.end_key, route);
                 StoreRequest::RawDeleteRange(r)
             }
             StepTemplate::TxnDeleteRange(r) => {
                 let mut r = r.clone();
-                if let Some(region_end) = self.space.boundary_to_request(&route.region.end_key) {
-                    if r.end_key.is_empty() || region_end < r.end_key {
-                        r.end_key = region_end;
-                    }
-                }
+                self.clamp_to_region(&mut r.end_key, route);
                 StoreRequest::DeleteRange(r)
             }
         };

@@ -154,6 +154,14 @@ impl Store {
         self.label("engine") == Some("tiflash")
     }
 
+    /// Whether labels mark a TiFlash or TiFlash compute store (client-go's
+    /// `IsTiFlashRelatedType`): such stores hold no TiKV data.
+    pub fn tiflash_related(labels: &[metapb::StoreLabel]) -> bool {
+        labels.iter().any(|label| {
+            label.key == "engine" && (label.value == "tiflash" || label.value == "tiflash_compute")
+        })
+    }
+
     /// How far the address is resolved.
     pub fn state(&self) -> ResolveState {
         self.state
