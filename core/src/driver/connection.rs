@@ -746,8 +746,9 @@ async fn pd_task<R: Runtime>(
                 let unanswered = tso
                     .as_ref()
                     .is_some_and(|(_, order)| order.lock().is_ok_and(|o| !o.is_empty()));
-                if unanswered {
-                    idle.touch();
+                // Bounded as the store tasks': a TSO answer the machine already gave up on
+                // would otherwise keep the connection forever.
+                if unanswered && idle.extend() {
                     continue;
                 }
                 // Idle (PD's leader moved elsewhere): as the store tasks.
