@@ -20,11 +20,17 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod command;
 pub mod config;
 pub mod driver;
+mod entity;
 pub mod error;
 pub mod machine;
+mod op;
+mod ops;
 pub mod oracle;
+pub mod outbox;
+mod pd;
 pub mod rand;
 pub mod range_task;
 pub mod raw_client;
@@ -32,12 +38,15 @@ pub mod region;
 pub mod regions;
 pub mod rpc;
 pub mod runtime;
+mod sender;
 pub mod time;
+mod wait;
 
+pub use command::{KeyLocation, KeyMode, SplitOutcome};
 pub use config::{ApiVersion, Config};
 pub use driver::Client;
 pub use error::Error;
-pub use machine::{KeyLocation, KeyMode, SplitOutcome};
+pub use oracle::Timestamp;
 pub use raw_client::{KvPair, RawClient};
 pub use regions::Regions;
 pub use runtime::Runtime;

@@ -103,10 +103,10 @@ fn command(byte: u8, key: &[u8]) -> Command {
             prev_secs: u64::from(byte),
         },
         16 => Command::GetExternalTimestamp,
-        17 => Command::SetExternalTimestamp(u64::from(byte)),
+        17 => Command::SetExternalTimestamp(tikv_core::Timestamp::from_version(u64::from(byte))),
         18 => Command::TxnSafePoint,
         19 => Command::CheckVisibility {
-            start_ts: u64::from(byte),
+            start_ts: tikv_core::Timestamp::from_version(u64::from(byte)),
         },
         _ => Command::Raw(RawCommand::CompareAndSwap {
             key,

@@ -377,7 +377,7 @@ impl Simulation {
         let summary = describe_command(&command);
         let op = self.core.handle_command(self.now, command);
         self.trace
-            .push(format!("{} op{} start {summary}", self.now, op.0));
+            .push(format!("{} op{} start {summary}", self.now, op.get()));
         op
     }
 
@@ -518,7 +518,7 @@ impl Simulation {
             self.trace.push(format!(
                 "{} -> #{} {} {}",
                 self.now,
-                id.0,
+                id.get(),
                 transmit.address,
                 describe(&transmit.request)
             ));
@@ -585,7 +585,7 @@ impl Simulation {
                 ));
             }
             let message = tikvpb::BatchCommandsRequest {
-                request_ids: ids.iter().map(|id| id.0).collect(),
+                request_ids: ids.iter().map(|id| id.get()).collect(),
                 requests: entries
                     .into_iter()
                     .map(|(_, cmd)| batch_commands_request::Request { cmd: Some(cmd) })
@@ -611,7 +611,7 @@ impl Simulation {
             self.trace.push(format!(
                 "{} op{} done {}",
                 self.now,
-                op.0,
+                op.get(),
                 describe_result(&result)
             ));
             self.finished.push((op, result));
@@ -694,7 +694,7 @@ impl Simulation {
                                 .ok_or_else(|| {
                                     RpcError::Protocol(format!("unexpected entry from {address}"))
                                 });
-                            replies.push((RequestId(id), reply));
+                            replies.push((RequestId::from_wire(id), reply));
                         }
                     }
                     Err(err) => {
@@ -719,7 +719,7 @@ impl Simulation {
             self.trace.push(format!(
                 "{} <- #{} {}",
                 self.now,
-                id.0,
+                id.get(),
                 describe_reply(&reply)
             ));
             self.core.handle_reply(self.now, id, reply);

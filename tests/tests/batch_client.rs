@@ -893,7 +893,7 @@ async fn test_fast_fail_request() {
             // As in client-go, the budget is spent once the total reaches it; the last sleep
             // (at most tikvRPC's 2 s cap) may overshoot it.
             assert!((1_000..3_000).contains(slept_ms), "{slept_ms}");
-            assert_eq!(kind, "tikvRPC");
+            assert_eq!(*kind, tikv_core::backoff::BackoffKind::TiKvRpc);
         }
         other => panic!("expected BackoffExhausted, got {other:?}"),
     }

@@ -22,6 +22,7 @@ use tikv_proto::rpc::{BoxFuture, RpcError};
 use crate::config::Config;
 use crate::error::Error;
 use crate::machine::{Command, Core, Event, OpId, Output, RequestId};
+use crate::oracle::Timestamp;
 use crate::rpc::Response;
 use crate::runtime::Runtime;
 use crate::time::Time;
@@ -151,6 +152,7 @@ async fn drive<R: Runtime>(
         .await;
 
         let now = runtime.now();
+        core.handle_wall_clock(runtime.wall_clock_ms());
         match input {
             Input::Command(Message::Command(command, waiter)) => {
                 let op = core.handle_command(now, command);
@@ -229,7 +231,7 @@ impl Client {
     /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).
     ///
     /// Errors when PD cannot be reached within its backoff budget.
-    pub async fn current_timestamp(&self) -> Result<u64, Error> {
+    pub async fn current_timestamp(&self) -> Result<Timestamp, Error> {
         self.timestamp(Command::Timestamp).await
     }
 
@@ -238,7 +240,7 @@ impl Client {
     /// older than the current time by that much.
     ///
     /// Errors when a fresh timestamp is needed and PD cannot be reached.
-    pub async fn low_resolution_timestamp(&self) -> Result<u64, Error> {
+    pub async fn low_resolution_timestamp(&self) -> Result<Timestamp, Error> {
         self.timestamp(Command::LowResolutionTimestamp).await
     }
 
@@ -387,7 +389,7 @@ impl Client {
     /// below it are no longer guaranteed, as GC may have removed what they need.
     ///
     /// Errors when PD cannot be reached within its backoff budget, or with PD's error.
-    pub async fn txn_safe_point(&self) -> Result<u64, Error> {
+    pub async fn txn_safe_point(&self) -> Result<Timestamp, Error> {
         self.timestamp(Command::TxnSafePoint).await
     }
 
@@ -397,7 +399,7 @@ impl Client {
     ///
     /// Errors with [`Error::TxnAbortedByGc`] when `start_ts` is below it, or as
     /// [`txn_safe_point`](Self::txn_safe_point).
-    pub async fn check_visibility(&self, start_ts: u64) -> Result<u64, Error> {
+    pub async fn check_visibility(&self, start_ts: Timestamp) -> Result<Timestamp, Error> {
         self.timestamp(Command::CheckVisibility { start_ts }).await
     }
 
@@ -408,15 +410,15 @@ impl Client {
     ///
     /// Errors with [`Error::InvalidArgument`] when that is before the Unix epoch, or when a
     /// first timestamp cannot be had from PD.
-    pub async fn stale_timestamp(&self, prev_secs: u64) -> Result<u64, Error> {
+    pub async fn stale_timestamp(&self, prev_secs: u64) -> Result<Timestamp, Error> {
         self.timestamp(Command::StaleTimestamp { prev_secs }).await
     }
 
-    /// The cluster's external timestamp (client-go's `GetExternalTimestamp`); 0 when it was
-    /// never set.
+    /// The cluster's external timestamp (client-go's `GetExternalTimestamp`);
+    /// [`Timestamp::ZERO`] when it was never set.
     ///
     /// Errors when PD cannot be reached within its backoff budget.
-    pub async fn external_timestamp(&self) -> Result<u64, Error> {
+    pub async fn external_timestamp(&self) -> Result<Timestamp, Error> {
         self.timestamp(Command::GetExternalTimestamp).await
     }
 
@@ -424,7 +426,7 @@ impl Client {
     ///
     /// Errors with [`Error::Pd`] when PD refuses it: it may not move backwards or pass the
     /// current TSO.
-    pub async fn set_external_timestamp(&self, timestamp: u64) -> Result<(), Error> {
+    pub async fn set_external_timestamp(&self, timestamp: Timestamp) -> Result<(), Error> {
         match self
             .handle
             .run(Command::SetExternalTimestamp(timestamp))
@@ -435,7 +437,7 @@ impl Client {
         }
     }
 
-    async fn timestamp(&self, command: Command) -> Result<u64, Error> {
+    async fn timestamp(&self, command: Command) -> Result<Timestamp, Error> {
         match self.handle.run(command).await? {
             Output::Timestamp(ts) => Ok(ts),
             other => Err(other.unexpected()),

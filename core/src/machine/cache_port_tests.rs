@@ -6,7 +6,7 @@
 //! leaders, splits, merges, stores) and stores that check leaders and epochs as TiKV does.
 //! A test overrides single answers with a [`Fault`] where the Go test injects a failure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +14,11 @@ use bytes::Bytes;
 use tikv_proto::rpc::RpcError;
 use tikv_proto::{errorpb, metapb, pdpb};
 
-use super::shared::Route;
 use super::testing::{Fault, RegionFault, Responder, describe};
 use super::*;
 use crate::region::{Liveness, ResolveState};
 use crate::rpc::{PdRequest, PdResponse, Request, StoreResponse};
+use crate::sender::Route;
 
 fn bytes(key: &str) -> Bytes {
     Bytes::copy_from_slice(key.as_bytes())
@@ -562,7 +562,7 @@ fn drive(
 ) -> Outcome {
     let mut results = BTreeMap::new();
     let mut sent = Vec::new();
-    let mut queue = std::collections::VecDeque::new();
+    let mut queue = VecDeque::new();
     for _ in 0..100_000 {
         while let Some(transmit) = core.poll_transmit() {
             let reply = match fault(&transmit) {
@@ -673,8 +673,8 @@ fn fail_first_at(address: &str, count: usize, fault: Fault) -> impl FnMut(&Trans
 
 /// The leader the cache names for the region holding `key`, as `(peer id, store id)`.
 fn cached_leader(core: &mut Core, key: &str) -> Option<(u64, u64)> {
-    let now = core.shared.now;
-    let region = core.shared.regions.locate_key(key.as_bytes(), now)?;
+    let now = core.services.now();
+    let region = core.services.cache.locate_key(key.as_bytes(), now)?;
     region.leader().map(|peer| (peer.id, peer.store_id))
 }
 
@@ -727,8 +727,8 @@ fn send_failed_but_leader_not_change() {
         fail_first_at("store1", 1, Fault::Transport),
     );
     assert_eq!(
-        core.shared
-            .regions
+        core.services
+            .cache
             .locate_key(b"a", first.now)
             .map(|r| r.peers().len()),
         Some(3)
@@ -779,7 +779,7 @@ fn send_failed_in_hibernate_region() {
     // Requests keep going to the first peer: it served the leader request, so the cache
     // takes it as the leader (as client-go's replica selector does on success).
     let now = outcome.now;
-    let region = core.shared.regions.locate_key(b"a", now);
+    let region = core.services.cache.locate_key(b"a", now);
     assert_eq!(
         region.as_ref().and_then(|r| r.work_peer().map(|p| p.id)),
         Some(cluster.peer_ids[0])
@@ -820,7 +820,7 @@ fn send_failed_in_multiple_node() {
     );
     // Both failed stores had their failure epoch moved (and were re-checked with PD).
     for id in &cluster.store_ids {
-        let store = core.shared.regions.stores().get(*id);
+        let store = core.services.cache.stores().get(*id);
         assert!(
             store.is_some_and(|s| s.epoch() > 0),
             "store {id}: {store:?}"
@@ -934,7 +934,7 @@ fn batch_load_regions() {
             assert!(second.what.contains(&range), "{}", second.what);
         }
         let cached: usize = lookups.iter().map(Vec::len).sum();
-        assert_eq!(core.shared.regions.len(), cached);
+        assert_eq!(core.services.cache.len(), cached);
     }
 }
 
@@ -949,8 +949,8 @@ fn peers_len_change() {
     assert_eq!(first.store_addresses(), ["store2"]);
     let now = first.now;
     let region = core
-        .shared
-        .regions
+        .services
+        .cache
         .locate_key(b"a", now)
         .unwrap_or_else(|| panic!("region not cached"));
     assert_eq!(region.work_index(), 1);
@@ -973,14 +973,14 @@ fn peers_len_change() {
     let mut shrunk = region.meta().clone();
     shrunk.peers.retain(|peer| peer.id == peer2);
     let reloaded = core
-        .shared
-        .regions
-        .insert(shrunk, Some(&route.peer), now, &mut core.shared.rng)
+        .services
+        .cache
+        .insert(shrunk, Some(&route.peer), now, &mut core.services.rng)
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(reloaded.work_index(), 0);
     // The request fails: index 1 no longer exists in the cached region.
-    core.shared.on_send_failure(&route);
-    let cached = core.shared.regions.get_by_id(region.id(), now);
+    crate::sender::on_send_failure(&mut core.services, &route);
+    let cached = core.services.cache.get_by_id(region.id(), now);
     assert!(
         cached
             .as_ref()
@@ -1070,7 +1070,7 @@ fn batch_scan_regions() {
     served.dedup();
     assert_eq!(served, [r[1], r[3], r[5], r[6]], "{:#?}", outcome.sent);
     let now = outcome.now;
-    let merged = core.shared.regions.locate_key(b"a", now);
+    let merged = core.services.cache.locate_key(b"a", now);
     assert_eq!(
         merged.as_ref().map(|m| (m.id(), m.end_key().clone())),
         Some((r[1], bytes("c")))
@@ -1114,8 +1114,8 @@ fn health_check_with_address_change() {
     let first = run_ok(&mut core, &mut cluster, Time::ZERO, get("a"));
     assert_eq!(first.store_addresses(), ["store1"]);
     // A health check found the store down.
-    core.shared
-        .regions
+    core.services
+        .cache
         .stores_mut()
         .set_liveness(store1, Liveness::Unreachable, first.now);
     // It comes back at a new address.
@@ -1129,7 +1129,7 @@ fn health_check_with_address_change() {
     core.handle_timeout(refresh_at);
     let refresh = drive(&mut core, &mut cluster, refresh_at, |_| Fault::None);
     assert_eq!(refresh.requests("pd.GetAllStores").len(), 1);
-    let store = core.shared.regions.stores().get(store1);
+    let store = core.services.cache.stores().get(store1);
     assert_eq!(store.map(|s| s.address()), Some("store10"));
     assert_eq!(store.map(|s| s.liveness()), Some(Liveness::Unreachable));
 
@@ -1139,7 +1139,7 @@ fn health_check_with_address_change() {
     assert!(probes.iter().all(|p| p.address == "store10"));
     assert!(!outcome.sent.iter().any(|s| s.address == "store1"));
     assert_eq!(outcome.store_addresses().last(), Some(&"store10"));
-    let store = core.shared.regions.stores().get(store1);
+    let store = core.services.cache.stores().get(store1);
     assert_eq!(store.map(|s| s.state()), Some(ResolveState::Resolved));
     assert_eq!(store.map(|s| s.liveness()), Some(Liveness::Reachable));
 }
@@ -1152,7 +1152,7 @@ fn store_restart_with_new_labels() {
     let mut core = core();
     let first = run_ok(&mut core, &mut cluster, Time::ZERO, get("a"));
     let now = first.now;
-    let stores = core.shared.regions.stores_mut();
+    let stores = core.services.cache.stores_mut();
     stores.set_liveness(store1, Liveness::Unreachable, now);
     let epoch = stores.get(store1).map_or(0, crate::region::Store::epoch);
     assert!(stores.mark_needs_refresh(store1, epoch));
@@ -1172,7 +1172,7 @@ fn store_restart_with_new_labels() {
     assert!(!outcome.requests("health.Check").is_empty());
     assert_eq!(outcome.requests("pd.GetStore id=1").len(), 1);
     assert_eq!(outcome.served_regions(), [cluster.region1]);
-    let store = core.shared.regions.stores().get(store1);
+    let store = core.services.cache.stores().get(store1);
     assert_eq!(store.map(|s| s.state()), Some(ResolveState::Resolved));
     assert_eq!(store.map(|s| s.liveness()), Some(Liveness::Reachable));
     assert_eq!(store.and_then(|s| s.label("zone")), Some("zone1"));
@@ -1234,8 +1234,8 @@ fn filter_down_peers_or_peers_on_tombstone_or_dropped_stores() {
         );
         let now = outcome.now;
         let cached = core
-            .shared
-            .regions
+            .services
+            .cache
             .locate_key(b"a", now)
             .unwrap_or_else(|| panic!("region not cached"));
         assert_eq!(cached.peers().len(), 1);

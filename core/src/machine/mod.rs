@@ -1,77 +1,76 @@
 //! The client machine: all shared client state and every in-flight operation, sans IO.
 //!
 //! ```text
-//!  handle_command ─┐                      ┌─► poll_transmit  (requests to PD and stores)
-//!  handle_reply  ──┼─► Core (ops, cache, ─┼─► poll_timeout   (the next deadline)
-//!  handle_timeout ─┘      PD, TSO)        └─► poll_event     (finished operations)
+//!  handle_command ─┐                         ┌─► poll_transmit  (requests to PD and stores)
+//!  handle_reply  ──┼─► Core (operations,  ───┼─► poll_event     (finished user operations)
+//!  handle_timeout ─┤    services, entities)  └─► poll_timeout   (the next deadline)
+//!  cancel ─────────┤
+//!  handle_wall_clock
 //! ```
 //!
-//! Every input takes `now`; after each input the caller drains `poll_transmit`,
-//! `poll_event` and finally `poll_timeout`. Each user operation is a child machine addressed by
-//! an [`OpId`]; every request it sends carries a [`RequestId`], and a reply is routed back to
-//! the operation that sent it. Operations that need a region PD has not told us about yet, or a
-//! timestamp, are parked: concurrent misses for the same key share one PD lookup, and every
-//! operation waiting for a timestamp when the TSO request goes out is served by that one
-//! request (`count = n`).
+//! The crate docs state the contract (drain order, time rules, the canonical loop). Inside,
+//! each user command becomes an operation (`op::Operation`) in the operation table;
+//! the services (outbox, wait list, PD, region cache, sender) are shared by all of them; and
+//! long-lived entities (`entity::Entities`) hold state that outlives one operation.
 
 #[cfg(test)]
 mod cache_port_tests;
-mod destroy;
-mod dispatch;
-mod keys;
-mod locate;
-mod ops;
-mod pd;
-mod raw;
-mod retry;
-mod shared;
-mod split;
+#[cfg(test)]
+mod framework_tests;
 pub mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use crate::config::Config;
-use crate::error::Error;
-use crate::rpc::Response;
-use crate::time::Time;
+use smallvec::SmallVec;
 use tikv_proto::rpc::RpcError;
 
-pub use locate::KeyLocation;
-pub use ops::{Command, KeyMode, MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
-pub use raw::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
-pub use shared::Transmit;
-pub use split::{SPLIT_BATCH_KEY_LIMIT, SplitOutcome};
+use crate::config::Config;
+use crate::entity::Entities;
+use crate::error::Error;
+use crate::op::{Cx, Next, Operation, Parent, Services};
+use crate::outbox::{Expired, Owner, Reply};
+use crate::rpc::Response;
+use crate::time::Time;
 
-use ops::Op;
-use shared::{Shared, Wake};
-
-/// Identifies one user operation in the machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OpId(pub u64);
-
-/// Identifies one request the machine sent; replies carry it back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RequestId(pub u64);
+pub use crate::command::{
+    Command, KeyLocation, KeyMode, MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand,
+    SplitOutcome,
+};
+pub use crate::ops::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE, SPLIT_BATCH_KEY_LIMIT};
+pub use crate::outbox::{OpId, RequestId, Transmit};
 
 /// A fact the machine reports.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// An operation finished with this result.
+    /// A user's operation finished with this result.
     Done(OpId, Result<Output, Error>),
+}
+
+/// One operation in the table.
+#[derive(Debug)]
+struct Slot {
+    /// `None` only while the operation is in a transition.
+    op: Option<Box<dyn Operation>>,
+    parent: Parent,
+    children: SmallVec<[OpId; 2]>,
 }
 
 /// The sans-IO client machine.
 #[derive(Debug)]
 pub struct Core {
-    shared: Shared,
-    ops: BTreeMap<OpId, Op>,
-    next_op: u64,
+    services: Services,
+    ops: BTreeMap<OpId, Slot>,
+    entities: Entities,
+    /// Children that finished, for their parents to hear.
+    child_results: VecDeque<(OpId, OpId, Result<Output, Error>)>,
+    events: VecDeque<Event>,
 }
 
 impl Core {
-    /// A machine for the cluster whose PD answers at `pd_endpoints` (`host:port`).
+    /// A machine for the cluster whose PD answers at `pd_endpoints` (`host:port`), starting
+    /// at monotonic time `now`.
     ///
     /// Errors with [`Error::InvalidArgument`] when no endpoint is given.
     pub fn new(config: Config, pd_endpoints: Vec<String>, now: Time) -> Result<Self, Error> {
@@ -80,116 +79,299 @@ impl Core {
                 "at least one PD endpoint is required".to_owned(),
             ));
         }
+        let seed = config.rng_seed;
         Ok(Self {
-            shared: Shared::new(config, pd_endpoints, now),
+            services: Services::new(config, seed, pd_endpoints, now, 0),
             ops: BTreeMap::new(),
-            next_op: 1,
+            entities: Entities::default(),
+            child_results: VecDeque::new(),
+            events: VecDeque::new(),
         })
     }
 
-    /// Starts an operation; its result arrives later as [`Event::Done`].
+    /// Takes the wall clock: milliseconds since the Unix epoch. Feed it with every batch of
+    /// inputs (the driver does, before each one); it is read only where TiKV's protocol
+    /// speaks wall-clock time (lock TTLs). Until first fed it reads 0, at which no lock
+    /// looks expired, so a machine that was never told the time never resolves a lock
+    /// early. It may move backwards (a clock step); nothing orders by it.
+    pub fn handle_wall_clock(&mut self, unix_ms: u64) {
+        let now = self.services.now();
+        self.services.advance(now, unix_ms);
+    }
+
+    /// Starts an operation; its result arrives later as [`Event::Done`] under the returned
+    /// id (possibly already queued when this returns).
     pub fn handle_command(&mut self, now: Time, command: Command) -> OpId {
-        self.shared.advance(now);
-        let id = OpId(self.next_op);
-        self.next_op += 1;
-        match Op::start(command, &self.shared) {
-            // Driven before it enters the table: an operation finished at once (a cached
-            // timestamp, bad input) never touches it.
-            Ok(mut op) => match op.drive(&mut self.shared, id, Wake::Start) {
-                Some(result) => {
-                    self.shared.forget_op(id);
-                    self.shared.finish(id, result);
-                }
-                None => {
-                    self.ops.insert(id, op);
-                }
-            },
-            Err(err) => self.shared.finish(id, Err(err)),
+        self.advance(now);
+        let id = self.services.next_op_id();
+        let mut cx = Cx::new(id, &mut self.services);
+        let op = crate::ops::start(command, &cx);
+        // Driven before it enters the table: an operation finished at once (a cached
+        // timestamp, bad input) never touches it.
+        match op.on_start(&mut cx) {
+            Next::Done(result) => {
+                self.services.waits.forget(id);
+                self.events.push_back(Event::Done(id, result));
+            }
+            Next::Pending(op) => {
+                self.ops.insert(
+                    id,
+                    Slot {
+                        op: Some(op),
+                        parent: Parent::User,
+                        children: SmallVec::new(),
+                    },
+                );
+            }
         }
-        self.run_wakeups();
+        self.run();
         id
     }
 
     /// Feeds the reply (or transport failure) of request `id`. Replies nobody waits for any
     /// more (the request timed out, or its operation was cancelled) are dropped.
     pub fn handle_reply(&mut self, now: Time, id: RequestId, reply: Result<Response, RpcError>) {
-        self.shared.advance(now);
-        if let Some((op, reply)) = self.shared.on_reply(id, reply) {
-            self.drive(op, Wake::Reply(id, reply));
-        }
-        self.run_wakeups();
+        self.advance(now);
+        self.on_reply(id, reply);
+        self.run();
     }
 
     /// Processes every timer due at or before `now` (early calls are harmless).
     pub fn handle_timeout(&mut self, now: Time) {
-        self.shared.advance(now);
-        for expired in self.shared.take_due_timers() {
+        self.advance(now);
+        for expired in self.services.out.take_due() {
             match expired {
-                shared::Expired::Op(op) => self.drive(op, Wake::Timer),
-                shared::Expired::Request(op, id, timeout) => self.drive(
-                    op,
-                    Wake::Reply(id, Err(RpcError::DeadlineExceeded(timeout))),
-                ),
+                Expired::Op(op) => self.transition(op, |op, cx| op.on_timer(cx)),
+                Expired::Request(owner, id, timeout) => {
+                    self.on_owned_reply(owner, id, Err(RpcError::DeadlineExceeded(timeout)));
+                }
+                Expired::Pd => {
+                    let (pd, mut cx) = self.services.pd();
+                    pd.on_timer(&mut cx);
+                }
+                Expired::Entity(entity) => {
+                    let wall_ms = self.services.wall_ms;
+                    for op in self
+                        .entities
+                        .on_timer(&mut self.services.out, entity, wall_ms)
+                    {
+                        let id = self.services.next_op_id();
+                        self.services.spawned.push((id, Parent::Detached, op));
+                    }
+                }
             }
+            // Each expiry's consequences settle before the next one is looked at.
+            self.run();
         }
-        self.run_wakeups();
+        self.run();
     }
 
-    /// Abandons an operation (its caller went away); it finishes with no event.
+    /// Abandons operation `op` (its caller went away) and every child it started; it
+    /// finishes with no event, and answers still coming for it are dropped.
     pub fn cancel(&mut self, now: Time, op: OpId) {
-        self.shared.advance(now);
-        if self.ops.remove(&op).is_some() {
-            self.shared.forget_op(op);
-        }
+        self.advance(now);
+        self.remove_tree(op);
     }
 
     /// The next request to send, if any.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.shared.poll_transmit()
+        if self.services.out.transmits_empty() {
+            // Every operation that asked for a timestamp since the last TSO request is
+            // served by this one: batching falls out of draining.
+            self.services.flush_tso();
+        }
+        self.services.out.pop_transmit()
     }
 
-    /// The next finished operation, if any.
+    /// The next finished user operation, if any.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.shared.poll_event()
+        self.events.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must be called next, if ever.
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next, if ever. Read it
+    /// after draining [`poll_transmit`](Self::poll_transmit): sending arms deadlines.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.shared.poll_timeout()
+        self.services.out.next_timeout()
     }
 
-    /// Number of operations still in flight.
+    /// Number of operations in the table (user operations and their children).
     pub fn ops_in_flight(&self) -> usize {
         self.ops.len()
     }
 
     /// The cluster id learned from PD (0 until discovery finished).
     pub fn cluster_id(&self) -> u64 {
-        self.shared.pd.cluster_id()
+        self.services.pd.cluster_id()
     }
 
-    fn drive(&mut self, id: OpId, wake: Wake) {
-        let Some(op) = self.ops.get_mut(&id) else {
+    /// What the machine still holds: operations, requests awaiting answers, parked waits,
+    /// entities, and whether PD has work of its own out. A machine that has finished every
+    /// operation and heard every answer holds nothing but armed timers.
+    pub fn holdings(&self) -> Holdings {
+        Holdings {
+            operations: self.ops.len(),
+            requests: self.services.out.requests_in_flight(),
+            waits: self.services.waits.len(),
+            entities: self.entities.len(),
+            pd_idle: self.services.pd.is_idle(),
+            timers: self.services.out.timers_armed(),
+        }
+    }
+
+    /// Starts `op` as a user operation (tests of the framework, with operations of their
+    /// own).
+    #[cfg(test)]
+    fn start_root(&mut self, now: Time, op: Box<dyn Operation>) -> OpId {
+        self.advance(now);
+        let id = self.services.next_op_id();
+        self.services.spawned.push((id, Parent::User, op));
+        self.run();
+        id
+    }
+
+    /// Adds a long-lived entity (tests of the framework).
+    #[cfg(test)]
+    fn insert_entity(
+        &mut self,
+        entity: Box<dyn crate::entity::Entity>,
+        timer: Option<Time>,
+    ) -> crate::entity::EntityId {
+        self.entities.insert(&mut self.services.out, entity, timer)
+    }
+
+    fn advance(&mut self, now: Time) {
+        let wall_ms = self.services.wall_ms;
+        self.services.advance(now, wall_ms);
+    }
+
+    fn on_reply(&mut self, id: RequestId, reply: Result<Response, RpcError>) {
+        if let Some((owner, reply)) = self.services.out.take_reply(id, reply) {
+            self.on_owned_reply(owner, id, reply);
+        }
+    }
+
+    fn on_owned_reply(&mut self, owner: Owner, id: RequestId, reply: Result<Response, RpcError>) {
+        match owner {
+            Owner::Op(op) => self.services.out.deliver(op, id, Reply::Rpc(reply)),
+            Owner::Pd => {
+                let (pd, mut cx) = self.services.pd();
+                pd.on_reply(&mut cx, id, reply);
+            }
+            Owner::Probe(store_id) => crate::sender::on_probe(&mut self.services, store_id, reply),
+        }
+    }
+
+    /// Runs one transition of operation `id`, then settles its end.
+    fn transition(&mut self, id: OpId, step: impl FnOnce(Box<dyn Operation>, &mut Cx<'_>) -> Next) {
+        let Some(op) = self.ops.get_mut(&id).and_then(|slot| slot.op.take()) else {
+            // Gone (finished or cancelled): answers and timers for it are dropped.
             return;
         };
-        if let Some(result) = op.drive(&mut self.shared, id, wake) {
-            self.ops.remove(&id);
-            self.shared.forget_op(id);
-            self.shared.finish(id, result);
+        let next = step(op, &mut Cx::new(id, &mut self.services));
+        match next {
+            Next::Pending(op) => {
+                if let Some(slot) = self.ops.get_mut(&id) {
+                    slot.op = Some(op);
+                }
+            }
+            Next::Done(result) => self.finish(id, result),
         }
     }
 
-    /// Resumes operations parked on PD lookups or timestamps that have completed. Bounded:
-    /// each pass drains what the previous inputs produced.
-    fn run_wakeups(&mut self) {
-        for _round in 0..1_000 {
-            let woken = self.shared.take_wakeups();
-            if woken.is_empty() {
+    /// Operation `id` ended: its children are cancelled, and its parent (or its user)
+    /// hears the result.
+    fn finish(&mut self, id: OpId, result: Result<Output, Error>) {
+        let parent = self.ops.get(&id).map_or(Parent::User, |slot| slot.parent);
+        self.remove_tree(id);
+        match parent {
+            Parent::User => self.events.push_back(Event::Done(id, result)),
+            Parent::Op(parent) => self.child_results.push_back((parent, id, result)),
+            Parent::Detached => {}
+        }
+    }
+
+    /// Removes `id` and its descendants from the table and every wait list.
+    fn remove_tree(&mut self, id: OpId) {
+        let mut doomed = vec![id];
+        // Bounded by the table's size: each id is removed once.
+        while let Some(id) = doomed.pop() {
+            if let Some(slot) = self.ops.remove(&id) {
+                doomed.extend(slot.children);
+                if let Parent::Op(parent) = slot.parent {
+                    if let Some(parent) = self.ops.get_mut(&parent) {
+                        parent.children.retain(|child| *child != id);
+                    }
+                }
+            }
+            self.services.waits.forget(id);
+        }
+    }
+
+    /// Settles everything the last input set in motion: new operations start, ready answers
+    /// reach their operations, finished children reach their parents. Each step consumes
+    /// one queued item, and items are only produced by operations acting on earlier ones.
+    fn run(&mut self) {
+        loop {
+            if let Some((id, parent, op)) = self.services.spawned.pop() {
+                self.start(id, parent, op);
+            } else if let Some((op, id, reply)) = self.services.out.next_ready() {
+                self.transition(op, |op, cx| op.on_reply(cx, id, reply));
+            } else if let Some((parent, child, result)) = self.child_results.pop_front() {
+                self.transition(parent, |op, cx| op.on_child_done(cx, child, result));
+            } else {
                 return;
             }
-            for op in woken {
-                self.drive(op, Wake::Resume);
+        }
+    }
+
+    fn start(&mut self, id: OpId, parent: Parent, op: Box<dyn Operation>) {
+        if let Parent::Op(parent_id) = parent {
+            match self.ops.get_mut(&parent_id) {
+                Some(slot) => slot.children.push(id),
+                // The parent ended before its child started: the child is not needed.
+                None => return,
             }
         }
+        self.ops.insert(
+            id,
+            Slot {
+                op: Some(op),
+                parent,
+                children: SmallVec::new(),
+            },
+        );
+        self.transition(id, |op, cx| op.on_start(cx));
+    }
+}
+
+/// What a machine still holds (see [`Core::holdings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holdings {
+    /// Operations in the table.
+    pub operations: usize,
+    /// Requests whose answers are awaited.
+    pub requests: usize,
+    /// Calls parked on the wait list.
+    pub waits: usize,
+    /// Live entities.
+    pub entities: usize,
+    /// Whether PD has no request of its own in flight or queued.
+    pub pd_idle: bool,
+    /// Timers armed (including wake-ups of finished operations, until they fire).
+    pub timers: usize,
+}
+
+impl Holdings {
+    /// Whether nothing is held but timers: no operation, request, wait or entity, and PD
+    /// idle.
+    pub fn is_empty(&self) -> bool {
+        self.operations == 0
+            && self.requests == 0
+            && self.waits == 0
+            && self.entities == 0
+            && self.pd_idle
     }
 }

@@ -92,7 +92,7 @@ fn tso_waiters_are_served_by_one_request() {
     let mut timestamps: Vec<u64> = ops
         .iter()
         .map(|op| match outcome.results.get(op) {
-            Some(Ok(Output::Timestamp(ts))) => *ts,
+            Some(Ok(Output::Timestamp(ts))) => ts.version(),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -271,7 +271,9 @@ fn store_failures_alone_exhaust_the_tikv_rpc_budget() {
         }
     }
     match result {
-        Some(Err(Error::BackoffExhausted { kind, .. })) => assert_eq!(kind, "tikvRPC"),
+        Some(Err(Error::BackoffExhausted { kind, .. })) => {
+            assert_eq!(kind, crate::backoff::BackoffKind::TiKvRpc);
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -889,7 +891,13 @@ fn split_reports_new_regions_and_a_failed_scatter() {
     };
     assert_eq!(outcome.region_ids, [10]);
     assert!(
-        matches!(&outcome.scatter_error, Some(Error::Pd { kind, .. }) if kind == "SCATTER_FAILED"),
+        matches!(
+            &outcome.scatter_error,
+            Some(Error::Pd {
+                kind: crate::error::PdErrorKind::ScatterFailed,
+                ..
+            })
+        ),
         "{outcome:?}"
     );
 }
@@ -1096,7 +1104,7 @@ fn stale_timestamp_asks_tso_when_it_has_none() {
     let Ok(Output::Timestamp(ts)) = result else {
         panic!("{result:?}");
     };
-    assert_eq!(crate::oracle::extract_logical(ts), 0);
+    assert_eq!(ts.logical(), 0);
     // Now answered from the cached timestamp, with no request.
     let op = core.handle_command(Time::ZERO, Command::StaleTimestamp { prev_secs: 1_000 });
     assert!(core.poll_transmit().is_none());

@@ -838,30 +838,40 @@ pub async fn delete_range_and_unsafe_destroy_range_of_transactional_keys<E: Env>
 /// client-go's oracle extras: PD's external timestamp (only moves forward, never past the
 /// TSO) and stale timestamps derived from the newest TSO answer.
 pub async fn external_and_stale_timestamps<E: Env>(env: &E) {
-    use tikv_core::oracle::{extract_logical, extract_physical};
+    use tikv_core::Timestamp;
+    let ts = Timestamp::from_version;
     let tc = start(env, Api::V1).await;
     let client = &tc.client;
-    assert_eq!(ok("external", client.external_timestamp().await), 0);
-    let now = ok("tso", client.current_timestamp().await);
+    assert_eq!(
+        ok("external", client.external_timestamp().await),
+        Timestamp::ZERO
+    );
+    let now = ok("tso", client.current_timestamp().await).version();
     ok(
         "set external",
-        client.set_external_timestamp(now - 10).await,
+        client.set_external_timestamp(ts(now - 10)).await,
     );
-    assert_eq!(ok("external", client.external_timestamp().await), now - 10);
+    assert_eq!(
+        ok("external", client.external_timestamp().await),
+        ts(now - 10)
+    );
     // Backwards, or past the TSO: PD refuses.
     assert!(matches!(
-        client.set_external_timestamp(now - 20).await,
+        client.set_external_timestamp(ts(now - 20)).await,
         Err(Error::Pd { .. })
     ));
     assert!(matches!(
-        client.set_external_timestamp(u64::MAX >> 1).await,
+        client.set_external_timestamp(ts(u64::MAX >> 1)).await,
         Err(Error::Pd { .. })
     ));
-    assert_eq!(ok("external", client.external_timestamp().await), now - 10);
+    assert_eq!(
+        ok("external", client.external_timestamp().await),
+        ts(now - 10)
+    );
 
     let stale = ok("stale", client.stale_timestamp(10).await);
-    assert_eq!(extract_logical(stale), 0);
-    let back = extract_physical(now) as i64 - extract_physical(stale) as i64;
+    assert_eq!(stale.logical(), 0);
+    let back = ts(now).physical_ms() as i64 - stale.physical_ms() as i64;
     assert!((9_000..=10_000).contains(&back), "{back} ms back");
     assert!(matches!(
         client.stale_timestamp(u64::MAX / 1_000).await,
@@ -1110,17 +1120,22 @@ pub async fn range_task_error<E: Env>(env: &E) {
 /// `txn_safe_point` and `check_visibility` (client-go's `CheckVisibility`) follow PD's GC
 /// state: a read below the transaction safe point is refused with `TxnAbortedByGc`.
 pub async fn txn_safe_point_and_visibility<E: Env>(env: &E) {
+    use tikv_core::Timestamp;
     use tikv_proto::pdpb;
+    let ts = Timestamp::from_version;
     for api in [Api::V1, Api::V2] {
         let tc = start(env, api).await;
         let client = &tc.client;
         assert_eq!(
             ok("safe point", client.txn_safe_point().await),
-            0,
+            Timestamp::ZERO,
             "{api:?}"
         );
-        let now = ok("tso", client.current_timestamp().await);
-        assert_eq!(ok("visible", client.check_visibility(now).await), 0);
+        let now = ok("tso", client.current_timestamp().await).version();
+        assert_eq!(
+            ok("visible", client.check_visibility(ts(now)).await),
+            Timestamp::ZERO
+        );
         // GC moves the cluster-wide safe point, which also governs the DEFAULT keyspace
         // (it does not run keyspace-level GC).
         let keyspace = 0xFFFF_FFFF;
@@ -1144,13 +1159,19 @@ pub async fn txn_safe_point_and_visibility<E: Env>(env: &E) {
                 .unwrap_or_else(|err| panic!("{err}"));
             assert_eq!(advanced.new_txn_safe_point, now - 100, "{api:?}");
         });
-        assert_eq!(ok("safe point", client.txn_safe_point().await), now - 100);
-        assert_eq!(ok("visible", client.check_visibility(now).await), now - 100);
         assert_eq!(
-            client.check_visibility(now - 200).await,
+            ok("safe point", client.txn_safe_point().await),
+            ts(now - 100)
+        );
+        assert_eq!(
+            ok("visible", client.check_visibility(ts(now)).await),
+            ts(now - 100)
+        );
+        assert_eq!(
+            client.check_visibility(ts(now - 200)).await,
             Err(Error::TxnAbortedByGc {
-                start_ts: now - 200,
-                safe_point: now - 100,
+                start_ts: ts(now - 200),
+                safe_point: ts(now - 100),
             }),
             "{api:?}"
         );

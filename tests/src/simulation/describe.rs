@@ -11,7 +11,7 @@ use tikv_sim::faults::FaultAction;
 use super::ClusterFault;
 
 pub(super) fn describe_ids(ids: &[RequestId]) -> String {
-    let ids: Vec<String> = ids.iter().map(|id| format!("#{}", id.0)).collect();
+    let ids: Vec<String> = ids.iter().map(|id| format!("#{}", id.get())).collect();
     ids.join(",")
 }
 

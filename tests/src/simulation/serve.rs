@@ -21,7 +21,7 @@ impl Simulation {
         };
         if let Err(status) = &result {
             self.trace
-                .push(format!("{} pd #{} failed: {status}", self.now, id.0));
+                .push(format!("{} pd #{} failed: {status}", self.now, id.get()));
         }
         let result = result.map(|framed| framed.payload());
         self.send_back(
@@ -134,8 +134,11 @@ impl Simulation {
                 );
             }
             Execution::Failed(status) => {
-                self.trace
-                    .push(format!("{} {address} #{} failed: {status}", self.now, id.0));
+                self.trace.push(format!(
+                    "{} {address} #{} failed: {status}",
+                    self.now,
+                    id.get()
+                ));
                 self.send_back(
                     &[id],
                     Reply::Unary {
@@ -148,7 +151,7 @@ impl Simulation {
             // `execute` resolves delays itself, so a delay here is never seen twice.
             Execution::Dropped | Execution::Delayed { .. } => {
                 self.trace
-                    .push(format!("{} {address} #{} dropped", self.now, id.0));
+                    .push(format!("{} {address} #{} dropped", self.now, id.get()));
             }
         }
         self.answer_lock_waits();
@@ -206,7 +209,7 @@ impl Simulation {
                     self.parked.insert(
                         wait,
                         ParkedRequest {
-                            id: RequestId(request_id),
+                            id: RequestId::from_wire(request_id),
                             address: address.clone(),
                             unary: None,
                         },
@@ -247,7 +250,7 @@ impl Simulation {
         let ids: Vec<RequestId> = response
             .request_ids
             .iter()
-            .map(|id| RequestId(*id))
+            .map(|id| RequestId::from_wire(*id))
             .collect();
         match Framed::encode(&response, usize::MAX) {
             Ok(frame) => self.send_back(&ids, Reply::Batch { address, frame }),
@@ -285,7 +288,7 @@ impl Simulation {
                 }
                 (None, TikvResponse::Batch(cmd)) => {
                     let response = tikvpb::BatchCommandsResponse {
-                        request_ids: vec![id.0],
+                        request_ids: vec![id.get()],
                         responses: vec![batch_commands_response::Response { cmd: Some(cmd) }],
                         ..Default::default()
                     };

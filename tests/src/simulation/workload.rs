@@ -124,7 +124,7 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
             let op = sim.submit(Command::Raw(command.clone()));
             running.push((op, history.len()));
             history.push(Record {
-                op: op.0,
+                op: op.get(),
                 command,
                 started: clock,
                 finished: None,

@@ -9,11 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tikv_proto::{kvrpcpb, metapb, pdpb};
 
-use super::ops::Output;
-use super::shared::{Owner, Shared, Wake};
-use super::{OpId, RequestId};
+use crate::command::Output;
 use crate::error::Error;
+use crate::op::Cx;
+use crate::outbox::{Reply, RequestId};
 use crate::rpc::{PdRequest, PdResponse, Request, Response, StoreRequest, StoreResponse};
+use crate::sender::dispatch::DispatchInput;
 
 /// How long each store may take (client-go `unsafeDestroyRangeTimeout`).
 const UNSAFE_DESTROY_RANGE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -30,8 +31,8 @@ pub(crate) struct DestroyRangeOp {
 enum State {
     /// Not started.
     Start,
-    /// Waiting for PD's store list.
-    Listing,
+    /// Waiting for PD's store list (the call's id).
+    Listing(RequestId),
     /// Waiting for these stores (request id → store id); failures so far.
     Destroying {
         waiting: BTreeMap<RequestId, u64>,
@@ -52,26 +53,26 @@ impl DestroyRangeOp {
     /// Advances the operation; `Some` when it finished.
     pub(crate) fn drive(
         &mut self,
-        shared: &mut Shared,
-        op: OpId,
-        wake: Wake,
+        cx: &mut Cx<'_>,
+        input: DispatchInput,
     ) -> Option<Result<Output, Error>> {
         match &mut self.state {
             State::Start => {
-                self.state = State::Listing;
-                shared.pd_call(
-                    op,
-                    PdRequest::GetAllStores(pdpb::GetAllStoresRequest {
-                        exclude_tombstone_stores: true,
-                        ..Default::default()
-                    }),
-                );
+                let call = cx.pd_call(PdRequest::GetAllStores(pdpb::GetAllStoresRequest {
+                    exclude_tombstone_stores: true,
+                    ..Default::default()
+                }));
+                self.state = State::Listing(call);
                 None
             }
-            State::Listing => {
-                let stores = match shared.pd.take_op_result(op)? {
+            State::Listing(call) => {
+                let result = match input {
+                    DispatchInput::Reply(id, Reply::Pd(result)) if id == *call => result,
+                    _ => return None,
+                };
+                let stores = match result {
                     Ok(PdResponse::GetAllStores(response)) => {
-                        if let Some(err) = super::pd::pd_error(response.header.as_ref()) {
+                        if let Some(err) = crate::pd::pd_error(response.header.as_ref()) {
                             return Some(Err(err));
                         }
                         response.stores
@@ -88,8 +89,7 @@ impl DestroyRangeOp {
                 };
                 let mut waiting = BTreeMap::new();
                 for store in stores.iter().filter(|store| holds_tikv_data(store)) {
-                    let id = shared.transmit(
-                        Owner::Op(op),
+                    let id = cx.send(
                         std::sync::Arc::from(store.address.as_str()),
                         Request::Store(Box::new(StoreRequest::UnsafeDestroyRange(request.clone()))),
                         UNSAFE_DESTROY_RANGE_TIMEOUT,
@@ -106,7 +106,7 @@ impl DestroyRangeOp {
                 None
             }
             State::Destroying { waiting, failures } => {
-                if let Wake::Reply(id, reply) = wake {
+                if let DispatchInput::Reply(id, Reply::Rpc(reply)) = input {
                     if let Some(store_id) = waiting.remove(&id) {
                         if let Some(failure) = failure(store_id, reply) {
                             failures.push(failure);
@@ -128,6 +128,8 @@ impl DestroyRangeOp {
         }
     }
 }
+
+super::driven_operation!(DestroyRangeOp);
 
 /// Whether a store from PD's list holds TiKV data (not a tombstone, not TiFlash).
 fn holds_tikv_data(store: &metapb::Store) -> bool {

@@ -14,10 +14,11 @@ use smallvec::SmallVec;
 use tikv_proto::rpc::RpcError;
 
 use super::retry::{RegionRetry, classify};
-use super::shared::{Route, Routing, Shared, Wake};
-use super::{OpId, RequestId};
+use super::{Route, Routing};
 use crate::backoff::{BackoffKind, Backoffer};
 use crate::error::Error;
+use crate::op::Cx;
+use crate::outbox::{Reply, RequestId};
 use crate::rpc::{Response, StoreRequest, StoreResponse};
 use crate::time::Time;
 
@@ -41,6 +42,17 @@ pub(crate) trait Plan {
         route: &Route,
         response: Box<StoreResponse>,
     ) -> Result<(), Error>;
+}
+
+/// What a dispatch is driven with.
+#[derive(Debug)]
+pub(crate) enum DispatchInput {
+    /// Route and send (the operation started, or a new step began).
+    Start,
+    /// The answer to one of the operation's calls.
+    Reply(RequestId, Reply),
+    /// A timer fired.
+    Timer,
 }
 
 /// Where a dispatch stands after being driven.
@@ -74,6 +86,8 @@ pub(crate) struct Dispatch {
     pending: Items,
     /// Requests out, searched linearly: an operation has few at a time.
     inflight: SmallVec<[Sent; 1]>,
+    /// PD lookups the dispatch waits on (their call ids).
+    parked: SmallVec<[RequestId; 1]>,
     sleep_until: Option<Time>,
     budget_ms: u64,
     /// Created on the first backoff: most operations never sleep.
@@ -103,6 +117,7 @@ impl Dispatch {
             reverse,
             pending,
             inflight: SmallVec::new(),
+            parked: SmallVec::new(),
             sleep_until: None,
             budget_ms,
             backoff: None,
@@ -112,36 +127,83 @@ impl Dispatch {
         }
     }
 
-    /// Advances the dispatch with `wake`.
-    pub(crate) fn drive(
+    /// Advances the dispatch with `input`.
+    pub(crate) fn handle(
         &mut self,
-        shared: &mut Shared,
-        op: OpId,
-        wake: Wake,
+        cx: &mut Cx<'_>,
+        input: DispatchInput,
         plan: &mut dyn Plan,
     ) -> Progress {
-        if let Wake::Reply(id, reply) = wake {
-            if let Some(index) = self.inflight.iter().position(|sent| sent.id == id) {
+        match input {
+            DispatchInput::Start => self.start(cx, plan),
+            DispatchInput::Reply(id, reply) => self.on_reply(cx, id, reply, plan),
+            DispatchInput::Timer => self.on_timer(cx, plan),
+        }
+    }
+
+    /// Routes and sends every item (the operation just started).
+    pub(crate) fn start(&mut self, cx: &mut Cx<'_>, plan: &mut dyn Plan) -> Progress {
+        self.resume(cx, plan)
+    }
+
+    /// Takes the answer to call `id`: a request's reply, or a PD lookup the dispatch
+    /// waited on. Answers to calls it does not know (an earlier attempt) are ignored.
+    pub(crate) fn on_reply(
+        &mut self,
+        cx: &mut Cx<'_>,
+        id: RequestId,
+        reply: Reply,
+        plan: &mut dyn Plan,
+    ) -> Progress {
+        match reply {
+            Reply::Rpc(reply) => {
+                let Some(index) = self.inflight.iter().position(|sent| sent.id == id) else {
+                    return self.progress();
+                };
                 let sent = self.inflight.swap_remove(index);
-                if let Err(err) = self.on_reply(shared, sent, reply, plan) {
+                if let Err(err) = self.on_response(cx, sent, reply, plan) {
                     return Progress::Failed(err);
                 }
             }
+            Reply::Ready(result) => {
+                let Some(index) = self.parked.iter().position(|call| *call == id) else {
+                    return self.progress();
+                };
+                self.parked.swap_remove(index);
+                if let Err(err) = result {
+                    return Progress::Failed(err);
+                }
+            }
+            Reply::Pd(_) | Reply::Timestamp(_) => return self.progress(),
         }
+        self.resume(cx, plan)
+    }
+
+    /// A timer fired: routes what waited for a backoff to pass.
+    pub(crate) fn on_timer(&mut self, cx: &mut Cx<'_>, plan: &mut dyn Plan) -> Progress {
+        self.resume(cx, plan)
+    }
+
+    /// Whether the dispatch waits on nothing it sent or parked on (a backoff at most).
+    fn resume(&mut self, cx: &mut Cx<'_>, plan: &mut dyn Plan) -> Progress {
         if let Some(until) = self.sleep_until {
-            if until > shared.now {
-                shared.wake_at(op, until);
+            if until > cx.now() {
+                cx.wake_at(until);
                 return self.progress();
             }
             self.sleep_until = None;
         }
-        if let Err(err) = self.route_pending(shared, op, plan) {
+        if !self.parked.is_empty() {
+            // Still waiting for PD: routing again now would only park again.
+            return self.progress();
+        }
+        if let Err(err) = self.route_pending(cx, plan) {
             return Progress::Failed(err);
         }
         // Routing may have decided to back off (no usable peer): wake up for it.
         if let Some(until) = self.sleep_until {
-            if until > shared.now {
-                shared.wake_at(op, until);
+            if until > cx.now() {
+                cx.wake_at(until);
             }
         }
         self.progress()
@@ -163,7 +225,7 @@ impl Dispatch {
 
     fn sleep(
         &mut self,
-        shared: &mut Shared,
+        cx: &mut Cx<'_>,
         kind: BackoffKind,
         cause: &dyn std::fmt::Display,
     ) -> Result<(), Error> {
@@ -171,16 +233,16 @@ impl Dispatch {
         let sleep = self
             .backoff
             .get_or_insert_with(|| Box::new(Backoffer::new(budget_ms)))
-            .next_sleep(kind, &mut shared.rng, cause)
+            .next_sleep(kind, cx.rng(), cause)
             .map_err(Error::from)?;
-        let until = shared.now + sleep;
+        let until = cx.now() + sleep;
         self.sleep_until = Some(self.sleep_until.map_or(until, |t| t.max(until)));
         Ok(())
     }
 
-    fn on_reply(
+    fn on_response(
         &mut self,
-        shared: &mut Shared,
+        cx: &mut Cx<'_>,
         sent: Sent,
         reply: Result<Response, RpcError>,
         plan: &mut dyn Plan,
@@ -194,23 +256,22 @@ impl Dispatch {
             }
             Err(err) => {
                 // client-go's onSendFail: forget what we knew about the route, back off, retry.
-                shared.on_send_failure(&sent.route);
+                super::on_send_failure(cx.services(), &sent.route);
                 self.requeue(&sent.items);
-                return self.sleep(shared, BackoffKind::TiKvRpc, &err);
+                return self.sleep(cx, BackoffKind::TiKvRpc, &err);
             }
         };
         let Some(region_error) = response.take_region_error() else {
             if !sent.route.leader_known {
                 // A peer tried while the leader was unknown served a leader request: it is
                 // the leader (client-go's replica selector records it the same way).
-                shared
-                    .regions
+                cx.cache()
                     .update_leader(sent.route.ver_id, &sent.route.peer);
             }
             return plan.absorb(&sent.items, &sent.route, response);
         };
-        let retry = classify(&region_error);
-        shared.apply_region_retry(&sent.route, &retry);
+        let retry = classify(sent.route.region.id, &region_error);
+        super::apply_region_retry(cx.services(), &sent.route, &retry);
         match retry {
             RegionRetry::UpdateLeader { .. } => {
                 self.requeue(&sent.items);
@@ -220,35 +281,26 @@ impl Dispatch {
                 self.leader_hops += 1;
                 if self.leader_hops > MAX_LEADER_HOPS {
                     self.leader_hops = 0;
-                    return self.sleep(
-                        shared,
-                        BackoffKind::RegionScheduling,
-                        &region_error.message,
-                    );
+                    return self.sleep(cx, BackoffKind::RegionScheduling, &region_error.message);
                 }
                 Ok(())
             }
             RegionRetry::Backoff(kind) | RegionRetry::NextPeer(kind) => {
                 self.requeue(&sent.items);
-                self.sleep(shared, kind, &region_error.message)
+                self.sleep(cx, kind, &region_error.message)
             }
             RegionRetry::Relocate { backoff, .. } => {
                 self.requeue(&sent.items);
                 match backoff {
-                    Some(kind) => self.sleep(shared, kind, &describe(&region_error)),
+                    Some(kind) => self.sleep(cx, kind, &describe(&region_error)),
                     None => Ok(()),
                 }
             }
-            RegionRetry::Fail(message) => Err(Error::RegionUnavailable(message)),
+            RegionRetry::Fail(err) => Err(err),
         }
     }
 
-    fn route_pending(
-        &mut self,
-        shared: &mut Shared,
-        op: OpId,
-        plan: &mut dyn Plan,
-    ) -> Result<(), Error> {
+    fn route_pending(&mut self, cx: &mut Cx<'_>, plan: &mut dyn Plan) -> Result<(), Error> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -266,32 +318,41 @@ impl Dispatch {
         // group starts whenever the region changes.
         let mut groups: SmallVec<[(Route, Items); 1]> = SmallVec::new();
         for (position, &item) in pending.iter().enumerate() {
-            match shared.route(op, &keys[item], self.reverse, last_key.as_deref()) {
+            let op = cx.op();
+            match super::route(
+                cx.services(),
+                op,
+                &keys[item],
+                self.reverse,
+                last_key.as_deref(),
+            ) {
                 Routing::Ready(route) => match groups.last_mut() {
                     Some((last, items)) if last.region.id == route.region.id => items.push(item),
                     _ => groups.push((route, smallvec::smallvec![item])),
                 },
-                Routing::Parked => {
+                Routing::Parked(call) => {
                     // Later keys most likely fall in the region this lookup returns: wait for it
                     // instead of asking PD once per key.
+                    self.parked.push(call);
                     self.pending.extend(pending[position..].iter().copied());
                     break;
                 }
                 Routing::Unavailable(err) => {
                     // Nothing to send to now; the region reloads after the backoff.
                     self.pending.extend(pending[position..].iter().copied());
-                    self.sleep(shared, BackoffKind::RegionMiss, &err)?;
+                    self.sleep(cx, BackoffKind::RegionMiss, &err)?;
                     break;
                 }
-                Routing::Failed(err) => return Err(err),
             }
         }
         let timeout = self.timeout;
         let retried = self.retried;
         for (route, items) in groups {
             let inflight = &mut self.inflight;
+            let op = cx.op();
+            let services = cx.services();
             plan.build(&items, &route, &mut |items, request| {
-                let id = shared.send_store(op, &route, request, timeout, retried);
+                let id = super::send_store(services, op, &route, request, timeout, retried);
                 inflight.push(Sent {
                     id,
                     items,

@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use tikv_proto::kvrpcpb;
 
-use super::OpId;
-use super::dispatch::{Dispatch, Items, Plan, Progress};
 use super::keys::KeySpace;
-use super::ops::{MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
-use super::shared::{Route, Shared, Wake};
+use crate::command::{MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
 use crate::config::ApiVersion;
 use crate::error::Error;
+use crate::op::Cx;
 use crate::rpc::{StoreRequest, StoreResponse};
+use crate::sender::Route;
+use crate::sender::dispatch::{Dispatch, DispatchInput, Items, Plan, Progress};
 
 /// Most keys in one raw batch get or delete request (client-go `rawBatchPairCount`).
 pub const RAW_BATCH_PAIR_COUNT: usize = 512;
@@ -44,9 +44,6 @@ enum Kind {
         plan: BatchPlan,
     },
     Range(RangeOp),
-    Split(Box<super::split::SplitOp>),
-    Locate(super::locate::LocateOp),
-    Destroy(super::destroy::DestroyRangeOp),
 }
 
 impl RawOp {
@@ -54,9 +51,9 @@ impl RawOp {
     ///
     /// Errors with [`Error::InvalidArgument`] for empty keys, mismatched TTLs, a scan limit
     /// over [`MAX_RAW_SCAN_LIMIT`], TTLs on API V1, or compare-and-swap outside atomic mode.
-    pub(crate) fn new(command: RawCommand, shared: &Shared) -> Result<Self, Error> {
-        let config = &shared.config;
-        let space = KeySpace::raw(config.api_version, shared.pd.keyspace_id())?;
+    pub(crate) fn new(command: RawCommand, cx: &Cx<'_>) -> Result<Self, Error> {
+        let config = cx.config();
+        let space = KeySpace::raw(config.api_version, cx.keyspace_id())?;
         let budget = config.raw_max_backoff;
         let timeout = config.read_timeout_short;
         let no_ttl_support = config.api_version == ApiVersion::V1;
@@ -249,57 +246,12 @@ impl RawOp {
                 space.request_key(&start),
                 space.request_end(&end),
             )),
-            RawCommand::SplitRegions {
-                mode,
-                keys,
-                scatter,
-                scatter_group,
-            } => {
-                let space = key_space(mode, &space, shared)?;
-                let request_keys = request_keys(&space, &keys)?;
-                let routing_keys = request_keys
-                    .iter()
-                    .map(|key| space.routing_key(key))
-                    .collect();
-                Kind::Split(Box::new(super::split::SplitOp::new(
-                    request_keys,
-                    routing_keys,
-                    space.is_plain(),
-                    scatter.then_some(scatter_group),
-                    config.read_timeout_short,
-                )))
-            }
-            RawCommand::LocateKey { key, mode } => {
-                let space = key_space(mode, &space, shared)?;
-                let routing = space.routing_key(&space.request_key(&key));
-                Kind::Locate(super::locate::LocateOp::key(space, routing))
-            }
-            RawCommand::LocateRegionById { region_id, mode } => {
-                let space = key_space(mode, &space, shared)?;
-                Kind::Locate(super::locate::LocateOp::by_id(space, region_id))
-            }
-            RawCommand::LocateRange {
-                start,
-                end,
-                mode,
-                limit,
-            } => {
-                let space = key_space(mode, &space, shared)?;
-                let start = space.routing_key(&space.request_key(&start));
-                let end = space.request_end(&end);
-                let end = if end.is_empty() {
-                    end
-                } else {
-                    space.routing_key(&end)
-                };
-                Kind::Locate(super::locate::LocateOp::range(space, start, end, limit))
-            }
             RawCommand::TxnDeleteRange {
                 start,
                 end,
                 notify_only,
             } => {
-                let txn = KeySpace::txn(config.api_version, shared.pd.keyspace_id())?;
+                let txn = KeySpace::txn(config.api_version, cx.keyspace_id())?;
                 let kind = Kind::Range(RangeOp::new(
                     RangeKind::TxnDeleteRange {
                         notify_only,
@@ -310,13 +262,14 @@ impl RawOp {
                 ));
                 return Ok(Self { space: txn, kind });
             }
-            RawCommand::UnsafeDestroyRange { start, end } => {
-                let txn = KeySpace::txn(config.api_version, shared.pd.keyspace_id())?;
-                let kind = Kind::Destroy(super::destroy::DestroyRangeOp::new(
-                    txn.request_key(&start),
-                    txn.request_end(&end),
+            RawCommand::UnsafeDestroyRange { .. }
+            | RawCommand::SplitRegions { .. }
+            | RawCommand::LocateKey { .. }
+            | RawCommand::LocateRegionById { .. }
+            | RawCommand::LocateRange { .. } => {
+                return Err(Error::InvalidArgument(
+                    "not a raw key-value command".to_owned(),
                 ));
-                return Ok(Self { space: txn, kind });
             }
             RawCommand::Checksum { start, end } => Kind::Range(RangeOp::new(
                 RangeKind::Checksum {
@@ -332,42 +285,26 @@ impl RawOp {
     /// Advances the operation; `Some` when it finished.
     pub(crate) fn drive(
         &mut self,
-        shared: &mut Shared,
-        op: OpId,
-        wake: Wake,
+        cx: &mut Cx<'_>,
+        input: DispatchInput,
     ) -> Option<Result<Output, Error>> {
         match &mut self.kind {
-            Kind::Single { dispatch, plan } => match dispatch.drive(shared, op, wake, plan) {
+            Kind::Single { dispatch, plan } => match dispatch.handle(cx, input, plan) {
                 Progress::Pending => None,
                 Progress::Failed(err) => Some(Err(err)),
                 Progress::Done => Some(plan.output()),
             },
-            Kind::Batch { dispatch, plan } => match dispatch.drive(shared, op, wake, plan) {
+            Kind::Batch { dispatch, plan } => match dispatch.handle(cx, input, plan) {
                 Progress::Pending => None,
                 Progress::Failed(err) => Some(Err(err)),
                 Progress::Done => Some(plan.output()),
             },
-            Kind::Range(range) => range.drive(shared, op, wake, &self.space),
-            Kind::Split(split) => split.drive(shared, op, wake),
-            Kind::Locate(locate) => locate.drive(shared, op),
-            Kind::Destroy(destroy) => destroy.drive(shared, op, wake),
+            Kind::Range(range) => range.drive(cx, input, &self.space),
         }
     }
 }
 
-/// The key space of a region command in `mode` (`raw` is the raw one, already built).
-fn key_space(
-    mode: super::ops::KeyMode,
-    raw: &KeySpace,
-    shared: &Shared,
-) -> Result<KeySpace, Error> {
-    match mode {
-        super::ops::KeyMode::Raw => Ok(raw.clone()),
-        super::ops::KeyMode::Txn => {
-            KeySpace::txn(shared.config.api_version, shared.pd.keyspace_id())
-        }
-    }
-}
+super::driven_operation!(RawOp);
 
 fn non_empty(key: &Bytes) -> Result<&Bytes, Error> {
     if key.is_empty() {
@@ -743,8 +680,8 @@ impl RangeOp {
         }
     }
 
-    fn start_step(&mut self, shared: &Shared, space: &KeySpace) {
-        let config = &shared.config;
+    fn start_step(&mut self, cx: &Cx<'_>, space: &KeySpace) {
+        let config = cx.config();
         let (template, reverse) = match &self.kind {
             RangeKind::Scan {
                 limit,
@@ -819,22 +756,24 @@ impl RangeOp {
 
     fn drive(
         &mut self,
-        shared: &mut Shared,
-        op: OpId,
-        wake: Wake,
+        cx: &mut Cx<'_>,
+        input: DispatchInput,
         space: &KeySpace,
     ) -> Option<Result<Output, Error>> {
-        let mut wake = Some(wake);
+        let mut input = Some(input);
         // Each pass finishes at most one region; bounded by the number of regions walked.
         loop {
             if self.step.is_none() {
                 if !self.more(space) {
                     return Some(self.output());
                 }
-                self.start_step(shared, space);
+                self.start_step(cx, space);
+                // A new region's step starts afresh; the input that finished the last one
+                // is spent.
+                input = Some(DispatchInput::Start);
             }
             let (dispatch, step) = self.step.as_mut()?;
-            let progress = dispatch.drive(shared, op, wake.take().unwrap_or(Wake::Resume), step);
+            let progress = dispatch.handle(cx, input.take().unwrap_or(DispatchInput::Timer), step);
             match progress {
                 Progress::Pending => return None,
                 Progress::Failed(err) => return Some(Err(err)),

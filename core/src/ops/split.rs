@@ -16,30 +16,19 @@
 use bytes::Bytes;
 use tikv_proto::{kvrpcpb, pdpb};
 
-use super::OpId;
-use super::dispatch::{Dispatch, Items, Plan, Progress};
-use super::ops::Output;
-use super::shared::{Route, Shared, Wake};
-use crate::backoff::{self as budget, BackoffKind, Backoffer};
-use crate::error::Error;
+use super::keys::KeySpace;
+use crate::backoff as budget;
+use crate::command::{Output, SplitOutcome};
+use crate::error::{Error, KeyError, PdErrorKind};
+use crate::op::Cx;
+use crate::outbox::{Reply, RequestId};
 use crate::region::{InvalidReason, RegionVerId};
 use crate::rpc::{PdRequest, PdResponse, StoreRequest, StoreResponse};
-use crate::time::Time;
+use crate::sender::Route;
+use crate::sender::dispatch::{Dispatch, DispatchInput, Items, Plan, Progress};
 
 /// Most split keys in one `SplitRegion` request (client-go `splitBatchRegionLimit`).
 pub const SPLIT_BATCH_KEY_LIMIT: usize = 2048;
-
-/// The operator description PD gives a scatter.
-const SCATTER_OPERATOR: &[u8] = b"scatter-region";
-
-/// What a split produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SplitOutcome {
-    /// Ids of the regions the split created, in key order.
-    pub region_ids: Vec<u64>,
-    /// Why scattering them failed, if it was asked for and failed (the split itself stands).
-    pub scatter_error: Option<Error>,
-}
 
 /// The split operation's backoff budget for `key_count` keys.
 pub(crate) fn split_budget(key_count: usize) -> std::time::Duration {
@@ -58,22 +47,38 @@ pub(crate) struct SplitOp {
     /// Group name for the scatter (regions of one group are spread as a unit); `None`: no
     /// scatter.
     scatter: Option<String>,
-    /// The scatter call is out.
-    scattering: bool,
+    /// The scatter call, once made.
+    scattering: Option<RequestId>,
 }
 
 impl SplitOp {
-    /// A split of the regions holding `routing_keys` (region-cache keys) at `request_keys`
-    /// (the same keys as requests carry them).
+    /// A split of the regions holding user keys `keys` of key space `space` at those keys,
+    /// then (with a group) a scatter of the new regions.
+    ///
+    /// Errors with [`Error::InvalidArgument`] for an empty key.
     pub(crate) fn new(
-        request_keys: Vec<Bytes>,
-        routing_keys: Vec<Bytes>,
-        raw_keys: bool,
+        space: &KeySpace,
+        keys: &[Bytes],
         scatter: Option<String>,
         timeout: std::time::Duration,
-    ) -> Self {
+    ) -> Result<Self, Error> {
+        let request_keys = keys
+            .iter()
+            .map(|key| {
+                if key.is_empty() {
+                    Err(Error::InvalidArgument("empty key".to_owned()))
+                } else {
+                    Ok(space.request_key(key))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let routing_keys: Vec<Bytes> = request_keys
+            .iter()
+            .map(|key| space.routing_key(key))
+            .collect();
+        let raw_keys = space.is_plain();
         let budget = split_budget(request_keys.len());
-        Self {
+        Ok(Self {
             dispatch: Dispatch::new(
                 routing_keys.iter().cloned().collect(),
                 false,
@@ -88,43 +93,41 @@ impl SplitOp {
                 split_regions: Vec::new(),
             },
             scatter,
-            scattering: false,
-        }
+            scattering: None,
+        })
     }
 
     /// Advances the split; `Some` when it finished.
     pub(crate) fn drive(
         &mut self,
-        shared: &mut Shared,
-        op: OpId,
-        wake: Wake,
+        cx: &mut Cx<'_>,
+        input: DispatchInput,
     ) -> Option<Result<Output, Error>> {
-        if self.scattering {
-            let result = shared.pd.take_op_result(op)?;
-            return Some(Ok(Output::Split(self.outcome(scatter_error(result)))));
+        if let Some(call) = self.scattering {
+            return match input {
+                DispatchInput::Reply(id, Reply::Pd(result)) if id == call => {
+                    Some(Ok(Output::Split(self.outcome(scatter_error(result)))))
+                }
+                _ => None,
+            };
         }
-        let progress = self.dispatch.drive(shared, op, wake, &mut self.plan);
+        let progress = self.dispatch.handle(cx, input, &mut self.plan);
         // The split regions changed their epochs: drop them from the cache now rather than
         // learn it from an EpochNotMatch later.
         for ver_id in self.plan.split_regions.drain(..) {
-            shared
-                .regions
-                .invalidate(ver_id, InvalidReason::EpochNotMatch);
+            cx.cache().invalidate(ver_id, InvalidReason::EpochNotMatch);
         }
         match progress {
             Progress::Pending => None,
             Progress::Failed(err) => Some(Err(err)),
             Progress::Done => match &self.scatter {
                 Some(group) if !self.plan.new_regions.is_empty() => {
-                    self.scattering = true;
-                    shared.pd_call(
-                        op,
-                        PdRequest::ScatterRegion(pdpb::ScatterRegionRequest {
-                            regions_id: self.plan.new_regions.clone(),
-                            group: group.clone(),
-                            ..Default::default()
-                        }),
-                    );
+                    let call = cx.pd_call(PdRequest::ScatterRegion(pdpb::ScatterRegionRequest {
+                        regions_id: self.plan.new_regions.clone(),
+                        group: group.clone(),
+                        ..Default::default()
+                    }));
+                    self.scattering = Some(call);
                     None
                 }
                 _ => Some(Ok(Output::Split(self.outcome(None)))),
@@ -140,6 +143,8 @@ impl SplitOp {
     }
 }
 
+super::driven_operation!(SplitOp);
+
 /// What went wrong with a scatter, if anything: a failed call, a PD error, or regions PD
 /// could not scatter.
 fn scatter_error(result: Result<PdResponse, Error>) -> Option<Error> {
@@ -148,14 +153,14 @@ fn scatter_error(result: Result<PdResponse, Error>) -> Option<Error> {
         Ok(other) => return Some(Error::UnexpectedResponse(format!("{other:?}"))),
         Err(err) => return Some(err),
     };
-    if let Some(err) = super::pd::pd_error(response.header.as_ref()) {
+    if let Some(err) = crate::pd::pd_error(response.header.as_ref()) {
         return Some(err);
     }
     if response.failed_regions_id.is_empty() {
         None
     } else {
         Some(Error::Pd {
-            kind: "SCATTER_FAILED".to_owned(),
+            kind: PdErrorKind::ScatterFailed,
             message: format!(
                 "PD could not scatter regions {:?}",
                 response.failed_regions_id
@@ -214,7 +219,7 @@ impl Plan for SplitPlan {
             )));
         };
         if let Some(error) = response.errors.first() {
-            return Err(Error::Server(format!("{error:?}")));
+            return Err(KeyError::from_proto(error).into());
         }
         // Every region but the last (the original, which keeps the right-most range) is new.
         let produced = response.regions.len().saturating_sub(1);
@@ -227,99 +232,5 @@ impl Plan for SplitPlan {
         );
         self.split_regions.push(route.ver_id);
         Ok(())
-    }
-}
-
-/// Waiting for a region's scatter to finish, or asking once whether it is scattering.
-///
-/// Polls PD's `GetOperator`: the region is done scattering when its latest operator is not
-/// a running `scatter-region` one (a region without an operator counts as done, as client-go
-/// reads it). Between polls it backs off (`regionMiss`) within the budget.
-#[derive(Debug)]
-pub(crate) struct OperatorWait {
-    region_id: u64,
-    /// `true`: wait until finished; `false`: answer whether it is scattering now.
-    wait: bool,
-    backoff: Backoffer,
-    sleep_until: Option<Time>,
-    asked: bool,
-}
-
-impl OperatorWait {
-    /// A wait (or, without `wait`, a one-off check) for `region_id` with a backoff budget.
-    pub(crate) fn new(region_id: u64, wait: bool, budget: std::time::Duration) -> Self {
-        let budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
-        Self {
-            region_id,
-            wait,
-            backoff: Backoffer::new(budget_ms),
-            sleep_until: None,
-            asked: false,
-        }
-    }
-
-    /// Advances the wait; `Some` when it finished.
-    pub(crate) fn drive(
-        &mut self,
-        shared: &mut Shared,
-        op: OpId,
-        _wake: Wake,
-    ) -> Option<Result<Output, Error>> {
-        if let Some(until) = self.sleep_until {
-            if until > shared.now {
-                shared.wake_at(op, until);
-                return None;
-            }
-            self.sleep_until = None;
-        }
-        if self.asked {
-            let result = shared.pd.take_op_result(op)?;
-            self.asked = false;
-            let cause = match result {
-                Ok(PdResponse::GetOperator(response)) => {
-                    let running = response.desc.as_ref() == SCATTER_OPERATOR
-                        && response.status == pdpb::OperatorStatus::Running as i32;
-                    if !running {
-                        return Some(Ok(if self.wait {
-                            Output::Unit
-                        } else {
-                            Output::Scattering(false)
-                        }));
-                    }
-                    if !self.wait {
-                        return Some(Ok(Output::Scattering(true)));
-                    }
-                    if let Some(err) = super::pd::pd_error(response.header.as_ref()) {
-                        return Some(Err(err));
-                    }
-                    "scatter still running".to_owned()
-                }
-                Ok(other) => {
-                    return Some(Err(Error::UnexpectedResponse(format!("{other:?}"))));
-                }
-                Err(err) => err.to_string(),
-            };
-            match self
-                .backoff
-                .next_sleep(BackoffKind::RegionMiss, &mut shared.rng, &cause)
-            {
-                Ok(sleep) => {
-                    let until = shared.now + sleep;
-                    self.sleep_until = Some(until);
-                    shared.wake_at(op, until);
-                    return None;
-                }
-                Err(err) => return Some(Err(Error::from(err))),
-            }
-        }
-        self.asked = true;
-        shared.pd_call(
-            op,
-            PdRequest::GetOperator(pdpb::GetOperatorRequest {
-                region_id: self.region_id,
-                ..Default::default()
-            }),
-        );
-        None
     }
 }

@@ -7,6 +7,7 @@
 use tikv_proto::errorpb;
 
 use crate::backoff::BackoffKind;
+use crate::error::{Error, RegionErrorKind};
 
 /// How a request continues after a region error.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,21 +36,37 @@ pub(crate) enum RegionRetry {
         /// Whether the store's address should be looked up again (StoreNotMatch).
         refresh_store: bool,
     },
-    /// Not retryable: fail the operation with this message.
-    Fail(String),
+    /// Not retryable: fail the operation with this error.
+    Fail(Error),
 }
 
-/// Classifies a region error the way client-go's region request sender does for a leader
-/// request without a replica selector.
-pub(crate) fn classify(err: &errorpb::Error) -> RegionRetry {
-    use RegionRetry::{Backoff, Fail, Relocate};
+/// The error that ends an operation over region error `err` of region `region_id`: an
+/// undetermined result stays undetermined (the write may have applied), the rest name
+/// their kind.
+fn fatal(region_id: u64, err: &errorpb::Error) -> RegionRetry {
+    let kind = RegionErrorKind::of(err);
+    RegionRetry::Fail(if kind == RegionErrorKind::UndeterminedResult {
+        Error::Undetermined(format!("region {region_id}: {}", err.message))
+    } else {
+        Error::Region {
+            region_id,
+            kind,
+            message: err.message.clone(),
+        }
+    })
+}
+
+/// Classifies region error `err` from region `region_id` the way client-go's region
+/// request sender does for a leader request without a replica selector.
+pub(crate) fn classify(region_id: u64, err: &errorpb::Error) -> RegionRetry {
+    use RegionRetry::{Backoff, Relocate};
     let relocate = |backoff: Option<BackoffKind>| Relocate {
         backoff,
         current_regions: Vec::new(),
         refresh_store: false,
     };
     if err.undetermined_result.is_some() {
-        return Fail(format!("result undetermined: {}", err.message));
+        return fatal(region_id, err);
     }
     if let Some(not_leader) = &err.not_leader {
         return match &not_leader.leader {
@@ -69,17 +86,8 @@ pub(crate) fn classify(err: &errorpb::Error) -> RegionRetry {
     if err.is_witness.is_some() {
         return relocate(Some(BackoffKind::IsWitness));
     }
-    if let Some(flashback) = &err.flashback_in_progress {
-        return Fail(format!(
-            "region {} is in flashback progress (start ts {})",
-            flashback.region_id, flashback.flashback_start_ts
-        ));
-    }
-    if let Some(flashback) = &err.flashback_not_prepared {
-        return Fail(format!(
-            "region {} is not prepared for the flashback",
-            flashback.region_id
-        ));
+    if err.flashback_in_progress.is_some() || err.flashback_not_prepared.is_some() {
+        return fatal(region_id, err);
     }
     if err.region_not_found.is_some() || err.key_not_in_region.is_some() {
         return relocate(Some(BackoffKind::RegionMiss));
@@ -114,7 +122,7 @@ pub(crate) fn classify(err: &errorpb::Error) -> RegionRetry {
         };
     }
     if err.raft_entry_too_large.is_some() {
-        return Fail(format!("raft entry too large: {}", err.message));
+        return fatal(region_id, err);
     }
     if err.max_timestamp_not_synced.is_some() {
         return Backoff(BackoffKind::MaxTsNotSynced);
@@ -156,7 +164,7 @@ mod tests {
             })
         });
         assert_eq!(
-            classify(&hinted),
+            classify(1, &hinted),
             RegionRetry::UpdateLeader {
                 leader_store_id: 3,
                 leader_peer_id: 7
@@ -164,7 +172,7 @@ mod tests {
         );
         let blind = with(|e| e.not_leader = Some(errorpb::NotLeader::default()));
         assert_eq!(
-            classify(&blind),
+            classify(1, &blind),
             RegionRetry::NextPeer(BackoffKind::RegionScheduling)
         );
     }
@@ -179,7 +187,7 @@ mod tests {
                 }],
             })
         });
-        match classify(&err) {
+        match classify(1, &err) {
             RegionRetry::Relocate {
                 backoff: None,
                 current_regions,
@@ -222,20 +230,39 @@ mod tests {
             ),
         ];
         for (err, expected) in cases {
-            assert_eq!(classify(&err), expected, "{err:?}");
+            assert_eq!(classify(1, &err), expected, "{err:?}");
         }
     }
 
     #[test]
     fn fatal_errors_fail() {
-        for err in [
-            with(|e| e.raft_entry_too_large = Some(Default::default())),
-            with(|e| e.flashback_in_progress = Some(Default::default())),
-            with(|e| e.flashback_not_prepared = Some(Default::default())),
-            with(|e| e.undetermined_result = Some(Default::default())),
+        for (err, kind) in [
+            (
+                with(|e| e.raft_entry_too_large = Some(Default::default())),
+                RegionErrorKind::RaftEntryTooLarge,
+            ),
+            (
+                with(|e| e.flashback_in_progress = Some(Default::default())),
+                RegionErrorKind::FlashbackInProgress,
+            ),
+            (
+                with(|e| e.flashback_not_prepared = Some(Default::default())),
+                RegionErrorKind::FlashbackNotPrepared,
+            ),
         ] {
-            assert!(matches!(classify(&err), RegionRetry::Fail(_)), "{err:?}");
+            assert!(
+                matches!(
+                    classify(1, &err),
+                    RegionRetry::Fail(Error::Region { region_id: 1, kind: k, .. }) if k == kind
+                ),
+                "{err:?}"
+            );
         }
+        let undetermined = with(|e| e.undetermined_result = Some(Default::default()));
+        assert!(matches!(
+            classify(1, &undetermined),
+            RegionRetry::Fail(Error::Undetermined(_))
+        ));
     }
 
     #[test]
@@ -251,13 +278,13 @@ mod tests {
             with(|e| e.message = "something new".into()),
         ] {
             assert!(
-                matches!(classify(&err), RegionRetry::Relocate { .. }),
+                matches!(classify(1, &err), RegionRetry::Relocate { .. }),
                 "{err:?}"
             );
         }
         let store = with(|e| e.store_not_match = Some(Default::default()));
         assert!(matches!(
-            classify(&store),
+            classify(1, &store),
             RegionRetry::Relocate {
                 refresh_store: true,
                 ..

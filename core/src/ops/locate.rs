@@ -3,28 +3,14 @@
 
 use bytes::Bytes;
 
-use super::OpId;
 use super::keys::KeySpace;
-use super::ops::Output;
-use super::shared::Shared;
+use crate::command::{KeyLocation, Output};
 use crate::error::Error;
+use crate::op::Cx;
+use crate::outbox::{Reply, RequestId};
 use crate::rpc::{PdRequest, PdResponse};
+use crate::sender::dispatch::DispatchInput;
 use tikv_proto::pdpb;
-
-/// One region as a user sees it: its identity and the range of user keys it holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyLocation {
-    /// The region id.
-    pub region_id: u64,
-    /// The region's configuration version (bumped by peer changes).
-    pub conf_ver: u64,
-    /// The region's version (bumped by splits and merges).
-    pub version: u64,
-    /// First user key of the region (empty: the start of the key space).
-    pub start_key: Bytes,
-    /// First user key after the region (empty: the end of the key space).
-    pub end_key: Bytes,
-}
 
 /// Walks the regions of a range in key order, or finds one region by id.
 #[derive(Debug)]
@@ -35,21 +21,25 @@ pub(crate) struct LocateOp {
     /// Routing key the walk stops at; `None`: one region only (a single key).
     end: Option<Bytes>,
     found: Vec<KeyLocation>,
-    /// Looking a region up by id instead: the id, and whether PD was asked.
-    by_id: Option<(u64, bool)>,
+    /// Looking a region up by id instead: the id, and the PD call once made.
+    by_id: Option<(u64, Option<RequestId>)>,
+    /// The PD lookup the walk waits on.
+    parked: Option<RequestId>,
     /// Most regions to report (0 = no limit).
     limit: u32,
 }
 
 impl LocateOp {
-    /// The region holding the user key whose routing key is `key`.
-    pub(crate) fn key(space: KeySpace, key: Bytes) -> Self {
+    /// The region holding user key `key` (empty: the first region).
+    pub(crate) fn key(space: KeySpace, key: &[u8]) -> Self {
+        let cursor = space.routing_key(&space.request_key(key));
         Self {
             space,
-            cursor: key,
+            cursor,
             end: None,
             found: Vec::new(),
             by_id: None,
+            parked: None,
             limit: 0,
         }
     }
@@ -61,7 +51,8 @@ impl LocateOp {
             cursor: Bytes::new(),
             end: None,
             found: Vec::new(),
-            by_id: Some((region_id, false)),
+            by_id: Some((region_id, None)),
+            parked: None,
             limit: 0,
         }
     }
@@ -79,32 +70,32 @@ impl LocateOp {
 
     fn drive_by_id(
         &mut self,
-        shared: &mut Shared,
-        op: OpId,
+        cx: &mut Cx<'_>,
         region_id: u64,
-        asked: bool,
+        input: DispatchInput,
     ) -> Option<Result<Output, Error>> {
-        if !asked {
-            let now = shared.now;
-            if let Some(region) = shared.regions.get_by_id(region_id, now) {
-                return Some(Ok(Output::Locations(vec![self.location(&region)])));
-            }
-            self.by_id = Some((region_id, true));
-            shared.pd_call(
-                op,
-                PdRequest::GetRegionById(pdpb::GetRegionByIdRequest {
+        let call = match (self.by_id.and_then(|(_, call)| call), input) {
+            (None, _) => {
+                let now = cx.now();
+                if let Some(region) = cx.cache().get_by_id(region_id, now) {
+                    return Some(Ok(Output::Locations(vec![self.location(&region)])));
+                }
+                let call = cx.pd_call(PdRequest::GetRegionById(pdpb::GetRegionByIdRequest {
                     region_id,
                     ..Default::default()
-                }),
-            );
-            return None;
-        }
-        let response = match shared.pd.take_op_result(op)? {
+                }));
+                self.by_id = Some((region_id, Some(call)));
+                return None;
+            }
+            (Some(call), DispatchInput::Reply(id, Reply::Pd(result))) if id == call => result,
+            (Some(_), _) => return None,
+        };
+        let response = match call {
             Ok(PdResponse::GetRegionById(response)) => response,
             Ok(other) => return Some(Err(Error::UnexpectedResponse(format!("{other:?}")))),
             Err(err) => return Some(Err(err)),
         };
-        if let Some(err) = super::pd::pd_error(response.header.as_ref()) {
+        if let Some(err) = crate::pd::pd_error(response.header.as_ref()) {
             return Some(Err(err));
         }
         if response.region.is_none() {
@@ -112,38 +103,63 @@ impl LocateOp {
                 "PD knows no region {region_id}"
             ))));
         }
-        let now = shared.now;
-        match shared.cache_region(response, now) {
+        match cx.cache_region(response) {
             Ok(region) => Some(Ok(Output::Locations(vec![self.location(&region)]))),
             Err(err) => Some(Err(Error::RegionUnavailable(err.to_string()))),
         }
     }
 
-    /// Every region overlapping routing range `[start, end)` (an empty `end`: to the end),
+    /// Every region overlapping user range `[start, end)` (an empty `end`: to the end),
     /// at most `limit` of them (0: no limit).
-    pub(crate) fn range(space: KeySpace, start: Bytes, end: Bytes, limit: u32) -> Self {
+    pub(crate) fn range(space: KeySpace, start: &[u8], end: &[u8], limit: u32) -> Self {
+        let cursor = space.routing_key(&space.request_key(start));
+        let end = space.request_end(end);
+        let end = if end.is_empty() {
+            end
+        } else {
+            space.routing_key(&end)
+        };
         Self {
             space,
-            cursor: start,
+            cursor,
             end: Some(end),
             found: Vec::new(),
             by_id: None,
+            parked: None,
             limit,
         }
     }
 
     /// Advances the walk; `Some` when it finished.
-    pub(crate) fn drive(&mut self, shared: &mut Shared, op: OpId) -> Option<Result<Output, Error>> {
-        if let Some((region_id, asked)) = self.by_id {
-            return self.drive_by_id(shared, op, region_id, asked);
+    pub(crate) fn drive(
+        &mut self,
+        cx: &mut Cx<'_>,
+        input: DispatchInput,
+    ) -> Option<Result<Output, Error>> {
+        if let Some((region_id, _)) = self.by_id {
+            return self.drive_by_id(cx, region_id, input);
+        }
+        if let Some(call) = self.parked {
+            match input {
+                DispatchInput::Reply(id, Reply::Ready(result)) if id == call => {
+                    self.parked = None;
+                    if let Err(err) = result {
+                        return Some(Err(err));
+                    }
+                }
+                _ => return None,
+            }
         }
         // Bounded: each pass records one region and moves past it, or parks.
         loop {
             let last_key = self.end.as_deref().filter(|end| !end.is_empty());
-            let region = match shared.locate(op, &self.cursor, last_key) {
-                Ok(Some(region)) => region,
-                Ok(None) => return None,
-                Err(err) => return Some(Err(err)),
+            let op = cx.op();
+            let region = match crate::sender::locate(cx.services(), op, &self.cursor, last_key) {
+                Ok(region) => region,
+                Err(call) => {
+                    self.parked = Some(call);
+                    return None;
+                }
             };
             let location = self.location(&region);
             self.found.push(location);
@@ -162,3 +178,5 @@ impl LocateOp {
         }
     }
 }
+
+super::driven_operation!(LocateOp);

@@ -1,6 +1,20 @@
-//! The one error type users see.
+//! The one error type users see, with matchable kinds.
+//!
+//! Servers' errors arrive as protobuf messages; they are turned into the types here once,
+//! where they are received, so that callers match on variants and fields rather than on
+//! message text. Retryable region errors never reach users unless the backoff budget runs
+//! out ([`Error::BackoffExhausted`] names the kind that ran out).
+
+mod key;
+mod kinds;
 
 use tikv_proto::rpc::RpcError;
+
+pub use key::{KeyError, LockInfo, LockKind, WriteConflictReason};
+pub use kinds::{PdErrorKind, RegionErrorKind};
+
+use crate::backoff::BackoffKind;
+use crate::oracle::Timestamp;
 
 /// Everything a client operation can fail with.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -10,23 +24,42 @@ pub enum Error {
     /// required, a limit over the maximum, mismatched lengths, CAS without atomic mode...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// TiKV refused the operation with a message (the `error` field of raw responses, e.g.
-    /// TTL on a cluster without TTL support).
+    /// TiKV refused the operation with a message and nothing more (the `error` string of
+    /// raw and maintenance responses, e.g. TTL on a cluster without TTL support).
     #[error("tikv error: {0}")]
     Server(String),
+    /// TiKV refused a key with a transactional key error.
+    #[error(transparent)]
+    Key(Box<KeyError>),
+    /// A region error that retrying cannot fix (a flashback in progress, a key outside
+    /// the region...).
+    #[error("region {region_id}: {kind}: {message}")]
+    Region {
+        /// The region that answered.
+        region_id: u64,
+        /// What kind of region error it was.
+        kind: RegionErrorKind,
+        /// The server's message.
+        message: String,
+    },
+    /// A write whose outcome is unknown: the store may or may not have applied it (TiKV's
+    /// undetermined result, client-go's `ErrResultUndetermined`). It is never retried as if
+    /// refused; the caller must find out (read back) before acting on either outcome.
+    #[error("result undetermined: {0}")]
+    Undetermined(String),
     /// PD answered with an error.
     #[error("pd error ({kind}): {message}")]
     Pd {
         /// PD's error type.
-        kind: String,
+        kind: PdErrorKind,
         /// PD's message.
         message: String,
     },
     /// The operation kept meeting retryable errors until its backoff budget ran out.
     #[error("gave up after backing off {slept_ms} ms ({kind}); last error: {last_error}")]
     BackoffExhausted {
-        /// The backoff kind that ran out.
-        kind: String,
+        /// The backoff kind that slept the most.
+        kind: BackoffKind,
         /// Total time slept.
         slept_ms: u64,
         /// The last error that caused a retry.
@@ -49,9 +82,9 @@ pub enum Error {
     #[error("start timestamp {start_ts} is below the txn safe point {safe_point}")]
     TxnAbortedByGc {
         /// The read or transaction's start timestamp.
-        start_ts: u64,
+        start_ts: Timestamp,
         /// The cluster's transaction safe point.
-        safe_point: u64,
+        safe_point: Timestamp,
     },
     /// The client has been shut down.
     #[error("client closed")]
@@ -59,6 +92,27 @@ pub enum Error {
     /// A server answer that breaks the protocol (missing fields, wrong response type).
     #[error("unexpected response: {0}")]
     UnexpectedResponse(String),
+}
+
+impl Error {
+    /// The key error, if this is one.
+    pub fn key_error(&self) -> Option<&KeyError> {
+        match self {
+            Self::Key(err) => Some(err),
+            _ => None,
+        }
+    }
+
+    /// Whether the outcome of the failed write is unknown ([`Error::Undetermined`]).
+    pub fn is_undetermined(&self) -> bool {
+        matches!(self, Self::Undetermined(_))
+    }
+}
+
+impl From<KeyError> for Error {
+    fn from(err: KeyError) -> Self {
+        Self::Key(Box::new(err))
+    }
 }
 
 impl From<RpcError> for Error {
@@ -71,14 +125,14 @@ impl From<crate::backoff::BackoffError> for Error {
     fn from(err: crate::backoff::BackoffError) -> Self {
         match err {
             crate::backoff::BackoffError::Exhausted(exhausted) => Self::BackoffExhausted {
-                kind: exhausted.main_kind().to_string(),
+                kind: exhausted.main_kind(),
                 slept_ms: exhausted.total_sleep_ms,
                 last_error: exhausted.cause.clone(),
             },
-            other => Self::BackoffExhausted {
-                kind: "disabled".to_owned(),
+            crate::backoff::BackoffError::Disabled { kind, cause } => Self::BackoffExhausted {
+                kind,
                 slept_ms: 0,
-                last_error: other.to_string(),
+                last_error: cause,
             },
         }
     }

@@ -1,0 +1,313 @@
+//! What user handles ask the machine for, and what each operation finishes with.
+
+use bytes::Bytes;
+
+use crate::error::Error;
+use crate::oracle::Timestamp;
+
+/// Largest `limit` a raw scan accepts (client-go `MaxRawKVScanLimit`).
+pub const MAX_RAW_SCAN_LIMIT: u32 = 10_240;
+
+/// An operation a user handle asks the machine to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// A raw KV operation.
+    Raw(RawCommand),
+    /// Allocate one timestamp from PD's TSO.
+    Timestamp,
+    /// A recent timestamp: the newest one the client has seen if it is younger than the
+    /// configured staleness (client-go's low-resolution timestamp), else a fresh one.
+    LowResolutionTimestamp,
+    /// Wait until PD no longer runs a scatter operator on the region, backing off between
+    /// polls within `budget`.
+    WaitScatterRegionFinish {
+        /// The region.
+        region_id: u64,
+        /// Total backoff allowed.
+        budget: std::time::Duration,
+    },
+    /// Whether PD is scattering the region right now.
+    CheckRegionInScattering {
+        /// The region.
+        region_id: u64,
+    },
+    /// The cluster id, from PD (discovering PD first if needed).
+    ClusterId,
+    /// Set PD's external timestamp (it only moves forward, and never past the TSO).
+    SetExternalTimestamp(Timestamp),
+    /// PD's external timestamp (0 when never set).
+    GetExternalTimestamp,
+    /// The cluster's (or, with API V2, the keyspace's) transaction safe point, from PD.
+    TxnSafePoint,
+    /// Whether a read at `start_ts` is still safe from GC (client-go's `CheckVisibility`):
+    /// answers with the safe point, or fails with [`Error::TxnAbortedByGc`].
+    CheckVisibility {
+        /// The read's start timestamp.
+        start_ts: Timestamp,
+    },
+    /// A timestamp `prev_secs` seconds older than the current time as the client knows it
+    /// (client-go's `GetStaleTimestamp`), from the newest TSO answer and the time since.
+    StaleTimestamp {
+        /// How far back, in seconds.
+        prev_secs: u64,
+    },
+}
+
+/// Which key space region commands work in: raw keys, or transactional keys (which TiKV
+/// stores memcomparable-encoded, so region boundaries differ).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyMode {
+    /// The raw key space (`RawClient`).
+    #[default]
+    Raw,
+    /// The transactional key space (client-go's `KVStore`).
+    Txn,
+}
+
+/// A raw KV operation. Keys are the user's (the machine adds keyspace prefixes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawCommand {
+    /// Read one key.
+    Get {
+        /// The key.
+        key: Bytes,
+        /// Column family ("" = default).
+        cf: String,
+    },
+    /// Read several keys.
+    BatchGet {
+        /// The keys.
+        keys: Vec<Bytes>,
+        /// Column family.
+        cf: String,
+    },
+    /// Write one key.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// Time to live in seconds; 0 = forever.
+        ttl_secs: u64,
+        /// Column family.
+        cf: String,
+        /// Serialize with compare-and-swap (the client's atomic mode).
+        atomic: bool,
+    },
+    /// Write several keys.
+    BatchPut {
+        /// Key-value pairs.
+        pairs: Vec<(Bytes, Bytes)>,
+        /// TTLs in seconds: empty, or one per pair.
+        ttls_secs: Vec<u64>,
+        /// Column family.
+        cf: String,
+        /// Atomic mode.
+        atomic: bool,
+    },
+    /// Delete one key.
+    Delete {
+        /// The key.
+        key: Bytes,
+        /// Column family.
+        cf: String,
+        /// Atomic mode.
+        atomic: bool,
+    },
+    /// Delete several keys.
+    BatchDelete {
+        /// The keys.
+        keys: Vec<Bytes>,
+        /// Column family.
+        cf: String,
+        /// Atomic mode.
+        atomic: bool,
+    },
+    /// Delete every key in `[start, end)` (`end` empty = no upper bound).
+    DeleteRange {
+        /// First key deleted.
+        start: Bytes,
+        /// First key kept.
+        end: Bytes,
+        /// Column family.
+        cf: String,
+    },
+    /// Read up to `limit` pairs in a range: forward over `[start, end)`, or with `reverse`
+    /// downward from `start` (exclusive, non-empty outside a keyspace) to `end` (inclusive),
+    /// as client-go's ReverseScan.
+    Scan {
+        /// Where the scan starts.
+        start: Bytes,
+        /// Where it stops (empty = no bound).
+        end: Bytes,
+        /// Most pairs returned (at most [`MAX_RAW_SCAN_LIMIT`]).
+        limit: u32,
+        /// Return keys with empty values.
+        key_only: bool,
+        /// Scan downward.
+        reverse: bool,
+        /// Column family.
+        cf: String,
+    },
+    /// A key's remaining time to live.
+    GetKeyTtl {
+        /// The key.
+        key: Bytes,
+        /// Column family.
+        cf: String,
+    },
+    /// Atomically replace a key's value if it currently equals `previous` (`None`: if absent).
+    CompareAndSwap {
+        /// The key.
+        key: Bytes,
+        /// The expected current value.
+        previous: Option<Bytes>,
+        /// The new value.
+        value: Bytes,
+        /// Column family.
+        cf: String,
+        /// Atomic mode (required).
+        atomic: bool,
+    },
+    /// CRC-64 XOR checksum, count and size of the pairs in `[start, end)`.
+    Checksum {
+        /// First key.
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+    },
+    /// Delete every version of every transactional key in `[start, end)`, region by region
+    /// (client-go's `KVStore.DeleteRange`); with `notify_only`, only tell TiKV (for TiFlash)
+    /// without deleting.
+    TxnDeleteRange {
+        /// First key (transactional key space).
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+        /// Notify only.
+        notify_only: bool,
+    },
+    /// Drop the transactional keys of `[start, end)` directly from every store's storage,
+    /// bypassing Raft (client-go's `KVStore.UnsafeDestroyRange`).
+    UnsafeDestroyRange {
+        /// First key (transactional key space).
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+    },
+    /// The region holding `key` (empty: the first region).
+    LocateKey {
+        /// The key.
+        key: Bytes,
+        /// Which key space `key` is in.
+        mode: KeyMode,
+    },
+    /// Region `region_id`, from the cache or PD.
+    LocateRegionById {
+        /// The region.
+        region_id: u64,
+        /// Which key space to report its boundaries in.
+        mode: KeyMode,
+    },
+    /// Every region overlapping `[start, end)` (`end` empty: to the end), in key order.
+    LocateRange {
+        /// First key.
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+        /// Which key space the range is in.
+        mode: KeyMode,
+        /// Most regions returned (0 = no limit).
+        limit: u32,
+    },
+    /// Split the regions holding `keys` so that each key starts a region, and optionally
+    /// have PD scatter the new regions.
+    SplitRegions {
+        /// Which key space the keys are in.
+        mode: KeyMode,
+        /// Where to split (keys that already start a region are skipped).
+        keys: Vec<Bytes>,
+        /// Ask PD to scatter the new regions afterwards.
+        scatter: bool,
+        /// Scatter group: regions of one group are spread as a unit ("" = none).
+        scatter_group: String,
+    },
+}
+
+/// Checksum of a raw key range, as TiKV computes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawChecksum {
+    /// XOR of the CRC-64 of every key and value.
+    pub crc64_xor: u64,
+    /// Number of pairs.
+    pub total_kvs: u64,
+    /// Total size of keys and values.
+    pub total_bytes: u64,
+}
+
+/// What a finished operation produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Done, nothing to return.
+    Unit,
+    /// One value, `None` when the key does not exist.
+    Value(Option<Bytes>),
+    /// Values in the order of the requested keys.
+    Values(Vec<Option<Bytes>>),
+    /// Key-value pairs in scan order.
+    Pairs(Vec<(Bytes, Bytes)>),
+    /// Remaining TTL in seconds (`Some(0)` = no TTL); `None` when the key does not exist.
+    Ttl(Option<u64>),
+    /// Compare-and-swap outcome: the value before, and whether the swap happened.
+    Swapped {
+        /// The value before the operation (`None` = absent).
+        previous: Option<Bytes>,
+        /// Whether the new value was written.
+        succeeded: bool,
+    },
+    /// A checksum.
+    Checksum(RawChecksum),
+    /// A timestamp from TSO.
+    Timestamp(Timestamp),
+    /// What a region split produced.
+    Split(SplitOutcome),
+    /// Whether a region is being scattered.
+    Scattering(bool),
+    /// The cluster id.
+    ClusterId(u64),
+    /// Regions holding keys, in key order.
+    Locations(Vec<KeyLocation>),
+    /// How many items (regions) an operation went through.
+    Count(u64),
+}
+
+impl Output {
+    /// The error for a handle that received this output where it expected another kind.
+    pub(crate) fn unexpected(self) -> Error {
+        Error::UnexpectedResponse(format!("operation produced {self:?}"))
+    }
+}
+
+/// One region as a user sees it: its identity and the range of user keys it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLocation {
+    /// The region id.
+    pub region_id: u64,
+    /// The region's configuration version (bumped by peer changes).
+    pub conf_ver: u64,
+    /// The region's version (bumped by splits and merges).
+    pub version: u64,
+    /// First user key of the region (empty: the start of the key space).
+    pub start_key: Bytes,
+    /// First user key after the region (empty: the end of the key space).
+    pub end_key: Bytes,
+}
+
+/// What a split produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitOutcome {
+    /// Ids of the regions the split created, in key order.
+    pub region_ids: Vec<u64>,
+    /// Why scattering them failed, if it was asked for and failed (the split itself stands).
+    pub scatter_error: Option<Error>,
+}

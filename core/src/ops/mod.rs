@@ -1,0 +1,249 @@
+//! The operations behind user commands: raw KV, region tools, maintenance and PD/TSO
+//! queries.
+//!
+//! [`start`] turns a [`Command`] into its operation. Commands that need the keyspace (every
+//! command that touches keys, and GC state queries, whose scope is the keyspace) first wait
+//! for it through [`AwaitKeyspace`], so a named keyspace under API V2 is never queried under
+//! the wrong scope, whichever command comes first.
+
+mod admin;
+mod destroy;
+pub(crate) mod keys;
+mod locate;
+mod raw;
+mod split;
+
+use crate::command::{Command, KeyMode, Output, RawCommand};
+use crate::error::Error;
+use crate::op::{Cx, KeyspaceWait, Next, Operation};
+use crate::outbox::{OpId, Reply, RequestId};
+
+pub use raw::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
+pub use split::SPLIT_BATCH_KEY_LIMIT;
+
+use keys::KeySpace;
+
+/// Implements [`Operation`] for a type with
+/// `fn drive(&mut self, cx, DispatchInput) -> Option<Result<Output, Error>>` (operations
+/// whose work is a region dispatch: they have no children).
+macro_rules! driven_operation {
+    ($ty:ty) => {
+        impl crate::op::Operation for $ty {
+            fn on_start(mut self: Box<Self>, cx: &mut crate::op::Cx<'_>) -> crate::op::Next {
+                match self.drive(cx, crate::sender::dispatch::DispatchInput::Start) {
+                    Some(result) => crate::op::Next::Done(result),
+                    None => crate::op::Next::Pending(self),
+                }
+            }
+
+            fn on_reply(
+                mut self: Box<Self>,
+                cx: &mut crate::op::Cx<'_>,
+                id: crate::outbox::RequestId,
+                reply: crate::outbox::Reply,
+            ) -> crate::op::Next {
+                match self.drive(cx, crate::sender::dispatch::DispatchInput::Reply(id, reply)) {
+                    Some(result) => crate::op::Next::Done(result),
+                    None => crate::op::Next::Pending(self),
+                }
+            }
+
+            fn on_timer(mut self: Box<Self>, cx: &mut crate::op::Cx<'_>) -> crate::op::Next {
+                match self.drive(cx, crate::sender::dispatch::DispatchInput::Timer) {
+                    Some(result) => crate::op::Next::Done(result),
+                    None => crate::op::Next::Pending(self),
+                }
+            }
+
+            fn on_child_done(
+                self: Box<Self>,
+                _cx: &mut crate::op::Cx<'_>,
+                _child: crate::outbox::OpId,
+                _result: Result<crate::command::Output, crate::error::Error>,
+            ) -> crate::op::Next {
+                // It starts no children.
+                crate::op::Next::Pending(self)
+            }
+        }
+    };
+}
+pub(crate) use driven_operation;
+
+/// The operation that runs `command`. Bad input becomes an operation that fails at once, so
+/// every command is answered through the same path.
+pub(crate) fn start(command: Command, cx: &Cx<'_>) -> Box<dyn Operation> {
+    let keyspace_ready =
+        cx.keyspace_id().is_some() || cx.config().api_version != crate::config::ApiVersion::V2;
+    if command_needs_keyspace(&command) && !keyspace_ready {
+        return Box::new(AwaitKeyspace { command });
+    }
+    build(command, cx)
+}
+
+/// Whether `command` depends on the keyspace (its keys, or the scope of what it asks).
+fn command_needs_keyspace(command: &Command) -> bool {
+    match command {
+        Command::Raw(_) | Command::TxnSafePoint | Command::CheckVisibility { .. } => true,
+        Command::Timestamp
+        | Command::LowResolutionTimestamp
+        | Command::WaitScatterRegionFinish { .. }
+        | Command::CheckRegionInScattering { .. }
+        | Command::ClusterId
+        | Command::SetExternalTimestamp(_)
+        | Command::GetExternalTimestamp
+        | Command::StaleTimestamp { .. } => false,
+    }
+}
+
+fn build(command: Command, cx: &Cx<'_>) -> Box<dyn Operation> {
+    match try_build(command, cx) {
+        Ok(op) => op,
+        Err(err) => Box::new(Failed(err)),
+    }
+}
+
+fn try_build(command: Command, cx: &Cx<'_>) -> Result<Box<dyn Operation>, Error> {
+    let config = cx.config();
+    let keyspace = cx.keyspace_id();
+    let space = |mode: KeyMode| match mode {
+        KeyMode::Raw => KeySpace::raw(config.api_version, keyspace),
+        KeyMode::Txn => KeySpace::txn(config.api_version, keyspace),
+    };
+    Ok(match command {
+        Command::Raw(RawCommand::SplitRegions {
+            mode,
+            keys,
+            scatter,
+            scatter_group,
+        }) => Box::new(split::SplitOp::new(
+            &space(mode)?,
+            &keys,
+            scatter.then_some(scatter_group),
+            config.read_timeout_short,
+        )?),
+        Command::Raw(RawCommand::LocateKey { key, mode }) => {
+            Box::new(locate::LocateOp::key(space(mode)?, &key))
+        }
+        Command::Raw(RawCommand::LocateRegionById { region_id, mode }) => {
+            Box::new(locate::LocateOp::by_id(space(mode)?, region_id))
+        }
+        Command::Raw(RawCommand::LocateRange {
+            start,
+            end,
+            mode,
+            limit,
+        }) => Box::new(locate::LocateOp::range(space(mode)?, &start, &end, limit)),
+        Command::Raw(RawCommand::UnsafeDestroyRange { start, end }) => {
+            let txn = space(KeyMode::Txn)?;
+            Box::new(destroy::DestroyRangeOp::new(
+                txn.request_key(&start),
+                txn.request_end(&end),
+            ))
+        }
+        Command::Raw(raw) => Box::new(raw::RawOp::new(raw, cx)?),
+        other => admin::build(other, cx)?,
+    })
+}
+
+/// A command waiting for the keyspace (API V2) before it can be built: its keys carry the
+/// keyspace prefix, and GC queries are scoped by it.
+#[derive(Debug)]
+struct AwaitKeyspace {
+    command: Command,
+}
+
+/// [`AwaitKeyspace`] once it has asked.
+#[derive(Debug)]
+struct AwaitingKeyspace {
+    command: Command,
+    call: RequestId,
+}
+
+impl AwaitKeyspace {
+    fn proceed(command: Command, cx: &mut Cx<'_>) -> Next {
+        match cx.ensure_keyspace() {
+            KeyspaceWait::Ready => build(command, cx).on_start(cx),
+            KeyspaceWait::Parked(call) => {
+                Next::Pending(Box::new(AwaitingKeyspace { command, call }))
+            }
+            KeyspaceWait::Failed(err) => Next::Done(Err(err)),
+        }
+    }
+}
+
+impl Operation for AwaitKeyspace {
+    fn on_start(self: Box<Self>, cx: &mut Cx<'_>) -> Next {
+        Self::proceed(self.command, cx)
+    }
+
+    fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, _id: RequestId, _reply: Reply) -> Next {
+        Next::Pending(self)
+    }
+
+    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
+        Next::Pending(self)
+    }
+
+    fn on_child_done(
+        self: Box<Self>,
+        _cx: &mut Cx<'_>,
+        _child: OpId,
+        _result: Result<Output, Error>,
+    ) -> Next {
+        Next::Pending(self)
+    }
+}
+
+impl Operation for AwaitingKeyspace {
+    fn on_start(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
+        Next::Pending(self)
+    }
+
+    fn on_reply(self: Box<Self>, cx: &mut Cx<'_>, id: RequestId, reply: Reply) -> Next {
+        match reply {
+            Reply::Ready(Ok(())) if id == self.call => AwaitKeyspace::proceed(self.command, cx),
+            Reply::Ready(Err(err)) if id == self.call => Next::Done(Err(err)),
+            _ => Next::Pending(self),
+        }
+    }
+
+    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
+        Next::Pending(self)
+    }
+
+    fn on_child_done(
+        self: Box<Self>,
+        _cx: &mut Cx<'_>,
+        _child: OpId,
+        _result: Result<Output, Error>,
+    ) -> Next {
+        Next::Pending(self)
+    }
+}
+
+/// A command refused before it ran (bad input): fails when started.
+#[derive(Debug)]
+struct Failed(Error);
+
+impl Operation for Failed {
+    fn on_start(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
+        Next::Done(Err(self.0))
+    }
+
+    fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, _id: RequestId, _reply: Reply) -> Next {
+        Next::Done(Err(self.0))
+    }
+
+    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
+        Next::Done(Err(self.0))
+    }
+
+    fn on_child_done(
+        self: Box<Self>,
+        _cx: &mut Cx<'_>,
+        _child: OpId,
+        _result: Result<Output, Error>,
+    ) -> Next {
+        Next::Done(Err(self.0))
+    }
+}
