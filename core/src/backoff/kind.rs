@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use crate::proto::errorpb;
 use crate::rand::Rng;
 
 /// How randomness is mixed into the exponential schedule (the four strategies of the AWS
@@ -257,34 +256,11 @@ pub enum ErrorClass {
     TiKvStaleCommand,
 }
 
-/// Whether a region error calls for a wait before the retry, and of which kind.
-///
-/// A real EpochNotMatch (one that names the current regions) is retried at once after the
-/// cache is updated, so it returns `None`; a fake one (no current regions) and every other
-/// region error return [`BackoffKind::RegionMiss`], as client-go's
-/// `MayBackoffForRegionError` does.
-pub fn backoff_for_region_error(region_error: &errorpb::Error) -> Option<BackoffKind> {
-    match &region_error.epoch_not_match {
-        Some(epoch_not_match) if !epoch_not_match.current_regions.is_empty() => None,
-        _ => Some(BackoffKind::RegionMiss),
-    }
-}
-
-/// Whether a region error is a fake EpochNotMatch: one that carries no current regions and so
-/// cannot refresh the cache.
-pub fn is_fake_region_error(region_error: &errorpb::Error) -> bool {
-    region_error
-        .epoch_not_match
-        .as_ref()
-        .is_some_and(|e| e.current_regions.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use quickcheck::quickcheck;
 
     use super::*;
-    use crate::proto::metapb;
 
     fn expo_model(base_ms: u64, cap_ms: u64, attempt: u32) -> u64 {
         let grown = u128::from(base_ms.max(MIN_BASE_MS)) << attempt.min(100);
@@ -473,40 +449,6 @@ mod tests {
         assert_eq!(
             BackoffKind::PdRpc.error_class(),
             ErrorClass::PdServerTimeout
-        );
-    }
-
-    #[test]
-    fn region_errors_pick_region_miss_unless_epoch_not_match_is_real() {
-        let real = errorpb::Error {
-            epoch_not_match: Some(errorpb::EpochNotMatch {
-                current_regions: vec![metapb::Region {
-                    id: 1,
-                    ..Default::default()
-                }],
-            }),
-            ..Default::default()
-        };
-        assert_eq!(backoff_for_region_error(&real), None);
-        assert!(!is_fake_region_error(&real));
-
-        let fake = errorpb::Error {
-            epoch_not_match: Some(errorpb::EpochNotMatch::default()),
-            ..Default::default()
-        };
-        assert!(is_fake_region_error(&fake));
-        assert_eq!(
-            backoff_for_region_error(&fake),
-            Some(BackoffKind::RegionMiss)
-        );
-        let not_leader = errorpb::Error {
-            not_leader: Some(errorpb::NotLeader::default()),
-            ..Default::default()
-        };
-        assert!(!is_fake_region_error(&not_leader));
-        assert_eq!(
-            backoff_for_region_error(&not_leader),
-            Some(BackoffKind::RegionMiss)
         );
     }
 }

@@ -28,7 +28,6 @@ use std::time::Duration;
 pub use budget::*;
 pub use kind::{
     BackoffConfig, BackoffKind, EXCLUDED_SLEEP_LIMIT_MS, ErrorClass, Jitter, MIN_BASE_MS,
-    backoff_for_region_error, is_fake_region_error,
 };
 
 use crate::rand::Rng;

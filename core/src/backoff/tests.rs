@@ -4,7 +4,6 @@
 use quickcheck::quickcheck;
 
 use super::*;
-use crate::proto::{errorpb, metapb};
 
 fn unwrap_exhausted(result: Result<Duration, BackoffError>) -> BackoffExhausted {
     match result {
@@ -163,54 +162,6 @@ fn test_backoff_with_max_excluded_exceed() {
     // Nothing counted slept, so the refused kind itself is to blame.
     assert_eq!(exhausted.longest, None);
     assert_eq!(exhausted.error_class(), ErrorClass::TiKvServerBusy);
-}
-
-#[test]
-fn test_may_backoff_for_region_error() {
-    let mut rng = Rng::new(5);
-    let real_epoch_not_match = errorpb::Error {
-        epoch_not_match: Some(errorpb::EpochNotMatch {
-            current_regions: vec![metapb::Region {
-                id: 1,
-                ..Default::default()
-            }],
-        }),
-        ..Default::default()
-    };
-    assert_eq!(backoff_for_region_error(&real_epoch_not_match), None);
-
-    let needs_backoff = [
-        errorpb::Error {
-            epoch_not_match: Some(errorpb::EpochNotMatch::default()),
-            ..Default::default()
-        },
-        errorpb::Error {
-            not_leader: Some(errorpb::NotLeader::default()),
-            ..Default::default()
-        },
-        errorpb::Error {
-            server_is_busy: Some(errorpb::ServerIsBusy::default()),
-            ..Default::default()
-        },
-        errorpb::Error {
-            max_timestamp_not_synced: Some(errorpb::MaxTimestampNotSynced::default()),
-            ..Default::default()
-        },
-    ];
-    for region_error in &needs_backoff {
-        let kind = backoff_for_region_error(region_error);
-        assert_eq!(kind, Some(BackoffKind::RegionMiss), "{region_error:?}");
-        let mut bo = Backoffer::with_vars(1, BackoffVars::default());
-        let sleep = bo.next_sleep(
-            BackoffKind::RegionMiss,
-            &mut rng,
-            format!("{region_error:?}"),
-        );
-        assert!(sleep.is_ok_and(|s| s > Duration::ZERO));
-        assert!(bo.total_sleep_ms() > 0);
-    }
-    // client-go's second half (a cancelled context) has no counterpart: cancellation is the
-    // caller's business in a sans-IO core.
 }
 
 #[test]

@@ -551,13 +551,13 @@ fn test_list_region_ids_in_cache() {
     s.pd.split(s.region1, region2, "m", &[pa, pb]);
     let ids = |s: &mut Suite, start: &str, end: &str| -> Vec<u64> {
         loop {
-            let split = s.cache.split_range(start.as_bytes(), end.as_bytes(), s.now);
-            match split.missing {
-                Some(key) => {
+            let now = s.now;
+            match cover(&mut s.cache, start.as_bytes(), end.as_bytes(), now) {
+                Err(key) => {
                     let (region, leader) = s.pd.get_region(&key);
                     s.insert_loaded(region, leader);
                 }
-                None => return split.pieces.iter().map(|p| p.region.id()).collect(),
+                Ok(regions) => return regions.iter().map(RegionRef::id).collect(),
             }
         }
     };
@@ -721,11 +721,8 @@ fn test_split_then_locate_invalid_region() {
     s.cache.invalidate(r1.ver_id(), InvalidReason::Other);
     assert_eq!(s.cache.locate_key(r1.start_key(), s.now), None);
     assert_eq!(s.cache.locate_key(b"k", s.now), None);
-    assert!(
-        !s.cache
-            .split_range(r1.start_key(), b"", s.now)
-            .is_complete()
-    );
+    let now = s.now;
+    assert!(cover(&mut s.cache, r1.start_key(), b"", now).is_err());
     let loc1 = s.locate("");
     assert!(!loc1.contains(b"k"));
     let loc2 = s.locate("k");
@@ -784,9 +781,8 @@ fn test_insert_stale_region() {
     );
     // The pre-split region is older than everything it overlaps.
     assert!(matches!(s.insert(stale), Err(InsertError::Stale { .. })));
-    let split = s.cache.split_range(b"", b"", s.now);
-    assert!(split.is_complete());
-    assert_eq!(split.pieces.len(), 3);
+    let now = s.now;
+    assert!(matches!(cover(&mut s.cache, b"", b"", now), Ok(regions) if regions.len() == 3));
     assert_eq!(s.locate("a").end_key().as_ref(), b"b");
 }
 
@@ -925,4 +921,29 @@ fn locate_end_key_at_the_end_of_the_key_space() {
         s.cache.locate_end_key(b"\0", s.now).map(|r| r.id()),
         Some(1)
     );
+}
+
+/// The cached regions covering `[start, end)` (an empty end: to the end of the key space), in
+/// key order, or the first key no usable cached region holds (what the client would then ask
+/// PD for, as the locate operation does).
+fn cover(
+    cache: &mut RegionCache,
+    start: &[u8],
+    end: &[u8],
+    now: Time,
+) -> Result<Vec<RegionRef>, Bytes> {
+    let mut regions = Vec::new();
+    let mut cursor = Bytes::copy_from_slice(start);
+    // Bounded: each pass moves past one region.
+    loop {
+        let Some(region) = cache.locate_key(&cursor, now) else {
+            return Err(cursor);
+        };
+        let next = region.end_key().clone();
+        regions.push(region);
+        if next.is_empty() || (!end.is_empty() && next.as_ref() >= end) {
+            return Ok(regions);
+        }
+        cursor = next;
+    }
 }

@@ -23,7 +23,6 @@
 //! insert never replaces a region with a staler one (see [`RegionCache::insert`]).
 
 mod cache;
-mod split;
 mod store;
 
 #[cfg(test)]
@@ -37,7 +36,6 @@ use bytes::Bytes;
 use tikv_proto::metapb;
 
 pub use cache::{EpochNotMatchOutcome, RegionCache, RegionCacheConfig};
-pub use split::{KeyGroups, RangePiece, RangeSplit};
 pub use store::{Liveness, ResolveState, Store, StoreError, StoreUpdate, Stores};
 
 /// A region's id together with its epoch: the identity of one version of a region.

@@ -291,4 +291,37 @@ mod tests {
             }
         ));
     }
+
+    /// Port of client-go's `TestMayBackoffForRegionError`: an EpochNotMatch that names the
+    /// current regions is retried at once (the cache is updated from it); a fake one and the
+    /// other retryable region errors wait first. (client-go's cancelled-context half has no
+    /// counterpart: cancellation is the machine's `cancel`, tested there.)
+    #[test]
+    fn test_may_backoff_for_region_error() {
+        let real = with(|e| {
+            e.epoch_not_match = Some(errorpb::EpochNotMatch {
+                current_regions: vec![metapb::Region {
+                    id: 1,
+                    ..Default::default()
+                }],
+            })
+        });
+        assert!(matches!(
+            classify(1, &real),
+            RegionRetry::Relocate { backoff: None, .. }
+        ));
+        for err in [
+            with(|e| e.epoch_not_match = Some(errorpb::EpochNotMatch::default())),
+            with(|e| e.not_leader = Some(errorpb::NotLeader::default())),
+            with(|e| e.server_is_busy = Some(Default::default())),
+            with(|e| e.max_timestamp_not_synced = Some(Default::default())),
+        ] {
+            let waits = match classify(1, &err) {
+                RegionRetry::Relocate { backoff, .. } => backoff.is_some(),
+                RegionRetry::Backoff(_) | RegionRetry::NextPeer(_) => true,
+                RegionRetry::UpdateLeader { .. } | RegionRetry::Fail(_) => false,
+            };
+            assert!(waits, "{err:?}");
+        }
+    }
 }
