@@ -107,6 +107,7 @@ impl Entities {
     }
 
     /// How many entities live.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn len(&self) -> usize {
         self.live.len()
     }

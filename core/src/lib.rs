@@ -20,16 +20,28 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+#[cfg(feature = "testing")]
 pub mod command;
+#[cfg(not(feature = "testing"))]
+#[allow(unreachable_pub, reason = "public only with the `testing` feature")]
+mod command;
 pub mod config;
 pub mod driver;
 mod entity;
 pub mod error;
+#[cfg(feature = "testing")]
 pub mod machine;
+#[cfg(not(feature = "testing"))]
+#[allow(unreachable_pub, reason = "public only with the `testing` feature")]
+mod machine;
 mod op;
 mod ops;
 pub mod oracle;
+#[cfg(feature = "testing")]
 pub mod outbox;
+#[cfg(not(feature = "testing"))]
+#[allow(unreachable_pub, reason = "public only with the `testing` feature")]
+mod outbox;
 mod pd;
 pub mod rand;
 pub mod range_task;
@@ -42,10 +54,11 @@ mod sender;
 pub mod time;
 mod wait;
 
-pub use command::{KeyLocation, KeyMode, SplitOutcome};
+pub use command::{KeyLocation, KeyMode, MAX_RAW_SCAN_LIMIT, RawChecksum, SplitOutcome};
 pub use config::{ApiVersion, Config};
 pub use driver::Client;
 pub use error::Error;
+pub use ops::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE, SPLIT_BATCH_KEY_LIMIT};
 pub use oracle::Timestamp;
 pub use raw_client::{KvPair, RawClient};
 pub use regions::Regions;

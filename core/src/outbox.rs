@@ -24,6 +24,7 @@ pub struct OpId(pub(crate) u64);
 
 impl OpId {
     /// The id's number, for traces and logs.
+    #[cfg(feature = "testing")]
     pub fn get(self) -> u64 {
         self.0
     }
@@ -37,11 +38,13 @@ pub struct RequestId(pub(crate) u64);
 impl RequestId {
     /// The id's number, as transports carry it (BatchCommands request ids) and traces
     /// print it.
+    #[cfg(feature = "testing")]
     pub fn get(self) -> u64 {
         self.0
     }
 
     /// The id whose number a transport carried back (see [`get`](Self::get)).
+    #[cfg(feature = "testing")]
     pub fn from_wire(id: u64) -> Self {
         Self(id)
     }
@@ -275,12 +278,14 @@ impl Outbox {
     }
 
     /// Requests whose answers are still awaited.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn requests_in_flight(&self) -> usize {
         self.inflight.len()
     }
 
     /// Timers armed (operation wake-ups that outlived their operation included, until they
     /// fire).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn timers_armed(&self) -> usize {
         self.timers.len()
     }

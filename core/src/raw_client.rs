@@ -228,7 +228,7 @@ impl RawClient {
 
     /// Up to `limit` pairs of `[start, end)` in key order (`end` empty = no upper bound).
     ///
-    /// Errors with [`Error::InvalidArgument`] when `limit` exceeds [`MAX_RAW_SCAN_LIMIT`](crate::machine::MAX_RAW_SCAN_LIMIT).
+    /// Errors with [`Error::InvalidArgument`] when `limit` exceeds [`MAX_RAW_SCAN_LIMIT`](crate::MAX_RAW_SCAN_LIMIT).
     pub async fn scan(
         &self,
         start: impl Into<Bytes>,

@@ -87,6 +87,7 @@ impl Waits {
     }
 
     /// How many calls are parked in all.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn len(&self) -> usize {
         self.parked.values().map(SmallVec::len).sum()
     }

@@ -56,7 +56,7 @@ impl Handle {
     /// Runs `command` and waits for its result.
     ///
     /// Errors with the operation's error, or [`Error::Closed`] when the driver is gone.
-    pub async fn run(&self, command: Command) -> Result<Output, Error> {
+    pub(crate) async fn run(&self, command: Command) -> Result<Output, Error> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .unbounded_send(Message::Command(command, tx))

@@ -17,6 +17,7 @@
 mod cache_port_tests;
 #[cfg(test)]
 mod framework_tests;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
@@ -35,10 +36,8 @@ use crate::rpc::Response;
 use crate::time::Time;
 
 pub use crate::command::{
-    Command, KeyLocation, KeyMode, MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand,
-    SplitOutcome,
+    Command, KeyLocation, KeyMode, Output, RawChecksum, RawCommand, SplitOutcome,
 };
-pub use crate::ops::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE, SPLIT_BATCH_KEY_LIMIT};
 pub use crate::outbox::{OpId, RequestId, Transmit};
 
 /// A fact the machine reports.
@@ -166,6 +165,13 @@ impl Core {
         self.run();
     }
 
+    #[cfg_attr(
+        not(any(test, feature = "testing")),
+        allow(
+            dead_code,
+            reason = "the driver's cancellation of dropped calls lands next"
+        )
+    )]
     /// Abandons operation `op` (its caller went away) and every child it started; it
     /// finishes with no event, and answers still coming for it are dropped.
     pub fn cancel(&mut self, now: Time, op: OpId) {
@@ -203,6 +209,7 @@ impl Core {
     }
 
     /// The cluster id learned from PD (0 until discovery finished).
+    #[cfg(any(test, feature = "testing"))]
     pub fn cluster_id(&self) -> u64 {
         self.services.pd.cluster_id()
     }
@@ -210,6 +217,7 @@ impl Core {
     /// What the machine still holds: operations, requests awaiting answers, parked waits,
     /// entities, and whether PD has work of its own out. A machine that has finished every
     /// operation and heard every answer holds nothing but armed timers.
+    #[cfg(any(test, feature = "testing"))]
     pub fn holdings(&self) -> Holdings {
         Holdings {
             operations: self.ops.len(),
@@ -348,6 +356,7 @@ impl Core {
 }
 
 /// What a machine still holds (see [`Core::holdings`]).
+#[cfg(any(test, feature = "testing"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Holdings {
     /// Operations in the table.
@@ -364,6 +373,7 @@ pub struct Holdings {
     pub timers: usize,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Holdings {
     /// Whether nothing is held but timers: no operation, request, wait or entity, and PD
     /// idle.

@@ -5,6 +5,7 @@ use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
 use super::testing::{Fault, RegionFault, Responder, describe, run};
 use super::*;
+use crate::command::MAX_RAW_SCAN_LIMIT;
 use crate::config::{ApiVersion, Config};
 use crate::rpc::{PdRequest, Request};
 

@@ -446,6 +446,7 @@ impl PdService {
 
     /// Whether the service has no request of its own in flight or queued (for checks that
     /// the machine ends idle).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn is_idle(&self) -> bool {
         self.inflight.is_empty()
             && self.queued.is_empty()

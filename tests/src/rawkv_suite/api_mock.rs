@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use tikv_core::machine::RAW_BATCH_PUT_SIZE;
+use tikv_core::RAW_BATCH_PUT_SIZE;
 use tikv_core::{Error, RawClient};
 use tikv_sim::cluster::ClusterConfig;
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tikv_core::machine::{MAX_RAW_SCAN_LIMIT, RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
 use tikv_core::{Error, RawClient};
+use tikv_core::{MAX_RAW_SCAN_LIMIT, RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
 use tikv_proto::errorpb;
 use tikv_proto::status::{Code, Status};
 use tikv_sim::faults::{FaultAction, FaultRule};
