@@ -163,6 +163,24 @@ impl Core {
         self.ops.len()
     }
 
+    /// What the machine still holds for unfinished work, one line each: operations, requests
+    /// awaiting a reply, armed timers (the periodic store refresh included), operations parked
+    /// on PD, timestamps or the keyspace, probes, and outputs not yet drained. Caches (regions,
+    /// stores, the last timestamp) are not work and are left out.
+    ///
+    /// Returns an empty list once the machine is idle: tests assert that a machine ends empty
+    /// with it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left: Vec<String> = self
+            .ops
+            .keys()
+            .map(|op| format!("operation {}", op.0))
+            .collect();
+        self.shared.leftovers(&mut left);
+        left
+    }
+
     /// The cluster id learned from PD (0 until discovery finished).
     pub fn cluster_id(&self) -> u64 {
         self.shared.pd.cluster_id()

@@ -183,6 +183,59 @@ impl PdState {
         self.op_results.remove(&op)
     }
 
+    /// Appends PD work still pending: discovery, requests in flight or queued, operations
+    /// parked on lookups, timestamps or the keyspace, and answers not yet taken.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn leftovers(&self, left: &mut Vec<String>) {
+        if let Some(id) = self.discovery {
+            left.push(format!("PD discovery #{}", id.0));
+        }
+        if let Some(at) = self.retry_at {
+            left.push(format!("PD discovery retry at {at}"));
+        }
+        for (due, pending) in &self.queued {
+            left.push(format!(
+                "PD request for {:?} queued until {due}",
+                pending.purpose
+            ));
+        }
+        for (id, pending) in &self.inflight {
+            left.push(format!("PD request #{} for {:?}", id.0, pending.purpose));
+        }
+        for ((key, reverse), ops) in &self.region_waiters {
+            left.push(format!(
+                "region lookup of {key:?} (reverse: {reverse}) awaited by {ops:?}"
+            ));
+        }
+        for (store_id, ops) in &self.store_waiters {
+            left.push(format!("store {store_id} lookup awaited by {ops:?}"));
+        }
+        for store_id in &self.store_lookups {
+            left.push(format!("store {store_id} lookup"));
+        }
+        if !self.tso_waiters.is_empty() {
+            left.push(format!("timestamps awaited by {:?}", self.tso_waiters));
+        }
+        if let Some((id, count, ops)) = &self.tso_inflight {
+            left.push(format!("TSO #{} for {count} awaited by {ops:?}", id.0));
+        }
+        for op in self.timestamps.keys() {
+            left.push(format!("timestamp of operation {} not taken", op.0));
+        }
+        for op in self.lookup_errors.keys() {
+            left.push(format!("lookup error of operation {} not taken", op.0));
+        }
+        for op in self.op_results.keys() {
+            left.push(format!("PD answer of operation {} not taken", op.0));
+        }
+        if let KeyspaceState::Loading(ops) = &self.keyspace {
+            left.push(format!("keyspace load awaited by {ops:?}"));
+        }
+        if self.store_refresh_inflight {
+            left.push("store list refresh".to_owned());
+        }
+    }
+
     pub(crate) fn forget_waiter(&mut self, op: OpId) {
         for waiters in self.region_waiters.values_mut() {
             waiters.retain(|w| *w != op);

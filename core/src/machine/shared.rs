@@ -390,6 +390,30 @@ impl Shared {
         self.timers.first().map(|(at, _)| *at)
     }
 
+    /// Appends what is still pending here and in PD (see `Core::leftovers`).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn leftovers(&self, left: &mut Vec<String>) {
+        for (id, inflight) in &self.inflight {
+            left.push(format!("request #{} for {:?}", id.0, inflight.owner));
+        }
+        for (at, key) in &self.timers {
+            left.push(format!("timer at {at} for {key:?}"));
+        }
+        for transmit in &self.transmits {
+            left.push(format!("request #{} not yet polled", transmit.id.0));
+        }
+        for Event::Done(op, _) in &self.events {
+            left.push(format!("result of operation {} not yet polled", op.0));
+        }
+        for op in &self.wakeups {
+            left.push(format!("wake-up of operation {}", op.0));
+        }
+        for store_id in &self.probing {
+            left.push(format!("liveness probe of store {store_id}"));
+        }
+        self.pd.leftovers(left);
+    }
+
     /// The region holding routing key `key`, from the cache or (parking `op`) from PD; with
     /// `last_key`, a miss loads the regions up to it in the same PD call.
     pub(crate) fn locate(

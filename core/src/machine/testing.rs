@@ -335,6 +335,39 @@ fn describe_reply(reply: &Result<Response, RpcError>) -> String {
     }
 }
 
+/// Lets everything the machine still has out finish once no operation is in flight: answers
+/// every request normally and fires every timer, in virtual time from `now`, until nothing is
+/// sent and no timer is armed. Returns the time it ended at.
+///
+/// Errors when that takes more than `max_steps` inputs: something keeps re-arming itself (the
+/// periodic store refresh does: turn it off for machines that must settle).
+pub fn settle(
+    core: &mut Core,
+    responder: &mut Responder,
+    mut now: Time,
+    max_steps: usize,
+) -> Result<Time, String> {
+    let mut queue = std::collections::VecDeque::new();
+    for _ in 0..max_steps {
+        while let Some(transmit) = core.poll_transmit() {
+            queue.push_back((transmit.id, responder.answer(&transmit)));
+        }
+        while core.poll_event().is_some() {}
+        if let Some((id, reply)) = queue.pop_front() {
+            core.handle_reply(now, id, reply);
+            continue;
+        }
+        match core.poll_timeout() {
+            Some(at) => {
+                now = now.max(at);
+                core.handle_timeout(now);
+            }
+            None => return Ok(now),
+        }
+    }
+    Err(format!("still busy after {max_steps} steps"))
+}
+
 /// Drives `core` with `responder`, applying `faults` to requests in the order they are sent
 /// (then answering normally), until no operation is in flight.
 ///
