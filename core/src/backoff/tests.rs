@@ -165,9 +165,25 @@ fn test_backoff_with_max_excluded_exceed() {
     assert_eq!(exhausted.error_class(), ErrorClass::TiKvServerBusy);
 }
 
+/// client-go's `MayBackoffForRegionError`: waits with the kind the region error calls for,
+/// if it calls for one; errors when the backoffer refuses that wait.
+fn may_backoff_for_region_error(
+    region_error: &errorpb::Error,
+    bo: &mut Backoffer,
+    rng: &mut Rng,
+) -> Result<(), BackoffError> {
+    match backoff_for_region_error(region_error) {
+        Some(kind) => bo
+            .next_sleep(kind, rng, format!("{region_error:?}"))
+            .map(|_| ()),
+        None => Ok(()),
+    }
+}
+
 #[test]
 fn test_may_backoff_for_region_error() {
     let mut rng = Rng::new(5);
+    // A real EpochNotMatch (it names the current regions) is retried at once: no wait.
     let real_epoch_not_match = errorpb::Error {
         epoch_not_match: Some(errorpb::EpochNotMatch {
             current_regions: vec![metapb::Region {
@@ -177,7 +193,13 @@ fn test_may_backoff_for_region_error() {
         }),
         ..Default::default()
     };
-    assert_eq!(backoff_for_region_error(&real_epoch_not_match), None);
+    let mut bo = Backoffer::with_vars(1, BackoffVars::default());
+    assert_eq!(
+        may_backoff_for_region_error(&real_epoch_not_match, &mut bo, &mut rng),
+        Ok(())
+    );
+    assert_eq!(bo.total_sleep_ms(), 0);
+    assert_eq!(bo.total_attempts(), 0);
 
     let needs_backoff = [
         errorpb::Error {
@@ -198,19 +220,27 @@ fn test_may_backoff_for_region_error() {
         },
     ];
     for region_error in &needs_backoff {
-        let kind = backoff_for_region_error(region_error);
-        assert_eq!(kind, Some(BackoffKind::RegionMiss), "{region_error:?}");
+        // The backoff succeeds: one regionMiss wait (2 ms, no jitter) of the weighted 2 ms.
         let mut bo = Backoffer::with_vars(1, BackoffVars::default());
-        let sleep = bo.next_sleep(
-            BackoffKind::RegionMiss,
-            &mut rng,
-            format!("{region_error:?}"),
+        assert_eq!(
+            may_backoff_for_region_error(region_error, &mut bo, &mut rng),
+            Ok(()),
+            "{region_error:?}"
         );
-        assert!(sleep.is_ok_and(|s| s > Duration::ZERO));
-        assert!(bo.total_sleep_ms() > 0);
+        assert_eq!(bo.total_attempts(), 1, "{region_error:?}");
+        assert_eq!(bo.attempts(BackoffKind::RegionMiss), 1, "{region_error:?}");
+        assert_eq!(bo.total_sleep_ms(), 2, "{region_error:?}");
+        // The backoff fails and the error carries the region error. client-go refuses by
+        // cancelling the context; a sans-IO backoffer has no context, so the spent budget
+        // refuses instead.
+        match may_backoff_for_region_error(region_error, &mut bo, &mut rng) {
+            Err(BackoffError::Exhausted(exhausted)) => {
+                assert_eq!(exhausted.kind, BackoffKind::RegionMiss);
+                assert_eq!(exhausted.cause, format!("{region_error:?}"));
+            }
+            other => panic!("{region_error:?}: expected a refused wait, got {other:?}"),
+        }
     }
-    // client-go's second half (a cancelled context) has no counterpart: cancellation is the
-    // caller's business in a sans-IO core.
 }
 
 #[test]
