@@ -209,8 +209,8 @@ impl Dispatch {
             }
             return plan.absorb(&sent.items, &sent.route, response);
         };
-        let retry = classify(&region_error);
-        shared.apply_region_retry(&sent.route, &retry);
+        let mut retry = classify(&region_error);
+        shared.apply_region_retry(&sent.route, &mut retry);
         match retry {
             RegionRetry::UpdateLeader { .. } => {
                 self.requeue(&sent.items);

@@ -594,7 +594,16 @@ impl Shared {
     }
 
     /// Applies what a region error taught about the cache (see `retry::RegionRetry`).
-    pub(crate) fn apply_region_retry(&mut self, route: &Route, retry: &super::retry::RegionRetry) {
+    ///
+    /// An EpochNotMatch naming the region at an older epoch than the cached one means the
+    /// store lags behind (client-go's "region epoch is ahead of TiKV"): the cache is kept and
+    /// `retry` becomes a `regionMiss` backoff, since an immediate retry would meet the same
+    /// answer.
+    pub(crate) fn apply_region_retry(
+        &mut self,
+        route: &Route,
+        retry: &mut super::retry::RegionRetry,
+    ) {
         use super::retry::RegionRetry;
         match retry {
             RegionRetry::UpdateLeader {
@@ -621,21 +630,24 @@ impl Shared {
                 }
             }
             RegionRetry::Relocate {
+                backoff,
                 current_regions,
                 refresh_store,
-                ..
             } => {
                 if current_regions.is_empty() {
                     self.regions.invalidate(route.ver_id, InvalidReason::Other);
                 } else {
                     let now = self.now;
-                    self.regions.on_epoch_not_match(
+                    let outcome = self.regions.on_epoch_not_match(
                         route.ver_id,
                         current_regions,
                         route.peer.store_id,
                         now,
                         &mut self.rng,
                     );
+                    if outcome == crate::region::EpochNotMatchOutcome::EpochAhead {
+                        *backoff = Some(crate::backoff::BackoffKind::RegionMiss);
+                    }
                 }
                 if *refresh_store {
                     let epoch = self

@@ -399,6 +399,10 @@ impl Arbitrary for AnyFault {
             Fault::Region(RegionFault::ServerIsBusy),
             Fault::Region(RegionFault::RegionNotFound),
             Fault::Region(RegionFault::StaleCommand),
+            Fault::Region(RegionFault::EpochBehind {
+                version: 1,
+                conf_ver: 0,
+            }),
         ];
         Self(g.choose(&kinds).cloned().unwrap_or(Fault::None))
     }
