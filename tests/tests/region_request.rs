@@ -777,6 +777,7 @@ fn on_send_failed_with_cancelled() {
     let now = sim.now();
     sim.core.cancel(now, op);
     let done = sim.run_until_idle().unwrap_or_else(|err| panic!("{err}"));
+    // The operation was cancelled and has no result: only its trace is judged.
     let out = Outcome {
         result: Ok(Output::Unit),
         trace: sim.take_trace(),
