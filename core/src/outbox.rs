@@ -277,17 +277,25 @@ impl Outbox {
         self.timers.first().map(|(at, _)| *at)
     }
 
-    /// Requests whose answers are still awaited.
+    /// Appends requests awaiting answers, armed timers, requests not yet polled and answers
+    /// not yet handed over (see `Core::leftovers`).
     #[cfg(any(test, feature = "testing"))]
-    pub(crate) fn requests_in_flight(&self) -> usize {
-        self.inflight.len()
-    }
-
-    /// Timers armed (operation wake-ups that outlived their operation included, until they
-    /// fire).
-    #[cfg(any(test, feature = "testing"))]
-    pub(crate) fn timers_armed(&self) -> usize {
-        self.timers.len()
+    pub(crate) fn leftovers(&self, left: &mut Vec<String>) {
+        for (id, inflight) in &self.inflight {
+            left.push(format!("request #{} for {:?}", id.0, inflight.owner));
+        }
+        for (at, key) in &self.timers {
+            left.push(format!("timer at {at} for {key:?}"));
+        }
+        for transmit in &self.transmits {
+            left.push(format!("request #{} not yet polled", transmit.id.0));
+        }
+        for (op, id, _) in &self.ready {
+            left.push(format!(
+                "answer #{} for operation {} not yet handed over",
+                id.0, op.0
+            ));
+        }
     }
 }
 

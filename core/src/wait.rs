@@ -86,10 +86,18 @@ impl Waits {
         });
     }
 
-    /// How many calls are parked in all.
+    /// Appends every parked call (see `Core::leftovers`).
     #[cfg(any(test, feature = "testing"))]
-    pub(crate) fn len(&self) -> usize {
-        self.parked.values().map(SmallVec::len).sum()
+    pub(crate) fn leftovers(&self, left: &mut Vec<String>) {
+        for (key, waiters) in &self.parked {
+            left.push(format!("{key:?} awaited by {waiters:?}"));
+        }
+    }
+
+    /// Whether no call is parked.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.parked.is_empty()
     }
 }
 
@@ -118,7 +126,7 @@ mod tests {
         assert!(!waits.park(key.clone(), waiter(&mut out, b)));
         let again = waiter(&mut out, a);
         assert!(!waits.park(key.clone(), again));
-        assert_eq!(waits.len(), 3);
+        assert_eq!(waits.parked.values().map(SmallVec::len).sum::<usize>(), 3);
         let taken = waits.take(&key);
         assert_eq!(taken.len(), 3, "every call is answered");
         assert_eq!(taken[2], again);
@@ -139,7 +147,7 @@ mod tests {
             waits.park(WaitKey::Keyspace, w);
         }
         waits.forget(ops[1]);
-        assert_eq!(waits.len(), 6);
+        assert_eq!(waits.parked.values().map(SmallVec::len).sum::<usize>(), 6);
         let first = waits.take_first(&WaitKey::Timestamp, 2);
         assert_eq!(
             first.iter().map(|w| w.op).collect::<Vec<_>>(),
@@ -149,6 +157,6 @@ mod tests {
         for op in &ops {
             waits.forget(*op);
         }
-        assert_eq!(waits.len(), 0);
+        assert!(waits.is_empty());
     }
 }

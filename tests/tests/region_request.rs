@@ -9,6 +9,8 @@
 //! `fnClient` does.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,10 +21,11 @@ use tikv_core::{Config, Error, Time};
 use tikv_proto::rpc::RpcError;
 use tikv_proto::status::{Code, Status};
 use tikv_proto::{errorpb, metapb, pdpb};
-use tikv_sim::SimConfig;
 use tikv_sim::cluster::ClusterConfig;
 use tikv_sim::faults::{FaultAction, FaultRule};
-use tikv_tests::simulation::{ClusterFault, Network, Setup, Simulation};
+use tikv_sim::{SimConfig, SimServer};
+use tikv_tests::simulation::{ClusterFault, Network, Setup, Simulation, Step};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: commands, region errors, the simulation and reading its trace.
@@ -760,10 +763,75 @@ fn on_send_failed_with_close_known_store_then_use_new_one() {
     );
 }
 
-/// TestOnSendFailedWithCancelled: a store that answers with gRPC CANCELLED although the caller
-/// did not cancel (keepalive, a proxy) is retried, as client-go does for `codes.Canceled`.
+/// TestOnSendFailedWithCancelled: the caller gives up while its write is in flight, and the
+/// store's answer says the call was cancelled. client-go hands `context.Canceled` back to the
+/// caller and retries nothing. Here the caller's cancellation is `Core::cancel` (what the
+/// driver does for a dropped future; the caller is gone, so no error is delivered and the
+/// operation ends with no event), and the late CANCELLED answer is dropped: no other store
+/// request, PD lookup, probe or backoff timer follows, and the machine holds nothing more.
+/// Then, as in the Go test once the store is back to normal, the next write succeeds, on the
+/// cached region.
 #[test]
 fn on_send_failed_with_cancelled() {
+    let mut setup = setup();
+    // The periodic store refresh would keep a timer armed: off, so "nothing left" is exact.
+    setup.client.store_refresh_interval = Duration::ZERO;
+    let mut sim = warm_with(setup);
+    let cancelled = FaultAction::Status(Status::new(Code::Cancelled, "context canceled"));
+    inject_action(&mut sim, 1, "RawPut", cancelled, 1);
+    let op = sim.submit(put("k1", "v1"));
+    // One step sends the write; the caller cancels before its answer is back.
+    assert_eq!(sim.step(), Ok(Step::Advanced));
+    let now = sim.now();
+    sim.core.cancel(now, op);
+    let done = sim.run_until_idle().unwrap_or_else(|err| panic!("{err}"));
+    // The operation was cancelled and has no result: only its trace is judged.
+    let out = Outcome {
+        result: Ok(Output::Unit),
+        trace: sim.take_trace(),
+        elapsed: sim.now().saturating_since(now),
+    };
+    assert!(done.is_empty(), "{done:?}\n{}", out.text());
+    assert_eq!(
+        out.store_sends(),
+        sends(&["store-1 RawPut"]),
+        "{}",
+        out.text()
+    );
+    assert!(
+        out.trace
+            .iter()
+            .any(|line| line.contains("<- #") && line.to_lowercase().contains("cancel")),
+        "the cancelled answer came back: {}",
+        out.text()
+    );
+    assert!(
+        !out.trace
+            .iter()
+            .any(|line| line.contains(" pd.") || line.contains("health.Check")),
+        "{}",
+        out.text()
+    );
+    assert_eq!(sim.core.leftovers(), Vec::<String>::new(), "{}", out.text());
+
+    let next = outcome(&mut sim, put("k1", "v2"));
+    expect_ok(&next);
+    assert_eq!(
+        next.store_sends(),
+        sends(&["store-1 RawPut"]),
+        "{}",
+        next.text()
+    );
+    assert_eq!(next.region_lookups(), 0, "{}", next.text());
+    let read = outcome(&mut sim, get("k1"));
+    expect_value(&read, "v2");
+}
+
+/// The other half of client-go's `onSendFail` for `codes.Canceled`: a store that answers
+/// CANCELLED although the caller did not cancel (keepalive, a proxy, a store shutting down)
+/// is treated as a send failure and retried.
+#[test]
+fn on_send_failed_with_cancelled_by_peer_is_retried() {
     let mut sim = warm();
     let cancelled = FaultAction::Status(Status::new(Code::Cancelled, "cancelled by peer"));
     inject_action(&mut sim, 1, "RawPut", cancelled, 1);
@@ -832,10 +900,174 @@ fn on_max_timestamp_not_synced_error() {
     assert_eq!(out.elapsed, ms(12), "{}", out.text());
 }
 
-/// TestCloseConnectionOnStoreNotMatch: StoreNotMatch means the address now belongs to another
-/// store; the client asks PD for the store again (and the region) before retrying.
+/// A TCP relay in front of a store's port that counts the client connections it carries, so
+/// a test can see connections open and close.
+struct Relay {
+    address: String,
+    counts: Arc<RelayCounts>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct RelayCounts {
+    /// Connections the client opened.
+    accepted: AtomicUsize,
+    /// Connections the client closed (its side ended).
+    closed: AtomicUsize,
+}
+
+impl Relay {
+    /// Relays every connection made to a fresh loopback port to `target`.
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|err| panic!("{err}"))
+            .to_string();
+        let counts = Arc::<RelayCounts>::default();
+        let shared = Arc::clone(&counts);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                shared.accepted.fetch_add(1, AtomicOrdering::SeqCst);
+                let Ok(store) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (store_read, store_write) = store.into_split();
+                let closed = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    relay_bytes(client_read, store_write).await;
+                    closed.closed.fetch_add(1, AtomicOrdering::SeqCst);
+                });
+                tokio::spawn(relay_bytes(store_read, client_write));
+            }
+        });
+        Self {
+            address,
+            counts,
+            accept,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.counts.accepted.load(AtomicOrdering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.counts.closed.load(AtomicOrdering::SeqCst)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Copies bytes from `from` to `to` until `from` ends or either side fails; dropping `to`
+/// then passes the end on.
+async fn relay_bytes(from: OwnedReadHalf, to: OwnedWriteHalf) {
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        if from.readable().await.is_err() {
+            return;
+        }
+        let read = match from.try_read(&mut buffer) {
+            Ok(0) => return,
+            Ok(read) => read,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut written = 0;
+        while written < read {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buffer[written..read]) {
+                Ok(n) => written += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// TestCloseConnectionOnStoreNotMatch: a store answering StoreNotMatch makes the client close
+/// its connection to the address the request went to (client-go's `CloseAddr`, every
+/// version of the address's pool): the address may now belong to another store or resolve
+/// elsewhere. A real client (one connection per store) talks to the simulated cluster's only
+/// store through a relay that counts connections: the retry after StoreNotMatch dials a new
+/// connection, the one that carried StoreNotMatch is closed, and the new one is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_connection_on_store_not_match() {
+    let server = SimServer::start(SimConfig {
+        cluster: ClusterConfig {
+            store_count: 1,
+            replica_count: 1,
+            ..ClusterConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}"));
+    let store = server
+        .store_addresses()
+        .first()
+        .map(|(_, address)| address.clone())
+        .unwrap_or_else(|| panic!("no store"));
+    let relay = Relay::start(store).await;
+    server
+        .with(|sim| {
+            sim.cluster
+                .set_store_address(1, &relay.address, &relay.address)
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+    let config = Config {
+        connections_per_store: 1,
+        ..Config::default()
+    };
+    let client =
+        tikv_tokio::connect([server.pd_address()], config).unwrap_or_else(|err| panic!("{err}"));
+    let raw = client.raw();
+    let limit = Duration::from_secs(30);
+    let put = tokio::time::timeout(limit, raw.put("k1", "v0")).await;
+    assert_eq!(put, Ok(Ok(())));
+    assert_eq!(relay.accepted(), 1);
+
+    let err = region_error(|e| e.store_not_match = Some(Default::default()));
+    server.with(|sim| {
+        sim.faults.inject(FaultRule {
+            store_id: Some(1),
+            command: Some("RawGet".to_owned()),
+            region_id: None,
+            action: FaultAction::RegionError(Box::new(err)),
+            remaining: 1,
+        })
+    });
+    let got = tokio::time::timeout(limit, raw.get("k1")).await;
+    assert_eq!(got, Ok(Ok(Some(bytes("v0")))));
+    // The retry could not reuse the only connection: it was closed, and a new one dialled.
+    assert_eq!(relay.accepted(), 2);
+    // The closed connection goes away once its task has ended.
+    tokio::time::timeout(limit, async {
+        while relay.closed() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the connection that met StoreNotMatch stayed open"));
+    // The new connection stays: later requests use it.
+    let again = tokio::time::timeout(limit, raw.get("k1")).await;
+    assert_eq!(again, Ok(Ok(Some(bytes("v0")))));
+    assert_eq!((relay.accepted(), relay.closed()), (2, 1));
+}
+
+/// TestCloseConnectionOnStoreNotMatch, in the machine: StoreNotMatch also makes the client ask
+/// PD for the store again (and the region) before retrying.
 #[test]
-fn close_connection_on_store_not_match() {
+fn close_connection_on_store_not_match_re_resolves_the_store() {
     let mut sim = warm();
     let err = region_error(|e| e.store_not_match = Some(Default::default()));
     inject(&mut sim, 1, "RawGet", err, 1);

@@ -8,6 +8,9 @@
 //!   stream. Commands the stream has no arm for go as unary calls.
 //! - PD addresses get one task: TSO requests go over a Tso stream (answers come back in
 //!   order), everything else as unary calls.
+//! - A store answer carrying StoreNotMatch closes every connection to its address (client-go's
+//!   `CloseAddr`): the address may now belong to another store, or resolve elsewhere. The next
+//!   transmit there dials afresh.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::poll_fn;
@@ -36,6 +39,38 @@ use crate::runtime::Runtime;
 /// response carries many), so the driver's channel moves once per message, not per reply.
 pub(crate) type Replies = Vec<Reply>;
 
+/// Store addresses whose connections are to be closed, reported by the tasks that read the
+/// stores' answers and taken by the driver (see [`Connections::close_reported`]).
+#[derive(Debug, Default)]
+struct CloseRequests {
+    /// Set whenever `addresses` is not empty, so the driver's check costs one load.
+    any: std::sync::atomic::AtomicBool,
+    addresses: Mutex<Vec<Arc<str>>>,
+}
+
+/// Reports this task's store address for closing when an answer carries StoreNotMatch.
+#[derive(Clone, Debug)]
+struct StoreNotMatchWatch {
+    address: Arc<str>,
+    requests: Arc<CloseRequests>,
+}
+
+impl StoreNotMatchWatch {
+    /// Looks at one answer; called before the answer goes to the driver, so the driver finds
+    /// the address reported when it handles the answer.
+    fn check(&self, response: &StoreResponse) {
+        let store_not_match = response
+            .region_error()
+            .is_some_and(|err| err.store_not_match.is_some());
+        if store_not_match {
+            if let Ok(mut addresses) = self.requests.addresses.lock() {
+                addresses.push(Arc::clone(&self.address));
+                self.requests.any.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
 /// One store's connection tasks and the transmits the current drain has for it.
 struct StoreConnections {
     senders: Vec<mpsc::UnboundedSender<Vec<Transmit>>>,
@@ -54,6 +89,7 @@ pub(crate) struct Connections<R: Runtime> {
     /// Stores with transmits queued in this drain.
     touched: Vec<Arc<str>>,
     pds: BTreeMap<Arc<str>, mpsc::UnboundedSender<Vec<Transmit>>>,
+    close_requests: Arc<CloseRequests>,
 }
 
 impl<R: Runtime> Connections<R> {
@@ -65,6 +101,26 @@ impl<R: Runtime> Connections<R> {
             stores: BTreeMap::new(),
             touched: Vec::new(),
             pds: BTreeMap::new(),
+            close_requests: Arc::default(),
+        }
+    }
+
+    /// Closes every connection to the store addresses reported since the last call (a store
+    /// there answered StoreNotMatch). Their tasks' queues close: each task sends what it
+    /// already has, half-closes its stream (the store still answers what is outstanding) and
+    /// ends, and its connection closes with the last handle. The next transmit to the address
+    /// starts fresh tasks, which dial again.
+    pub(crate) fn close_reported(&mut self) {
+        if !self.close_requests.any.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let addresses = match self.close_requests.addresses.lock() {
+            Ok(mut addresses) => std::mem::take(&mut *addresses),
+            Err(_) => return,
+        };
+        for address in addresses {
+            // Dropping the senders closes the tasks' queues.
+            self.stores.remove(&address);
         }
     }
 
@@ -144,15 +200,24 @@ impl<R: Runtime> Connections<R> {
         }
     }
 
-    fn spawn_store(&self, address: &str, index: usize) -> mpsc::UnboundedSender<Vec<Transmit>> {
+    fn spawn_store(
+        &self,
+        address: &Arc<str>,
+        index: usize,
+    ) -> mpsc::UnboundedSender<Vec<Transmit>> {
         let (tx, rx) = mpsc::unbounded();
+        let watch = StoreNotMatchWatch {
+            address: Arc::clone(address),
+            requests: Arc::clone(&self.close_requests),
+        };
         self.runtime.spawn(Box::pin(store_task(
             self.runtime.clone(),
-            address.to_owned(),
+            address.to_string(),
             index,
             rx,
             self.replies.clone(),
             Arc::clone(&self.config),
+            watch,
         )));
         tx
     }
@@ -358,6 +423,7 @@ async fn store_task<R: Runtime>(
     mut rx: mpsc::UnboundedReceiver<Vec<Transmit>>,
     replies: mpsc::UnboundedSender<Replies>,
     config: Arc<Config>,
+    watch: StoreNotMatchWatch,
 ) {
     let mut channel: Option<R::Channel> = None;
     let mut stream: Option<BatchStream<R::Channel>> = None;
@@ -468,6 +534,7 @@ async fn store_task<R: Runtime>(
             let channel = connected.clone();
             let replies = replies.clone();
             let limit = config.max_message_size;
+            let watch = watch.clone();
             runtime.spawn(Box::pin(async move {
                 let result = match request.encode(limit) {
                     Ok(framed) => {
@@ -476,9 +543,10 @@ async fn store_task<R: Runtime>(
                             .unary(path, framed, CallOptions::with_timeout(timeout))
                             .await
                         {
-                            Ok(payload) => request
-                                .decode_response(payload)
-                                .map(|r| Response::Store(Box::new(r))),
+                            Ok(payload) => request.decode_response(payload).map(|r| {
+                                watch.check(&r);
+                                Response::Store(Box::new(r))
+                            }),
                             Err(err) => Err(err),
                         }
                     }
@@ -511,6 +579,7 @@ async fn store_task<R: Runtime>(
                 index,
                 &mut stream,
                 &load,
+                &watch,
                 &replies,
                 &config,
                 message,
@@ -534,6 +603,7 @@ async fn send_batch<R: Runtime>(
     index: usize,
     stream: &mut Option<BatchStream<R::Channel>>,
     load: &Arc<AtomicU64>,
+    watch: &StoreNotMatchWatch,
     replies: &mpsc::UnboundedSender<Replies>,
     config: &Config,
     message: tikvpb::BatchCommandsRequest,
@@ -555,7 +625,7 @@ async fn send_batch<R: Runtime>(
     if !stream.as_ref().is_some_and(register) {
         // No stream yet, or it died since the last batch: open one for this batch.
         *stream = None;
-        match open_batch_stream(runtime, connected, index, load, replies).await {
+        match open_batch_stream(runtime, connected, index, load, watch, replies).await {
             Ok(opened) if register(&opened) => *stream = Some(opened),
             Ok(_) => {
                 let _ = replies.unbounded_send(
@@ -616,6 +686,7 @@ async fn open_batch_stream<R: Runtime>(
     channel: &R::Channel,
     index: usize,
     load: &Arc<AtomicU64>,
+    watch: &StoreNotMatchWatch,
     replies: &mpsc::UnboundedSender<Replies>,
 ) -> Result<BatchStream<R::Channel>, RpcError> {
     let options = CallOptions::default().metadata("tikv-batch-conn-index", index.to_string());
@@ -628,6 +699,7 @@ async fn open_batch_stream<R: Runtime>(
         receiver,
         Arc::clone(&pending),
         Arc::clone(load),
+        watch.clone(),
         replies.clone(),
         closed,
     )));
@@ -644,6 +716,7 @@ async fn batch_receiver<C: Channel>(
     mut receiver: C::Receiver,
     pending: PendingIds,
     load: Arc<AtomicU64>,
+    watch: StoreNotMatchWatch,
     replies: mpsc::UnboundedSender<Replies>,
     mut closed: futures_channel::oneshot::Receiver<()>,
 ) {
@@ -699,7 +772,10 @@ async fn batch_receiver<C: Channel>(
                     continue;
                 }
                 let result = match entry.cmd.and_then(StoreResponse::from_batch) {
-                    Some(response) => Ok(Response::Store(Box::new(response))),
+                    Some(response) => {
+                        watch.check(&response);
+                        Ok(Response::Store(Box::new(response)))
+                    }
                     None => Err(RpcError::Protocol(
                         "batch response entry without a known arm".into(),
                     )),

@@ -169,6 +169,9 @@ async fn drive<R: Runtime>(
                         core.handle_reply(now, id, reply);
                     }
                 }
+                // A StoreNotMatch among them closes that address's connections before any
+                // retry is sent there.
+                connections.close_reported();
             }
             Input::Timeout => {
                 timer = None;

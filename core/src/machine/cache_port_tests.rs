@@ -1297,3 +1297,92 @@ fn send_fail_invalidate_regions_in_same_store() {
     let outcome = run_ok(&mut core, &mut cluster, outcome.now, get("x"));
     assert!(outcome.requests("pd.GetRegion").is_empty());
 }
+
+/// Ports `TestRegionEpochAheadOfTiKV` through the machine: the store answers EpochNotMatch
+/// naming the region at an older epoch than the one cached (it has not applied the split or
+/// peer change PD already reported). client-go keeps its cache and backs off (`regionMiss`)
+/// before retrying; the Go test counts two backoffs for two such answers. Here the request
+/// is retried after a 2 ms and a 4 ms `regionMiss` wait with no region reload, and a store
+/// that never catches up ends the operation with `regionMiss` exhausted within the budget.
+#[test]
+fn region_epoch_ahead_of_tikv() {
+    let mut cluster = Cluster::new(1);
+    let mut core = core();
+    let warm = run_ok(&mut core, &mut cluster, Time::ZERO, get("k"));
+    let now = warm.now;
+    let cached = core
+        .services
+        .cache
+        .locate_key(b"k", now)
+        .map(|region| region.ver_id())
+        .unwrap_or_else(|| panic!("region not cached"));
+
+    // One version behind, then one conf version behind, then caught up.
+    let mut store_requests = 0;
+    let outcome = run_faulty(&mut core, &mut cluster, now, get("k"), |transmit| {
+        if transmit.request.as_store().is_none() {
+            return Fault::None;
+        }
+        store_requests += 1;
+        match store_requests {
+            1 => Fault::Region(RegionFault::EpochBehind {
+                version: 1,
+                conf_ver: 0,
+            }),
+            2 => Fault::Region(RegionFault::EpochBehind {
+                version: 0,
+                conf_ver: 1,
+            }),
+            _ => Fault::None,
+        }
+    });
+    assert_eq!(outcome.store_addresses().len(), 3, "{:#?}", outcome.sent);
+    assert!(outcome.requests("pd.").is_empty(), "{:#?}", outcome.sent);
+    // regionMiss has no jitter: 2 ms, then 4 ms, with answers taking no time.
+    assert_eq!(
+        outcome.now.saturating_since(now),
+        Duration::from_millis(6),
+        "{:#?}",
+        outcome.sent
+    );
+    let still_cached = core
+        .services
+        .cache
+        .locate_key(b"k", outcome.now)
+        .map(|region| region.ver_id());
+    assert_eq!(still_cached, Some(cached));
+
+    // A store that never catches up: regionMiss waits until the raw budget is spent.
+    let start = outcome.now;
+    let op = core.handle_command(start, get("k"));
+    let outcome = drive(&mut core, &mut cluster, start, |transmit| {
+        if transmit.request.as_store().is_some() {
+            Fault::Region(RegionFault::EpochBehind {
+                version: 1,
+                conf_ver: 0,
+            })
+        } else {
+            Fault::None
+        }
+    });
+    let slept_ms = match outcome.results.get(&op) {
+        Some(Err(Error::BackoffExhausted { kind, slept_ms, .. })) => {
+            assert_eq!(kind.to_string(), "regionMiss");
+            *slept_ms
+        }
+        other => panic!("{other:?}\n{:#?}", outcome.sent),
+    };
+    let budget_ms = core.services.config.raw_max_backoff.as_millis() as u64;
+    // The wait that crosses the budget is granted; the next is refused. regionMiss waits at
+    // most 500 ms, and answers take no time, so the operation took exactly its sleep.
+    assert!(
+        (budget_ms..budget_ms + 500).contains(&slept_ms),
+        "{slept_ms}"
+    );
+    assert_eq!(
+        outcome.now.saturating_since(start),
+        Duration::from_millis(slept_ms)
+    );
+    assert!(outcome.requests("pd.").is_empty(), "{:#?}", outcome.sent);
+    assert_eq!(core.leftovers(), Vec::<String>::new());
+}

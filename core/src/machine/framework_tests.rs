@@ -159,7 +159,7 @@ fn children_report_to_their_parent_and_only_roots_make_events() {
         done[0].1,
         Ok(Output::Timestamp(Timestamp::from_version((1 << 18) + 2)))
     );
-    assert!(core.holdings().is_empty(), "{:?}", core.holdings());
+    assert_eq!(core.leftovers(), Vec::<String>::new());
 }
 
 #[test]
@@ -176,16 +176,16 @@ fn cancelling_a_parent_cancels_its_children() {
     );
     core.cancel(Time::ZERO, parent);
     assert_eq!(core.ops_in_flight(), 0);
-    assert_eq!(
-        core.holdings().waits,
-        0,
-        "the children left the TSO wait list"
+    assert!(
+        core.services.waits.is_empty(),
+        "the children left the TSO wait list: {:?}",
+        core.leftovers()
     );
     // Nothing is asked for the cancelled operations, and nothing is reported.
     let sent = answer_all(&mut core, &mut responder, Time::ZERO);
     assert!(sent.iter().all(|s| !s.starts_with("pd.Tso")), "{sent:?}");
     assert!(events(&mut core).is_empty());
-    assert!(core.holdings().is_empty(), "{:?}", core.holdings());
+    assert_eq!(core.leftovers(), Vec::<String>::new());
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn a_cancelled_get_leaves_nothing_and_its_late_reply_is_dropped() {
         "a cancelled operation reports nothing"
     );
     assert!(core.poll_transmit().is_none(), "and nothing is retried");
-    assert!(core.holdings().is_empty(), "{:?}", core.holdings());
+    assert_eq!(core.leftovers(), Vec::<String>::new());
 }
 
 /// Heartbeats: every second its timer starts a background timestamp request; after
@@ -269,8 +269,8 @@ fn entity_timers_start_background_work_and_die_with_the_entity() {
         );
     }
     assert_eq!(tso, 2, "one background request per beat");
-    assert_eq!(core.holdings().entities, 0, "finished after its last beat");
-    assert!(core.holdings().is_empty(), "{:?}", core.holdings());
+    assert_eq!(core.entities.len(), 0, "finished after its last beat");
+    assert_eq!(core.leftovers(), Vec::<String>::new());
     assert_eq!(core.poll_timeout(), None, "its timer died with it");
 }
 

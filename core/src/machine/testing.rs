@@ -44,6 +44,15 @@ pub enum RegionFault {
     RegionNotFound,
     /// StaleCommand.
     StaleCommand,
+    /// EpochNotMatch reporting the request's region at an epoch older than the request's by
+    /// this much (the store lags behind what the client knows: client-go's "region epoch is
+    /// ahead of TiKV"). The reported region carries only its id and epoch.
+    EpochBehind {
+        /// How many versions (splits, merges) the store is behind.
+        version: u64,
+        /// How many conf versions (peer changes) the store is behind.
+        conf_ver: u64,
+    },
 }
 
 /// Answers requests for a one-store, one-region cluster.
@@ -240,14 +249,18 @@ impl Responder {
                     return Some(self.answer(transmit));
                 };
                 let mut response = StoreResponse::empty_for(request);
-                set_region_error(&mut response, region_error(*kind));
+                set_region_error(&mut response, region_error(*kind, request.context()));
                 Some(Ok(Response::Store(Box::new(response))))
             }
         }
     }
 }
 
-fn region_error(kind: RegionFault) -> errorpb::Error {
+/// The region error `kind` stands for, for a request with `context`.
+fn region_error(
+    kind: RegionFault,
+    context: Option<&tikv_proto::kvrpcpb::Context>,
+) -> errorpb::Error {
     let mut err = errorpb::Error {
         message: format!("{kind:?}"),
         ..Default::default()
@@ -269,6 +282,20 @@ fn region_error(kind: RegionFault) -> errorpb::Error {
         RegionFault::ServerIsBusy => err.server_is_busy = Some(Default::default()),
         RegionFault::RegionNotFound => err.region_not_found = Some(Default::default()),
         RegionFault::StaleCommand => err.stale_command = Some(Default::default()),
+        RegionFault::EpochBehind { version, conf_ver } => {
+            let sent = context.cloned().unwrap_or_default();
+            let epoch = sent.region_epoch.unwrap_or_default();
+            err.epoch_not_match = Some(errorpb::EpochNotMatch {
+                current_regions: vec![metapb::Region {
+                    id: sent.region_id,
+                    region_epoch: Some(metapb::RegionEpoch {
+                        conf_ver: epoch.conf_ver.saturating_sub(conf_ver),
+                        version: epoch.version.saturating_sub(version),
+                    }),
+                    ..Default::default()
+                }],
+            });
+        }
     }
     err
 }
@@ -333,6 +360,39 @@ fn describe_reply(reply: &Result<Response, RpcError>) -> String {
         Ok(Response::Pd(_) | Response::Health(_)) => "ok".to_owned(),
         Err(err) => format!("error: {err}"),
     }
+}
+
+/// Lets everything the machine still has out finish once no operation is in flight: answers
+/// every request normally and fires every timer, in virtual time from `now`, until nothing is
+/// sent and no timer is armed. Returns the time it ended at.
+///
+/// Errors when that takes more than `max_steps` inputs: something keeps re-arming itself (the
+/// periodic store refresh does: turn it off for machines that must settle).
+pub fn settle(
+    core: &mut Core,
+    responder: &mut Responder,
+    mut now: Time,
+    max_steps: usize,
+) -> Result<Time, String> {
+    let mut queue = std::collections::VecDeque::new();
+    for _ in 0..max_steps {
+        while let Some(transmit) = core.poll_transmit() {
+            queue.push_back((transmit.id, responder.answer(&transmit)));
+        }
+        while core.poll_event().is_some() {}
+        if let Some((id, reply)) = queue.pop_front() {
+            core.handle_reply(now, id, reply);
+            continue;
+        }
+        match core.poll_timeout() {
+            Some(at) => {
+                now = now.max(at);
+                core.handle_timeout(now);
+            }
+            None => return Ok(now),
+        }
+    }
+    Err(format!("still busy after {max_steps} steps"))
 }
 
 /// Drives `core` with `responder`, applying `faults` to requests in the order they are sent

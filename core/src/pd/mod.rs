@@ -444,13 +444,33 @@ impl PdService {
         }
     }
 
-    /// Whether the service has no request of its own in flight or queued (for checks that
-    /// the machine ends idle).
+    /// Appends PD work still pending: discovery, requests in flight or queued, store
+    /// lookups, the TSO request, the store list refresh (see `Core::leftovers`).
     #[cfg(any(test, feature = "testing"))]
-    pub(crate) fn is_idle(&self) -> bool {
-        self.inflight.is_empty()
-            && self.queued.is_empty()
-            && self.tso_inflight.is_none()
-            && self.discovery.is_none()
+    pub(crate) fn leftovers(&self, left: &mut Vec<String>) {
+        if let Some(id) = self.discovery {
+            left.push(format!("PD discovery #{}", id.0));
+        }
+        if let Some(at) = self.retry_at {
+            left.push(format!("PD discovery retry at {at}"));
+        }
+        for (due, pending) in &self.queued {
+            left.push(format!(
+                "PD request for {:?} queued until {due}",
+                pending.purpose
+            ));
+        }
+        for (id, pending) in &self.inflight {
+            left.push(format!("PD request #{} for {:?}", id.0, pending.purpose));
+        }
+        for store_id in &self.store_lookups {
+            left.push(format!("store {store_id} lookup"));
+        }
+        if let Some((count, waiters)) = &self.tso_inflight {
+            left.push(format!("TSO for {count} awaited by {waiters:?}"));
+        }
+        if self.store_refresh_inflight {
+            left.push("store list refresh".to_owned());
+        }
     }
 }

@@ -270,8 +270,8 @@ impl Dispatch {
             }
             return plan.absorb(&sent.items, &sent.route, response);
         };
-        let retry = classify(sent.route.region.id, &region_error);
-        super::apply_region_retry(cx.services(), &sent.route, &retry);
+        let mut retry = classify(sent.route.region.id, &region_error);
+        super::apply_region_retry(cx.services(), &sent.route, &mut retry);
         match retry {
             RegionRetry::UpdateLeader { .. } => {
                 self.requeue(&sent.items);

@@ -65,6 +65,14 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
+    /// Appends the liveness probes out (see `Core::leftovers`).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn leftovers(&self, left: &mut Vec<String>) {
+        for store_id in &self.probing {
+            left.push(format!("liveness probe of store {store_id}"));
+        }
+    }
+
     /// A sender whose probes time out after `liveness_timeout`.
     pub(crate) fn new(liveness_timeout: Duration) -> Self {
         Self {
@@ -329,7 +337,11 @@ pub(crate) fn on_probe(s: &mut Services, store_id: u64, reply: Result<Response, 
 }
 
 /// Applies what a region error taught about the cache (see [`RegionRetry`]).
-pub(crate) fn apply_region_retry(s: &mut Services, route: &Route, retry: &RegionRetry) {
+///
+/// An EpochNotMatch naming the region at an older epoch than the cached one means the store
+/// lags behind (client-go's "region epoch is ahead of TiKV"): the cache is kept and `retry`
+/// becomes a `regionMiss` backoff, since an immediate retry would meet the same answer.
+pub(crate) fn apply_region_retry(s: &mut Services, route: &Route, retry: &mut RegionRetry) {
     match retry {
         RegionRetry::UpdateLeader {
             leader_store_id,
@@ -355,21 +367,24 @@ pub(crate) fn apply_region_retry(s: &mut Services, route: &Route, retry: &Region
             }
         }
         RegionRetry::Relocate {
+            backoff,
             current_regions,
             refresh_store,
-            ..
         } => {
             if current_regions.is_empty() {
                 s.cache.invalidate(route.ver_id, InvalidReason::Other);
             } else {
                 let now = s.now();
-                s.cache.on_epoch_not_match(
+                let outcome = s.cache.on_epoch_not_match(
                     route.ver_id,
                     current_regions,
                     route.peer.store_id,
                     now,
                     &mut s.rng,
                 );
+                if outcome == crate::region::EpochNotMatchOutcome::EpochAhead {
+                    *backoff = Some(crate::backoff::BackoffKind::RegionMiss);
+                }
             }
             if *refresh_store {
                 let epoch = s
