@@ -38,7 +38,7 @@ pub use config::{ApiVersion, Config};
 pub use driver::Client;
 pub use error::Error;
 pub use machine::{KeyLocation, KeyMode, SplitOutcome};
-pub use raw_client::{KvPair, RawClient};
+pub use raw_client::{CasOutcome, ColumnFamily, KeyTtl, KvPair, RawClient};
 pub use regions::Regions;
 pub use runtime::Runtime;
 pub use tikv_proto as proto;

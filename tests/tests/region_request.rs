@@ -218,7 +218,7 @@ fn expect_exhausted(outcome: &Outcome, expected_kind: &str) -> u64 {
 
 fn with_budget(budget_ms: u64) -> Setup {
     let mut setup = setup();
-    setup.client.raw_max_backoff = ms(budget_ms);
+    setup.client = setup.client.clone().with_raw_max_backoff(ms(budget_ms));
     setup
 }
 
@@ -631,7 +631,7 @@ fn on_region_error_not_leader_ping_pong() {
         let other = if address == "store-1" { 2 } else { 1 };
         Reply::RegionError(not_leader(Some(peer(other))))
     });
-    script.config.raw_max_backoff = ms(100);
+    script.config = script.config.clone().with_raw_max_backoff(ms(100));
     let op = script.submit(put("key", "value"));
     script.run();
     match script.result(op) {
@@ -878,7 +878,7 @@ fn switch_peer_when_no_leader() {
             Reply::Ok
         }
     });
-    script.config.raw_max_backoff = ms(5_000);
+    script.config = script.config.clone().with_raw_max_backoff(ms(5_000));
     let op = script.submit(put("key", "value"));
     script.run();
     assert!(
@@ -1151,7 +1151,7 @@ fn send_req_with_replica_selector_all_stores_down() {
 #[test]
 fn send_req_first_timeout_leader_read() {
     let mut setup = setup();
-    setup.client.read_timeout_short = ms(200);
+    setup.client = setup.client.clone().with_read_timeout_short(ms(200));
     let mut sim = warm_with(setup);
     inject_action(&mut sim, 1, "RawGet", FaultAction::Drop, 1);
     let out = outcome(&mut sim, get("k1"));
@@ -1177,7 +1177,7 @@ fn send_req_first_timeout_leader_read() {
 #[test]
 fn send_req_first_timeout_write() {
     let mut setup = with_budget(1_000);
-    setup.client.read_timeout_short = ms(10);
+    setup.client = setup.client.clone().with_read_timeout_short(ms(10));
     let mut sim = warm_with(setup);
     for store in 1..=3 {
         inject_action(&mut sim, store, "RawPut", FaultAction::Drop, 1_000);
@@ -1201,7 +1201,7 @@ fn send_req_first_timeout_write() {
 #[test]
 fn leader_stuck() {
     let mut setup = setup();
-    setup.client.read_timeout_short = ms(2_000);
+    setup.client = setup.client.clone().with_read_timeout_short(ms(2_000));
     let mut sim = warm_with(setup);
     inject_action(&mut sim, 1, "RawPut", FaultAction::Drop, 1_000);
     let at = sim.now() + ms(200);

@@ -74,6 +74,8 @@ pub fn start<R: Runtime>(
     pd_endpoints: Vec<String>,
     config: Config,
 ) -> Result<Handle, Error> {
+    // The seed comes from the runtime, never from the core, so that a fixed seed replays.
+    let config = config.with_seed_from_runtime(&runtime);
     let core = Core::new(config.clone(), pd_endpoints, runtime.now())?;
     let (commands_tx, commands_rx) = mpsc::unbounded();
     let task = drive(runtime.clone(), core, commands_rx, config);
@@ -270,8 +272,13 @@ impl Client {
         concurrency: usize,
     ) -> Result<u64, Error> {
         let runner = crate::range_task::RangeTaskRunner::new(self.regions(), concurrency);
+        // A `KeyRange` keeps this method's "empty end: no bound" reading.
+        let range = crate::range_task::KeyRange {
+            start_key: start.into(),
+            end_key: end.into(),
+        };
         let stat = runner
-            .run_on_range(start, end, |range| async move {
+            .run_on_range(range, |range| async move {
                 let completed_regions = self
                     .txn_delete_range(range.start_key, range.end_key, false)
                     .await?;

@@ -136,7 +136,7 @@ const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Shared {
     pub(crate) fn new(config: Config, pd_endpoints: Vec<String>, now: Time) -> Self {
-        let rng = Rng::new(config.rng_seed);
+        let rng = Rng::new(config.effective_rng_seed());
         let needs_keyspace = config.api_version == crate::config::ApiVersion::V2;
         Self {
             pd: PdState::new(pd_endpoints, needs_keyspace),
