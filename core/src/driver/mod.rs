@@ -74,7 +74,8 @@ pub fn start<R: Runtime>(
     pd_endpoints: Vec<String>,
     config: Config,
 ) -> Result<Handle, Error> {
-    // The seed comes from the runtime, never from the core, so that a fixed seed replays.
+    // An unfixed seed is drawn from the runtime here: the core never reads entropy itself,
+    // so that a fixed seed replays.
     let config = config.with_seed_from_runtime(&runtime);
     let core = Core::new(config.clone(), pd_endpoints, runtime.now())?;
     let (commands_tx, commands_rx) = mpsc::unbounded();
