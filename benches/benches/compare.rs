@@ -154,7 +154,7 @@ impl Client for Ours {
     async fn scan(&self) {
         let pairs = self
             .0
-            .scan("key-", "key-~", SCAN_LIMIT)
+            .scan("key-".."key-~", SCAN_LIMIT)
             .await
             .unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(pairs.len(), KEY_COUNT);

@@ -91,7 +91,7 @@ fn raw_get_put(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1000));
     group.bench_function("scan_1000", |b| {
         b.to_async(&fixture.client_runtime)
-            .iter(|| raw.scan("key-", "key-~", 1000));
+            .iter(|| raw.scan("key-".."key-~", 1000));
     });
     group.finish();
 }

@@ -57,68 +57,80 @@ impl std::fmt::Debug for TlsConfig {
     }
 }
 
-/// Settings of a client. Build with [`Config::default`] and the `with_*` methods.
+/// Settings of a client: every client-go knob that applies here, with client-go's defaults.
+///
+/// Build one with [`Config::default`] and the `with_*` methods; read it back with the
+/// getters of the same names. The struct is `#[non_exhaustive]` with private fields so that
+/// new knobs can be added without breaking callers.
+///
+/// ```
+/// use std::time::Duration;
+/// use tikv_core::Config;
+///
+/// let config = Config::default()
+///     .with_keyspace("app")
+///     .with_pd_timeout(Duration::from_secs(5))
+///     .with_raw_max_backoff(Duration::from_secs(10));
+/// assert_eq!(config.keyspace(), Some("app"));
+/// assert_eq!(config.rng_seed(), None); // drawn from the runtime's entropy on connect
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
-    /// Seed of the core's PRNG (backoff jitter, replica choice); the same seed replays the
-    /// same decisions.
-    pub rng_seed: u64,
+    /// Seed of the core's PRNG; `None` until fixed or drawn from a runtime's entropy.
+    pub(crate) rng_seed: Option<u64>,
     /// The cluster's API version.
-    pub api_version: ApiVersion,
-    /// The keyspace to use with API V2 (`None` = the default keyspace, id 0).
-    pub keyspace: Option<String>,
+    pub(crate) api_version: ApiVersion,
+    /// The keyspace to use with API V2 (`None` = the default keyspace).
+    pub(crate) keyspace: Option<String>,
     /// TLS for every connection; `None` for plaintext.
-    pub tls: Option<TlsConfig>,
-    /// Timeout of each PD call (client-go: 3 s).
-    pub pd_timeout: Duration,
-    /// Timeout of short TiKV calls: point reads and writes (client-go `ReadTimeoutShort`, 30 s).
-    pub read_timeout_short: Duration,
-    /// Timeout of medium TiKV calls: scans and batch reads (client-go `ReadTimeoutMedium`, 60 s).
-    pub read_timeout_medium: Duration,
-    /// How long TiKV may work on a write before dropping it (client-go: 20 s).
-    pub max_write_execution: Duration,
-    /// Total backoff budget of one raw KV operation (client-go `rawkvMaxBackoff`, 20 s).
-    pub raw_max_backoff: Duration,
-    /// How long a cached region stays valid (client-go: 600 s).
-    pub region_cache_ttl: Duration,
-    /// Random extra validity added per region so entries do not expire together (60 s).
-    pub region_cache_ttl_jitter: Duration,
-    /// Most requests in one BatchCommands message (client-go `max-batch-size`, 128).
-    pub max_batch_size: usize,
-    /// BatchCommands connections per store (client-go `grpc-connection-count`, 4).
-    pub connections_per_store: usize,
-    /// How long a connection task may go without a request (and with none unanswered) before
-    /// it closes its connection (client-go recycles idle connections after 3 minutes); the
-    /// next request to the address dials again.
-    pub connection_idle_timeout: Duration,
-    /// How long a connection may hold back a small batch for more requests while the store
-    /// reports itself overloaded (client-go `max-batch-wait-time`; zero, the default, never
-    /// waits).
-    pub max_batch_wait: Duration,
-    /// How many requests a held-back batch waits for (client-go `batch-wait-size`, 8).
-    pub batch_wait_size: usize,
-    /// The transport-layer load a store must report before batches are held back (client-go
-    /// `overload-threshold`, 200).
-    pub overload_threshold: u64,
-    /// How often the whole store list is fetched from PD, so changed addresses and labels,
-    /// new stores and removed ones are seen without a failed request (client-go re-resolves
-    /// stores every 15 s); zero turns it off.
-    pub store_refresh_interval: Duration,
-    /// Timeout of the store liveness probe (client-go: 1 s).
-    pub store_liveness_timeout: Duration,
-    /// Most timestamps requested in one TSO request.
-    pub tso_max_batch: u32,
+    pub(crate) tls: Option<TlsConfig>,
+    /// Timeout of each PD call.
+    pub(crate) pd_timeout: Duration,
+    /// Timeout of short TiKV calls (point reads and writes).
+    pub(crate) read_timeout_short: Duration,
+    /// Timeout of medium TiKV calls (scans and batch reads).
+    pub(crate) read_timeout_medium: Duration,
+    /// How long TiKV may work on a write before dropping it.
+    pub(crate) max_write_execution: Duration,
+    /// Total backoff budget of one raw KV operation.
+    pub(crate) raw_max_backoff: Duration,
+    /// How long a cached region stays valid.
+    pub(crate) region_cache_ttl: Duration,
+    /// Random extra validity added per cached region.
+    pub(crate) region_cache_ttl_jitter: Duration,
+    /// Most requests in one BatchCommands message.
+    pub(crate) max_batch_size: usize,
+    /// BatchCommands connections per store.
+    pub(crate) connections_per_store: usize,
+    /// How long an idle connection lives.
+    pub(crate) connection_idle_timeout: Duration,
+    /// How long a small batch may be held back while a store is overloaded.
+    pub(crate) max_batch_wait: Duration,
+    /// How many requests a held-back batch waits for.
+    pub(crate) batch_wait_size: usize,
+    /// The store load above which batches are held back.
+    pub(crate) overload_threshold: u64,
+    /// How often the store list is refreshed from PD (zero: never).
+    pub(crate) store_refresh_interval: Duration,
+    /// Timeout of the store liveness probe.
+    pub(crate) store_liveness_timeout: Duration,
+    /// Most timestamps in one TSO request.
+    pub(crate) tso_max_batch: u32,
     /// Largest message sent or received.
-    pub max_message_size: usize,
-    /// How old a cached timestamp may be for a low-resolution read (client-go refreshes its
-    /// low-resolution timestamp every 2 s).
-    pub low_resolution_ts_staleness: Duration,
+    pub(crate) max_message_size: usize,
+    /// How old a cached timestamp may be for a low-resolution read.
+    pub(crate) low_resolution_ts_staleness: Duration,
 }
+
+/// The seed of a core built straight from a config whose seed was neither fixed nor drawn
+/// from a runtime (sans-IO use without a driver): a constant, so such a core replays.
+const UNDRAWN_RNG_SEED: u64 = 0x7469_6b76;
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            rng_seed: 0x7469_6b76,
+            rng_seed: None,
             api_version: ApiVersion::V1,
             keyspace: None,
             tls: None,
@@ -144,15 +156,32 @@ impl Default for Config {
     }
 }
 
+/// Builders: each sets one knob and returns the config.
 impl Config {
-    /// Sets the PRNG seed.
+    /// Fixes the seed of the core's PRNG (backoff jitter, replica choice, region cache TTL
+    /// jitter): the same seed replays the same decisions. Without it, the runtime crates draw
+    /// a seed from the runtime's entropy when the client starts (see
+    /// [`with_seed_from_runtime`](Self::with_seed_from_runtime)), so that processes sharing a
+    /// cluster do not back off in lockstep. Fix it in tests and simulations.
     #[must_use]
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
-        self.rng_seed = seed;
+        self.rng_seed = Some(seed);
         self
     }
 
-    /// Sets the API version.
+    /// Draws the PRNG seed from `runtime`'s [entropy](crate::Runtime::entropy) unless one
+    /// was fixed with [`with_rng_seed`](Self::with_rng_seed). [`Client::start`](crate::Client::start)
+    /// does this; call it yourself only when building the machine (`Core`)
+    /// without the driver (a core built from a config with no seed uses a constant one).
+    #[must_use]
+    pub fn with_seed_from_runtime(self, runtime: &impl crate::runtime::Runtime) -> Self {
+        match self.rng_seed {
+            Some(_) => self,
+            None => self.with_rng_seed(runtime.entropy()),
+        }
+    }
+
+    /// Sets the cluster's API version (default V1).
     #[must_use]
     pub fn with_api_version(mut self, api_version: ApiVersion) -> Self {
         self.api_version = api_version;
@@ -167,11 +196,271 @@ impl Config {
         self
     }
 
-    /// Uses TLS with `tls`.
+    /// Uses TLS with `tls` for every connection to PD and TiKV (default: plaintext).
     #[must_use]
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         self
+    }
+
+    /// Sets the timeout of each PD call (client-go: 3 s).
+    #[must_use]
+    pub fn with_pd_timeout(mut self, timeout: Duration) -> Self {
+        self.pd_timeout = timeout;
+        self
+    }
+
+    /// Sets the timeout of short TiKV calls: point reads and writes (client-go
+    /// `ReadTimeoutShort`, 30 s).
+    #[must_use]
+    pub fn with_read_timeout_short(mut self, timeout: Duration) -> Self {
+        self.read_timeout_short = timeout;
+        self
+    }
+
+    /// Sets the timeout of medium TiKV calls: scans and batch reads (client-go
+    /// `ReadTimeoutMedium`, 60 s).
+    #[must_use]
+    pub fn with_read_timeout_medium(mut self, timeout: Duration) -> Self {
+        self.read_timeout_medium = timeout;
+        self
+    }
+
+    /// Sets how long TiKV may work on a write before dropping it (client-go: 20 s).
+    #[must_use]
+    pub fn with_max_write_execution(mut self, limit: Duration) -> Self {
+        self.max_write_execution = limit;
+        self
+    }
+
+    /// Sets the total backoff budget of one raw KV operation (client-go `rawkvMaxBackoff`,
+    /// 20 s): once retries have slept this long, the operation fails.
+    #[must_use]
+    pub fn with_raw_max_backoff(mut self, budget: Duration) -> Self {
+        self.raw_max_backoff = budget;
+        self
+    }
+
+    /// Sets how long an unused cached region stays valid (client-go: 600 s).
+    #[must_use]
+    pub fn with_region_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.region_cache_ttl = ttl;
+        self
+    }
+
+    /// Sets the most random extra validity added per cached region, so that entries do not
+    /// expire together (60 s).
+    #[must_use]
+    pub fn with_region_cache_ttl_jitter(mut self, jitter: Duration) -> Self {
+        self.region_cache_ttl_jitter = jitter;
+        self
+    }
+
+    /// Sets the most requests in one BatchCommands message (client-go `max-batch-size`, 128;
+    /// zero counts as one).
+    #[must_use]
+    pub fn with_max_batch_size(mut self, size: usize) -> Self {
+        self.max_batch_size = size;
+        self
+    }
+
+    /// Sets the BatchCommands connections per store (client-go `grpc-connection-count`, 4;
+    /// zero counts as one).
+    #[must_use]
+    pub fn with_connections_per_store(mut self, count: usize) -> Self {
+        self.connections_per_store = count;
+        self
+    }
+
+    /// Sets how long a connection may go without a request (and with none unanswered)
+    /// before it closes (client-go recycles idle connections after 3 minutes); the next
+    /// request to the address dials again.
+    #[must_use]
+    pub fn with_connection_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_idle_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a connection may hold back a small batch for more requests while the
+    /// store reports itself overloaded (client-go `max-batch-wait-time`; zero, the default,
+    /// never waits).
+    #[must_use]
+    pub fn with_max_batch_wait(mut self, wait: Duration) -> Self {
+        self.max_batch_wait = wait;
+        self
+    }
+
+    /// Sets how many requests a held-back batch waits for (client-go `batch-wait-size`, 8).
+    #[must_use]
+    pub fn with_batch_wait_size(mut self, size: usize) -> Self {
+        self.batch_wait_size = size;
+        self
+    }
+
+    /// Sets the transport-layer load a store must report before batches are held back
+    /// (client-go `overload-threshold`, 200).
+    #[must_use]
+    pub fn with_overload_threshold(mut self, threshold: u64) -> Self {
+        self.overload_threshold = threshold;
+        self
+    }
+
+    /// Sets how often the whole store list is fetched from PD, so that changed addresses and
+    /// labels, new stores and removed ones are seen without a failed request (client-go
+    /// re-resolves stores every 15 s); zero turns it off.
+    #[must_use]
+    pub fn with_store_refresh_interval(mut self, interval: Duration) -> Self {
+        self.store_refresh_interval = interval;
+        self
+    }
+
+    /// Sets the timeout of the store liveness probe that follows a failed send (client-go:
+    /// 1 s).
+    #[must_use]
+    pub fn with_store_liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.store_liveness_timeout = timeout;
+        self
+    }
+
+    /// Sets the most timestamps requested in one TSO request (10,000; zero counts as one).
+    #[must_use]
+    pub fn with_tso_max_batch(mut self, count: u32) -> Self {
+        self.tso_max_batch = count;
+        self
+    }
+
+    /// Sets the largest message sent or received, in bytes (1 GiB).
+    #[must_use]
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets how old a cached timestamp may be for a low-resolution read (client-go
+    /// refreshes its low-resolution timestamp every 2 s).
+    #[must_use]
+    pub fn with_low_resolution_ts_staleness(mut self, staleness: Duration) -> Self {
+        self.low_resolution_ts_staleness = staleness;
+        self
+    }
+}
+
+/// Getters: each returns the knob its `with_*` method sets.
+impl Config {
+    /// The fixed PRNG seed, or `None` when it is still to be drawn from the runtime's
+    /// entropy (see [`with_rng_seed`](Self::with_rng_seed)).
+    pub fn rng_seed(&self) -> Option<u64> {
+        self.rng_seed
+    }
+
+    /// The seed the core's PRNG starts from: the fixed or drawn one, else a constant.
+    pub(crate) fn effective_rng_seed(&self) -> u64 {
+        self.rng_seed.unwrap_or(UNDRAWN_RNG_SEED)
+    }
+
+    /// The cluster's API version.
+    pub fn api_version(&self) -> ApiVersion {
+        self.api_version
+    }
+
+    /// The keyspace name used with API V2 (`None`: the default keyspace).
+    pub fn keyspace(&self) -> Option<&str> {
+        self.keyspace.as_deref()
+    }
+
+    /// The TLS material, or `None` for plaintext.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
+    }
+
+    /// The timeout of each PD call.
+    pub fn pd_timeout(&self) -> Duration {
+        self.pd_timeout
+    }
+
+    /// The timeout of point reads and writes.
+    pub fn read_timeout_short(&self) -> Duration {
+        self.read_timeout_short
+    }
+
+    /// The timeout of scans and batch reads.
+    pub fn read_timeout_medium(&self) -> Duration {
+        self.read_timeout_medium
+    }
+
+    /// How long TiKV may work on a write.
+    pub fn max_write_execution(&self) -> Duration {
+        self.max_write_execution
+    }
+
+    /// The total backoff budget of one raw KV operation.
+    pub fn raw_max_backoff(&self) -> Duration {
+        self.raw_max_backoff
+    }
+
+    /// How long an unused cached region stays valid.
+    pub fn region_cache_ttl(&self) -> Duration {
+        self.region_cache_ttl
+    }
+
+    /// The most random extra validity added per cached region.
+    pub fn region_cache_ttl_jitter(&self) -> Duration {
+        self.region_cache_ttl_jitter
+    }
+
+    /// The most requests in one BatchCommands message.
+    pub fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+    }
+
+    /// The BatchCommands connections per store.
+    pub fn connections_per_store(&self) -> usize {
+        self.connections_per_store
+    }
+
+    /// How long an idle connection lives before it closes.
+    pub fn connection_idle_timeout(&self) -> Duration {
+        self.connection_idle_timeout
+    }
+
+    /// How long a small batch may be held back while a store is overloaded.
+    pub fn max_batch_wait(&self) -> Duration {
+        self.max_batch_wait
+    }
+
+    /// How many requests a held-back batch waits for.
+    pub fn batch_wait_size(&self) -> usize {
+        self.batch_wait_size
+    }
+
+    /// The store load above which small batches are held back.
+    pub fn overload_threshold(&self) -> u64 {
+        self.overload_threshold
+    }
+
+    /// How often the store list is refreshed from PD (zero: never).
+    pub fn store_refresh_interval(&self) -> Duration {
+        self.store_refresh_interval
+    }
+
+    /// The timeout of the store liveness probe.
+    pub fn store_liveness_timeout(&self) -> Duration {
+        self.store_liveness_timeout
+    }
+
+    /// The most timestamps in one TSO request.
+    pub fn tso_max_batch(&self) -> u32 {
+        self.tso_max_batch
+    }
+
+    /// The largest message sent or received, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// How old a cached timestamp may be for a low-resolution read.
+    pub fn low_resolution_ts_staleness(&self) -> Duration {
+        self.low_resolution_ts_staleness
     }
 }
 
@@ -280,35 +569,46 @@ mod path_tests {
     use super::*;
     use crate::error::Error;
 
+    /// Parses `path`, failing the test with the parse error (a test that fell back to a
+    /// default on error would pass on any input that does not parse).
+    fn must_parse(path: &str) -> ParsedPath {
+        parse_path(path).unwrap_or_else(|err| panic!("{path}: {err}"))
+    }
+
     /// Port of client-go's `TestParsePath`.
     #[test]
     fn test_parse_path() {
-        let parsed = parse_path("tikv://node1:2379,node2:2379").unwrap_or_default();
+        let parsed = must_parse("tikv://node1:2379,node2:2379");
         assert_eq!(parsed.pd_endpoints, ["node1:2379", "node2:2379"]);
         assert!(!parsed.disable_gc);
         assert_eq!(parsed.keyspace, None);
         assert!(parse_path("tikv://node1:2379").is_ok());
-        let parsed =
-            parse_path("tikv://node1:2379?disableGC=true&keyspaceName=DEFAULT").unwrap_or_default();
+        let parsed = must_parse("tikv://node1:2379?disableGC=true&keyspaceName=DEFAULT");
         assert!(parsed.disable_gc);
         assert_eq!(parsed.keyspace.as_deref(), Some("DEFAULT"));
     }
 
     #[test]
     fn parses_endpoints_and_flags() {
-        let parsed = parse_path("tikv://pd1:2379,pd2:2379?disableGC=true&keyspaceName=ks%201")
-            .unwrap_or_default();
+        let parsed = must_parse("tikv://pd1:2379,pd2:2379?disableGC=true&keyspaceName=ks%201");
         assert_eq!(parsed.pd_endpoints, ["pd1:2379", "pd2:2379"]);
         assert!(parsed.disable_gc);
         assert_eq!(parsed.keyspace.as_deref(), Some("ks 1"));
 
-        let plain = parse_path("TiKV://127.0.0.1:2379/some/path").unwrap_or_default();
+        let plain = must_parse("TiKV://127.0.0.1:2379/some/path");
         assert_eq!(plain.pd_endpoints, ["127.0.0.1:2379"]);
         assert!(!plain.disable_gc);
         assert_eq!(plain.keyspace, None);
 
-        let flags = parse_path("tikv://pd:2379?disableGC=FALSE&disableGC=true").unwrap_or_default();
+        let flags = must_parse("tikv://pd:2379?disableGC=FALSE&disableGC=true");
         assert!(!flags.disable_gc, "the first value counts");
+    }
+
+    /// `must_parse` itself fails on a parse error, so the tests above cannot pass on one.
+    #[test]
+    #[should_panic(expected = "is not a tikv:// path")]
+    fn a_parse_error_fails_the_test() {
+        let _ = must_parse("pd:2379");
     }
 
     #[test]
@@ -325,5 +625,75 @@ mod path_tests {
                 "{bad}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn every_builder_sets_its_knob() {
+        let tls = TlsConfig {
+            ca_pem: b"ca".to_vec(),
+            identity: None,
+        };
+        let secs = Duration::from_secs;
+        let config = Config::default()
+            .with_rng_seed(9)
+            .with_api_version(ApiVersion::V1Ttl)
+            .with_tls(tls.clone())
+            .with_pd_timeout(secs(1))
+            .with_read_timeout_short(secs(2))
+            .with_read_timeout_medium(secs(3))
+            .with_max_write_execution(secs(4))
+            .with_raw_max_backoff(secs(5))
+            .with_region_cache_ttl(secs(6))
+            .with_region_cache_ttl_jitter(secs(7))
+            .with_max_batch_size(8)
+            .with_connections_per_store(9)
+            .with_connection_idle_timeout(secs(10))
+            .with_max_batch_wait(secs(11))
+            .with_batch_wait_size(12)
+            .with_overload_threshold(13)
+            .with_store_refresh_interval(secs(14))
+            .with_store_liveness_timeout(secs(15))
+            .with_tso_max_batch(16)
+            .with_max_message_size(17)
+            .with_low_resolution_ts_staleness(secs(18));
+        assert_eq!(config.rng_seed(), Some(9));
+        assert_eq!(config.effective_rng_seed(), 9);
+        assert_eq!(config.api_version(), ApiVersion::V1Ttl);
+        assert_eq!(config.keyspace(), None);
+        assert_eq!(config.tls(), Some(&tls));
+        assert_eq!(config.pd_timeout(), secs(1));
+        assert_eq!(config.read_timeout_short(), secs(2));
+        assert_eq!(config.read_timeout_medium(), secs(3));
+        assert_eq!(config.max_write_execution(), secs(4));
+        assert_eq!(config.raw_max_backoff(), secs(5));
+        assert_eq!(config.region_cache_ttl(), secs(6));
+        assert_eq!(config.region_cache_ttl_jitter(), secs(7));
+        assert_eq!(config.max_batch_size(), 8);
+        assert_eq!(config.connections_per_store(), 9);
+        assert_eq!(config.connection_idle_timeout(), secs(10));
+        assert_eq!(config.max_batch_wait(), secs(11));
+        assert_eq!(config.batch_wait_size(), 12);
+        assert_eq!(config.overload_threshold(), 13);
+        assert_eq!(config.store_refresh_interval(), secs(14));
+        assert_eq!(config.store_liveness_timeout(), secs(15));
+        assert_eq!(config.tso_max_batch(), 16);
+        assert_eq!(config.max_message_size(), 17);
+        assert_eq!(config.low_resolution_ts_staleness(), secs(18));
+
+        let keyspace = Config::default().with_keyspace("ks");
+        assert_eq!(keyspace.api_version(), ApiVersion::V2);
+        assert_eq!(keyspace.keyspace(), Some("ks"));
+    }
+
+    #[test]
+    fn the_default_seed_is_unset_and_a_core_without_one_uses_a_constant() {
+        let config = Config::default();
+        assert_eq!(config.rng_seed(), None);
+        assert_eq!(config.effective_rng_seed(), UNDRAWN_RNG_SEED);
     }
 }

@@ -60,7 +60,7 @@ pub use driver::Client;
 pub use error::Error;
 pub use ops::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE, SPLIT_BATCH_KEY_LIMIT};
 pub use oracle::Timestamp;
-pub use raw_client::{KvPair, RawClient};
+pub use raw_client::{CasOutcome, ColumnFamily, KeyTtl, KvPair, RawClient};
 pub use regions::Regions;
 pub use runtime::Runtime;
 pub use tikv_proto as proto;

@@ -10,17 +10,20 @@
 //! for id in &outcome.region_ids {
 //!     client.wait_scatter_region_finish(*id, None).await?;
 //! }
-//! for location in regions.locate_range("t_", "t_~").await? {
+//! for location in regions.locate_range("t_".."t_~").await? {
 //!     println!("{} holds {:?}..{:?}", location.region_id, location.start_key, location.end_key);
 //! }
 //! # Ok(()) }
 //! ```
+
+use std::ops::RangeBounds;
 
 use bytes::Bytes;
 
 use crate::driver::Handle;
 use crate::error::Error;
 use crate::machine::{Command, KeyLocation, KeyMode, Output, RawCommand, SplitOutcome};
+use crate::range_task::KeyRange;
 
 /// Region tools in one key space. Cheap to clone.
 ///
@@ -73,32 +76,34 @@ impl Regions {
         one_location(self.run(command).await?)
     }
 
-    /// Every region overlapping `[start, end)` (`end` empty: to the end of the key space),
-    /// in key order (client-go's `LocateKeyRange`; the ids are its
-    /// `ListRegionIDsInKeyRange`). Useful to split work by region.
+    /// Every region overlapping `range` (any Rust range of keys: `"a".."z"`, `"a"..`,
+    /// `..=key`; for the whole key space, `locate_range::<[u8]>(..)`), in key order
+    /// (client-go's `LocateKeyRange`; the ids are its `ListRegionIDsInKeyRange`). Useful to
+    /// split work by region. An empty range locates nothing.
     ///
     /// Errors when PD cannot say within its backoff budget.
-    pub async fn locate_range(
+    pub async fn locate_range<K: AsRef<[u8]> + ?Sized>(
         &self,
-        start: impl Into<Bytes>,
-        end: impl Into<Bytes>,
+        range: impl RangeBounds<K>,
     ) -> Result<Vec<KeyLocation>, Error> {
-        self.locate_range_limited(start, end, 0).await
+        self.locate_range_limited(range, 0).await
     }
 
     /// [`locate_range`](Self::locate_range), stopping after `limit` regions (0: no limit;
     /// client-go's `BatchLoadRegionsFromKey`).
     ///
     /// Errors as [`locate_range`](Self::locate_range).
-    pub async fn locate_range_limited(
+    pub async fn locate_range_limited<K: AsRef<[u8]> + ?Sized>(
         &self,
-        start: impl Into<Bytes>,
-        end: impl Into<Bytes>,
+        range: impl RangeBounds<K>,
         limit: u32,
     ) -> Result<Vec<KeyLocation>, Error> {
+        let Some(KeyRange { start_key, end_key }) = KeyRange::from_bounds(&range) else {
+            return Ok(Vec::new());
+        };
         let command = RawCommand::LocateRange {
-            start: start.into(),
-            end: end.into(),
+            start: start_key,
+            end: end_key,
             mode: self.mode,
             limit,
         };

@@ -1,9 +1,10 @@
 //! The seam between the core and an async runtime.
 //!
-//! A [`Runtime`] spawns tasks, makes timers, tells the time and opens gRPC channels. That is
-//! all the core's driver needs; tikv-tokio and tikv-async-std implement it in a few dozen lines
-//! each on top of tikv-proto's shared HTTP/2 transport, and a simulation runtime implements it
-//! with virtual time and the simulated cluster in-process.
+//! A [`Runtime`] spawns tasks, makes timers, tells the time, supplies entropy for the PRNG
+//! seed and opens gRPC channels. That is all the core's driver needs; tikv-tokio and
+//! tikv-async-std implement it in a few dozen lines each on top of tikv-proto's shared HTTP/2
+//! transport, and a simulation runtime implements it with virtual time and the simulated
+//! cluster in-process.
 
 use tikv_proto::rpc::{BoxFuture, Channel, RpcError};
 
@@ -26,6 +27,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Wall-clock time in milliseconds since the Unix epoch; used only where TiKV's protocol
     /// needs physical time (lock TTLs, TSO physical parts), never for ordering.
     fn wall_clock_ms(&self) -> u64;
+
+    /// 64 bits of entropy, different on every call and in every process: the PRNG seed of
+    /// a client whose [`Config`](crate::Config) does not fix one, so that clients sharing a
+    /// cluster draw different backoff jitter. The core never reads entropy itself (a seeded
+    /// run must replay); a simulated runtime returns values from its own seed.
+    fn entropy(&self) -> u64;
 
     /// Opens a channel to `address` (`host:port`), over TLS when the runtime was configured
     /// with it.

@@ -6,7 +6,9 @@
 //!
 //! Run with `cargo run -p tikv-tokio --example quickstart`.
 
-use tikv_core::Config;
+use std::time::Duration;
+
+use tikv_core::{Config, KeyTtl};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "batch_get [apple, kiwi, mango] -> {:?}",
         raw.batch_get(["apple", "kiwi", "mango"]).await?
     );
-    for pair in raw.scan("a", "z", 10).await? {
+    for pair in raw.scan("a".."z", 10).await? {
         println!(
             "scan: {} = {}",
             String::from_utf8_lossy(&pair.key),
@@ -51,13 +53,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let atomic = raw.with_atomic_for_cas(true);
-    let (previous, swapped) = atomic
+    let outcome = atomic
         .compare_and_swap("apple", Some("red".into()), "green")
         .await?;
-    println!("compare_and_swap apple red->green: previous {previous:?}, swapped {swapped}");
+    println!(
+        "compare_and_swap apple red->green: previous {:?}, swapped {}",
+        outcome.previous, outcome.swapped
+    );
     raw.delete("banana").await?;
     println!("after delete, get banana -> {:?}", raw.get("banana").await?);
-    let checksum = raw.checksum("", "").await?;
+    // A TTL needs a cluster with TTL support (API V1TTL or V2); the default V1 refuses it.
+    match raw
+        .put_with_ttl("session", "token", Duration::from_secs(60))
+        .await
+    {
+        Ok(()) => {
+            if let Some(KeyTtl::Remaining(left)) = raw.get_key_ttl("session").await? {
+                println!("session expires in {left:?}");
+            }
+        }
+        Err(err) => println!("put_with_ttl refused: {err}"),
+    }
+    let checksum = raw.checksum::<[u8]>(..).await?;
     println!(
         "checksum: crc64_xor={:#x} kvs={} bytes={}",
         checksum.crc64_xor, checksum.total_kvs, checksum.total_bytes

@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,6 +142,15 @@ impl Runtime for TokioRuntime {
         unix_millis()
     }
 
+    fn entropy(&self) -> u64 {
+        // std seeds each thread's hash keys from the OS and steps them for every new
+        // `RandomState`, so each call hashes under fresh keys; the clock adds a little more.
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(unix_millis());
+        hasher.write_u64(micros_since(self.epoch));
+        hasher.finish()
+    }
+
     fn connect(&self, address: &str) -> BoxFuture<'static, Result<Self::Channel, RpcError>> {
         Box::pin(dial(
             self.executor.clone(),
@@ -150,7 +161,7 @@ impl Runtime for TokioRuntime {
 }
 
 /// Connects to the cluster whose PD answers at `pd_endpoints` (`host:port`), with TLS when
-/// `config.tls` is set, and returns the client.
+/// `config.tls()` is set, and returns the client.
 ///
 /// Connections are made lazily by the first operation. Errors with
 /// [`Error::InvalidArgument`] when no endpoint is given, when the TLS material does not
@@ -159,11 +170,8 @@ pub fn connect(
     pd_endpoints: impl IntoIterator<Item = impl Into<String>>,
     config: Config,
 ) -> Result<Client, Error> {
-    let tls = config
-        .tls
-        .as_ref()
-        .map(tikv_core::config::TlsConfig::as_pem);
-    let options = ConnectOptions::for_client(config.max_message_size, tls)
+    let tls = config.tls().map(tikv_core::config::TlsConfig::as_pem);
+    let options = ConnectOptions::for_client(config.max_message_size(), tls)
         .map_err(|err| Error::InvalidArgument(err.to_string()))?;
     let runtime = TokioRuntime::current(options)
         .map_err(|err| Error::InvalidArgument(format!("not inside a tokio runtime: {err}")))?;

@@ -14,3 +14,9 @@ pub mod certs;
 pub mod rawkv_suite;
 pub mod simulation;
 pub mod transport_suite;
+
+/// The user guide's examples, compiled (and the runnable ones run) as doc tests so that the
+/// guide cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide.md")]
+pub struct GuideExamples;

@@ -18,6 +18,7 @@ pub mod api_mock;
 pub mod extra;
 pub mod rawkv;
 
+use std::ops::Bound;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -62,10 +63,7 @@ impl Api {
     fn client_config(self) -> Config {
         // Go's suites give each operation a 5 s backoffer; a bug then fails in seconds
         // instead of after client-go's 20 s default.
-        let config = Config {
-            raw_max_backoff: Duration::from_secs(5),
-            ..Config::default()
-        };
+        let config = Config::default().with_raw_max_backoff(Duration::from_secs(5));
         match self {
             Self::V1 => config,
             Self::V1Ttl => config.with_api_version(ApiVersion::V1Ttl),
@@ -230,6 +228,22 @@ pub(crate) fn ok<T>(what: &str, result: Result<T, tikv_core::Error>) -> T {
 /// `s` as bytes.
 pub(crate) fn b(s: impl AsRef<[u8]>) -> Bytes {
     Bytes::copy_from_slice(s.as_ref())
+}
+
+/// The range client-go means by `start` and `end` (`[start, end)`, an empty `end` meaning
+/// no upper bound), as the Rust range the raw API takes; the ported tests keep Go's
+/// arguments through it.
+pub(crate) fn go_range(
+    start: impl AsRef<[u8]>,
+    end: impl AsRef<[u8]>,
+) -> (Bound<Bytes>, Bound<Bytes>) {
+    let end = end.as_ref();
+    let end = if end.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(b(end))
+    };
+    (Bound::Included(b(start)), end)
 }
 
 /// Go's `hash/crc64` with the ECMA table (reflected ECMA-182 polynomial, all-ones initial

@@ -313,7 +313,7 @@ impl Simulation {
         }
         let mut root = Rng::new(seed);
         let client_seed = root.next_u64();
-        let max_message_size = setup.client.max_message_size;
+        let max_message_size = setup.client.max_message_size();
         let core = Core::new(
             setup.client.with_rng_seed(client_seed),
             vec![PD_ADDRESS.to_owned()],

@@ -629,11 +629,9 @@ async fn dead_address() -> String {
 }
 
 fn config() -> Config {
-    Config {
-        read_timeout_short: Duration::from_secs(10),
-        raw_max_backoff: Duration::from_secs(5),
-        ..Config::default()
-    }
+    Config::default()
+        .with_read_timeout_short(Duration::from_secs(10))
+        .with_raw_max_backoff(Duration::from_secs(5))
 }
 
 fn value(key: &str, attempt: u32) -> Option<Bytes> {
@@ -652,11 +650,9 @@ async fn bounded<T>(limit: Duration, what: &str, future: impl Future<Output = T>
 }
 
 fn short(read_timeout_ms: u64, backoff_ms: u64) -> Config {
-    Config {
-        read_timeout_short: Duration::from_millis(read_timeout_ms),
-        raw_max_backoff: Duration::from_millis(backoff_ms),
-        ..Config::default()
-    }
+    Config::default()
+        .with_read_timeout_short(Duration::from_millis(read_timeout_ms))
+        .with_raw_max_backoff(Duration::from_millis(backoff_ms))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -704,10 +700,7 @@ async fn test_batch_client_recover_after_server_restart() {
 /// connection opens exactly one new stream, and the other stream is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_recv_error_in_multiple_recv_loops() {
-    let config = Config {
-        connections_per_store: 2,
-        ..config()
-    };
+    let config = config().with_connections_per_store(2);
     let bed = Bed::with_script(Script::default(), config).await;
     // Sequential requests are separate drains, which rotate over the connections: one opens
     // each connection's stream.
@@ -970,11 +963,9 @@ async fn test_random_restart_store() {
 #[tokio::test]
 async fn extra_concurrent_requests_are_batched() {
     for max_batch_size in [128, 16] {
-        let config = Config {
-            connections_per_store: 1,
-            max_batch_size,
-            ..config()
-        };
+        let config = config()
+            .with_connections_per_store(1)
+            .with_max_batch_size(max_batch_size);
         let bed = Bed::with_script(Script::default(), config).await;
         let keys = keys("k", 512);
         let results = bounded(Duration::from_secs(20), "512 gets", bed.get_all(&keys)).await;
@@ -1000,11 +991,9 @@ async fn extra_concurrent_requests_are_batched() {
 /// dials again and opens a new stream, and nothing is lost on the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extra_idle_connections_are_recycled() {
-    let config = Config {
-        connections_per_store: 1,
-        connection_idle_timeout: Duration::from_millis(250),
-        ..config()
-    };
+    let config = config()
+        .with_connections_per_store(1)
+        .with_connection_idle_timeout(Duration::from_millis(250));
     let bed = Bed::with_script(Script::default(), config).await;
     assert_eq!(bed.get("a").await, Ok(value("a", 1)));
     // Busy: requests closer together than the timeout keep the connection.
@@ -1059,13 +1048,11 @@ async fn extra_overloaded_store_gets_held_back_batches() {
         (1_000, Duration::ZERO, 4, 4),
     ];
     for (load, max_batch_wait, batch_wait_size, expected) in cases {
-        let config = Config {
-            connections_per_store: 1,
-            max_batch_wait,
-            batch_wait_size,
-            overload_threshold: 200,
-            ..config()
-        };
+        let config = config()
+            .with_connections_per_store(1)
+            .with_max_batch_wait(max_batch_wait)
+            .with_batch_wait_size(batch_wait_size)
+            .with_overload_threshold(200);
         let script = Script {
             transport_load: load,
             ..Script::default()
@@ -1114,10 +1101,7 @@ async fn extra_overloaded_store_gets_held_back_batches() {
 /// answers in reverse) and across messages (a slow answer overtaken by later ones).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extra_out_of_order_answers_are_matched() {
-    let config = Config {
-        connections_per_store: 1,
-        ..config()
-    };
+    let config = config().with_connections_per_store(1);
     let bed = Bed::with_script(Script::default(), config).await;
     let raw = bed.client.raw();
     // The first attempt of `late1/` is answered after 400 ms, well within the read timeout.
@@ -1186,10 +1170,7 @@ async fn extra_unknown_response_ids_are_ignored() {
 /// all requests share the first message (see [`extra_concurrent_requests_are_batched`]).
 #[tokio::test]
 async fn extra_batch_entry_without_arm_fails_only_that_request() {
-    let config = Config {
-        connections_per_store: 1,
-        ..config()
-    };
+    let config = config().with_connections_per_store(1);
     let bed = Bed::with_script(Script::default(), config).await;
     let mut keys = keys("k", 15);
     keys.push("noarm1/x".to_owned());
@@ -1228,10 +1209,7 @@ async fn extra_wrong_arm_answer_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extra_connections_per_store_one_and_four() {
     for connections in [1, 4] {
-        let config = Config {
-            connections_per_store: connections,
-            ..config()
-        };
+        let config = config().with_connections_per_store(connections);
         let bed = Bed::with_script(Script::default(), config).await;
         for i in 0..8 {
             let key = format!("seq{i}");
@@ -1263,14 +1241,23 @@ async fn extra_unary_fallback_for_ttl_cas_checksum() {
     let entries_before = bed.seen().batched_entries();
 
     let raw = bed.client.raw();
-    assert_eq!(raw.get_key_ttl("t").await, Ok(Some(42)));
+    assert_eq!(
+        raw.get_key_ttl("t").await,
+        Ok(Some(tikv_core::KeyTtl::Remaining(Duration::from_secs(42))))
+    );
     let cas = raw
         .with_atomic_for_cas(true)
         .compare_and_swap("c", None, "v")
         .await;
-    assert_eq!(cas, Ok((None, true)));
+    assert_eq!(
+        cas,
+        Ok(tikv_core::CasOutcome {
+            previous: None,
+            swapped: true
+        })
+    );
     let sum = raw
-        .checksum("a", "z")
+        .checksum("a".."z")
         .await
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!((sum.crc64_xor, sum.total_kvs, sum.total_bytes), (7, 3, 30));

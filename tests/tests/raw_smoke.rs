@@ -30,7 +30,7 @@ async fn raw_put_get_scan_across_regions() {
     );
     assert_eq!(raw.get("zz").await.ok(), Some(None));
     let pairs = raw
-        .scan("a", "", 100)
+        .scan("a".., 100)
         .await
         .unwrap_or_else(|err| panic!("scan: {err}"));
     let keys: Vec<_> = pairs.iter().map(|p| p.key.clone()).collect();
@@ -39,11 +39,11 @@ async fn raw_put_get_scan_across_regions() {
         ["a", "b", "c", "d", "e", "f", "g"].map(|k| Bytes::from_static(k.as_bytes()))
     );
     assert!(matches!(
-        raw.reverse_scan("", "", 3).await,
+        raw.reverse_scan::<[u8]>(.., 3).await,
         Err(tikv_core::Error::InvalidArgument(_))
     ));
     let reversed = raw
-        .reverse_scan("zz", "", 3)
+        .reverse_scan(.."zz", 3)
         .await
         .unwrap_or_else(|err| panic!("rscan: {err}"));
     let keys: Vec<_> = reversed.iter().map(|p| p.key.clone()).collect();
@@ -63,11 +63,11 @@ async fn raw_put_get_scan_across_regions() {
             None
         ]
     );
-    raw.delete_range("b", "f")
+    raw.delete_range("b".."f")
         .await
         .unwrap_or_else(|err| panic!("{err}"));
     let keys = raw
-        .scan_keys("", "", 100)
+        .scan_keys::<[u8]>(.., 100)
         .await
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(
@@ -102,12 +102,10 @@ async fn sim_reports_transport_load_and_counts_batches() {
     .unwrap_or_else(|err| panic!("{err}"));
     server.with(|sim| sim.set_transport_load(1, 5_000));
     assert_eq!(server.with(|sim| sim.transport_load(1)), 5_000);
-    let config = Config {
-        connections_per_store: 1,
-        max_batch_wait: std::time::Duration::from_secs(2),
-        batch_wait_size: 3,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_connections_per_store(1)
+        .with_max_batch_wait(std::time::Duration::from_secs(2))
+        .with_batch_wait_size(3);
     let client =
         tikv_tokio::connect([server.pd_address()], config).unwrap_or_else(|err| panic!("{err}"));
     let raw = client.raw();

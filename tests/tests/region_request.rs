@@ -221,7 +221,7 @@ fn expect_exhausted(outcome: &Outcome, expected_kind: &str) -> u64 {
 
 fn with_budget(budget_ms: u64) -> Setup {
     let mut setup = setup();
-    setup.client.raw_max_backoff = ms(budget_ms);
+    setup.client = setup.client.clone().with_raw_max_backoff(ms(budget_ms));
     setup
 }
 
@@ -642,7 +642,7 @@ fn on_region_error_not_leader_ping_pong() {
         let other = if address == "store-1" { 2 } else { 1 };
         Reply::RegionError(not_leader(Some(peer(other))))
     });
-    script.config.raw_max_backoff = ms(100);
+    script.config = script.config.clone().with_raw_max_backoff(ms(100));
     let op = script.submit(put("key", "value"));
     script.run();
     match script.result(op) {
@@ -775,7 +775,7 @@ fn on_send_failed_with_close_known_store_then_use_new_one() {
 fn on_send_failed_with_cancelled() {
     let mut setup = setup();
     // The periodic store refresh would keep a timer armed: off, so "nothing left" is exact.
-    setup.client.store_refresh_interval = Duration::ZERO;
+    setup.client = setup.client.with_store_refresh_interval(Duration::ZERO);
     let mut sim = warm_with(setup);
     let cancelled = FaultAction::Status(Status::new(Code::Cancelled, "context canceled"));
     inject_action(&mut sim, 1, "RawPut", cancelled, 1);
@@ -1024,10 +1024,7 @@ async fn close_connection_on_store_not_match() {
                 .set_store_address(1, &relay.address, &relay.address)
         })
         .unwrap_or_else(|err| panic!("{err}"));
-    let config = Config {
-        connections_per_store: 1,
-        ..Config::default()
-    };
+    let config = Config::default().with_connections_per_store(1);
     let client =
         tikv_tokio::connect([server.pd_address()], config).unwrap_or_else(|err| panic!("{err}"));
     let raw = client.raw();
@@ -1118,7 +1115,7 @@ fn switch_peer_when_no_leader() {
             Reply::Ok
         }
     });
-    script.config.raw_max_backoff = ms(5_000);
+    script.config = script.config.clone().with_raw_max_backoff(ms(5_000));
     let op = script.submit(put("key", "value"));
     script.run();
     assert!(
@@ -1391,7 +1388,7 @@ fn send_req_with_replica_selector_all_stores_down() {
 #[test]
 fn send_req_first_timeout_leader_read() {
     let mut setup = setup();
-    setup.client.read_timeout_short = ms(200);
+    setup.client = setup.client.clone().with_read_timeout_short(ms(200));
     let mut sim = warm_with(setup);
     inject_action(&mut sim, 1, "RawGet", FaultAction::Drop, 1);
     let out = outcome(&mut sim, get("k1"));
@@ -1417,7 +1414,7 @@ fn send_req_first_timeout_leader_read() {
 #[test]
 fn send_req_first_timeout_write() {
     let mut setup = with_budget(1_000);
-    setup.client.read_timeout_short = ms(10);
+    setup.client = setup.client.clone().with_read_timeout_short(ms(10));
     let mut sim = warm_with(setup);
     for store in 1..=3 {
         inject_action(&mut sim, store, "RawPut", FaultAction::Drop, 1_000);
@@ -1441,7 +1438,7 @@ fn send_req_first_timeout_write() {
 #[test]
 fn leader_stuck() {
     let mut setup = setup();
-    setup.client.read_timeout_short = ms(2_000);
+    setup.client = setup.client.clone().with_read_timeout_short(ms(2_000));
     let mut sim = warm_with(setup);
     inject_action(&mut sim, 1, "RawPut", FaultAction::Drop, 1_000);
     let at = sim.now() + ms(200);

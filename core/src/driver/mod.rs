@@ -1,4 +1,4 @@
-//! The generic driver: one task that owns the [`Core`] by value and connects it to the world
+//! The generic driver: one task that owns the machine (`Core`) by value and connects it to the world
 //! through a [`Runtime`].
 //!
 //! User handles send commands over an in-memory channel; connection tasks (one or more per
@@ -75,6 +75,9 @@ pub fn start<R: Runtime>(
     pd_endpoints: Vec<String>,
     config: Config,
 ) -> Result<Handle, Error> {
+    // An unfixed seed is drawn from the runtime here: the core never reads entropy itself,
+    // so that a fixed seed replays.
+    let config = config.with_seed_from_runtime(&runtime);
     let core = Core::new(config.clone(), pd_endpoints, runtime.now())?;
     let (commands_tx, commands_rx) = mpsc::unbounded();
     let task = drive(runtime.clone(), core, commands_rx, config);
@@ -275,8 +278,13 @@ impl Client {
         concurrency: usize,
     ) -> Result<u64, Error> {
         let runner = crate::range_task::RangeTaskRunner::new(self.regions(), concurrency);
+        // A `KeyRange` keeps this method's "empty end: no bound" reading.
+        let range = crate::range_task::KeyRange {
+            start_key: start.into(),
+            end_key: end.into(),
+        };
         let stat = runner
-            .run_on_range(start, end, |range| async move {
+            .run_on_range(range, |range| async move {
                 let completed_regions = self
                     .txn_delete_range(range.start_key, range.end_key, false)
                     .await?;

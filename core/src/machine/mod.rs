@@ -78,7 +78,7 @@ impl Core {
                 "at least one PD endpoint is required".to_owned(),
             ));
         }
-        let seed = config.rng_seed;
+        let seed = config.effective_rng_seed();
         Ok(Self {
             services: Services::new(config, seed, pd_endpoints, now, 0),
             ops: BTreeMap::new(),

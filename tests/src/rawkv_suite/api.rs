@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tikv_core::RawClient;
+use tikv_core::{CasOutcome, KeyTtl, RawClient};
 
 use super::{Api, Env, TestCluster, b, crc64_ecma, ok, start};
 
@@ -36,13 +36,14 @@ async fn must_scan(
 ) -> Vec<(Bytes, Bytes)> {
     let found = ok(
         "scan",
-        raw.scan(key(prefix, start), end_past(prefix, end), limit)
+        raw.scan(key(prefix, start)..end_past(prefix, end), limit)
             .await,
     );
     strip(prefix, found)
 }
 
-/// Reverse-scans from `prefix+start` (exclusive) down to `prefix+end` and strips the prefix.
+/// Reverse-scans from `prefix+start` (exclusive) down to `prefix+end` (Go's `ReverseScan`
+/// arguments: the range `[prefix+end, prefix+start)`) and strips the prefix.
 async fn must_reverse_scan(
     raw: &RawClient,
     prefix: &str,
@@ -52,10 +53,15 @@ async fn must_reverse_scan(
 ) -> Vec<(Bytes, Bytes)> {
     let found = ok(
         "reverse scan",
-        raw.reverse_scan(key(prefix, start), key(prefix, end), limit)
+        raw.reverse_scan(key(prefix, end)..key(prefix, start), limit)
             .await,
     );
     strip(prefix, found)
+}
+
+/// A compare-and-swap outcome, for comparisons.
+fn cas_outcome(previous: Option<Bytes>, swapped: bool) -> CasOutcome {
+    CasOutcome { previous, swapped }
 }
 
 fn strip(prefix: &str, pairs: Vec<tikv_core::KvPair>) -> Vec<(Bytes, Bytes)> {
@@ -204,19 +210,19 @@ async fn cas_body(tc: &TestCluster) {
     let k = key("test_cas", "key");
 
     let swap = cas.compare_and_swap(k.clone(), None, "hello world").await;
-    assert_eq!(ok("cas", swap), (None, true));
+    assert_eq!(ok("cas", swap), cas_outcome(None, true));
     assert_eq!(ok("get", raw.get(k.clone()).await), Some(b("hello world")));
 
     let swap = cas
         .compare_and_swap(k.clone(), Some(b("hello")), "world")
         .await;
-    assert_eq!(ok("cas", swap), (Some(b("hello world")), false));
+    assert_eq!(ok("cas", swap), cas_outcome(Some(b("hello world")), false));
     assert_eq!(ok("get", raw.get(k.clone()).await), Some(b("hello world")));
 
     let swap = cas
         .compare_and_swap(k.clone(), Some(b("hello world")), "world")
         .await;
-    assert_eq!(ok("cas", swap), (Some(b("hello world")), true));
+    assert_eq!(ok("cas", swap), cas_outcome(Some(b("hello world")), true));
     assert_eq!(
         ok("get", raw.get(k).await),
         Some(b("world")),
@@ -239,19 +245,21 @@ pub async fn api_ttl_v1ttl<E: Env>(env: &E) {
 }
 
 async fn ttl_body<E: Env>(env: &E, tc: &TestCluster) {
-    let ttl_secs = 2;
+    let ttl = Duration::from_secs(2);
     let raw = tc.raw();
     let k = key("test_ttl", "key");
     ok(
         "put with ttl",
-        raw.put_with_ttl(k.clone(), "value", ttl_secs).await,
+        raw.put_with_ttl(k.clone(), "value", ttl).await,
     );
-    env.sleep(Duration::from_secs(ttl_secs / 2)).await;
+    env.sleep(ttl / 2).await;
     let rest = ok("get key ttl", raw.get_key_ttl(k.clone()).await);
-    let rest = rest.unwrap_or_else(|| panic!("{:?}: key expired early", tc.api));
-    assert!(rest <= ttl_secs / 2, "{:?}: {rest} s left", tc.api);
+    match rest {
+        Some(KeyTtl::Remaining(left)) => assert!(left <= ttl / 2, "{:?}: {left:?} left", tc.api),
+        other => panic!("{:?}: the key should expire, found {other:?}", tc.api),
+    }
     // Go sleeps exactly the other half; a little slack keeps the wall-clock check certain.
-    env.sleep(Duration::from_millis(ttl_secs * 500 + 100)).await;
+    env.sleep(ttl / 2 + Duration::from_millis(100)).await;
     assert_eq!(ok("get", raw.get(k.clone()).await), None, "{:?}", tc.api);
     let rest = ok("get key ttl", raw.get_key_ttl(k).await);
     assert_eq!(rest, None, "{:?}", tc.api);
@@ -270,7 +278,7 @@ async fn delete_range_body(tc: &TestCluster) {
 
     // Go's mustDeleteRange(prefix, "", ""): [prefix, prefix+prefix+0x7f).
     let end = end_past(prefix, prefix);
-    ok("delete range", raw.delete_range(key(prefix, ""), end).await);
+    ok("delete range", raw.delete_range(key(prefix, "")..end).await);
     for i in 0..3 {
         let k = key(prefix, &format!("key@{i}"));
         assert_eq!(ok("get", raw.get(k).await), None, "{:?}", tc.api);
@@ -301,7 +309,7 @@ async fn raw_checksum_body(tc: &TestCluster) {
     put_numbered(&raw, prefix, 20_480).await;
     let sum = ok(
         "checksum",
-        raw.checksum(key(prefix, ""), end_past(prefix, "")).await,
+        raw.checksum(key(prefix, "")..end_past(prefix, "")).await,
     );
     assert_eq!(sum.total_kvs, 20_480, "{:?}", tc.api);
     assert_eq!(sum.total_bytes, total_bytes, "{:?}", tc.api);
@@ -354,11 +362,11 @@ async fn empty_value_body(tc: &TestCluster) {
 
     ok("delete", raw.delete(k.clone()).await);
     let swap = cas.compare_and_swap(k.clone(), None, "").await;
-    assert_eq!(ok("cas", swap), (None, true));
+    assert_eq!(ok("cas", swap), cas_outcome(None, true));
     verify_empty_value().await;
 
     let swap = cas
         .compare_and_swap(k.clone(), Some(Bytes::new()), "val")
         .await;
-    assert_eq!(ok("cas", swap), (Some(Bytes::new()), true));
+    assert_eq!(ok("cas", swap), cas_outcome(Some(Bytes::new()), true));
 }

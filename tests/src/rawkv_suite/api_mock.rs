@@ -8,7 +8,7 @@ use tikv_core::RAW_BATCH_PUT_SIZE;
 use tikv_core::{Error, RawClient};
 use tikv_sim::cluster::ClusterConfig;
 
-use super::{Api, Env, TestCluster, b, ok, start_with};
+use super::{Api, Env, TestCluster, b, go_range, ok, start_with};
 
 /// Go's `SetupTest`: a single store holding one region.
 async fn setup<E: Env>(env: &E) -> TestCluster {
@@ -23,7 +23,7 @@ async fn setup<E: Env>(env: &E) -> TestCluster {
 /// Asserts that a forward scan from `start` to `end` with `limit` returns `expect`, given as
 /// alternating keys and values.
 async fn must_scan(raw: &RawClient, start: &str, end: &[u8], limit: u32, expect: &[&str]) {
-    let found = ok("scan", raw.scan(b(start), b(end), limit).await);
+    let found = ok("scan", raw.scan(go_range(start, end), limit).await);
     assert_pairs(
         &found,
         expect,
@@ -31,11 +31,12 @@ async fn must_scan(raw: &RawClient, start: &str, end: &[u8], limit: u32, expect:
     );
 }
 
-/// Asserts that a reverse scan below `start` down to `end` returns `expect`.
+/// Asserts that a reverse scan below `start` down to `end` (Go's `ReverseScan` arguments:
+/// the range `[end, start)`) returns `expect`.
 async fn must_reverse_scan(raw: &RawClient, start: &[u8], end: &[u8], limit: u32, expect: &[&str]) {
     let found = ok(
         "reverse scan",
-        raw.reverse_scan(b(start), b(end), limit).await,
+        raw.reverse_scan(go_range(end, start), limit).await,
     );
     assert_pairs(
         &found,
@@ -56,7 +57,7 @@ fn assert_pairs(found: &[tikv_core::KvPair], expect: &[&str], what: &str) {
 /// Go's `checkData`: a full scan returns exactly `expected`.
 async fn check_data(raw: &RawClient, expected: &BTreeMap<Bytes, Bytes>) {
     let limit = u32::try_from(expected.len() + 1).unwrap_or(u32::MAX);
-    let found = ok("scan", raw.scan("", "", limit).await);
+    let found = ok("scan", raw.scan::<[u8]>(.., limit).await);
     let found: BTreeMap<Bytes, Bytes> = found.into_iter().map(|p| (p.key, p.value)).collect();
     assert_eq!(&found, expected);
 }
@@ -145,8 +146,9 @@ pub async fn mock_scan<E: Env>(env: &E) {
 
 /// `TestReverseScan`: limits and bounds of reverse scans, before and after two splits.
 ///
-/// Deviation: Go's first check, a reverse scan from an empty start key, returns nothing
-/// there; this client refuses it with `InvalidArgument` (see `RawClient::reverse_scan`).
+/// Deviation: Go's first check, a reverse scan from an empty start key (no upper bound),
+/// returns nothing there; this client refuses a reverse scan without an upper bound with
+/// `InvalidArgument` (see `RawClient::reverse_scan`).
 pub async fn mock_reverse_scan<E: Env>(env: &E) {
     let tc = setup(env).await;
     let raw = tc.raw();
@@ -154,7 +156,7 @@ pub async fn mock_reverse_scan<E: Env>(env: &E) {
         ok("put", raw.put(k, v).await);
     }
     let check = || async {
-        let refused = raw.reverse_scan("", "", 10).await;
+        let refused = raw.reverse_scan::<[u8]>(.., 10).await;
         assert!(
             matches!(refused, Err(Error::InvalidArgument(_))),
             "{refused:?}"
@@ -203,7 +205,7 @@ pub async fn mock_delete_range<E: Env>(env: &E) {
         (b"c5", b"d5"),
         (b"a", b"z"),
     ] {
-        ok("delete range", raw.delete_range(b(start), b(end)).await);
+        ok("delete range", raw.delete_range(go_range(start, end)).await);
         expected.retain(|key, _| !(start <= &key[..] && &key[..] < end));
         check_data(&raw, &expected).await;
     }

@@ -5,22 +5,22 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tikv_core::{Error, RawClient};
+use tikv_core::{CasOutcome, ColumnFamily, Error, KeyTtl, RawClient};
 use tikv_core::{MAX_RAW_SCAN_LIMIT, RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
 use tikv_proto::errorpb;
 use tikv_proto::status::{Code, Status};
 use tikv_sim::faults::{FaultAction, FaultRule};
 
-use super::{Api, Env, TestCluster, b, crc64_ecma, ok, start};
+use super::{Api, Env, TestCluster, b, crc64_ecma, go_range, ok, start};
 
 /// Asserts that the cluster holds exactly `model` (through get, batch get and scan).
 async fn assert_matches_model(raw: &RawClient, model: &BTreeMap<Bytes, Bytes>, round: usize) {
-    let scanned = ok("scan", raw.scan("", "", MAX_RAW_SCAN_LIMIT).await);
+    let scanned = ok("scan", raw.scan::<[u8]>(.., MAX_RAW_SCAN_LIMIT).await);
     let scanned: BTreeMap<Bytes, Bytes> = scanned.into_iter().map(|p| (p.key, p.value)).collect();
     assert_eq!(&scanned, model, "round {round}: scan");
     let reversed = ok(
         "reverse scan",
-        raw.reverse_scan("z", "", MAX_RAW_SCAN_LIMIT).await,
+        raw.reverse_scan(.."z", MAX_RAW_SCAN_LIMIT).await,
     );
     let reversed: Vec<(Bytes, Bytes)> = reversed.into_iter().map(|p| (p.key, p.value)).collect();
     let expected: Vec<(Bytes, Bytes)> = model
@@ -31,7 +31,7 @@ async fn assert_matches_model(raw: &RawClient, model: &BTreeMap<Bytes, Bytes>, r
     assert_eq!(reversed, expected, "round {round}: reverse scan");
     // Small limits stop inside a region and resume at the next one.
     for limit in [1, 9, 33] {
-        let page = ok("scan", raw.scan("k010", "k090", limit).await);
+        let page = ok("scan", raw.scan("k010".."k090", limit).await);
         let expected: Vec<&Bytes> = model
             .range(b("k010")..b("k090"))
             .map(|(k, _)| k)
@@ -48,6 +48,11 @@ async fn assert_matches_model(raw: &RawClient, model: &BTreeMap<Bytes, Bytes>, r
         let got = ok("get", raw.get(key.clone()).await);
         assert_eq!(got.as_ref(), Some(value), "round {round}: get {key:?}");
     }
+}
+
+/// A compare-and-swap outcome, for comparisons.
+fn cas_outcome(previous: Option<Bytes>, swapped: bool) -> CasOutcome {
+    CasOutcome { previous, swapped }
 }
 
 /// Every acknowledged write (put, batch put, delete, batch delete, delete range) stays
@@ -89,7 +94,7 @@ pub async fn acknowledged_writes_survive_splits_and_leader_moves<E: Env>(env: &E
                 );
                 ok(
                     "delete range",
-                    raw.delete_range(start.clone(), end.clone()).await,
+                    raw.delete_range(start.clone()..end.clone()).await,
                 );
                 model.retain(|key, _| !(start <= *key && *key < end));
             }
@@ -126,14 +131,14 @@ pub async fn compare_and_swap_needs_atomic_mode<E: Env>(env: &E) {
 
         let atomic = raw.with_atomic_for_cas(true);
         let swap = ok("cas", atomic.compare_and_swap("cas", None, "v1").await);
-        assert_eq!(swap, (None, true));
+        assert_eq!(swap, cas_outcome(None, true));
         let swap = ok("cas", atomic.compare_and_swap("cas", None, "v2").await);
-        assert_eq!(swap, (Some(b("v1")), false));
+        assert_eq!(swap, cas_outcome(Some(b("v1")), false));
         let swap = ok(
             "cas",
             atomic.compare_and_swap("cas", Some(b("v0")), "v2").await,
         );
-        assert_eq!(swap, (Some(b("v1")), false));
+        assert_eq!(swap, cas_outcome(Some(b("v1")), false));
         assert_eq!(ok("get", raw.get("cas").await), Some(b("v1")));
 
         ok("atomic put", atomic.put("cas", "v3").await);
@@ -141,10 +146,10 @@ pub async fn compare_and_swap_needs_atomic_mode<E: Env>(env: &E) {
             "cas",
             atomic.compare_and_swap("cas", Some(b("v3")), "v4").await,
         );
-        assert_eq!(swap, (Some(b("v3")), true));
+        assert_eq!(swap, cas_outcome(Some(b("v3")), true));
         ok("atomic delete", atomic.delete("cas").await);
         let swap = ok("cas", atomic.compare_and_swap("cas", None, "v5").await);
-        assert_eq!(swap, (None, true), "{api:?}");
+        assert_eq!(swap, cas_outcome(None, true), "{api:?}");
         ok(
             "atomic batch put",
             atomic.batch_put([("c1", "x"), ("c2", "y")]).await,
@@ -155,16 +160,19 @@ pub async fn compare_and_swap_needs_atomic_mode<E: Env>(env: &E) {
     }
 }
 
-/// TTLs under V1TTL: `get_key_ttl` reports what is left (0 for no TTL, `None` for a missing
-/// key), batch puts carry one TTL per pair, and an expired key disappears. V1 refuses TTLs.
+/// TTLs under V1TTL: `get_key_ttl` tells a key without TTL ([`KeyTtl::Forever`]) from one
+/// with time left and from a missing key (`None`); batch puts carry one TTL per pair; a TTL
+/// under a second lasts a whole second; a zero TTL is refused; an expired key disappears.
+/// V1 refuses TTLs.
 pub async fn ttl_and_get_key_ttl<E: Env>(env: &E) {
+    let secs = Duration::from_secs;
     let v1 = start(env, Api::V1).await;
-    let refused = v1.raw().put_with_ttl("k", "v", 10).await;
+    let refused = v1.raw().put_with_ttl("k", "v", secs(10)).await;
     assert!(
         matches!(refused, Err(Error::InvalidArgument(_))),
         "{refused:?}"
     );
-    let refused = v1.raw().batch_put_with_ttl([("k", "v")], vec![10]).await;
+    let refused = v1.raw().batch_put_with_ttl([("k", "v", secs(10))]).await;
     assert!(
         matches!(refused, Err(Error::InvalidArgument(_))),
         "{refused:?}"
@@ -174,37 +182,59 @@ pub async fn ttl_and_get_key_ttl<E: Env>(env: &E) {
     let tc = start(env, Api::V1Ttl).await;
     let raw = tc.raw();
     ok("put", raw.put("forever", "v").await);
-    ok("put with ttl", raw.put_with_ttl("long", "v", 100).await);
-    ok("put with ttl", raw.put_with_ttl("short", "v", 1).await);
-    let pairs = [("b1", "v"), ("b2", "v"), ("b3", "v")];
+    ok(
+        "put with ttl",
+        raw.put_with_ttl("long", "v", secs(100)).await,
+    );
+    ok(
+        "put with ttl",
+        raw.put_with_ttl("short", "v", secs(1)).await,
+    );
+    let tiny = Duration::from_millis(300);
+    ok("put with ttl", raw.put_with_ttl("tiny", "v", tiny).await);
+    ok("batch put", raw.batch_put([("b1", "v")]).await);
     ok(
         "batch put with ttl",
-        raw.batch_put_with_ttl(pairs, vec![0, 1, 50]).await,
+        raw.batch_put_with_ttl([("b2", "v", secs(1)), ("b3", "v", secs(50))])
+            .await,
     );
-    let mismatched = raw.batch_put_with_ttl(pairs, vec![1, 2]).await;
-    assert!(
-        matches!(mismatched, Err(Error::InvalidArgument(_))),
-        "{mismatched:?}"
+    for zero in [
+        raw.put_with_ttl("z", "v", Duration::ZERO).await,
+        raw.batch_put_with_ttl([("z", "v", secs(1)), ("z2", "v", Duration::ZERO)])
+            .await,
+    ] {
+        assert!(matches!(zero, Err(Error::InvalidArgument(_))), "{zero:?}");
+    }
+    assert_eq!(
+        ok("get", raw.get("z").await),
+        None,
+        "a refused batch writes nothing"
     );
 
-    assert_eq!(ok("ttl", raw.get_key_ttl("forever").await), Some(0));
-    let long = ok("ttl", raw.get_key_ttl("long").await);
-    assert!(
-        long.is_some_and(|ttl| (99..=100).contains(&ttl)),
-        "{long:?}"
-    );
-    assert_eq!(ok("ttl", raw.get_key_ttl("short").await), Some(1));
-    assert_eq!(ok("ttl", raw.get_key_ttl("b1").await), Some(0));
-    let b3 = ok("ttl", raw.get_key_ttl("b3").await);
-    assert!(b3.is_some_and(|ttl| (49..=50).contains(&ttl)), "{b3:?}");
-    assert_eq!(ok("ttl", raw.get_key_ttl("missing").await), None);
+    let raw = &raw;
+    let ttl = |key: &'static str| async move { ok("ttl", raw.get_key_ttl(key).await) };
+    let remaining = |key: &'static str| async move {
+        match ttl(key).await {
+            Some(KeyTtl::Remaining(left)) => left,
+            other => panic!("{key}: {other:?}"),
+        }
+    };
+    assert_eq!(ttl("forever").await, Some(KeyTtl::Forever));
+    let long = remaining("long").await;
+    assert!((secs(99)..=secs(100)).contains(&long), "{long:?}");
+    assert_eq!(remaining("short").await, secs(1));
+    assert_eq!(remaining("tiny").await, secs(1), "rounded up to a second");
+    assert_eq!(ttl("b1").await, Some(KeyTtl::Forever));
+    let b3 = remaining("b3").await;
+    assert!((secs(49)..=secs(50)).contains(&b3), "{b3:?}");
+    assert_eq!(ttl("missing").await, None);
 
     env.sleep(Duration::from_millis(1_100)).await;
-    for gone in ["short", "b2"] {
+    for gone in ["short", "tiny", "b2"] {
         assert_eq!(ok("get", raw.get(gone).await), None, "{gone}");
-        assert_eq!(ok("ttl", raw.get_key_ttl(gone).await), None, "{gone}");
+        assert_eq!(ttl(gone).await, None, "{gone}");
     }
-    let left = ok("scan keys", raw.scan_keys("", "", 10).await);
+    let left = ok("scan keys", raw.scan_keys::<[u8]>(.., 10).await);
     assert_eq!(left, [b("b1"), b("b3"), b("forever"), b("long")]);
 }
 
@@ -226,7 +256,8 @@ pub async fn checksum_matches_local_scan<E: Env>(env: &E) {
         tc.split(&[b"c00300", b"c00750", b"c01200"]);
 
         for (start, end) in [("", ""), ("c00100", "c01000")] {
-            let scanned = ok("scan", raw.scan(start, end, MAX_RAW_SCAN_LIMIT).await);
+            let range = go_range(start, end);
+            let scanned = ok("scan", raw.scan(range.clone(), MAX_RAW_SCAN_LIMIT).await);
             let mut crc64_xor = 0;
             let mut total_bytes = 0;
             for pair in &scanned {
@@ -234,7 +265,7 @@ pub async fn checksum_matches_local_scan<E: Env>(env: &E) {
                 crc64_xor ^= crc64_ecma(&[&stored, &pair.value]);
                 total_bytes += (stored.len() + pair.value.len()) as u64;
             }
-            let sum = ok("checksum", raw.checksum(start, end).await);
+            let sum = ok("checksum", raw.checksum(range).await);
             assert_eq!(
                 sum.total_kvs,
                 scanned.len() as u64,
@@ -264,7 +295,10 @@ pub async fn batches_over_limits_across_regions<E: Env>(env: &E) {
         let values = ok("batch get", raw.batch_get(keys.clone()).await);
         assert_eq!(values.len(), count);
         assert!(values.iter().all(|v| v.as_ref() == Some(&value)), "{api:?}");
-        let stored = ok("scan keys", raw.scan_keys("", "", MAX_RAW_SCAN_LIMIT).await);
+        let stored = ok(
+            "scan keys",
+            raw.scan_keys::<[u8]>(.., MAX_RAW_SCAN_LIMIT).await,
+        );
         assert_eq!(stored.len(), count, "{api:?}");
 
         // Delete every other key, then the rest.
@@ -272,10 +306,16 @@ pub async fn batches_over_limits_across_regions<E: Env>(env: &E) {
         ok("batch delete", raw.batch_delete(odd.clone()).await);
         let values = ok("batch get", raw.batch_get(odd).await);
         assert!(values.iter().all(Option::is_none));
-        let stored = ok("scan keys", raw.scan_keys("", "", MAX_RAW_SCAN_LIMIT).await);
+        let stored = ok(
+            "scan keys",
+            raw.scan_keys::<[u8]>(.., MAX_RAW_SCAN_LIMIT).await,
+        );
         assert_eq!(stored.len(), count - count / 2, "{api:?}");
         ok("batch delete", raw.batch_delete(keys).await);
-        assert!(ok("scan", raw.scan("", "", 10).await).is_empty(), "{api:?}");
+        assert!(
+            ok("scan", raw.scan::<[u8]>(.., 10).await).is_empty(),
+            "{api:?}"
+        );
     }
 }
 
@@ -285,23 +325,23 @@ pub async fn scan_limit_over_max_is_refused<E: Env>(env: &E) {
     let raw = tc.raw();
     ok("put", raw.put("k", "v").await);
     let over = MAX_RAW_SCAN_LIMIT + 1;
-    let refused = raw.scan("", "", over).await;
+    let refused = raw.scan::<[u8]>(.., over).await;
     assert!(
         matches!(refused, Err(Error::InvalidArgument(_))),
         "{refused:?}"
     );
-    let refused = raw.scan_keys("", "", over).await;
+    let refused = raw.scan_keys::<[u8]>(.., over).await;
     assert!(
         matches!(refused, Err(Error::InvalidArgument(_))),
         "{refused:?}"
     );
-    let refused = raw.reverse_scan("z", "", over).await;
+    let refused = raw.reverse_scan(.."z", over).await;
     assert!(
         matches!(refused, Err(Error::InvalidArgument(_))),
         "{refused:?}"
     );
     assert_eq!(
-        ok("scan", raw.scan("", "", MAX_RAW_SCAN_LIMIT).await).len(),
+        ok("scan", raw.scan::<[u8]>(.., MAX_RAW_SCAN_LIMIT).await).len(),
         1
     );
 }
@@ -311,7 +351,11 @@ pub async fn scan_limit_over_max_is_refused<E: Env>(env: &E) {
 pub async fn column_families<E: Env>(env: &E) {
     let tc = start(env, Api::V1).await;
     tc.split(&[b"m"]);
-    let cfs = ["default", "lock", "write"];
+    let cfs = [
+        ColumnFamily::Default,
+        ColumnFamily::Lock,
+        ColumnFamily::Write,
+    ];
     for cf in cfs {
         let raw = tc.raw().with_cf(cf);
         ok("put", raw.put("a", format!("a-{cf}")).await);
@@ -321,7 +365,7 @@ pub async fn column_families<E: Env>(env: &E) {
                 .await,
         );
     }
-    // The empty name is the default family.
+    // A client that names no family uses the default one.
     assert_eq!(ok("get", tc.raw().get("a").await), Some(b("a-default")));
     for cf in cfs {
         let raw = tc.raw().with_cf(cf);
@@ -331,7 +375,7 @@ pub async fn column_families<E: Env>(env: &E) {
             values,
             [Some(b(format!("n-{cf}"))), Some(b(format!("z-{cf}")))]
         );
-        let found = ok("scan", raw.scan("", "", 10).await);
+        let found = ok("scan", raw.scan::<[u8]>(.., 10).await);
         let values: Vec<Bytes> = found.into_iter().map(|p| p.value).collect();
         assert_eq!(
             values,
@@ -340,21 +384,23 @@ pub async fn column_families<E: Env>(env: &E) {
         );
     }
     // Deletes in one family leave the others alone.
-    let lock = tc.raw().with_cf("lock");
+    let lock = tc.raw().with_cf(ColumnFamily::Lock);
     ok("delete", lock.delete("a").await);
     ok("batch delete", lock.batch_delete(["n"]).await);
     ok(
         "delete range",
-        tc.raw().with_cf("write").delete_range("", "").await,
+        tc.raw()
+            .with_cf(ColumnFamily::Write)
+            .delete_range::<[u8]>(..)
+            .await,
     );
-    assert_eq!(ok("scan", lock.scan("", "", 10).await).len(), 1);
-    assert!(ok("scan", tc.raw().with_cf("write").scan("", "", 10).await).is_empty());
-    assert_eq!(ok("scan", tc.raw().scan("", "", 10).await).len(), 3);
-    let unknown = tc.raw().with_cf("cf1").put("a", "v").await;
-    assert!(unknown.is_err(), "{unknown:?}");
+    assert_eq!(ok("scan", lock.scan::<[u8]>(.., 10).await).len(), 1);
+    let write = tc.raw().with_cf(ColumnFamily::Write);
+    assert!(ok("scan", write.scan::<[u8]>(.., 10).await).is_empty());
+    assert_eq!(ok("scan", tc.raw().scan::<[u8]>(.., 10).await).len(), 3);
 
     let v2 = start(env, Api::V2).await;
-    let refused = v2.raw().with_cf("write").put("a", "v").await;
+    let refused = v2.raw().with_cf(ColumnFamily::Write).put("a", "v").await;
     assert!(refused.is_err(), "{refused:?}");
 }
 
@@ -415,13 +461,13 @@ pub async fn injected_region_errors_are_retried<E: Env>(env: &E) {
         ok("batch put", raw.batch_put([("b", "3"), ("y", "4")]).await);
         let values = ok("batch get", raw.batch_get(["a", "x", "y"]).await);
         assert_eq!(values, [Some(value), Some(b("2")), Some(b("4"))]);
-        assert_eq!(ok("scan", raw.scan("", "", 10).await).len(), 4);
-        ok("delete range", raw.delete_range("b", "c").await);
+        assert_eq!(ok("scan", raw.scan::<[u8]>(.., 10).await).len(), 4);
+        ok("delete range", raw.delete_range("b".."c").await);
         let atomic = raw.with_atomic_for_cas(true);
         let swap = ok("cas", atomic.compare_and_swap("c", None, "5").await);
-        assert_eq!(swap, (None, true));
+        assert_eq!(swap, cas_outcome(None, true));
         ok("delete", atomic.delete("c").await);
-        assert_eq!(ok("checksum", raw.checksum("", "").await).total_kvs, 3);
+        assert_eq!(ok("checksum", raw.checksum::<[u8]>(..).await).total_kvs, 3);
         let ttl = raw.get_key_ttl("a").await;
         // V1 has no TTLs: the point is that the region error was retried, not the answer.
         assert!(
@@ -644,18 +690,18 @@ pub async fn locate_keys_and_ranges<E: Env>(env: &E) {
             let location = ok("locate key", raw.locate_key(key).await);
             assert_eq!(&bounds(&location), want, "{api:?} {key}");
         }
-        let everything: Vec<_> = ok("locate all", raw.locate_range("", "").await)
+        let everything: Vec<_> = ok("locate all", raw.locate_range::<[u8]>(..).await)
             .iter()
             .map(bounds)
             .collect();
         assert_eq!(everything, expected, "{api:?}");
-        let middle: Vec<_> = ok("locate h..q", raw.locate_range("h", "q").await)
+        let middle: Vec<_> = ok("locate h..q", raw.locate_range("h".."q").await)
             .iter()
             .map(|l| l.region_id)
             .collect();
         assert_eq!(middle, [ids[1], ids[2]], "{api:?}");
         // The end is exclusive: a range ending at a boundary stops before that region.
-        let one: Vec<_> = ok("locate h..p", raw.locate_range("h", "p").await)
+        let one: Vec<_> = ok("locate h..p", raw.locate_range("h".."p").await)
             .iter()
             .map(|l| l.region_id)
             .collect();
@@ -713,7 +759,7 @@ pub async fn regions_in_the_transactional_key_space<E: Env>(env: &E) {
             (b("t1"), b("t2")),
             "{api:?}"
         );
-        let walked: Vec<_> = ok("locate range", regions.locate_range("t0", "t3").await)
+        let walked: Vec<_> = ok("locate range", regions.locate_range("t0".."t3").await)
             .iter()
             .map(|location| location.region_id)
             .collect();
@@ -1041,7 +1087,7 @@ pub async fn range_task<E: Env>(env: &E) {
             for ((start, end), pieces) in range_task_cases(&all) {
                 let seen = std::sync::Mutex::new(Vec::new());
                 let stat = runner
-                    .run_on_range(start.clone(), end.clone(), |range| {
+                    .run_on_range(go_range(&start, &end), |range| {
                         seen.lock().unwrap_or_else(|e| e.into_inner()).push(range);
                         async {
                             Ok(TaskStat {
@@ -1086,7 +1132,7 @@ pub async fn range_task_error<E: Env>(env: &E) {
             for piece in &pieces {
                 let failing = piece.start_key.clone();
                 let result = runner
-                    .run_on_range(start.clone(), end.clone(), |range| {
+                    .run_on_range(go_range(&start, &end), |range| {
                         let fails = range.start_key == failing;
                         async move {
                             if fails {

@@ -10,7 +10,7 @@
 //! the ones TiKV accepts (`lock`, `write`) instead of mocktikv's free-form names.
 
 use bytes::Bytes;
-use tikv_core::Error;
+use tikv_core::{CasOutcome, ColumnFamily, Error};
 use tikv_proto::metapb::PeerRole;
 use tikv_sim::cluster::ClusterConfig;
 
@@ -126,7 +126,7 @@ pub async fn replace_store<E: Env>(env: &E) {
 /// family's keys.
 pub async fn column_family_for_client<E: Env>(env: &E) {
     let tc = setup(env).await;
-    let (cf1, cf2) = ("lock", "write");
+    let (cf1, cf2) = (ColumnFamily::Lock, ColumnFamily::Write);
     let raw1 = tc.raw().with_cf(cf1);
     let raw2 = tc.raw().with_cf(cf2);
     ok("put cf1", raw1.put("test_key_cf1", "test_value_cf1").await);
@@ -143,7 +143,7 @@ pub async fn column_family_for_client<E: Env>(env: &E) {
         Some(b("test_value_cf2"))
     );
     assert_eq!(ok("get", raw2.get("test_key_cf1").await), None);
-    let default = tc.raw().with_cf("");
+    let default = tc.raw().with_cf(ColumnFamily::Default);
     assert_eq!(ok("get", default.get("test_key_cf1").await), None);
     assert_eq!(ok("get", default.get("test_key_cf2").await), None);
 
@@ -157,7 +157,7 @@ pub async fn column_family_for_client<E: Env>(env: &E) {
 pub async fn column_family_for_options<E: Env>(env: &E) {
     let tc = setup(env).await;
     let raw = tc.raw();
-    let (cf1, cf2) = ("lock", "write");
+    let (cf1, cf2) = (ColumnFamily::Lock, ColumnFamily::Write);
     ok("put", raw.with_cf(cf1).put("db", "TiDB").await);
     ok("put", raw.with_cf(cf2).put("kv", "TiKV").await);
     tc.retire_store(STORE1, STORE2);
@@ -176,7 +176,7 @@ pub async fn column_family_for_options<E: Env>(env: &E) {
 /// `TestBatch`: batch put, get and delete in a column family across the store change.
 pub async fn batch<E: Env>(env: &E) {
     let tc = setup(env).await;
-    let raw = tc.raw().with_cf("write");
+    let raw = tc.raw().with_cf(ColumnFamily::Write);
     let pairs: Vec<_> = pairs().into_iter().filter(|(k, _)| *k != "key4").collect();
     ok("batch put", raw.batch_put(pairs.clone()).await);
     tc.retire_store(STORE1, STORE2);
@@ -195,12 +195,12 @@ pub async fn batch<E: Env>(env: &E) {
 /// `TestScan`: a bounded scan with a limit, and a key-only reverse scan, in a column family.
 pub async fn scan<E: Env>(env: &E) {
     let tc = setup(env).await;
-    let raw = tc.raw().with_cf("write");
+    let raw = tc.raw().with_cf(ColumnFamily::Write);
     let pairs = pairs();
     ok("batch put", raw.batch_put(pairs.clone()).await);
     tc.retire_store(STORE1, STORE2);
 
-    let found = ok("scan", raw.scan("key1", "keyz", 3).await);
+    let found = ok("scan", raw.scan("key1".."keyz", 3).await);
     let keys: Vec<Bytes> = found.iter().map(|p| p.key.clone()).collect();
     assert_eq!(keys, [b("key1"), b("key2"), b("key3")]);
     for pair in &found {
@@ -208,47 +208,48 @@ pub async fn scan<E: Env>(env: &E) {
         assert_eq!(Some(pair.value.clone()), expected.map(|(_, v)| b(v)));
     }
 
-    // The Go test asks for keys only; this client has no key-only reverse scan, so only the
-    // keys are compared.
-    let found = ok("reverse scan", raw.reverse_scan("key3", "", 10).await);
-    let keys: Vec<Bytes> = found.into_iter().map(|p| p.key).collect();
+    // Keys only, as the Go test asks: everything below "key3", from the top down.
+    let keys = ok("reverse scan", raw.reverse_scan_keys(.."key3", 10).await);
     assert_eq!(keys, [b("key2"), b("key1"), b("db")]);
 }
 
 /// `TestDeleteRange`: a range with an open end, then everything.
 pub async fn delete_range<E: Env>(env: &E) {
     let tc = setup(env).await;
-    let raw = tc.raw().with_cf("write");
+    let raw = tc.raw().with_cf(ColumnFamily::Write);
     ok("batch put", raw.batch_put(pairs()).await);
     tc.retire_store(STORE1, STORE2);
 
-    ok("delete range", raw.delete_range("key3", "").await);
-    assert!(ok("scan", raw.scan("key3", "", 10).await).is_empty());
-    let left = ok("scan", raw.scan("", "", 10).await);
+    ok("delete range", raw.delete_range("key3"..).await);
+    assert!(ok("scan", raw.scan("key3".., 10).await).is_empty());
+    let left = ok("scan", raw.scan::<[u8]>(.., 10).await);
     assert_eq!(left.len(), 3, "{left:?}");
 
-    ok("delete everything", raw.delete_range("", "").await);
-    assert!(ok("scan", raw.scan("", "", 10).await).is_empty());
+    ok("delete everything", raw.delete_range::<[u8]>(..).await);
+    assert!(ok("scan", raw.scan::<[u8]>(.., 10).await).is_empty());
 }
 
 /// `TestDeleteRangeEmptyKeysMultiRegion`: an unbounded delete range walks every region.
 pub async fn delete_range_empty_keys_multi_region<E: Env>(env: &E) {
     let tc = setup(env).await;
     tc.split(&[b"key3"]);
-    let raw = tc.raw().with_cf("write");
+    let raw = tc.raw().with_cf(ColumnFamily::Write);
     ok("batch put", raw.batch_put(pairs()).await);
     assert_ne!(tc.region_of(b"key1"), tc.region_of(b"key4"));
 
-    assert_eq!(ok("scan", raw.scan("", "", 10).await).len(), pairs().len());
-    ok("delete range", raw.delete_range("", "").await);
-    assert!(ok("scan", raw.scan("", "", 10).await).is_empty());
+    assert_eq!(
+        ok("scan", raw.scan::<[u8]>(.., 10).await).len(),
+        pairs().len()
+    );
+    ok("delete range", raw.delete_range::<[u8]>(..).await);
+    assert!(ok("scan", raw.scan::<[u8]>(.., 10).await).is_empty());
 }
 
 /// `TestCompareAndSwap`: refused outside atomic mode; a wrong expectation reports the
 /// current value without writing; a right one swaps.
 pub async fn compare_and_swap<E: Env>(env: &E) {
     let tc = setup(env).await;
-    let raw = tc.raw().with_cf("write");
+    let raw = tc.raw().with_cf(ColumnFamily::Write);
     let (key, value, new_value) = ("kv", b("TiDB"), b("TiKV"));
     ok("put", raw.put(key, value.clone()).await);
     tc.retire_store(STORE1, STORE2);
@@ -262,23 +263,33 @@ pub async fn compare_and_swap<E: Env>(env: &E) {
     );
 
     let atomic = raw.with_atomic_for_cas(true);
-    let (previous, swapped) = ok(
+    let outcome = ok(
         "cas",
         atomic
             .compare_and_swap(key, Some(new_value.clone()), new_value.clone())
             .await,
     );
-    assert!(!swapped);
-    assert_eq!(previous, Some(value.clone()));
+    assert_eq!(
+        outcome,
+        CasOutcome {
+            previous: Some(value.clone()),
+            swapped: false
+        }
+    );
 
-    let (previous, swapped) = ok(
+    let outcome = ok(
         "cas",
         atomic
             .compare_and_swap(key, Some(value.clone()), new_value.clone())
             .await,
     );
-    assert!(swapped);
-    assert_eq!(previous, Some(value));
+    assert_eq!(
+        outcome,
+        CasOutcome {
+            previous: Some(value),
+            swapped: true
+        }
+    );
     assert_eq!(ok("get", raw.get(key).await), Some(new_value));
 }
 
@@ -294,7 +305,7 @@ pub async fn raw_checksum<E: Env>(env: &E) {
         total_bytes += (key.len() + value.len()) as u64;
     }
     ok("batch put", raw.batch_put(pairs.clone()).await);
-    let sum = ok("checksum", raw.checksum("db", "").await);
+    let sum = ok("checksum", raw.checksum("db"..).await);
     assert_eq!(sum.crc64_xor, crc64_xor);
     assert_eq!(sum.total_kvs, pairs.len() as u64);
     assert_eq!(sum.total_bytes, total_bytes);

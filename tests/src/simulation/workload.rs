@@ -75,11 +75,9 @@ pub fn key_space(count: usize) -> Vec<Bytes> {
 /// Client settings for chaos runs: short timeouts so that lost replies cost little virtual
 /// time, and the default backoff budgets.
 pub fn chaos_client_config() -> Config {
-    Config {
-        read_timeout_short: Duration::from_millis(500),
-        pd_timeout: Duration::from_millis(500),
-        ..Config::default()
-    }
+    Config::default()
+        .with_read_timeout_short(Duration::from_millis(500))
+        .with_pd_timeout(Duration::from_millis(500))
 }
 
 /// Runs `workload` with `seed`; returns the history, the checker's verdict and the trace.
