@@ -15,7 +15,7 @@ use tikv_proto::kvrpcpb;
 use super::keys::KeySpace;
 use crate::command::{MAX_RAW_SCAN_LIMIT, Output, RawChecksum, RawCommand};
 use crate::config::ApiVersion;
-use crate::error::Error;
+use crate::error::{Error, KeyError};
 use crate::op::Cx;
 use crate::rpc::{StoreRequest, StoreResponse};
 use crate::sender::Route;
@@ -524,7 +524,7 @@ impl Plan for BatchPlan {
             (Self::Get { found, .. }, StoreResponse::RawBatchGet(r)) => {
                 for pair in r.pairs {
                     if let Some(error) = pair.error {
-                        return Err(Error::Server(format!("{error:?}")));
+                        return Err(KeyError::from_proto(&error).into());
                     }
                     found.insert(pair.key, pair.value);
                 }
@@ -810,7 +810,7 @@ impl RangeOp {
                 let reverse = *reverse;
                 for pair in r.kvs {
                     if let Some(error) = pair.error {
-                        return Err(Error::Server(format!("{error:?}")));
+                        return Err(KeyError::from_proto(&error).into());
                     }
                     let key = space.user_key(pair.key)?;
                     let value = if *key_only { Bytes::new() } else { pair.value };
