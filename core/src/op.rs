@@ -33,7 +33,6 @@ use crate::pd::{PdCx, PdService, Readiness};
 use crate::rand::Rng;
 use crate::region::{RegionCache, RegionCacheConfig};
 use crate::rpc::{PdRequest, Request};
-use crate::sender::Sender;
 use crate::time::Time;
 use crate::wait::{Waiter, Waits};
 
@@ -96,8 +95,8 @@ pub(crate) struct Services {
     pub(crate) pd: PdService,
     /// Regions and stores.
     pub(crate) cache: RegionCache,
-    /// Routing and liveness probes.
-    pub(crate) sender: Sender,
+    /// Stores with a liveness probe out (the region request sender's own state).
+    pub(crate) probing: std::collections::BTreeSet<u64>,
     /// Operations started during the current input, for the machine to run.
     pub(crate) spawned: Vec<(OpId, Parent, Box<dyn Operation>)>,
     next_op: OpId,
@@ -122,7 +121,7 @@ impl Services {
                 ttl: config.region_cache_ttl,
                 ttl_jitter: config.region_cache_ttl_jitter,
             }),
-            sender: Sender::new(config.store_liveness_timeout),
+            probing: std::collections::BTreeSet::new(),
             rng: Rng::new(seed),
             config,
             wall_ms,

@@ -240,7 +240,9 @@ impl Core {
         self.services.out.leftovers(&mut left);
         self.services.waits.leftovers(&mut left);
         self.services.pd.leftovers(&mut left);
-        self.services.sender.leftovers(&mut left);
+        for store_id in &self.services.probing {
+            left.push(format!("liveness probe of store {store_id}"));
+        }
         left
     }
 

@@ -9,7 +9,6 @@
 pub(crate) mod dispatch;
 pub(crate) mod retry;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,31 +54,6 @@ pub(crate) enum Routing {
     /// No usable peer now (every peer sits on a removed store); the region was dropped from
     /// the cache, so retry after a backoff, which reloads it.
     Unavailable(Error),
-}
-
-/// The sender's own state: which stores have a liveness probe out.
-#[derive(Debug)]
-pub(crate) struct Sender {
-    probing: BTreeSet<u64>,
-    liveness_timeout: Duration,
-}
-
-impl Sender {
-    /// Appends the liveness probes out (see `Core::leftovers`).
-    #[cfg(any(test, feature = "testing"))]
-    pub(crate) fn leftovers(&self, left: &mut Vec<String>) {
-        for store_id in &self.probing {
-            left.push(format!("liveness probe of store {store_id}"));
-        }
-    }
-
-    /// A sender whose probes time out after `liveness_timeout`.
-    pub(crate) fn new(liveness_timeout: Duration) -> Self {
-        Self {
-            probing: BTreeSet::new(),
-            liveness_timeout,
-        }
-    }
 }
 
 fn waiter(s: &mut Services, op: OpId) -> Waiter {
@@ -299,14 +273,14 @@ fn avoid_unreachable(s: &mut Services, region: RegionRef) -> Option<RegionRef> {
 /// Asks store `store_id` whether it is alive (client-go's liveness check after a send
 /// failure), unless a probe is already out.
 fn probe_store(s: &mut Services, store_id: u64) {
-    if s.sender.probing.contains(&store_id) {
+    if s.probing.contains(&store_id) {
         return;
     }
     let Some(address) = s.cache.stores().shared_address(store_id) else {
         return;
     };
-    s.sender.probing.insert(store_id);
-    let timeout = s.sender.liveness_timeout;
+    s.probing.insert(store_id);
+    let timeout = s.config.store_liveness_timeout;
     s.out.transmit(
         Owner::Probe(store_id),
         address,
@@ -318,7 +292,7 @@ fn probe_store(s: &mut Services, store_id: u64) {
 /// Takes the answer to the liveness probe of `store_id`.
 pub(crate) fn on_probe(s: &mut Services, store_id: u64, reply: Result<Response, RpcError>) {
     use tikv_proto::grpc::health::v1::health_check_response::ServingStatus;
-    s.sender.probing.remove(&store_id);
+    s.probing.remove(&store_id);
     let liveness = match reply {
         Ok(Response::Health(health)) if health.status == ServingStatus::Serving as i32 => {
             Liveness::Reachable
