@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod client;
 pub mod config;
 pub mod driver;
 pub mod error;
@@ -34,8 +35,8 @@ pub mod rpc;
 pub mod runtime;
 pub mod time;
 
+pub use client::Client;
 pub use config::{ApiVersion, Config};
-pub use driver::Client;
 pub use error::Error;
 pub use machine::{KeyLocation, KeyMode, SplitOutcome};
 pub use raw_client::{KvPair, RawClient};

@@ -2,17 +2,28 @@
 //!
 //! A [`Runtime`] spawns tasks, makes timers, tells the time and opens gRPC channels. That is
 //! all the core's driver needs; tikv-tokio and tikv-async-std implement it in a few dozen lines
-//! each on top of tikv-proto's shared HTTP/2 transport, and a simulation runtime implements it
-//! with virtual time and the simulated cluster in-process.
+//! each on top of tikv-proto's shared HTTP/2 transport, and the simulation runtime of the
+//! test suite implements it with virtual time and the simulated cluster in-process.
 
 use tikv_proto::rpc::{BoxFuture, Channel, RpcError};
 
+use crate::config::Config;
+use crate::error::Error;
 use crate::time::Time;
 
 /// An async runtime as the client driver sees it.
 pub trait Runtime: Clone + Send + Sync + 'static {
     /// The gRPC channel type [`connect`](Self::connect) produces.
     type Channel: Channel;
+
+    /// This runtime set up for a client with `config`: its connections use `config.tls`
+    /// (plaintext when that is `None`, whatever the runtime was built with) and
+    /// `config.max_message_size`. Every client start goes through this, so no way of starting
+    /// a client can bypass the configuration's TLS.
+    ///
+    /// Errors with [`Error::InvalidArgument`] when the TLS material does not parse, or when
+    /// `config.tls` is set and this runtime cannot do TLS.
+    fn configure(&self, config: &Config) -> Result<Self, Error>;
 
     /// Runs `task` in the background until it completes.
     fn spawn(&self, task: BoxFuture<'static, ()>);

@@ -78,12 +78,14 @@ pub struct AsyncStdRuntime {
 }
 
 impl AsyncStdRuntime {
-    /// A runtime spawning on async-std with `options`.
+    /// A runtime spawning on async-std with `options` (their TLS and message size limits are
+    /// replaced by the client's [`Config`] when a client starts on it).
     pub fn new(options: ConnectOptions) -> Self {
         Self::with_executor(AsyncStdExecutor::new(), options)
     }
 
-    /// A runtime spawning on `executor` with `options`.
+    /// A runtime spawning on `executor` with `options` (their TLS and message size limits
+    /// are replaced by the client's [`Config`] when a client starts on it).
     pub fn with_executor(executor: AsyncStdExecutor, options: ConnectOptions) -> Self {
         Self {
             executor,
@@ -139,6 +141,14 @@ async fn dial(
 impl Runtime for AsyncStdRuntime {
     type Channel = H2Channel<AsyncStdExecutor>;
 
+    fn configure(&self, config: &Config) -> Result<Self, Error> {
+        let options = configured(&self.options, config)?;
+        Ok(Self {
+            options: Arc::new(options),
+            ..self.clone()
+        })
+    }
+
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         self.executor.spawn(task);
     }
@@ -167,6 +177,24 @@ impl Runtime for AsyncStdRuntime {
     }
 }
 
+/// `options` with the TLS and message size limit of `config`.
+fn configured(options: &ConnectOptions, config: &Config) -> Result<ConnectOptions, Error> {
+    let mut options = options.clone();
+    options.tls = match &config.tls {
+        Some(tls) => {
+            let (ca_pem, identity) = tls.as_pem();
+            Some(
+                tikv_proto::transport::tls::client_config(ca_pem, identity)
+                    .map_err(|err| Error::InvalidArgument(err.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    options.channel.max_send_message_size = config.max_message_size;
+    options.channel.max_recv_message_size = config.max_message_size;
+    Ok(options)
+}
+
 /// Connects to the cluster whose PD answers at `pd_endpoints` (`host:port`), with TLS when
 /// `config.tls` is set, and returns the client.
 ///
@@ -177,13 +205,8 @@ pub fn connect(
     pd_endpoints: impl IntoIterator<Item = impl Into<String>>,
     config: Config,
 ) -> Result<Client, Error> {
-    let tls = config
-        .tls
-        .as_ref()
-        .map(tikv_core::config::TlsConfig::as_pem);
-    let options = ConnectOptions::for_client(config.max_message_size, tls)
-        .map_err(|err| Error::InvalidArgument(err.to_string()))?;
-    let runtime = AsyncStdRuntime::new(options);
+    // `Client::start` applies the configuration's TLS and limits to the runtime.
+    let runtime = AsyncStdRuntime::new(ConnectOptions::default());
     Client::start(
         runtime,
         pd_endpoints.into_iter().map(Into::into).collect(),

@@ -59,14 +59,16 @@ pub struct TokioRuntime {
 }
 
 impl TokioRuntime {
-    /// A runtime on the current tokio runtime with `options`.
+    /// A runtime on the current tokio runtime with `options` (their TLS and message size
+    /// limits are replaced by the client's [`Config`] when a client starts on it).
     ///
     /// Errors when called outside a tokio runtime.
     pub fn current(options: ConnectOptions) -> Result<Self, tokio::runtime::TryCurrentError> {
         Ok(Self::new(TokioExecutor::current()?, options))
     }
 
-    /// A runtime on `executor` with `options`.
+    /// A runtime on `executor` with `options` (their TLS and message size limits are
+    /// replaced by the client's [`Config`] when a client starts on it).
     pub fn new(executor: TokioExecutor, options: ConnectOptions) -> Self {
         Self {
             executor,
@@ -122,6 +124,14 @@ async fn dial(
 impl Runtime for TokioRuntime {
     type Channel = H2Channel<TokioExecutor>;
 
+    fn configure(&self, config: &Config) -> Result<Self, Error> {
+        let options = configured(&self.options, config)?;
+        Ok(Self {
+            options: Arc::new(options),
+            ..self.clone()
+        })
+    }
+
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         self.executor.spawn(task);
     }
@@ -149,6 +159,24 @@ impl Runtime for TokioRuntime {
     }
 }
 
+/// `options` with the TLS and message size limit of `config`.
+fn configured(options: &ConnectOptions, config: &Config) -> Result<ConnectOptions, Error> {
+    let mut options = options.clone();
+    options.tls = match &config.tls {
+        Some(tls) => {
+            let (ca_pem, identity) = tls.as_pem();
+            Some(
+                tikv_proto::transport::tls::client_config(ca_pem, identity)
+                    .map_err(|err| Error::InvalidArgument(err.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    options.channel.max_send_message_size = config.max_message_size;
+    options.channel.max_recv_message_size = config.max_message_size;
+    Ok(options)
+}
+
 /// Connects to the cluster whose PD answers at `pd_endpoints` (`host:port`), with TLS when
 /// `config.tls` is set, and returns the client.
 ///
@@ -159,13 +187,8 @@ pub fn connect(
     pd_endpoints: impl IntoIterator<Item = impl Into<String>>,
     config: Config,
 ) -> Result<Client, Error> {
-    let tls = config
-        .tls
-        .as_ref()
-        .map(tikv_core::config::TlsConfig::as_pem);
-    let options = ConnectOptions::for_client(config.max_message_size, tls)
-        .map_err(|err| Error::InvalidArgument(err.to_string()))?;
-    let runtime = TokioRuntime::current(options)
+    // `Client::start` applies the configuration's TLS and limits to the runtime.
+    let runtime = TokioRuntime::current(ConnectOptions::default())
         .map_err(|err| Error::InvalidArgument(format!("not inside a tokio runtime: {err}")))?;
     Client::start(
         runtime,

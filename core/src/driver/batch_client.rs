@@ -1,4 +1,5 @@
-//! Connection tasks: turn transmits into gRPC calls and replies.
+//! The batch client (client-go's `client-batch`): connection tasks that turn transmits into
+//! gRPC calls and replies.
 //!
 //! - Store addresses get `connections_per_store` tasks, used round-robin. Each keeps one
 //!   connection and one BatchCommands stream; every transmit already queued when the task
@@ -26,6 +27,7 @@ use tikv_proto::rpc::{
 use tikv_proto::{pdpb, tikvpb};
 
 use super::Reply;
+use super::tasks::Tasks;
 use crate::machine::{RequestId, Transmit};
 
 use crate::config::Config;
@@ -54,6 +56,8 @@ pub(crate) struct Connections<R: Runtime> {
     /// Stores with transmits queued in this drain.
     touched: Vec<Arc<str>>,
     pds: BTreeMap<Arc<str>, mpsc::UnboundedSender<Vec<Transmit>>>,
+    /// Every task spawned for this client.
+    tasks: Tasks,
 }
 
 impl<R: Runtime> Connections<R> {
@@ -65,7 +69,16 @@ impl<R: Runtime> Connections<R> {
             stores: BTreeMap::new(),
             touched: Vec::new(),
             pds: BTreeMap::new(),
+            tasks: Tasks::default(),
         }
+    }
+
+    /// Shuts every connection down: stops every task (connection tasks, stream receivers,
+    /// unary calls) and drops the queues to them; returns the tasks, to wait until each has
+    /// ended and dropped its connection.
+    pub(crate) fn shut_down(self) -> Tasks {
+        self.tasks.stop();
+        self.tasks
     }
 
     /// Queues `transmit` for the task of its address; [`end_drain`](Self::end_drain) sends.
@@ -146,26 +159,34 @@ impl<R: Runtime> Connections<R> {
 
     fn spawn_store(&self, address: &str, index: usize) -> mpsc::UnboundedSender<Vec<Transmit>> {
         let (tx, rx) = mpsc::unbounded();
-        self.runtime.spawn(Box::pin(store_task(
-            self.runtime.clone(),
-            address.to_owned(),
-            index,
-            rx,
-            self.replies.clone(),
-            Arc::clone(&self.config),
-        )));
+        self.tasks.spawn(
+            &self.runtime,
+            store_task(
+                self.runtime.clone(),
+                self.tasks.clone(),
+                address.to_owned(),
+                index,
+                rx,
+                self.replies.clone(),
+                Arc::clone(&self.config),
+            ),
+        );
         tx
     }
 
     fn spawn_pd(&self, address: &str) -> mpsc::UnboundedSender<Vec<Transmit>> {
         let (tx, rx) = mpsc::unbounded();
-        self.runtime.spawn(Box::pin(pd_task(
-            self.runtime.clone(),
-            address.to_owned(),
-            rx,
-            self.replies.clone(),
-            Arc::clone(&self.config),
-        )));
+        self.tasks.spawn(
+            &self.runtime,
+            pd_task(
+                self.runtime.clone(),
+                self.tasks.clone(),
+                address.to_owned(),
+                rx,
+                self.replies.clone(),
+                Arc::clone(&self.config),
+            ),
+        );
         tx
     }
 }
@@ -353,6 +374,7 @@ struct BatchStream<C: Channel> {
 
 async fn store_task<R: Runtime>(
     runtime: R,
+    tasks: Tasks,
     address: String,
     index: usize,
     mut rx: mpsc::UnboundedReceiver<Vec<Transmit>>,
@@ -468,7 +490,7 @@ async fn store_task<R: Runtime>(
             let channel = connected.clone();
             let replies = replies.clone();
             let limit = config.max_message_size;
-            runtime.spawn(Box::pin(async move {
+            tasks.spawn(&runtime, async move {
                 let result = match request.encode(limit) {
                     Ok(framed) => {
                         let path = request.path();
@@ -485,12 +507,12 @@ async fn store_task<R: Runtime>(
                     Err(err) => Err(RpcError::Frame(err)),
                 };
                 let _ = replies.unbounded_send(vec![(id, result)]);
-            }));
+            });
         }
         for (id, probe, timeout) in health {
             let channel = connected.clone();
             let replies = replies.clone();
-            runtime.spawn(Box::pin(async move {
+            tasks.spawn(&runtime, async move {
                 use tikv_proto::grpc::health::v1 as health;
                 let result = rpc::call(
                     &channel,
@@ -502,11 +524,12 @@ async fn store_task<R: Runtime>(
                 .await
                 .map(Response::Health);
                 let _ = replies.unbounded_send(vec![(id, result)]);
-            }));
+            });
         }
         for message in messages {
             send_batch(
                 &runtime,
+                &tasks,
                 &connected,
                 index,
                 &mut stream,
@@ -530,6 +553,7 @@ async fn store_task<R: Runtime>(
 #[allow(clippy::too_many_arguments)]
 async fn send_batch<R: Runtime>(
     runtime: &R,
+    tasks: &Tasks,
     connected: &R::Channel,
     index: usize,
     stream: &mut Option<BatchStream<R::Channel>>,
@@ -555,7 +579,7 @@ async fn send_batch<R: Runtime>(
     if !stream.as_ref().is_some_and(register) {
         // No stream yet, or it died since the last batch: open one for this batch.
         *stream = None;
-        match open_batch_stream(runtime, connected, index, load, replies).await {
+        match open_batch_stream(runtime, tasks, connected, index, load, replies).await {
             Ok(opened) if register(&opened) => *stream = Some(opened),
             Ok(_) => {
                 let _ = replies.unbounded_send(
@@ -613,6 +637,7 @@ async fn send_batch<R: Runtime>(
 
 async fn open_batch_stream<R: Runtime>(
     runtime: &R,
+    tasks: &Tasks,
     channel: &R::Channel,
     index: usize,
     load: &Arc<AtomicU64>,
@@ -624,13 +649,16 @@ async fn open_batch_stream<R: Runtime>(
         .await?;
     let pending: PendingIds = Arc::new(Mutex::new(Some(BTreeSet::new())));
     let (closing, closed) = futures_channel::oneshot::channel();
-    runtime.spawn(Box::pin(batch_receiver::<R::Channel>(
-        receiver,
-        Arc::clone(&pending),
-        Arc::clone(load),
-        replies.clone(),
-        closed,
-    )));
+    tasks.spawn(
+        runtime,
+        batch_receiver::<R::Channel>(
+            receiver,
+            Arc::clone(&pending),
+            Arc::clone(load),
+            replies.clone(),
+            closed,
+        ),
+    );
     Ok(BatchStream {
         sender,
         pending,
@@ -730,6 +758,7 @@ async fn batch_receiver<C: Channel>(
 
 async fn pd_task<R: Runtime>(
     runtime: R,
+    tasks: Tasks,
     address: String,
     mut rx: mpsc::UnboundedReceiver<Vec<Transmit>>,
     replies: mpsc::UnboundedSender<Replies>,
@@ -798,11 +827,14 @@ async fn pd_task<R: Runtime>(
                     {
                         Ok((sender, receiver)) => {
                             let order = Arc::new(Mutex::new(VecDeque::new()));
-                            runtime.spawn(Box::pin(tso_receiver::<R::Channel>(
-                                receiver,
-                                Arc::clone(&order),
-                                replies.clone(),
-                            )));
+                            tasks.spawn(
+                                &runtime,
+                                tso_receiver::<R::Channel>(
+                                    receiver,
+                                    Arc::clone(&order),
+                                    replies.clone(),
+                                ),
+                            );
                             tso = Some((sender, order));
                         }
                         Err(err) => {
@@ -830,7 +862,7 @@ async fn pd_task<R: Runtime>(
             let replies = replies.clone();
             let timeout = transmit.timeout;
             let id = transmit.id;
-            runtime.spawn(Box::pin(async move {
+            tasks.spawn(&runtime, async move {
                 let result = match channel
                     .unary(request.path(), framed, CallOptions::with_timeout(timeout))
                     .await
@@ -841,8 +873,13 @@ async fn pd_task<R: Runtime>(
                     Err(err) => Err(err),
                 };
                 let _ = replies.unbounded_send(vec![(id, result)]);
-            }));
+            });
         }
+    }
+    // Half-close the Tso stream, as the store tasks do theirs: PD ends it and its receiver
+    // task ends.
+    if let Some((mut sender, _)) = tso {
+        let _ = sender.finish();
     }
 }
 
