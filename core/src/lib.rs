@@ -96,6 +96,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod client;
 #[cfg(feature = "testing")]
 pub mod command;
 #[cfg(not(feature = "testing"))]
@@ -130,9 +131,9 @@ mod sender;
 pub mod time;
 mod wait;
 
+pub use client::Client;
 pub use command::{KeyLocation, KeyMode, MAX_RAW_SCAN_LIMIT, RawChecksum, SplitOutcome};
 pub use config::{ApiVersion, Config};
-pub use driver::Client;
 pub use error::Error;
 pub use ops::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE, SPLIT_BATCH_KEY_LIMIT};
 pub use oracle::Timestamp;

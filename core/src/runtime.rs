@@ -8,12 +8,23 @@
 
 use tikv_proto::rpc::{BoxFuture, Channel, RpcError};
 
+use crate::config::Config;
+use crate::error::Error;
 use crate::time::Time;
 
 /// An async runtime as the client driver sees it.
 pub trait Runtime: Clone + Send + Sync + 'static {
     /// The gRPC channel type [`connect`](Self::connect) produces.
     type Channel: Channel;
+
+    /// This runtime set up for a client with `config`: its connections use `config.tls`
+    /// (plaintext when that is `None`, whatever the runtime was built with) and
+    /// `config.max_message_size`. Every client start goes through this, so no way of starting
+    /// a client can bypass the configuration's TLS.
+    ///
+    /// Errors with [`Error::InvalidArgument`] when the TLS material does not parse, or when
+    /// `config.tls` is set and this runtime cannot do TLS.
+    fn configure(&self, config: &Config) -> Result<Self, Error>;
 
     /// Runs `task` in the background until it completes.
     fn spawn(&self, task: BoxFuture<'static, ()>);
@@ -29,7 +40,7 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn wall_clock_ms(&self) -> u64;
 
     /// 64 bits of entropy, different on every call and in every process: the PRNG seed of
-    /// a client whose [`Config`](crate::Config) does not fix one, so that clients sharing a
+    /// a client whose [`Config`] does not fix one, so that clients sharing a
     /// cluster draw different backoff jitter. The core never reads entropy itself (a seeded
     /// run must replay); a simulated runtime returns values from its own seed.
     fn entropy(&self) -> u64;

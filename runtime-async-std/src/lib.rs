@@ -80,12 +80,14 @@ pub struct AsyncStdRuntime {
 }
 
 impl AsyncStdRuntime {
-    /// A runtime spawning on async-std with `options`.
+    /// A runtime spawning on async-std with `options` (their TLS and message size limits are
+    /// replaced by the client's [`Config`] when a client starts on it).
     pub fn new(options: ConnectOptions) -> Self {
         Self::with_executor(AsyncStdExecutor::new(), options)
     }
 
-    /// A runtime spawning on `executor` with `options`.
+    /// A runtime spawning on `executor` with `options` (their TLS and message size limits
+    /// are replaced by the client's [`Config`] when a client starts on it).
     pub fn with_executor(executor: AsyncStdExecutor, options: ConnectOptions) -> Self {
         Self {
             executor,
@@ -141,6 +143,18 @@ async fn dial(
 impl Runtime for AsyncStdRuntime {
     type Channel = H2Channel<AsyncStdExecutor>;
 
+    fn configure(&self, config: &Config) -> Result<Self, Error> {
+        let tls = config.tls().map(tikv_core::config::TlsConfig::as_pem);
+        let options = self
+            .options
+            .with_client_settings(config.max_message_size(), tls)
+            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+        Ok(Self {
+            options: Arc::new(options),
+            ..self.clone()
+        })
+    }
+
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         self.executor.spawn(task);
     }
@@ -188,10 +202,8 @@ pub fn connect(
     pd_endpoints: impl IntoIterator<Item = impl Into<String>>,
     config: Config,
 ) -> Result<Client, Error> {
-    let tls = config.tls().map(tikv_core::config::TlsConfig::as_pem);
-    let options = ConnectOptions::for_client(config.max_message_size(), tls)
-        .map_err(|err| Error::InvalidArgument(err.to_string()))?;
-    let runtime = AsyncStdRuntime::new(options);
+    // `Client::start` applies the configuration's TLS and limits to the runtime.
+    let runtime = AsyncStdRuntime::new(ConnectOptions::default());
     Client::start(
         runtime,
         pd_endpoints.into_iter().map(Into::into).collect(),

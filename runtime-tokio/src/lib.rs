@@ -61,14 +61,16 @@ pub struct TokioRuntime {
 }
 
 impl TokioRuntime {
-    /// A runtime on the current tokio runtime with `options`.
+    /// A runtime on the current tokio runtime with `options` (their TLS and message size
+    /// limits are replaced by the client's [`Config`] when a client starts on it).
     ///
     /// Errors when called outside a tokio runtime.
     pub fn current(options: ConnectOptions) -> Result<Self, tokio::runtime::TryCurrentError> {
         Ok(Self::new(TokioExecutor::current()?, options))
     }
 
-    /// A runtime on `executor` with `options`.
+    /// A runtime on `executor` with `options` (their TLS and message size limits are
+    /// replaced by the client's [`Config`] when a client starts on it).
     pub fn new(executor: TokioExecutor, options: ConnectOptions) -> Self {
         Self {
             executor,
@@ -124,6 +126,18 @@ async fn dial(
 impl Runtime for TokioRuntime {
     type Channel = H2Channel<TokioExecutor>;
 
+    fn configure(&self, config: &Config) -> Result<Self, Error> {
+        let tls = config.tls().map(tikv_core::config::TlsConfig::as_pem);
+        let options = self
+            .options
+            .with_client_settings(config.max_message_size(), tls)
+            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+        Ok(Self {
+            options: Arc::new(options),
+            ..self.clone()
+        })
+    }
+
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         self.executor.spawn(task);
     }
@@ -170,10 +184,8 @@ pub fn connect(
     pd_endpoints: impl IntoIterator<Item = impl Into<String>>,
     config: Config,
 ) -> Result<Client, Error> {
-    let tls = config.tls().map(tikv_core::config::TlsConfig::as_pem);
-    let options = ConnectOptions::for_client(config.max_message_size(), tls)
-        .map_err(|err| Error::InvalidArgument(err.to_string()))?;
-    let runtime = TokioRuntime::current(options)
+    // `Client::start` applies the configuration's TLS and limits to the runtime.
+    let runtime = TokioRuntime::current(ConnectOptions::default())
         .map_err(|err| Error::InvalidArgument(format!("not inside a tokio runtime: {err}")))?;
     Client::start(
         runtime,

@@ -69,20 +69,24 @@ impl Default for ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// Options for a client whose messages may be up to `max_message_size` bytes, over TLS
-    /// when `tls` gives a CA (PEM) and optionally a client certificate chain and key (PEM).
+    /// These options with messages of up to `max_message_size` bytes each way, over TLS
+    /// with `tls` (a CA and an optional client identity, PEM) or in plaintext when it is
+    /// `None`; the rest (connect timeout, HTTP/2 settings) is kept.
     ///
-    /// Errors with [`crate::rpc::RpcError::Tls`] when the PEM material does not parse.
-    pub fn for_client(
+    /// Errors with [`RpcError::Connect`](crate::rpc::RpcError::Connect) when the TLS
+    /// material does not parse.
+    pub fn with_client_settings(
+        &self,
         max_message_size: usize,
         tls: Option<(&[u8], Option<tls::PemIdentity<'_>>)>,
     ) -> Result<Self, crate::rpc::RpcError> {
-        let mut options = Self::default();
+        let mut options = self.clone();
         options.channel.max_send_message_size = max_message_size;
         options.channel.max_recv_message_size = max_message_size;
-        if let Some((ca_pem, identity)) = tls {
-            options.tls = Some(tls::client_config(ca_pem, identity)?);
-        }
+        options.tls = match tls {
+            Some((ca_pem, identity)) => Some(tls::client_config(ca_pem, identity)?),
+            None => None,
+        };
         Ok(options)
     }
 }

@@ -1,4 +1,5 @@
-//! Connection tasks: turn transmits into gRPC calls and replies.
+//! The batch client (client-go's `client-batch`): connection tasks that turn transmits into
+//! gRPC calls and replies.
 //!
 //! - Store addresses get `connections_per_store` tasks, used round-robin. Each keeps one
 //!   connection and one BatchCommands stream; every transmit already queued when the task
@@ -29,6 +30,7 @@ use tikv_proto::rpc::{
 use tikv_proto::{pdpb, tikvpb};
 
 use super::Reply;
+use super::tasks::Tasks;
 use crate::machine::{RequestId, Transmit};
 
 use crate::config::Config;
@@ -90,6 +92,8 @@ pub(crate) struct Connections<R: Runtime> {
     touched: Vec<Arc<str>>,
     pds: BTreeMap<Arc<str>, mpsc::UnboundedSender<Vec<Transmit>>>,
     close_requests: Arc<CloseRequests>,
+    /// Every task spawned for this client.
+    tasks: Tasks,
 }
 
 impl<R: Runtime> Connections<R> {
@@ -102,6 +106,7 @@ impl<R: Runtime> Connections<R> {
             touched: Vec::new(),
             pds: BTreeMap::new(),
             close_requests: Arc::default(),
+            tasks: Tasks::default(),
         }
     }
 
@@ -122,6 +127,14 @@ impl<R: Runtime> Connections<R> {
             // Dropping the senders closes the tasks' queues.
             self.stores.remove(&address);
         }
+    }
+
+    /// Shuts every connection down: stops every task (connection tasks, stream receivers,
+    /// unary calls) and drops the queues to them; returns the tasks, to wait until each has
+    /// ended and dropped its connection.
+    pub(crate) fn shut_down(self) -> Tasks {
+        self.tasks.stop();
+        self.tasks
     }
 
     /// Queues `transmit` for the task of its address; [`end_drain`](Self::end_drain) sends.
@@ -210,27 +223,37 @@ impl<R: Runtime> Connections<R> {
             address: Arc::clone(address),
             requests: Arc::clone(&self.close_requests),
         };
-        self.runtime.spawn(Box::pin(store_task(
-            self.runtime.clone(),
-            address.to_string(),
-            index,
-            rx,
-            self.replies.clone(),
-            Arc::clone(&self.config),
-            watch,
-        )));
+        self.tasks.spawn(
+            &self.runtime,
+            store_task(
+                StoreTask {
+                    runtime: self.runtime.clone(),
+                    tasks: self.tasks.clone(),
+                    address: address.to_string(),
+                    index,
+                    replies: self.replies.clone(),
+                    config: Arc::clone(&self.config),
+                    watch,
+                },
+                rx,
+            ),
+        );
         tx
     }
 
     fn spawn_pd(&self, address: &str) -> mpsc::UnboundedSender<Vec<Transmit>> {
         let (tx, rx) = mpsc::unbounded();
-        self.runtime.spawn(Box::pin(pd_task(
-            self.runtime.clone(),
-            address.to_owned(),
-            rx,
-            self.replies.clone(),
-            Arc::clone(&self.config),
-        )));
+        self.tasks.spawn(
+            &self.runtime,
+            pd_task(
+                self.runtime.clone(),
+                self.tasks.clone(),
+                address.to_owned(),
+                rx,
+                self.replies.clone(),
+                Arc::clone(&self.config),
+            ),
+        );
         tx
     }
 }
@@ -416,15 +439,31 @@ struct BatchStream<C: Channel> {
     _closing: futures_channel::oneshot::Sender<()>,
 }
 
-async fn store_task<R: Runtime>(
+/// What one store connection task works with.
+struct StoreTask<R: Runtime> {
     runtime: R,
+    tasks: Tasks,
     address: String,
+    /// Which of the address's connections this is (sent as `tikv-batch-conn-index`).
     index: usize,
-    mut rx: mpsc::UnboundedReceiver<Vec<Transmit>>,
     replies: mpsc::UnboundedSender<Replies>,
     config: Arc<Config>,
     watch: StoreNotMatchWatch,
+}
+
+async fn store_task<R: Runtime>(
+    task: StoreTask<R>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Transmit>>,
 ) {
+    let StoreTask {
+        runtime,
+        tasks,
+        address,
+        index,
+        replies,
+        config,
+        watch,
+    } = task;
     let mut channel: Option<R::Channel> = None;
     let mut stream: Option<BatchStream<R::Channel>> = None;
     // The transport load the store last reported (client-go's overload signal).
@@ -535,7 +574,7 @@ async fn store_task<R: Runtime>(
             let replies = replies.clone();
             let limit = config.max_message_size;
             let watch = watch.clone();
-            runtime.spawn(Box::pin(async move {
+            tasks.spawn(&runtime, async move {
                 let result = match request.encode(limit) {
                     Ok(framed) => {
                         let path = request.path();
@@ -553,12 +592,12 @@ async fn store_task<R: Runtime>(
                     Err(err) => Err(RpcError::Frame(err)),
                 };
                 let _ = replies.unbounded_send(vec![(id, result)]);
-            }));
+            });
         }
         for (id, probe, timeout) in health {
             let channel = connected.clone();
             let replies = replies.clone();
-            runtime.spawn(Box::pin(async move {
+            tasks.spawn(&runtime, async move {
                 use tikv_proto::grpc::health::v1 as health;
                 let result = rpc::call(
                     &channel,
@@ -570,11 +609,12 @@ async fn store_task<R: Runtime>(
                 .await
                 .map(Response::Health);
                 let _ = replies.unbounded_send(vec![(id, result)]);
-            }));
+            });
         }
         for message in messages {
             send_batch(
                 &runtime,
+                &tasks,
                 &connected,
                 index,
                 &mut stream,
@@ -599,6 +639,7 @@ async fn store_task<R: Runtime>(
 #[allow(clippy::too_many_arguments)]
 async fn send_batch<R: Runtime>(
     runtime: &R,
+    tasks: &Tasks,
     connected: &R::Channel,
     index: usize,
     stream: &mut Option<BatchStream<R::Channel>>,
@@ -625,7 +666,7 @@ async fn send_batch<R: Runtime>(
     if !stream.as_ref().is_some_and(register) {
         // No stream yet, or it died since the last batch: open one for this batch.
         *stream = None;
-        match open_batch_stream(runtime, connected, index, load, watch, replies).await {
+        match open_batch_stream(runtime, tasks, connected, index, load, watch, replies).await {
             Ok(opened) if register(&opened) => *stream = Some(opened),
             Ok(_) => {
                 let _ = replies.unbounded_send(
@@ -683,6 +724,7 @@ async fn send_batch<R: Runtime>(
 
 async fn open_batch_stream<R: Runtime>(
     runtime: &R,
+    tasks: &Tasks,
     channel: &R::Channel,
     index: usize,
     load: &Arc<AtomicU64>,
@@ -695,14 +737,17 @@ async fn open_batch_stream<R: Runtime>(
         .await?;
     let pending: PendingIds = Arc::new(Mutex::new(Some(BTreeSet::new())));
     let (closing, closed) = futures_channel::oneshot::channel();
-    runtime.spawn(Box::pin(batch_receiver::<R::Channel>(
-        receiver,
-        Arc::clone(&pending),
-        Arc::clone(load),
-        watch.clone(),
-        replies.clone(),
-        closed,
-    )));
+    tasks.spawn(
+        runtime,
+        batch_receiver::<R::Channel>(
+            receiver,
+            Arc::clone(&pending),
+            Arc::clone(load),
+            watch.clone(),
+            replies.clone(),
+            closed,
+        ),
+    );
     Ok(BatchStream {
         sender,
         pending,
@@ -806,6 +851,7 @@ async fn batch_receiver<C: Channel>(
 
 async fn pd_task<R: Runtime>(
     runtime: R,
+    tasks: Tasks,
     address: String,
     mut rx: mpsc::UnboundedReceiver<Vec<Transmit>>,
     replies: mpsc::UnboundedSender<Replies>,
@@ -874,11 +920,14 @@ async fn pd_task<R: Runtime>(
                     {
                         Ok((sender, receiver)) => {
                             let order = Arc::new(Mutex::new(VecDeque::new()));
-                            runtime.spawn(Box::pin(tso_receiver::<R::Channel>(
-                                receiver,
-                                Arc::clone(&order),
-                                replies.clone(),
-                            )));
+                            tasks.spawn(
+                                &runtime,
+                                tso_receiver::<R::Channel>(
+                                    receiver,
+                                    Arc::clone(&order),
+                                    replies.clone(),
+                                ),
+                            );
                             tso = Some((sender, order));
                         }
                         Err(err) => {
@@ -906,7 +955,7 @@ async fn pd_task<R: Runtime>(
             let replies = replies.clone();
             let timeout = transmit.timeout;
             let id = transmit.id;
-            runtime.spawn(Box::pin(async move {
+            tasks.spawn(&runtime, async move {
                 let result = match channel
                     .unary(request.path(), framed, CallOptions::with_timeout(timeout))
                     .await
@@ -917,8 +966,13 @@ async fn pd_task<R: Runtime>(
                     Err(err) => Err(err),
                 };
                 let _ = replies.unbounded_send(vec![(id, result)]);
-            }));
+            });
         }
+    }
+    // Half-close the Tso stream, as the store tasks do theirs: PD ends it and its receiver
+    // task ends.
+    if let Some((mut sender, _)) = tso {
+        let _ = sender.finish();
     }
 }
 

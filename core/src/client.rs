@@ -1,0 +1,308 @@
+//! [`Client`]: the handle users hold, and the entry point to every API.
+
+use crate::config::Config;
+use crate::driver::{self, Handle};
+use crate::error::Error;
+use crate::machine::{Command, Output};
+use crate::oracle::Timestamp;
+use crate::runtime::Runtime;
+
+/// A connected client: the entry point to every API (raw KV today; transactions next).
+///
+/// Cheap to clone. Created by the runtime crates' `connect` functions (or
+/// [`Client::start`] with any [`Runtime`]). The driver task stops after
+/// [`close`](Self::close), or once every clone and every API handle is dropped and the last
+/// operation finished.
+#[derive(Clone, Debug)]
+pub struct Client {
+    handle: Handle,
+}
+
+impl Client {
+    /// Starts a client on `runtime` for the cluster behind `pd_endpoints`. The runtime is set
+    /// up for `config` first ([`Runtime::configure`]): connections use `config.tls`, whatever
+    /// TLS the runtime was built with.
+    ///
+    /// Errors with [`Error::InvalidArgument`] when no endpoint is given or the TLS material
+    /// does not parse.
+    pub fn start<R: Runtime>(
+        runtime: R,
+        pd_endpoints: Vec<String>,
+        config: Config,
+    ) -> Result<Self, Error> {
+        driver::start(runtime, pd_endpoints, config).map(|handle| Self { handle })
+    }
+
+    /// [`start`](Self::start) with a command queue of `capacity` instead of
+    /// [`COMMAND_QUEUE_CAPACITY`](driver::COMMAND_QUEUE_CAPACITY), for tests of
+    /// backpressure.
+    ///
+    /// Errors as [`start`](Self::start).
+    #[cfg(feature = "testing")]
+    pub fn start_with_queue_capacity<R: Runtime>(
+        runtime: R,
+        pd_endpoints: Vec<String>,
+        config: Config,
+        capacity: usize,
+    ) -> Result<Self, Error> {
+        driver::start_with_capacity(runtime, pd_endpoints, config, capacity)
+            .map(|handle| Self { handle })
+    }
+
+    /// Closes the client: new operations (from this handle, its clones and every API handle
+    /// made from them) fail with [`Error::Closed`] from now on; operations already running
+    /// finish as they would have (each is bounded by its timeouts and backoff budget); then
+    /// every connection to PD and the stores is closed. Resolves once all of that is done,
+    /// and at once on a client already closed.
+    pub async fn close(&self) {
+        self.handle.close().await;
+    }
+
+    /// How many operations the client's machine holds, counted after every message sent
+    /// before this call was handled (so a cancel sent by a dropped future counts).
+    ///
+    /// Errors with [`Error::Closed`] when the driver is gone.
+    #[cfg(feature = "testing")]
+    pub async fn ops_in_flight(&self) -> Result<usize, Error> {
+        self.handle.ops_in_flight().await
+    }
+
+    /// The most commands that ever waited in the driver's queue at once.
+    #[cfg(feature = "testing")]
+    pub fn command_queue_peak(&self) -> usize {
+        self.handle.command_queue_peak()
+    }
+
+    /// The raw KV API.
+    pub fn raw(&self) -> crate::raw_client::RawClient {
+        crate::raw_client::RawClient::new(self.handle.clone())
+    }
+
+    /// Region tools (locate, split, scatter) in the transactional key space, as client-go's
+    /// `KVStore.SplitRegions` and region cache lookups see keys. For raw keys use
+    /// [`RawClient::regions`](crate::RawClient::regions).
+    pub fn regions(&self) -> crate::regions::Regions {
+        crate::regions::Regions::new(self.handle.clone(), crate::machine::KeyMode::Txn)
+    }
+
+    /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).
+    ///
+    /// Errors when PD cannot be reached within its backoff budget.
+    pub async fn current_timestamp(&self) -> Result<Timestamp, Error> {
+        self.timestamp(Command::Timestamp).await
+    }
+
+    /// A recent timestamp without a PD round trip when the client saw one within
+    /// [`Config::low_resolution_ts_staleness`] (client-go's low-resolution timestamp); may be
+    /// older than the current time by that much.
+    ///
+    /// Errors when a fresh timestamp is needed and PD cannot be reached.
+    pub async fn low_resolution_timestamp(&self) -> Result<Timestamp, Error> {
+        self.timestamp(Command::LowResolutionTimestamp).await
+    }
+
+    /// Deletes every version of every transactional key in `[start, end)` (`end` empty: to
+    /// the end of the key space), one region at a time (client-go's `KVStore.DeleteRange`).
+    /// Returns how many regions the range covered. Unlike a transaction, this is not
+    /// atomic: a failure midway leaves the regions before it deleted.
+    ///
+    /// Errors with [`Error::Server`] when a store refuses, or when a region cannot be reached
+    /// within its backoff budget (100 s per region).
+    pub async fn delete_range(
+        &self,
+        start: impl Into<bytes::Bytes>,
+        end: impl Into<bytes::Bytes>,
+    ) -> Result<u64, Error> {
+        self.txn_delete_range(start.into(), end.into(), false).await
+    }
+
+    /// [`delete_range`](Self::delete_range) with up to `concurrency` parts of the range in
+    /// flight at once (client-go's `DeleteRange` with its concurrency; the range is cut into
+    /// tasks of 128 regions by a [`RangeTaskRunner`](crate::range_task::RangeTaskRunner)).
+    /// Returns how many regions the range covered.
+    ///
+    /// Errors as [`delete_range`](Self::delete_range); parts already deleted stay deleted.
+    pub async fn delete_range_concurrently(
+        &self,
+        start: impl Into<bytes::Bytes>,
+        end: impl Into<bytes::Bytes>,
+        concurrency: usize,
+    ) -> Result<u64, Error> {
+        // A `KeyRange` keeps this method's "empty end: no bound" reading.
+        let range = crate::range_task::KeyRange {
+            start_key: start.into(),
+            end_key: end.into(),
+        };
+        let runner = crate::range_task::RangeTaskRunner::new(self.regions(), concurrency);
+        let stat = runner
+            .run_on_range(range, |range| async move {
+                let completed_regions = self
+                    .txn_delete_range(range.start_key, range.end_key, false)
+                    .await?;
+                Ok(crate::range_task::TaskStat {
+                    completed_regions,
+                    failed_regions: 0,
+                })
+            })
+            .await
+            .map_err(|failure| failure.error)?;
+        Ok(stat.completed_regions)
+    }
+
+    /// Tells the stores holding `[start, end)` that the range is being deleted, without
+    /// deleting anything (client-go's notify-only delete range task, which TiFlash
+    /// replicas follow). Returns how many regions the range covered.
+    ///
+    /// Errors as [`delete_range`](Self::delete_range).
+    pub async fn notify_delete_range(
+        &self,
+        start: impl Into<bytes::Bytes>,
+        end: impl Into<bytes::Bytes>,
+    ) -> Result<u64, Error> {
+        self.txn_delete_range(start.into(), end.into(), true).await
+    }
+
+    async fn txn_delete_range(
+        &self,
+        start: bytes::Bytes,
+        end: bytes::Bytes,
+        notify_only: bool,
+    ) -> Result<u64, Error> {
+        let command = Command::Raw(crate::machine::RawCommand::TxnDeleteRange {
+            start,
+            end,
+            notify_only,
+        });
+        match self.handle.run(command).await? {
+            Output::Count(regions) => Ok(regions),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Drops the transactional keys of `[start, end)` straight from every store's storage,
+    /// bypassing Raft, to free disk space fast (client-go's `KVStore.UnsafeDestroyRange`,
+    /// used after GC). The range must never be read or written again; calling this twice
+    /// on the same range is fine.
+    ///
+    /// Errors when PD's store list cannot be had, or with [`Error::Server`] naming every
+    /// store that failed (each gets 5 minutes).
+    pub async fn unsafe_destroy_range(
+        &self,
+        start: impl Into<bytes::Bytes>,
+        end: impl Into<bytes::Bytes>,
+    ) -> Result<(), Error> {
+        let command = Command::Raw(crate::machine::RawCommand::UnsafeDestroyRange {
+            start: start.into(),
+            end: end.into(),
+        });
+        match self.handle.run(command).await? {
+            Output::Unit => Ok(()),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The id of the cluster (client-go's `ClusterID`), asking PD first when the client has
+    /// not talked to it yet.
+    ///
+    /// Errors when PD cannot be reached within its backoff budget.
+    pub async fn cluster_id(&self) -> Result<u64, Error> {
+        match self.handle.run(Command::ClusterId).await? {
+            Output::ClusterId(id) => Ok(id),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Waits until PD has finished scattering region `region_id` (client-go's
+    /// `WaitScatterRegionFinish`): polls the region's operator, backing off between polls,
+    /// for at most `budget` of backoff (`None`: client-go's 120 s). A region with no
+    /// operator counts as finished.
+    ///
+    /// Errors when the budget runs out while the scatter still runs, or with PD's error.
+    pub async fn wait_scatter_region_finish(
+        &self,
+        region_id: u64,
+        budget: Option<std::time::Duration>,
+    ) -> Result<(), Error> {
+        let command = Command::WaitScatterRegionFinish {
+            region_id,
+            budget: budget.unwrap_or(std::time::Duration::from_millis(
+                crate::backoff::WAIT_SCATTER_REGION_FINISH_BACKOFF_MS,
+            )),
+        };
+        match self.handle.run(command).await? {
+            Output::Unit => Ok(()),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Whether PD is scattering region `region_id` right now (client-go's
+    /// `CheckRegionInScattering`).
+    ///
+    /// Errors when PD cannot be asked within 20 s of backoff.
+    pub async fn check_region_in_scattering(&self, region_id: u64) -> Result<bool, Error> {
+        let command = Command::CheckRegionInScattering { region_id };
+        match self.handle.run(command).await? {
+            Output::Scattering(scattering) => Ok(scattering),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The transaction safe point (of the keyspace with API V2, else of the cluster): reads
+    /// below it are no longer guaranteed, as GC may have removed what they need.
+    ///
+    /// Errors when PD cannot be reached within its backoff budget, or with PD's error.
+    pub async fn txn_safe_point(&self) -> Result<Timestamp, Error> {
+        self.timestamp(Command::TxnSafePoint).await
+    }
+
+    /// Checks that a read at `start_ts` is above the transaction safe point (client-go's
+    /// `CheckVisibility`, asking PD each time rather than trusting a cache); returns the
+    /// safe point.
+    ///
+    /// Errors with [`Error::TxnAbortedByGc`] when `start_ts` is below it, or as
+    /// [`txn_safe_point`](Self::txn_safe_point).
+    pub async fn check_visibility(&self, start_ts: Timestamp) -> Result<Timestamp, Error> {
+        self.timestamp(Command::CheckVisibility { start_ts }).await
+    }
+
+    /// A timestamp `prev_secs` seconds older than now (client-go's `GetStaleTimestamp`, for
+    /// stale reads): the newest TSO answer's physical time, moved on by the time since it
+    /// arrived, minus `prev_secs`, with a zero logical part. Asks PD only when the client
+    /// has no timestamp yet.
+    ///
+    /// Errors with [`Error::InvalidArgument`] when that is before the Unix epoch, or when a
+    /// first timestamp cannot be had from PD.
+    pub async fn stale_timestamp(&self, prev_secs: u64) -> Result<Timestamp, Error> {
+        self.timestamp(Command::StaleTimestamp { prev_secs }).await
+    }
+
+    /// The cluster's external timestamp (client-go's `GetExternalTimestamp`);
+    /// [`Timestamp::ZERO`] when it was never set.
+    ///
+    /// Errors when PD cannot be reached within its backoff budget.
+    pub async fn external_timestamp(&self) -> Result<Timestamp, Error> {
+        self.timestamp(Command::GetExternalTimestamp).await
+    }
+
+    /// Sets the cluster's external timestamp (client-go's `SetExternalTimestamp`).
+    ///
+    /// Errors with [`Error::Pd`] when PD refuses it: it may not move backwards or pass the
+    /// current TSO.
+    pub async fn set_external_timestamp(&self, timestamp: Timestamp) -> Result<(), Error> {
+        match self
+            .handle
+            .run(Command::SetExternalTimestamp(timestamp))
+            .await?
+        {
+            Output::Unit => Ok(()),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    async fn timestamp(&self, command: Command) -> Result<Timestamp, Error> {
+        match self.handle.run(command).await? {
+            Output::Timestamp(ts) => Ok(ts),
+            other => Err(other.unexpected()),
+        }
+    }
+}
