@@ -1,9 +1,9 @@
 //! [`Client`]: the handle users hold, and the entry point to every API.
 
+use crate::command::{MaintenanceCommand, PdCommand, RegionCommand};
 use crate::config::Config;
 use crate::driver::{self, Handle};
 use crate::error::Error;
-use crate::machine::{Command, Output};
 use crate::oracle::Timestamp;
 use crate::runtime::Runtime;
 
@@ -82,14 +82,14 @@ impl Client {
     /// `KVStore.SplitRegions` and region cache lookups see keys. For raw keys use
     /// [`RawClient::regions`](crate::RawClient::regions).
     pub fn regions(&self) -> crate::regions::Regions {
-        crate::regions::Regions::new(self.handle.clone(), crate::machine::KeyMode::Txn)
+        crate::regions::Regions::new(self.handle.clone(), crate::command::KeyMode::Txn)
     }
 
     /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).
     ///
     /// Errors when PD cannot be reached within its backoff budget.
     pub async fn current_timestamp(&self) -> Result<Timestamp, Error> {
-        self.timestamp(Command::Timestamp).await
+        self.timestamp(PdCommand::Timestamp).await
     }
 
     /// A recent timestamp without a PD round trip when the client saw one within
@@ -98,7 +98,7 @@ impl Client {
     ///
     /// Errors when a fresh timestamp is needed and PD cannot be reached.
     pub async fn low_resolution_timestamp(&self) -> Result<Timestamp, Error> {
-        self.timestamp(Command::LowResolutionTimestamp).await
+        self.timestamp(PdCommand::LowResolutionTimestamp).await
     }
 
     /// Deletes every version of every transactional key in `[start, end)` (`end` empty: to
@@ -168,15 +168,12 @@ impl Client {
         end: bytes::Bytes,
         notify_only: bool,
     ) -> Result<u64, Error> {
-        let command = Command::Raw(crate::machine::RawCommand::TxnDeleteRange {
+        let command = MaintenanceCommand::DeleteRange {
             start,
             end,
             notify_only,
-        });
-        match self.handle.run(command).await? {
-            Output::Count(regions) => Ok(regions),
-            other => Err(other.unexpected()),
-        }
+        };
+        self.handle.call(command.delete_range_call()).await
     }
 
     /// Drops the transactional keys of `[start, end)` straight from every store's storage,
@@ -191,14 +188,11 @@ impl Client {
         start: impl Into<bytes::Bytes>,
         end: impl Into<bytes::Bytes>,
     ) -> Result<(), Error> {
-        let command = Command::Raw(crate::machine::RawCommand::UnsafeDestroyRange {
+        let command = MaintenanceCommand::UnsafeDestroyRange {
             start: start.into(),
             end: end.into(),
-        });
-        match self.handle.run(command).await? {
-            Output::Unit => Ok(()),
-            other => Err(other.unexpected()),
-        }
+        };
+        self.handle.call(command.destroy_call()).await
     }
 
     /// The id of the cluster (client-go's `ClusterID`), asking PD first when the client has
@@ -206,10 +200,7 @@ impl Client {
     ///
     /// Errors when PD cannot be reached within its backoff budget.
     pub async fn cluster_id(&self) -> Result<u64, Error> {
-        match self.handle.run(Command::ClusterId).await? {
-            Output::ClusterId(id) => Ok(id),
-            other => Err(other.unexpected()),
-        }
+        self.handle.call(PdCommand::cluster_id()).await
     }
 
     /// Waits until PD has finished scattering region `region_id` (client-go's
@@ -223,16 +214,13 @@ impl Client {
         region_id: u64,
         budget: Option<std::time::Duration>,
     ) -> Result<(), Error> {
-        let command = Command::WaitScatterRegionFinish {
+        let command = RegionCommand::WaitScatterRegionFinish {
             region_id,
             budget: budget.unwrap_or(std::time::Duration::from_millis(
                 crate::backoff::WAIT_SCATTER_REGION_FINISH_BACKOFF_MS,
             )),
         };
-        match self.handle.run(command).await? {
-            Output::Unit => Ok(()),
-            other => Err(other.unexpected()),
-        }
+        self.handle.call(command.wait_scatter_call()).await
     }
 
     /// Whether PD is scattering region `region_id` right now (client-go's
@@ -240,11 +228,8 @@ impl Client {
     ///
     /// Errors when PD cannot be asked within 20 s of backoff.
     pub async fn check_region_in_scattering(&self, region_id: u64) -> Result<bool, Error> {
-        let command = Command::CheckRegionInScattering { region_id };
-        match self.handle.run(command).await? {
-            Output::Scattering(scattering) => Ok(scattering),
-            other => Err(other.unexpected()),
-        }
+        let command = RegionCommand::CheckRegionInScattering { region_id };
+        self.handle.call(command.scattering_call()).await
     }
 
     /// The transaction safe point (of the keyspace with API V2, else of the cluster): reads
@@ -252,7 +237,7 @@ impl Client {
     ///
     /// Errors when PD cannot be reached within its backoff budget, or with PD's error.
     pub async fn txn_safe_point(&self) -> Result<Timestamp, Error> {
-        self.timestamp(Command::TxnSafePoint).await
+        self.timestamp(PdCommand::TxnSafePoint).await
     }
 
     /// Checks that a read at `start_ts` is above the transaction safe point (client-go's
@@ -262,7 +247,8 @@ impl Client {
     /// Errors with [`Error::TxnAbortedByGc`] when `start_ts` is below it, or as
     /// [`txn_safe_point`](Self::txn_safe_point).
     pub async fn check_visibility(&self, start_ts: Timestamp) -> Result<Timestamp, Error> {
-        self.timestamp(Command::CheckVisibility { start_ts }).await
+        self.timestamp(PdCommand::CheckVisibility { start_ts })
+            .await
     }
 
     /// A timestamp `prev_secs` seconds older than now (client-go's `GetStaleTimestamp`, for
@@ -273,7 +259,8 @@ impl Client {
     /// Errors with [`Error::InvalidArgument`] when that is before the Unix epoch, or when a
     /// first timestamp cannot be had from PD.
     pub async fn stale_timestamp(&self, prev_secs: u64) -> Result<Timestamp, Error> {
-        self.timestamp(Command::StaleTimestamp { prev_secs }).await
+        self.timestamp(PdCommand::StaleTimestamp { prev_secs })
+            .await
     }
 
     /// The cluster's external timestamp (client-go's `GetExternalTimestamp`);
@@ -281,7 +268,7 @@ impl Client {
     ///
     /// Errors when PD cannot be reached within its backoff budget.
     pub async fn external_timestamp(&self) -> Result<Timestamp, Error> {
-        self.timestamp(Command::GetExternalTimestamp).await
+        self.timestamp(PdCommand::GetExternalTimestamp).await
     }
 
     /// Sets the cluster's external timestamp (client-go's `SetExternalTimestamp`).
@@ -289,20 +276,12 @@ impl Client {
     /// Errors with [`Error::Pd`] when PD refuses it: it may not move backwards or pass the
     /// current TSO.
     pub async fn set_external_timestamp(&self, timestamp: Timestamp) -> Result<(), Error> {
-        match self
-            .handle
-            .run(Command::SetExternalTimestamp(timestamp))
-            .await?
-        {
-            Output::Unit => Ok(()),
-            other => Err(other.unexpected()),
-        }
+        self.handle
+            .call(PdCommand::set_external_timestamp(timestamp))
+            .await
     }
 
-    async fn timestamp(&self, command: Command) -> Result<Timestamp, Error> {
-        match self.handle.run(command).await? {
-            Output::Timestamp(ts) => Ok(ts),
-            other => Err(other.unexpected()),
-        }
+    async fn timestamp(&self, command: PdCommand) -> Result<Timestamp, Error> {
+        self.handle.call(command.timestamp_call()).await
     }
 }

@@ -8,16 +8,90 @@ use crate::oracle::Timestamp;
 /// Largest `limit` a raw scan accepts (client-go `MaxRawKVScanLimit`).
 pub const MAX_RAW_SCAN_LIMIT: u32 = 10_240;
 
-/// An operation a user handle asks the machine to run.
+/// An operation a user handle asks the machine to run, by area. A `Call` pairs a command
+/// with the type its caller gets, so each answer is read in one place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// A raw KV operation.
     Raw(RawCommand),
+    /// Region tools: locate, split, scatter.
+    Region(RegionCommand),
+    /// Maintenance of the transactional key space (client-go's `KVStore` range calls).
+    Maintenance(MaintenanceCommand),
+    /// PD and TSO queries.
+    Pd(PdCommand),
+}
+
+/// PD and TSO queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PdCommand {
     /// Allocate one timestamp from PD's TSO.
     Timestamp,
     /// A recent timestamp: the newest one the client has seen if it is younger than the
     /// configured staleness (client-go's low-resolution timestamp), else a fresh one.
     LowResolutionTimestamp,
+    /// A timestamp `prev_secs` seconds older than the current time as the client knows it
+    /// (client-go's `GetStaleTimestamp`), from the newest TSO answer and the time since.
+    StaleTimestamp {
+        /// How far back, in seconds.
+        prev_secs: u64,
+    },
+    /// The cluster id, from PD (discovering PD first if needed).
+    ClusterId,
+    /// Set PD's external timestamp (it only moves forward, and never past the TSO).
+    SetExternalTimestamp(Timestamp),
+    /// PD's external timestamp (zero when never set).
+    GetExternalTimestamp,
+    /// The cluster's (or, with API V2, the keyspace's) transaction safe point, from PD.
+    TxnSafePoint,
+    /// Whether a read at `start_ts` is still safe from GC (client-go's `CheckVisibility`):
+    /// answers with the safe point, or fails with [`Error::TxnAbortedByGc`].
+    CheckVisibility {
+        /// The read's start timestamp.
+        start_ts: Timestamp,
+    },
+}
+
+/// Region tools.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegionCommand {
+    /// The region holding `key` (empty: the first region).
+    LocateKey {
+        /// The key.
+        key: Bytes,
+        /// Which key space `key` is in.
+        mode: KeyMode,
+    },
+    /// Region `region_id`, from the cache or PD.
+    LocateRegionById {
+        /// The region.
+        region_id: u64,
+        /// Which key space to report its boundaries in.
+        mode: KeyMode,
+    },
+    /// Every region overlapping `[start, end)` (`end` empty: to the end), in key order.
+    LocateRange {
+        /// First key.
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+        /// Which key space the range is in.
+        mode: KeyMode,
+        /// Most regions returned (0 = no limit).
+        limit: u32,
+    },
+    /// Split the regions holding `keys` so that each key starts a region, and optionally
+    /// have PD scatter the new regions.
+    SplitRegions {
+        /// Which key space the keys are in.
+        mode: KeyMode,
+        /// Where to split (keys that already start a region are skipped).
+        keys: Vec<Bytes>,
+        /// Ask PD to scatter the new regions afterwards.
+        scatter: bool,
+        /// Scatter group: regions of one group are spread as a unit ("" = none).
+        scatter_group: String,
+    },
     /// Wait until PD no longer runs a scatter operator on the region, backing off between
     /// polls within `budget`.
     WaitScatterRegionFinish {
@@ -31,26 +105,194 @@ pub enum Command {
         /// The region.
         region_id: u64,
     },
-    /// The cluster id, from PD (discovering PD first if needed).
-    ClusterId,
-    /// Set PD's external timestamp (it only moves forward, and never past the TSO).
-    SetExternalTimestamp(Timestamp),
-    /// PD's external timestamp (0 when never set).
-    GetExternalTimestamp,
-    /// The cluster's (or, with API V2, the keyspace's) transaction safe point, from PD.
-    TxnSafePoint,
-    /// Whether a read at `start_ts` is still safe from GC (client-go's `CheckVisibility`):
-    /// answers with the safe point, or fails with [`Error::TxnAbortedByGc`].
-    CheckVisibility {
-        /// The read's start timestamp.
-        start_ts: Timestamp,
+}
+
+/// Maintenance of the transactional key space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MaintenanceCommand {
+    /// Delete every version of every transactional key in `[start, end)`, region by region
+    /// (client-go's `KVStore.DeleteRange`); with `notify_only`, only tell TiKV (for TiFlash)
+    /// without deleting. Answers with the number of regions.
+    DeleteRange {
+        /// First key (transactional key space).
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
+        /// Notify only.
+        notify_only: bool,
     },
-    /// A timestamp `prev_secs` seconds older than the current time as the client knows it
-    /// (client-go's `GetStaleTimestamp`), from the newest TSO answer and the time since.
-    StaleTimestamp {
-        /// How far back, in seconds.
-        prev_secs: u64,
+    /// Drop the transactional keys of `[start, end)` directly from every store's storage,
+    /// bypassing Raft (client-go's `KVStore.UnsafeDestroyRange`).
+    UnsafeDestroyRange {
+        /// First key (transactional key space).
+        start: Bytes,
+        /// End (empty = no bound).
+        end: Bytes,
     },
+}
+
+/// A command together with how its answer is read: `T` is what its caller gets.
+pub(crate) struct Call<T> {
+    /// The command.
+    pub(crate) command: Command,
+    read: fn(Output) -> Option<T>,
+}
+
+impl<T> Call<T> {
+    fn new(command: Command, read: fn(Output) -> Option<T>) -> Self {
+        Self { command, read }
+    }
+
+    /// The caller's result from the operation's `output`.
+    ///
+    /// Errors with [`Error::UnexpectedResponse`] when the operation produced another kind
+    /// of output (a bug in the machine, never the server's doing).
+    pub(crate) fn read(read: fn(Output) -> Option<T>, output: Output) -> Result<T, Error> {
+        let description = format!("{output:?}");
+        read(output)
+            .ok_or_else(|| Error::UnexpectedResponse(format!("operation produced {description}")))
+    }
+
+    /// The command and its reader, to run the one and apply the other.
+    pub(crate) fn into_parts(self) -> (Command, fn(Output) -> Option<T>) {
+        (self.command, self.read)
+    }
+}
+
+fn unit(output: Output) -> Option<()> {
+    matches!(output, Output::Unit).then_some(())
+}
+
+fn timestamp(output: Output) -> Option<Timestamp> {
+    match output {
+        Output::Timestamp(ts) => Some(ts),
+        _ => None,
+    }
+}
+
+impl PdCommand {
+    /// A call of this command answered with a timestamp.
+    pub(crate) fn timestamp_call(self) -> Call<Timestamp> {
+        Call::new(Command::Pd(self), timestamp)
+    }
+
+    /// A call of [`PdCommand::SetExternalTimestamp`].
+    pub(crate) fn set_external_timestamp(ts: Timestamp) -> Call<()> {
+        Call::new(Command::Pd(Self::SetExternalTimestamp(ts)), unit)
+    }
+
+    /// A call of [`PdCommand::ClusterId`].
+    pub(crate) fn cluster_id() -> Call<u64> {
+        Call::new(Command::Pd(Self::ClusterId), |output| match output {
+            Output::ClusterId(id) => Some(id),
+            _ => None,
+        })
+    }
+}
+
+impl RegionCommand {
+    /// A call answered with region locations.
+    pub(crate) fn locations_call(self) -> Call<Vec<KeyLocation>> {
+        Call::new(Command::Region(self), |output| match output {
+            Output::Locations(found) => Some(found),
+            _ => None,
+        })
+    }
+
+    /// A call of [`RegionCommand::SplitRegions`].
+    pub(crate) fn split_call(self) -> Call<SplitOutcome> {
+        Call::new(Command::Region(self), |output| match output {
+            Output::Split(outcome) => Some(outcome),
+            _ => None,
+        })
+    }
+
+    /// A call of [`RegionCommand::WaitScatterRegionFinish`].
+    pub(crate) fn wait_scatter_call(self) -> Call<()> {
+        Call::new(Command::Region(self), unit)
+    }
+
+    /// A call of [`RegionCommand::CheckRegionInScattering`].
+    pub(crate) fn scattering_call(self) -> Call<bool> {
+        Call::new(Command::Region(self), |output| match output {
+            Output::Scattering(scattering) => Some(scattering),
+            _ => None,
+        })
+    }
+}
+
+impl MaintenanceCommand {
+    /// A call of [`MaintenanceCommand::DeleteRange`], answered with the number of regions.
+    pub(crate) fn delete_range_call(self) -> Call<u64> {
+        Call::new(Command::Maintenance(self), |output| match output {
+            Output::Count(regions) => Some(regions),
+            _ => None,
+        })
+    }
+
+    /// A call of [`MaintenanceCommand::UnsafeDestroyRange`].
+    pub(crate) fn destroy_call(self) -> Call<()> {
+        Call::new(Command::Maintenance(self), unit)
+    }
+}
+
+impl RawCommand {
+    /// A call answered with nothing (writes and deletes).
+    pub(crate) fn unit_call(self) -> Call<()> {
+        Call::new(Command::Raw(self), unit)
+    }
+
+    /// A call of [`RawCommand::Get`].
+    pub(crate) fn value_call(self) -> Call<Option<Bytes>> {
+        Call::new(Command::Raw(self), |output| match output {
+            Output::Value(value) => Some(value),
+            _ => None,
+        })
+    }
+
+    /// A call of [`RawCommand::BatchGet`].
+    pub(crate) fn values_call(self) -> Call<Vec<Option<Bytes>>> {
+        Call::new(Command::Raw(self), |output| match output {
+            Output::Values(values) => Some(values),
+            _ => None,
+        })
+    }
+
+    /// A call of [`RawCommand::Scan`].
+    pub(crate) fn pairs_call(self) -> Call<Vec<(Bytes, Bytes)>> {
+        Call::new(Command::Raw(self), |output| match output {
+            Output::Pairs(pairs) => Some(pairs),
+            _ => None,
+        })
+    }
+
+    /// A call of [`RawCommand::GetKeyTtl`]: the remaining TTL in seconds (`Some(0)`: none),
+    /// `None` for an absent key.
+    pub(crate) fn ttl_call(self) -> Call<Option<u64>> {
+        Call::new(Command::Raw(self), |output| match output {
+            Output::Ttl(ttl) => Some(ttl),
+            _ => None,
+        })
+    }
+
+    /// A call of [`RawCommand::CompareAndSwap`]: the previous value and whether it swapped.
+    pub(crate) fn swap_call(self) -> Call<(Option<Bytes>, bool)> {
+        Call::new(Command::Raw(self), |output| match output {
+            Output::Swapped {
+                previous,
+                succeeded,
+            } => Some((previous, succeeded)),
+            _ => None,
+        })
+    }
+
+    /// A call of [`RawCommand::Checksum`].
+    pub(crate) fn checksum_call(self) -> Call<RawChecksum> {
+        Call::new(Command::Raw(self), |output| match output {
+            Output::Checksum(sum) => Some(sum),
+            _ => None,
+        })
+    }
 }
 
 /// Which key space region commands work in: raw keys, or transactional keys (which TiKV
@@ -176,62 +418,6 @@ pub enum RawCommand {
         /// End (empty = no bound).
         end: Bytes,
     },
-    /// Delete every version of every transactional key in `[start, end)`, region by region
-    /// (client-go's `KVStore.DeleteRange`); with `notify_only`, only tell TiKV (for TiFlash)
-    /// without deleting.
-    TxnDeleteRange {
-        /// First key (transactional key space).
-        start: Bytes,
-        /// End (empty = no bound).
-        end: Bytes,
-        /// Notify only.
-        notify_only: bool,
-    },
-    /// Drop the transactional keys of `[start, end)` directly from every store's storage,
-    /// bypassing Raft (client-go's `KVStore.UnsafeDestroyRange`).
-    UnsafeDestroyRange {
-        /// First key (transactional key space).
-        start: Bytes,
-        /// End (empty = no bound).
-        end: Bytes,
-    },
-    /// The region holding `key` (empty: the first region).
-    LocateKey {
-        /// The key.
-        key: Bytes,
-        /// Which key space `key` is in.
-        mode: KeyMode,
-    },
-    /// Region `region_id`, from the cache or PD.
-    LocateRegionById {
-        /// The region.
-        region_id: u64,
-        /// Which key space to report its boundaries in.
-        mode: KeyMode,
-    },
-    /// Every region overlapping `[start, end)` (`end` empty: to the end), in key order.
-    LocateRange {
-        /// First key.
-        start: Bytes,
-        /// End (empty = no bound).
-        end: Bytes,
-        /// Which key space the range is in.
-        mode: KeyMode,
-        /// Most regions returned (0 = no limit).
-        limit: u32,
-    },
-    /// Split the regions holding `keys` so that each key starts a region, and optionally
-    /// have PD scatter the new regions.
-    SplitRegions {
-        /// Which key space the keys are in.
-        mode: KeyMode,
-        /// Where to split (keys that already start a region are skipped).
-        keys: Vec<Bytes>,
-        /// Ask PD to scatter the new regions afterwards.
-        scatter: bool,
-        /// Scatter group: regions of one group are spread as a unit ("" = none).
-        scatter_group: String,
-    },
 }
 
 /// Checksum of a raw key range, as TiKV computes it.
@@ -279,13 +465,6 @@ pub enum Output {
     Locations(Vec<KeyLocation>),
     /// How many items (regions) an operation went through.
     Count(u64),
-}
-
-impl Output {
-    /// The error for a handle that received this output where it expected another kind.
-    pub(crate) fn unexpected(self) -> Error {
-        Error::UnexpectedResponse(format!("operation produced {self:?}"))
-    }
 }
 
 /// One region as a user sees it: its identity and the range of user keys it holds.

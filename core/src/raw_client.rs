@@ -25,11 +25,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::command::{KeyLocation, KeyMode, PdCommand, RawChecksum, RawCommand, SplitOutcome};
 use crate::driver::Handle;
 use crate::error::Error;
-use crate::machine::{
-    Command, KeyLocation, KeyMode, Output, RawChecksum, RawCommand, SplitOutcome,
-};
 use crate::range_task::KeyRange;
 use crate::regions::Regions;
 
@@ -170,10 +168,6 @@ impl RawClient {
         &self.handle
     }
 
-    async fn run(&self, command: RawCommand) -> Result<Output, Error> {
-        self.handle.run(Command::Raw(command)).await
-    }
-
     /// Reads `key`; `None` when it does not exist (an existing empty value is `Some("")`).
     ///
     /// Errors with [`Error::InvalidArgument`] for an empty key, or when the cluster cannot
@@ -183,10 +177,7 @@ impl RawClient {
             key: key.into(),
             cf: self.cf.wire_name(),
         };
-        match self.run(command).await? {
-            Output::Value(value) => Ok(value),
-            other => Err(other.unexpected()),
-        }
+        self.handle.call(command.value_call()).await
     }
 
     /// Reads several keys; the result holds one entry per key, in order.
@@ -200,10 +191,7 @@ impl RawClient {
             keys: keys.into_iter().map(Into::into).collect(),
             cf: self.cf.wire_name(),
         };
-        match self.run(command).await? {
-            Output::Values(values) => Ok(values),
-            other => Err(other.unexpected()),
-        }
+        self.handle.call(command.values_call()).await
     }
 
     /// Writes `key`, to live until deleted.
@@ -237,7 +225,7 @@ impl RawClient {
             cf: self.cf.wire_name(),
             atomic: self.atomic,
         };
-        self.run(command).await.map(|_| ())
+        self.handle.call(command.unit_call()).await
     }
 
     /// Writes several pairs, to live until deleted.
@@ -283,7 +271,7 @@ impl RawClient {
             cf: self.cf.wire_name(),
             atomic: self.atomic,
         };
-        self.run(command).await.map(|_| ())
+        self.handle.call(command.unit_call()).await
     }
 
     /// How long `key` has left to live: `None` when the key does not exist (or has expired),
@@ -296,15 +284,13 @@ impl RawClient {
             key: key.into(),
             cf: self.cf.wire_name(),
         };
-        match self.run(command).await? {
-            // TiKV answers 0 for a key without TTL: a key with one has at least a second
-            // left, or it would read as absent.
-            Output::Ttl(ttl) => Ok(ttl.map(|secs| match secs {
-                0 => KeyTtl::Forever,
-                secs => KeyTtl::Remaining(Duration::from_secs(secs)),
-            })),
-            other => Err(other.unexpected()),
-        }
+        let ttl = self.handle.call(command.ttl_call()).await?;
+        // TiKV answers 0 for a key without TTL: a key with one has at least a second left,
+        // or it would read as absent.
+        Ok(ttl.map(|secs| match secs {
+            0 => KeyTtl::Forever,
+            secs => KeyTtl::Remaining(Duration::from_secs(secs)),
+        }))
     }
 
     /// Deletes `key` (deleting a missing key succeeds).
@@ -316,7 +302,7 @@ impl RawClient {
             cf: self.cf.wire_name(),
             atomic: self.atomic,
         };
-        self.run(command).await.map(|_| ())
+        self.handle.call(command.unit_call()).await
     }
 
     /// Deletes several keys.
@@ -331,7 +317,7 @@ impl RawClient {
             cf: self.cf.wire_name(),
             atomic: self.atomic,
         };
-        self.run(command).await.map(|_| ())
+        self.handle.call(command.unit_call()).await
     }
 
     /// Deletes every key in `range` (see [`RawClient`] for the forms a range takes), region
@@ -351,7 +337,7 @@ impl RawClient {
             end: end_key,
             cf: self.cf.wire_name(),
         };
-        self.run(command).await.map(|_| ())
+        self.handle.call(command.unit_call()).await
     }
 
     /// Up to `limit` pairs of `range` in ascending key order.
@@ -432,13 +418,11 @@ impl RawClient {
             reverse,
             cf: self.cf.wire_name(),
         };
-        match self.run(command).await? {
-            Output::Pairs(pairs) => Ok(pairs
-                .into_iter()
-                .map(|(key, value)| KvPair { key, value })
-                .collect()),
-            other => Err(other.unexpected()),
-        }
+        let pairs = self.handle.call(command.pairs_call()).await?;
+        Ok(pairs
+            .into_iter()
+            .map(|(key, value)| KvPair { key, value })
+            .collect())
     }
 
     /// Atomically sets `key` to `value` if its current value is `previous` (`None`: if the
@@ -459,16 +443,8 @@ impl RawClient {
             cf: self.cf.wire_name(),
             atomic: self.atomic,
         };
-        match self.run(command).await? {
-            Output::Swapped {
-                previous,
-                succeeded,
-            } => Ok(CasOutcome {
-                previous,
-                swapped: succeeded,
-            }),
-            other => Err(other.unexpected()),
-        }
+        let (previous, swapped) = self.handle.call(command.swap_call()).await?;
+        Ok(CasOutcome { previous, swapped })
     }
 
     /// CRC-64 XOR checksum, pair count and byte count of `range` (the default column family;
@@ -486,10 +462,7 @@ impl RawClient {
             start: start_key,
             end: end_key,
         };
-        match self.run(command).await? {
-            Output::Checksum(sum) => Ok(sum),
-            other => Err(other.unexpected()),
-        }
+        self.handle.call(command.checksum_call()).await
     }
 }
 
@@ -512,10 +485,7 @@ impl RawClient {
     ///
     /// Errors when PD cannot be reached within its backoff budget.
     pub async fn cluster_id(&self) -> Result<u64, Error> {
-        match self.handle.run(Command::ClusterId).await? {
-            Output::ClusterId(id) => Ok(id),
-            other => Err(other.unexpected()),
-        }
+        self.handle.call(PdCommand::cluster_id()).await
     }
 
     /// Region tools (locate, split, scatter) in the raw key space.

@@ -20,9 +20,9 @@ use std::ops::RangeBounds;
 
 use bytes::Bytes;
 
+use crate::command::{KeyLocation, KeyMode, RegionCommand, SplitOutcome};
 use crate::driver::Handle;
 use crate::error::Error;
-use crate::machine::{Command, KeyLocation, KeyMode, Output, RawCommand, SplitOutcome};
 use crate::range_task::KeyRange;
 
 /// Region tools in one key space. Cheap to clone.
@@ -48,20 +48,16 @@ impl Regions {
         self.mode
     }
 
-    async fn run(&self, command: RawCommand) -> Result<Output, Error> {
-        self.handle.run(Command::Raw(command)).await
-    }
-
     /// The region holding `key` (client-go's `RegionCache.LocateKey`), from the region
     /// cache or PD; no store is contacted. Boundaries are user keys of this key space.
     ///
     /// Errors when PD cannot say within its backoff budget.
     pub async fn locate_key(&self, key: impl Into<Bytes>) -> Result<KeyLocation, Error> {
-        let command = RawCommand::LocateKey {
+        let command = RegionCommand::LocateKey {
             key: key.into(),
             mode: self.mode,
         };
-        one_location(self.run(command).await?)
+        one_location(self.handle.call(command.locations_call()).await?)
     }
 
     /// Region `region_id` (client-go's `LocateRegionByID`), from the region cache or PD.
@@ -69,11 +65,11 @@ impl Regions {
     /// Errors with [`Error::RegionUnavailable`] when PD knows no such region, or when PD
     /// cannot be reached within its backoff budget.
     pub async fn locate_region_by_id(&self, region_id: u64) -> Result<KeyLocation, Error> {
-        let command = RawCommand::LocateRegionById {
+        let command = RegionCommand::LocateRegionById {
             region_id,
             mode: self.mode,
         };
-        one_location(self.run(command).await?)
+        one_location(self.handle.call(command.locations_call()).await?)
     }
 
     /// Every region overlapping `range` (any Rust range of keys: `"a".."z"`, `"a"..`,
@@ -101,16 +97,13 @@ impl Regions {
         let Some(KeyRange { start_key, end_key }) = KeyRange::from_bounds(&range) else {
             return Ok(Vec::new());
         };
-        let command = RawCommand::LocateRange {
+        let command = RegionCommand::LocateRange {
             start: start_key,
             end: end_key,
             mode: self.mode,
             limit,
         };
-        match self.run(command).await? {
-            Output::Locations(found) => Ok(found),
-            other => Err(other.unexpected()),
-        }
+        self.handle.call(command.locations_call()).await
     }
 
     /// Splits the regions holding `keys` so that every key starts a region (client-go's
@@ -140,24 +133,22 @@ impl Regions {
         scatter: bool,
         group: impl Into<String>,
     ) -> Result<SplitOutcome, Error> {
-        let command = RawCommand::SplitRegions {
+        let command = RegionCommand::SplitRegions {
             mode: self.mode,
             keys: keys.into_iter().map(Into::into).collect(),
             scatter,
             scatter_group: group.into(),
         };
-        match self.run(command).await? {
-            Output::Split(outcome) => Ok(outcome),
-            other => Err(other.unexpected()),
-        }
+        self.handle.call(command.split_call()).await
     }
 }
 
-fn one_location(output: Output) -> Result<KeyLocation, Error> {
-    match output {
-        Output::Locations(mut found) if found.len() == 1 => found
-            .pop()
-            .ok_or_else(|| Error::UnexpectedResponse("no region".into())),
-        other => Err(other.unexpected()),
+/// The one region a single-region lookup found.
+fn one_location(mut found: Vec<KeyLocation>) -> Result<KeyLocation, Error> {
+    match (found.pop(), found.is_empty()) {
+        (Some(location), true) => Ok(location),
+        _ => Err(Error::UnexpectedResponse(
+            "a single-region lookup found no region or several".into(),
+        )),
     }
 }

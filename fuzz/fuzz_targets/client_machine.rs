@@ -7,7 +7,9 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tikv_core::machine::testing::{Fault, RegionFault, Responder, run};
-use tikv_core::machine::{Command, Core, KeyMode, RawCommand};
+use tikv_core::machine::{
+    Command, Core, KeyMode, MaintenanceCommand, PdCommand, RawCommand, RegionCommand,
+};
 use tikv_core::{Config, Time};
 
 fn fault(byte: u8) -> Fault {
@@ -65,49 +67,49 @@ fn command(byte: u8, key: &[u8]) -> Command {
             start: key,
             end: Bytes::new(),
         }),
-        6 => Command::Timestamp,
-        7 => Command::Raw(RawCommand::SplitRegions {
+        6 => Command::Pd(PdCommand::Timestamp),
+        7 => Command::Region(RegionCommand::SplitRegions {
             mode: mode(byte),
             keys: vec![key],
             scatter: byte % 2 == 0,
             scatter_group: String::new(),
         }),
-        8 => Command::Raw(RawCommand::LocateRange {
+        8 => Command::Region(RegionCommand::LocateRange {
             start: key,
             end: Bytes::new(),
             mode: mode(byte),
             limit: u32::from(byte % 4),
         }),
-        9 => Command::Raw(RawCommand::LocateRegionById {
+        9 => Command::Region(RegionCommand::LocateRegionById {
             region_id: u64::from(byte),
             mode: mode(byte),
         }),
-        10 => Command::WaitScatterRegionFinish {
+        10 => Command::Region(RegionCommand::WaitScatterRegionFinish {
             region_id: u64::from(byte),
             budget: std::time::Duration::from_millis(500),
-        },
-        11 => Command::CheckRegionInScattering {
+        }),
+        11 => Command::Region(RegionCommand::CheckRegionInScattering {
             region_id: u64::from(byte),
-        },
-        12 => Command::ClusterId,
-        13 => Command::Raw(RawCommand::TxnDeleteRange {
+        }),
+        12 => Command::Pd(PdCommand::ClusterId),
+        13 => Command::Maintenance(MaintenanceCommand::DeleteRange {
             start: key,
             end: Bytes::new(),
             notify_only: byte % 2 == 0,
         }),
-        14 => Command::Raw(RawCommand::UnsafeDestroyRange {
+        14 => Command::Maintenance(MaintenanceCommand::UnsafeDestroyRange {
             start: key,
             end: Bytes::new(),
         }),
-        15 => Command::StaleTimestamp {
+        15 => Command::Pd(PdCommand::StaleTimestamp {
             prev_secs: u64::from(byte),
-        },
-        16 => Command::GetExternalTimestamp,
-        17 => Command::SetExternalTimestamp(tikv_core::Timestamp::from_version(u64::from(byte))),
-        18 => Command::TxnSafePoint,
-        19 => Command::CheckVisibility {
+        }),
+        16 => Command::Pd(PdCommand::GetExternalTimestamp),
+        17 => Command::Pd(PdCommand::SetExternalTimestamp(tikv_core::Timestamp::from_version(u64::from(byte)))),
+        18 => Command::Pd(PdCommand::TxnSafePoint),
+        19 => Command::Pd(PdCommand::CheckVisibility {
             start_ts: tikv_core::Timestamp::from_version(u64::from(byte)),
-        },
+        }),
         _ => Command::Raw(RawCommand::CompareAndSwap {
             key,
             previous: None,

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tikv_core::machine::{Command, Output, RawCommand};
+use tikv_core::machine::{Command, Output, PdCommand, RawCommand};
 use tikv_tests::simulation::workload::{RawWorkload, run_raw_workload};
 use tikv_tests::simulation::{ClusterFault, Network, Setup, SimError, Simulation, seeds};
 
@@ -132,7 +132,9 @@ fn get_meets_not_leader_after_a_leader_transfer() {
 #[test]
 fn many_timestamp_waiters_share_one_tso_request() {
     let mut sim = scenario();
-    let ops: Vec<_> = (0..8).map(|_| sim.submit(Command::Timestamp)).collect();
+    let ops: Vec<_> = (0..8)
+        .map(|_| sim.submit(Command::Pd(PdCommand::Timestamp)))
+        .collect();
     let done = sim.run_until_idle().unwrap_or_else(|err| panic!("{err}"));
     let mut timestamps = Vec::new();
     for op in &ops {

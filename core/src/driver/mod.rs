@@ -93,13 +93,24 @@ impl Handle {
     ///
     /// Errors with the operation's error, or [`Error::Closed`] when the client is closing or
     /// its driver is gone.
-    pub(crate) async fn run(&self, command: Command) -> Result<Output, Error> {
+    async fn run(&self, command: Command) -> Result<Output, Error> {
         self.gate.acquire().await?;
         let (reply, pending) = call::call(&self.messages);
         self.messages
             .unbounded_send(Message::Command(command, reply))
             .map_err(|_| Error::Closed)?;
         pending.await?
+    }
+
+    /// Runs `call`'s command and reads its answer as the caller's type, as
+    /// [`run`](Self::run) does.
+    ///
+    /// Errors as `run`, or with [`Error::UnexpectedResponse`] when the operation produced
+    /// another kind of result (a bug in the machine).
+    pub(crate) async fn call<T>(&self, call: crate::command::Call<T>) -> Result<T, Error> {
+        let (command, read) = call.into_parts();
+        let output = self.run(command).await?;
+        crate::command::Call::read(read, output)
     }
 
     /// Stops taking commands, lets the operations in flight finish, closes every connection,

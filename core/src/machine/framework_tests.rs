@@ -120,7 +120,9 @@ impl Operation for FanOut {
         self.waiting.retain(|c| *c != child);
         match result {
             Ok(Output::Timestamp(ts)) => self.best = self.best.max(ts),
-            Ok(other) => return Next::Done(Err(other.unexpected())),
+            Ok(other) => {
+                return Next::Done(Err(Error::UnexpectedResponse(format!("{other:?}"))));
+            }
             Err(err) => return Next::Done(Err(err)),
         }
         if self.waiting.is_empty() {
@@ -320,10 +322,10 @@ fn wall_clock_is_an_input_and_may_step_back() {
 #[test]
 fn gc_queries_wait_for_the_keyspace_and_use_its_scope() {
     for command in [
-        Command::TxnSafePoint,
-        Command::CheckVisibility {
+        Command::Pd(PdCommand::TxnSafePoint),
+        Command::Pd(PdCommand::CheckVisibility {
             start_ts: Timestamp::from_version(u64::MAX),
-        },
+        }),
     ] {
         let mut core = core_with(
             Config::default()

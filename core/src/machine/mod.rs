@@ -35,9 +35,9 @@ use crate::outbox::{Expired, Owner, Reply};
 use crate::rpc::Response;
 use crate::time::Time;
 
-pub use crate::command::{
-    Command, KeyLocation, KeyMode, Output, RawChecksum, RawCommand, SplitOutcome,
-};
+pub use crate::command::{Command, Output};
+#[cfg(any(test, feature = "testing"))]
+pub use crate::command::{KeyMode, MaintenanceCommand, PdCommand, RawCommand, RegionCommand};
 pub use crate::outbox::{OpId, RequestId, Transmit};
 
 /// A fact the machine reports.

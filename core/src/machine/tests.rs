@@ -79,7 +79,7 @@ fn concurrent_misses_for_one_key_share_one_region_lookup() {
 fn tso_waiters_are_served_by_one_request() {
     let mut core = core();
     let ops: Vec<OpId> = (0..50)
-        .map(|_| core.handle_command(Time::ZERO, Command::Timestamp))
+        .map(|_| core.handle_command(Time::ZERO, Command::Pd(PdCommand::Timestamp)))
         .collect();
     let outcome = run(&mut core, &mut Responder::default(), &[], Time::ZERO, 100)
         .unwrap_or_else(|err| panic!("{err}"));
@@ -107,7 +107,7 @@ fn tso_waiters_are_served_by_one_request() {
 #[test]
 fn timestamps_requested_during_a_tso_call_go_in_the_next_one() {
     let mut core = core();
-    core.handle_command(Time::ZERO, Command::Timestamp);
+    core.handle_command(Time::ZERO, Command::Pd(PdCommand::Timestamp));
     let sent = drain(&mut core);
     // Discovery first.
     assert!(matches!(
@@ -119,8 +119,8 @@ fn timestamps_requested_during_a_tso_call_go_in_the_next_one() {
     core.handle_reply(Time::ZERO, sent[0].id, reply);
     let sent = drain(&mut core);
     assert_eq!(sent.len(), 1);
-    core.handle_command(Time::ZERO, Command::Timestamp);
-    core.handle_command(Time::ZERO, Command::Timestamp);
+    core.handle_command(Time::ZERO, Command::Pd(PdCommand::Timestamp));
+    core.handle_command(Time::ZERO, Command::Pd(PdCommand::Timestamp));
     assert!(
         drain(&mut core).is_empty(),
         "one TSO request in flight at a time"
@@ -432,7 +432,7 @@ fn every_operation_finishes_under_any_faults() {
         for i in 0..count {
             let command = match i % 6 {
                 0 => get("a"),
-                1 => Command::Timestamp,
+                1 => Command::Pd(PdCommand::Timestamp),
                 2 => Command::Raw(RawCommand::BatchGet {
                     keys: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
                     cf: String::new(),
@@ -585,21 +585,27 @@ fn a_send_failure_probes_the_store_once() {
 fn low_resolution_timestamp_reuses_a_recent_one() {
     let mut core = core();
     let mut responder = Responder::default();
-    let first = core.handle_command(Time::ZERO, Command::Timestamp);
+    let first = core.handle_command(Time::ZERO, Command::Pd(PdCommand::Timestamp));
     let outcome =
         run(&mut core, &mut responder, &[], Time::ZERO, 100).unwrap_or_else(|err| panic!("{err}"));
     let Some(Ok(Output::Timestamp(ts))) = outcome.results.get(&first).cloned() else {
         panic!("{:?}", outcome.results);
     };
     // Within the staleness bound: answered at once, no request.
-    let cached = core.handle_command(Time::from_millis(1_000), Command::LowResolutionTimestamp);
+    let cached = core.handle_command(
+        Time::from_millis(1_000),
+        Command::Pd(PdCommand::LowResolutionTimestamp),
+    );
     assert!(core.poll_transmit().is_none());
     assert_eq!(
         core.poll_event(),
         Some(Event::Done(cached, Ok(Output::Timestamp(ts))))
     );
     // Past it: a fresh timestamp from TSO.
-    let fresh = core.handle_command(Time::from_millis(3_000), Command::LowResolutionTimestamp);
+    let fresh = core.handle_command(
+        Time::from_millis(3_000),
+        Command::Pd(PdCommand::LowResolutionTimestamp),
+    );
     let outcome = run(
         &mut core,
         &mut responder,
@@ -871,7 +877,7 @@ fn split_reports_new_regions_and_a_failed_scatter() {
     let mut responder = Responder::default();
     let op = core.handle_command(
         Time::ZERO,
-        Command::Raw(RawCommand::SplitRegions {
+        Command::Region(RegionCommand::SplitRegions {
             mode: KeyMode::Raw,
             keys: vec![Bytes::from_static(b"m")],
             scatter: true,
@@ -952,10 +958,10 @@ fn wait_scatter_region_finish_gives_up_after_its_budget() {
     let mut responder = Responder::default();
     let op = core.handle_command(
         Time::ZERO,
-        Command::WaitScatterRegionFinish {
+        Command::Region(RegionCommand::WaitScatterRegionFinish {
             region_id: 7,
             budget: std::time::Duration::from_millis(200),
-        },
+        }),
     );
     let mut polls = 0;
     let result = drive_until_done(&mut core, op, &mut responder, |transmit| {
@@ -975,7 +981,7 @@ fn wait_scatter_region_finish_gives_up_after_its_budget() {
 
     let op = core.handle_command(
         Time::ZERO,
-        Command::CheckRegionInScattering { region_id: 7 },
+        Command::Region(RegionCommand::CheckRegionInScattering { region_id: 7 }),
     );
     let result = drive_until_done(&mut core, op, &mut responder, |transmit| {
         match &transmit.request {
@@ -992,7 +998,7 @@ fn wait_scatter_region_finish_gives_up_after_its_budget() {
 fn cluster_id_discovers_pd_once() {
     let mut core = core();
     let mut responder = Responder::default();
-    let op = core.handle_command(Time::ZERO, Command::ClusterId);
+    let op = core.handle_command(Time::ZERO, Command::Pd(PdCommand::ClusterId));
     let mut calls = 0;
     let result = drive_until_done(&mut core, op, &mut responder, |_| {
         calls += 1;
@@ -1000,7 +1006,7 @@ fn cluster_id_discovers_pd_once() {
     });
     assert_eq!(result, Ok(Output::ClusterId(responder.cluster_id)));
     assert!(calls >= 1);
-    let op = core.handle_command(Time::ZERO, Command::ClusterId);
+    let op = core.handle_command(Time::ZERO, Command::Pd(PdCommand::ClusterId));
     assert!(core.poll_transmit().is_none());
     assert!(matches!(
         core.poll_event(),
@@ -1016,7 +1022,7 @@ fn locate_uses_pd_only_and_reports_pd_failures() {
     let mut responder = Responder::default();
     let op = machine.handle_command(
         Time::ZERO,
-        Command::Raw(RawCommand::LocateRange {
+        Command::Region(RegionCommand::LocateRange {
             mode: KeyMode::Raw,
             start: Bytes::from_static(b"a"),
             end: Bytes::new(),
@@ -1044,7 +1050,7 @@ fn locate_uses_pd_only_and_reports_pd_failures() {
     let mut fresh = core();
     let op = fresh.handle_command(
         Time::ZERO,
-        Command::Raw(RawCommand::LocateKey {
+        Command::Region(RegionCommand::LocateKey {
             mode: KeyMode::Txn,
             key: Bytes::from_static(b"k"),
         }),
@@ -1068,7 +1074,7 @@ fn unsafe_destroy_range_reports_every_failed_store() {
         let mut core = core();
         let op = core.handle_command(
             Time::ZERO,
-            Command::Raw(RawCommand::UnsafeDestroyRange {
+            Command::Maintenance(MaintenanceCommand::UnsafeDestroyRange {
                 start: Bytes::from_static(b"a"),
                 end: Bytes::from_static(b"z"),
             }),
@@ -1123,7 +1129,10 @@ fn unsafe_destroy_range_reports_every_failed_store() {
 fn stale_timestamp_asks_tso_when_it_has_none() {
     let mut core = core();
     let mut responder = Responder::default();
-    let op = core.handle_command(Time::ZERO, Command::StaleTimestamp { prev_secs: 0 });
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::Pd(PdCommand::StaleTimestamp { prev_secs: 0 }),
+    );
     let mut tso = 0;
     let result = drive_until_done(&mut core, op, &mut responder, |transmit| {
         if describe(&transmit.request).starts_with("pd.Tso") {
@@ -1137,7 +1146,10 @@ fn stale_timestamp_asks_tso_when_it_has_none() {
     };
     assert_eq!(ts.logical(), 0);
     // Now answered from the cached timestamp, with no request.
-    let op = core.handle_command(Time::ZERO, Command::StaleTimestamp { prev_secs: 1_000 });
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::Pd(PdCommand::StaleTimestamp { prev_secs: 1_000 }),
+    );
     assert!(core.poll_transmit().is_none());
     assert!(matches!(
         core.poll_event(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tikv_proto::pdpb;
 
 use crate::backoff::{BackoffKind, Backoffer};
-use crate::command::{Command, Output};
+use crate::command::{Output, PdCommand};
 use crate::error::Error;
 use crate::op::{Cx, Next, Operation};
 use crate::oracle::Timestamp;
@@ -27,15 +27,13 @@ const SCATTER_OPERATOR: &[u8] = b"scatter-region";
 /// The keyspace id PD's GC API uses for the cluster-wide (no keyspace) scope.
 const NULL_KEYSPACE_ID: u32 = 0xFFFF_FFFF;
 
-/// The operation of an admin command (anything but `Command::Raw`).
-///
-/// Errors with [`Error::InvalidArgument`] for a raw command.
-pub(super) fn build(command: Command, cx: &Cx<'_>) -> Result<Box<dyn Operation>, Error> {
-    Ok(match command {
-        Command::Timestamp => Box::new(AskTso {
+/// The operation of a PD or TSO query.
+pub(super) fn build(command: PdCommand, cx: &Cx<'_>) -> Box<dyn Operation> {
+    match command {
+        PdCommand::Timestamp => Box::new(AskTso {
             then: AfterTso::Return,
         }),
-        Command::LowResolutionTimestamp => {
+        PdCommand::LowResolutionTimestamp => {
             let staleness = cx.config().low_resolution_ts_staleness;
             let oldest = Time::from_micros(
                 cx.now()
@@ -49,36 +47,30 @@ pub(super) fn build(command: Command, cx: &Cx<'_>) -> Result<Box<dyn Operation>,
                 }),
             }
         }
-        Command::StaleTimestamp { prev_secs } => Box::new(AskTso {
+        PdCommand::StaleTimestamp { prev_secs } => Box::new(AskTso {
             then: AfterTso::Stale {
                 prev_ms: prev_secs.saturating_mul(1_000),
             },
         }),
-        Command::WaitScatterRegionFinish { region_id, budget } => {
-            Box::new(OperatorWait::new(region_id, true, budget))
-        }
-        Command::CheckRegionInScattering { region_id } => {
-            Box::new(OperatorWait::new(region_id, false, CHECK_SCATTER_BUDGET))
-        }
-        Command::ClusterId => Box::new(AskPd::new(
+        PdCommand::ClusterId => Box::new(AskPd::new(
             // Any PD call discovers PD first, which learns the cluster id.
             PdRequest::GetMembers(pdpb::GetMembersRequest::default()),
             PdAnswer::ClusterId,
         )),
-        Command::SetExternalTimestamp(timestamp) => Box::new(AskPd::new(
+        PdCommand::SetExternalTimestamp(timestamp) => Box::new(AskPd::new(
             PdRequest::SetExternalTimestamp(pdpb::SetExternalTimestampRequest {
                 timestamp: timestamp.version(),
                 ..Default::default()
             }),
             PdAnswer::Unit,
         )),
-        Command::GetExternalTimestamp => Box::new(AskPd::new(
+        PdCommand::GetExternalTimestamp => Box::new(AskPd::new(
             PdRequest::GetExternalTimestamp(Default::default()),
             PdAnswer::ExternalTimestamp,
         )),
-        Command::TxnSafePoint | Command::CheckVisibility { .. } => {
+        PdCommand::TxnSafePoint | PdCommand::CheckVisibility { .. } => {
             let start_ts = match command {
-                Command::CheckVisibility { start_ts } => Some(start_ts),
+                PdCommand::CheckVisibility { start_ts } => Some(start_ts),
                 _ => None,
             };
             let keyspace = cx.keyspace_id().unwrap_or(NULL_KEYSPACE_ID);
@@ -93,12 +85,17 @@ pub(super) fn build(command: Command, cx: &Cx<'_>) -> Result<Box<dyn Operation>,
                 PdAnswer::SafePoint { start_ts },
             ))
         }
-        Command::Raw(_) => {
-            return Err(Error::InvalidArgument(
-                "a raw command is not an admin command".to_owned(),
-            ));
-        }
-    })
+    }
+}
+
+/// Waiting until PD has finished scattering `region_id`, backing off within `budget`.
+pub(super) fn scatter_wait(region_id: u64, budget: Duration) -> Box<dyn Operation> {
+    Box::new(OperatorWait::new(region_id, true, budget))
+}
+
+/// Asking PD once whether it is scattering `region_id`.
+pub(super) fn scatter_check(region_id: u64) -> Box<dyn Operation> {
+    Box::new(OperatorWait::new(region_id, false, CHECK_SCATTER_BUDGET))
 }
 
 /// An operation that has its answer when it starts (a cached timestamp).

@@ -13,7 +13,7 @@ mod locate;
 mod raw;
 mod split;
 
-use crate::command::{Command, KeyMode, Output, RawCommand};
+use crate::command::{Command, KeyMode, MaintenanceCommand, Output, PdCommand, RegionCommand};
 use crate::error::Error;
 use crate::op::{Cx, KeyspaceWait, Next, Operation};
 use crate::outbox::{OpId, Reply, RequestId};
@@ -83,15 +83,27 @@ pub(crate) fn start(command: Command, cx: &Cx<'_>) -> Box<dyn Operation> {
 /// Whether `command` depends on the keyspace (its keys, or the scope of what it asks).
 fn command_needs_keyspace(command: &Command) -> bool {
     match command {
-        Command::Raw(_) | Command::TxnSafePoint | Command::CheckVisibility { .. } => true,
-        Command::Timestamp
-        | Command::LowResolutionTimestamp
-        | Command::WaitScatterRegionFinish { .. }
-        | Command::CheckRegionInScattering { .. }
-        | Command::ClusterId
-        | Command::SetExternalTimestamp(_)
-        | Command::GetExternalTimestamp
-        | Command::StaleTimestamp { .. } => false,
+        Command::Raw(_)
+        | Command::Maintenance(_)
+        | Command::Pd(PdCommand::TxnSafePoint | PdCommand::CheckVisibility { .. })
+        | Command::Region(
+            RegionCommand::LocateKey { .. }
+            | RegionCommand::LocateRegionById { .. }
+            | RegionCommand::LocateRange { .. }
+            | RegionCommand::SplitRegions { .. },
+        ) => true,
+        Command::Region(
+            RegionCommand::WaitScatterRegionFinish { .. }
+            | RegionCommand::CheckRegionInScattering { .. },
+        )
+        | Command::Pd(
+            PdCommand::Timestamp
+            | PdCommand::LowResolutionTimestamp
+            | PdCommand::StaleTimestamp { .. }
+            | PdCommand::ClusterId
+            | PdCommand::SetExternalTimestamp(_)
+            | PdCommand::GetExternalTimestamp,
+        ) => false,
     }
 }
 
@@ -110,7 +122,8 @@ fn try_build(command: Command, cx: &Cx<'_>) -> Result<Box<dyn Operation>, Error>
         KeyMode::Txn => KeySpace::txn(config.api_version, keyspace),
     };
     Ok(match command {
-        Command::Raw(RawCommand::SplitRegions {
+        Command::Raw(raw) => Box::new(raw::RawOp::new(raw, cx)?),
+        Command::Region(RegionCommand::SplitRegions {
             mode,
             keys,
             scatter,
@@ -121,27 +134,37 @@ fn try_build(command: Command, cx: &Cx<'_>) -> Result<Box<dyn Operation>, Error>
             scatter.then_some(scatter_group),
             config.read_timeout_short,
         )?),
-        Command::Raw(RawCommand::LocateKey { key, mode }) => {
+        Command::Region(RegionCommand::LocateKey { key, mode }) => {
             Box::new(locate::LocateOp::key(space(mode)?, &key))
         }
-        Command::Raw(RawCommand::LocateRegionById { region_id, mode }) => {
+        Command::Region(RegionCommand::LocateRegionById { region_id, mode }) => {
             Box::new(locate::LocateOp::by_id(space(mode)?, region_id))
         }
-        Command::Raw(RawCommand::LocateRange {
+        Command::Region(RegionCommand::LocateRange {
             start,
             end,
             mode,
             limit,
         }) => Box::new(locate::LocateOp::range(space(mode)?, &start, &end, limit)),
-        Command::Raw(RawCommand::UnsafeDestroyRange { start, end }) => {
+        Command::Region(RegionCommand::WaitScatterRegionFinish { region_id, budget }) => {
+            admin::scatter_wait(region_id, budget)
+        }
+        Command::Region(RegionCommand::CheckRegionInScattering { region_id }) => {
+            admin::scatter_check(region_id)
+        }
+        Command::Maintenance(MaintenanceCommand::DeleteRange {
+            start,
+            end,
+            notify_only,
+        }) => Box::new(raw::RawOp::txn_delete_range(&start, &end, notify_only, cx)?),
+        Command::Maintenance(MaintenanceCommand::UnsafeDestroyRange { start, end }) => {
             let txn = space(KeyMode::Txn)?;
             Box::new(destroy::DestroyRangeOp::new(
                 txn.request_key(&start),
                 txn.request_end(&end),
             ))
         }
-        Command::Raw(raw) => Box::new(raw::RawOp::new(raw, cx)?),
-        other => admin::build(other, cx)?,
+        Command::Pd(pd) => admin::build(pd, cx),
     })
 }
 

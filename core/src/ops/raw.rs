@@ -246,31 +246,6 @@ impl RawOp {
                 space.request_key(&start),
                 space.request_end(&end),
             )),
-            RawCommand::TxnDeleteRange {
-                start,
-                end,
-                notify_only,
-            } => {
-                let txn = KeySpace::txn(config.api_version, cx.keyspace_id())?;
-                let kind = Kind::Range(RangeOp::new(
-                    RangeKind::TxnDeleteRange {
-                        notify_only,
-                        regions: 0,
-                    },
-                    txn.request_key(&start),
-                    txn.request_end(&end),
-                ));
-                return Ok(Self { space: txn, kind });
-            }
-            RawCommand::UnsafeDestroyRange { .. }
-            | RawCommand::SplitRegions { .. }
-            | RawCommand::LocateKey { .. }
-            | RawCommand::LocateRegionById { .. }
-            | RawCommand::LocateRange { .. } => {
-                return Err(Error::InvalidArgument(
-                    "not a raw key-value command".to_owned(),
-                ));
-            }
             RawCommand::Checksum { start, end } => Kind::Range(RangeOp::new(
                 RangeKind::Checksum {
                     sum: RawChecksum::default(),
@@ -279,6 +254,29 @@ impl RawOp {
                 space.request_end(&end),
             )),
         };
+        Ok(Self { space, kind })
+    }
+
+    /// client-go's `KVStore.DeleteRange` (or, with `notify_only`, its notify-only form)
+    /// over transactional user keys `[start, end)`: a walk over the regions, one
+    /// `DeleteRange` request each.
+    ///
+    /// Errors when the key space cannot be built (API V2 without a keyspace).
+    pub(crate) fn txn_delete_range(
+        start: &[u8],
+        end: &[u8],
+        notify_only: bool,
+        cx: &Cx<'_>,
+    ) -> Result<Self, Error> {
+        let space = KeySpace::txn(cx.config().api_version, cx.keyspace_id())?;
+        let kind = Kind::Range(RangeOp::new(
+            RangeKind::TxnDeleteRange {
+                notify_only,
+                regions: 0,
+            },
+            space.request_key(start),
+            space.request_end(end),
+        ));
         Ok(Self { space, kind })
     }
 

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use tikv_core::Error;
-use tikv_core::machine::{Command, Output, RawCommand, RequestId};
+use tikv_core::machine::{Command, Output, PdCommand, RawCommand, RequestId};
 use tikv_core::rpc::Response;
 use tikv_proto::errorpb;
 use tikv_proto::rpc::RpcError;
@@ -99,7 +99,7 @@ fn keys_text(keys: &[Bytes]) -> String {
 pub fn describe_command(command: &Command) -> String {
     let raw = match command {
         Command::Raw(raw) => raw,
-        Command::Timestamp => return "timestamp".to_owned(),
+        Command::Pd(PdCommand::Timestamp) => return "timestamp".to_owned(),
         // Commands added later (transactions...) still get a description.
         #[allow(unreachable_patterns)]
         other => return format!("{other:?}"),
