@@ -159,26 +159,14 @@ impl Default for Config {
 /// Builders: each sets one knob and returns the config.
 impl Config {
     /// Fixes the seed of the core's PRNG (backoff jitter, replica choice, region cache TTL
-    /// jitter): the same seed replays the same decisions. Without it, the runtime crates draw
-    /// a seed from the runtime's entropy when the client starts (see
-    /// [`with_seed_from_runtime`](Self::with_seed_from_runtime)), so that processes sharing a
+    /// jitter): the same seed replays the same decisions. Without it, the client draws a seed
+    /// from its runtime's entropy when it starts (see
+    /// [`Runtime::seed_config`](crate::Runtime::seed_config)), so that processes sharing a
     /// cluster do not back off in lockstep. Fix it in tests and simulations.
     #[must_use]
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = Some(seed);
         self
-    }
-
-    /// Draws the PRNG seed from `runtime`'s [entropy](crate::Runtime::entropy) unless one
-    /// was fixed with [`with_rng_seed`](Self::with_rng_seed). [`Client::start`](crate::Client::start)
-    /// does this; call it yourself only when building the machine (`Core`)
-    /// without the driver (a core built from a config with no seed uses a constant one).
-    #[must_use]
-    pub fn with_seed_from_runtime(self, runtime: &impl crate::runtime::Runtime) -> Self {
-        match self.rng_seed {
-            Some(_) => self,
-            None => self.with_rng_seed(runtime.entropy()),
-        }
     }
 
     /// Sets the cluster's API version (default V1).

@@ -121,17 +121,14 @@ pub mod outbox;
 mod outbox;
 mod pd;
 pub mod rand;
-pub mod range_task;
-pub mod raw_client;
 pub mod region;
-pub mod regions;
 pub mod rpc;
 pub mod runtime;
 mod sender;
 pub mod time;
 mod wait;
 
-pub use client::Client;
+pub use client::{Client, range_task, raw_client, regions};
 pub use command::{KeyLocation, KeyMode, MAX_RAW_SCAN_LIMIT, RawChecksum, SplitOutcome};
 pub use config::{ApiVersion, Config};
 pub use error::Error;

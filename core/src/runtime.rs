@@ -45,6 +45,17 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// run must replay); a simulated runtime returns values from its own seed.
     fn entropy(&self) -> u64;
 
+    /// `config` with a PRNG seed: the one it fixes, else one drawn from
+    /// [`entropy`](Self::entropy). Every client start does this; call it yourself only when
+    /// building the machine (`Core`) without the driver (a machine built from a config
+    /// without a seed uses a constant one).
+    fn seed_config(&self, config: Config) -> Config {
+        match config.rng_seed() {
+            Some(_) => config,
+            None => config.with_rng_seed(self.entropy()),
+        }
+    }
+
     /// Opens a channel to `address` (`host:port`), over TLS when the runtime was configured
     /// with it.
     ///

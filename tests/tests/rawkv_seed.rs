@@ -1,7 +1,7 @@
 //! The PRNG seed: drawn from the runtime's entropy unless fixed, so that clients with default
 //! configs back off with different jitter while a fixed seed replays the same decisions.
 //!
-//! `Client::start` seeds its core with `Config::with_seed_from_runtime`; these tests take the
+//! `Client::start` seeds its core with `Runtime::seed_config`; these tests take the
 //! same step with each runtime, then drive a core from each config through the same faults in
 //! virtual time and compare the backoff traces.
 
@@ -76,12 +76,12 @@ async fn runtime_entropy_differs_on_every_call() {
 async fn default_configs_draw_different_jitter() {
     for (first, second) in [
         (
-            Config::default().with_seed_from_runtime(&tokio_runtime()),
-            Config::default().with_seed_from_runtime(&tokio_runtime()),
+            tokio_runtime().seed_config(Config::default()),
+            tokio_runtime().seed_config(Config::default()),
         ),
         (
-            Config::default().with_seed_from_runtime(&async_std_runtime()),
-            Config::default().with_seed_from_runtime(&async_std_runtime()),
+            async_std_runtime().seed_config(Config::default()),
+            async_std_runtime().seed_config(Config::default()),
         ),
     ] {
         assert!(first.rng_seed().is_some() && second.rng_seed().is_some());
@@ -96,9 +96,9 @@ async fn default_configs_draw_different_jitter() {
 #[tokio::test]
 async fn a_fixed_seed_replays_the_same_trace() {
     let fixed = Config::default().with_rng_seed(7);
-    let drawn = fixed.clone().with_seed_from_runtime(&tokio_runtime());
+    let drawn = tokio_runtime().seed_config(fixed.clone());
     assert_eq!(drawn.rng_seed(), Some(7));
-    let again = fixed.clone().with_seed_from_runtime(&async_std_runtime());
+    let again = async_std_runtime().seed_config(fixed.clone());
     assert_eq!(again, drawn);
     let trace = busy_trace(drawn);
     assert_eq!(busy_trace(again), trace);

@@ -167,7 +167,7 @@ pub(crate) fn start_with_capacity<R: Runtime>(
 ) -> Result<Handle, Error> {
     // An unfixed seed is drawn from the runtime here: the core never reads entropy itself,
     // so that a fixed seed replays.
-    let config = config.with_seed_from_runtime(&runtime);
+    let config = runtime.seed_config(config);
     let runtime = runtime.configure(&config)?;
     let core = Core::new(config.clone(), pd_endpoints, runtime.now())?;
     let (messages_tx, messages_rx) = mpsc::unbounded();

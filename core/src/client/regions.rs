@@ -20,10 +20,10 @@ use std::ops::RangeBounds;
 
 use bytes::Bytes;
 
+use super::KeyRange;
 use crate::command::{KeyLocation, KeyMode, RegionCommand, SplitOutcome};
 use crate::driver::Handle;
 use crate::error::Error;
-use crate::range_task::KeyRange;
 
 /// Region tools in one key space. Cheap to clone.
 ///

@@ -1,4 +1,13 @@
-//! [`Client`]: the handle users hold, and the entry point to every API.
+//! The user handles: [`Client`] (the entry point), the raw KV API, region tools and range
+//! tasks. They talk to the driver through a [`Handle`]; nothing here touches the machine's
+//! state.
+
+mod key_range;
+pub mod range_task;
+pub mod raw_client;
+pub mod regions;
+
+pub use key_range::KeyRange;
 
 use crate::command::{MaintenanceCommand, PdCommand, RegionCommand};
 use crate::config::Config;
@@ -74,15 +83,15 @@ impl Client {
     }
 
     /// The raw KV API.
-    pub fn raw(&self) -> crate::raw_client::RawClient {
-        crate::raw_client::RawClient::new(self.handle.clone())
+    pub fn raw(&self) -> raw_client::RawClient {
+        raw_client::RawClient::new(self.handle.clone())
     }
 
     /// Region tools (locate, split, scatter) in the transactional key space, as client-go's
     /// `KVStore.SplitRegions` and region cache lookups see keys. For raw keys use
     /// [`RawClient::regions`](crate::RawClient::regions).
-    pub fn regions(&self) -> crate::regions::Regions {
-        crate::regions::Regions::new(self.handle.clone(), crate::command::KeyMode::Txn)
+    pub fn regions(&self) -> regions::Regions {
+        regions::Regions::new(self.handle.clone(), crate::command::KeyMode::Txn)
     }
 
     /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).
@@ -129,17 +138,17 @@ impl Client {
         concurrency: usize,
     ) -> Result<u64, Error> {
         // A `KeyRange` keeps this method's "empty end: no bound" reading.
-        let range = crate::range_task::KeyRange {
+        let range = KeyRange {
             start_key: start.into(),
             end_key: end.into(),
         };
-        let runner = crate::range_task::RangeTaskRunner::new(self.regions(), concurrency);
+        let runner = range_task::RangeTaskRunner::new(self.regions(), concurrency);
         let stat = runner
             .run_on_range(range, |range| async move {
                 let completed_regions = self
                     .txn_delete_range(range.start_key, range.end_key, false)
                     .await?;
-                Ok(crate::range_task::TaskStat {
+                Ok(range_task::TaskStat {
                     completed_regions,
                     failed_regions: 0,
                 })

@@ -25,11 +25,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::KeyRange;
+use super::regions::Regions;
 use crate::command::{KeyLocation, KeyMode, PdCommand, RawChecksum, RawCommand, SplitOutcome};
 use crate::driver::Handle;
 use crate::error::Error;
-use crate::range_task::KeyRange;
-use crate::regions::Regions;
 
 /// A key-value pair returned by scans.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
