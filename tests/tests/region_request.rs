@@ -22,7 +22,7 @@ use tikv_proto::{errorpb, metapb, pdpb};
 use tikv_sim::SimConfig;
 use tikv_sim::cluster::ClusterConfig;
 use tikv_sim::faults::{FaultAction, FaultRule};
-use tikv_tests::simulation::{ClusterFault, Network, Setup, Simulation};
+use tikv_tests::simulation::{Answer, ClusterFault, Network, Op, Setup, Simulation};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: commands, region errors, the simulation and reading its trace.
@@ -32,7 +32,7 @@ fn bytes(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
 }
 
-fn put(key: &str, value: &str) -> Command {
+fn put_command(key: &str, value: &str) -> Command {
     Command::Raw(RawCommand::Put {
         key: bytes(key),
         value: bytes(value),
@@ -42,11 +42,19 @@ fn put(key: &str, value: &str) -> Command {
     })
 }
 
-fn get(key: &str) -> Command {
+fn get_command(key: &str) -> Command {
     Command::Raw(RawCommand::Get {
         key: bytes(key),
         cf: String::new(),
     })
+}
+
+fn put(key: &str, value: &str) -> Op {
+    Op::put(key, value)
+}
+
+fn get(key: &str) -> Op {
+    Op::get(key)
 }
 
 fn region_error(f: impl FnOnce(&mut errorpb::Error)) -> errorpb::Error {
@@ -90,7 +98,7 @@ fn warm_with(setup: Setup) -> Simulation {
     let result = sim
         .run(put("k1", "v0"))
         .unwrap_or_else(|err| panic!("{err}"));
-    assert!(matches!(result, Some(Ok(Output::Unit))), "{result:?}");
+    assert!(matches!(result, Ok(Answer::Unit)), "{result:?}");
     sim.take_trace();
     sim
 }
@@ -101,7 +109,7 @@ fn warm() -> Simulation {
 
 /// What one operation did: its result, its trace, and the virtual time it took.
 struct Outcome {
-    result: Result<Output, Error>,
+    result: Result<Answer, Error>,
     trace: Vec<String>,
     elapsed: Duration,
 }
@@ -140,10 +148,10 @@ impl Outcome {
     }
 }
 
-fn outcome(sim: &mut Simulation, command: Command) -> Outcome {
+fn outcome(sim: &mut Simulation, op: Op) -> Outcome {
     let start = sim.now();
-    let result = match sim.run(command) {
-        Ok(Some(result)) => result,
+    let result = match sim.run(op) {
+        Ok(result) => result,
         other => panic!("{other:?}\n{}", sim.trace().join("\n")),
     };
     Outcome {
@@ -163,12 +171,14 @@ fn sends(list: &[&str]) -> Vec<String> {
 
 /// Arms a region error on `store_id` for the next `times` requests of `command`.
 fn inject(sim: &mut Simulation, store_id: u64, command: &str, err: errorpb::Error, times: u32) {
-    sim.sim.faults.inject(FaultRule {
-        store_id: Some(store_id),
-        command: Some(command.to_owned()),
-        region_id: None,
-        action: FaultAction::RegionError(Box::new(err)),
-        remaining: times,
+    sim.with(|cluster| {
+        cluster.faults.inject(FaultRule {
+            store_id: Some(store_id),
+            command: Some(command.to_owned()),
+            region_id: None,
+            action: FaultAction::RegionError(Box::new(err)),
+            remaining: times,
+        })
     });
 }
 
@@ -179,18 +189,20 @@ fn inject_action(
     action: FaultAction,
     times: u32,
 ) {
-    sim.sim.faults.inject(FaultRule {
-        store_id: Some(store_id),
-        command: Some(command.to_owned()),
-        region_id: None,
-        action,
-        remaining: times,
+    sim.with(|cluster| {
+        cluster.faults.inject(FaultRule {
+            store_id: Some(store_id),
+            command: Some(command.to_owned()),
+            region_id: None,
+            action,
+            remaining: times,
+        })
     });
 }
 
 fn expect_ok(outcome: &Outcome) {
     assert!(
-        matches!(outcome.result, Ok(Output::Unit | Output::Value(_))),
+        matches!(outcome.result, Ok(Answer::Unit | Answer::Value(_))),
         "{:?}\n{}",
         outcome.result,
         outcome.text()
@@ -200,7 +212,7 @@ fn expect_ok(outcome: &Outcome) {
 fn expect_value(outcome: &Outcome, value: &str) {
     assert_eq!(
         outcome.result,
-        Ok(Output::Value(Some(bytes(value)))),
+        Ok(Answer::Value(Some(bytes(value)))),
         "{}",
         outcome.text()
     );
@@ -354,10 +366,12 @@ fn on_region_error_not_leader_new_leader_not_in_cached_peers() {
     };
     let mut sim = warm_with(setup);
     let region_id = region_of(&sim, "k1");
-    sim.sim
-        .cluster
-        .add_peer(region_id, 4, metapb::PeerRole::Voter)
-        .unwrap_or_else(|err| panic!("{err}"));
+    sim.with(|cluster| {
+        cluster
+            .cluster
+            .add_peer(region_id, 4, metapb::PeerRole::Voter)
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
     sim.apply(ClusterFault::TransferLeader {
         key: bytes("k1"),
         store_id: 4,
@@ -632,7 +646,7 @@ fn on_region_error_not_leader_ping_pong() {
         Reply::RegionError(not_leader(Some(peer(other))))
     });
     script.config.raw_max_backoff = ms(100);
-    let op = script.submit(put("key", "value"));
+    let op = script.submit(put_command("key", "value"));
     script.run();
     match script.result(op) {
         Err(Error::BackoffExhausted { kind, slept_ms, .. }) => {
@@ -778,21 +792,38 @@ fn on_send_failed_with_cancelled() {
     expect_value(&next, "v1");
 }
 
-/// TestNoReloadRegionWhenCtxCanceled: a request abandoned by its caller reports nothing and
-/// leaves the region cache alone: the next request needs no PD lookup.
+/// TestNoReloadRegionWhenCtxCanceled: a request abandoned by its caller (its future dropped
+/// while the request is on its way) reports nothing and leaves the region cache alone: the
+/// machine holds no operation afterwards, and the next request needs no PD lookup.
 #[test]
 fn no_reload_region_when_ctx_canceled() {
     let mut sim = warm();
-    let op = sim.submit(put("k1", "v1"));
-    let now = sim.now();
-    sim.core.cancel(now, op);
-    let done = sim.run_until_idle().unwrap_or_else(|err| panic!("{err}"));
-    assert!(done.iter().all(|(id, _)| *id != op), "{done:?}");
-    assert_eq!(sim.core.ops_in_flight(), 0);
+    let client = sim.client().clone();
+    let raw = client.raw();
+    {
+        let mut put = std::pin::pin!(raw.put("k1", "v1"));
+        let executor = sim.runtime().executor().clone();
+        // Half a round trip: the request has left, its answer has not come.
+        let mut timer = executor.sleep_until(executor.now() + ms(1));
+        let finished = sim
+            .block_on(std::future::poll_fn(|cx| {
+                if put.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(true);
+                }
+                timer.as_mut().poll(cx).map(|()| false)
+            }))
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(!finished);
+    }
+    let ops = sim
+        .block_on(client.ops_in_flight())
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(ops, Ok(0));
+    sim.sleep(ms(10)).unwrap_or_else(|err| panic!("{err}"));
     sim.take_trace();
     let out = outcome(&mut sim, get("k1"));
     assert!(
-        matches!(out.result, Ok(Output::Value(_))),
+        matches!(out.result, Ok(Answer::Value(_))),
         "{:?}",
         out.result
     );
@@ -848,7 +879,7 @@ fn close_connection_on_store_not_match() {
 #[test]
 fn cluster_id_in_req() {
     let mut script = Script::new(|_, _, _| Reply::Ok);
-    let op = script.submit(get("a"));
+    let op = script.submit(get_command("a"));
     script.run();
     assert!(matches!(script.result(op), Ok(Output::Value(_))));
     assert_eq!(script.store_sends.len(), 1);
@@ -879,7 +910,7 @@ fn switch_peer_when_no_leader() {
         }
     });
     script.config.raw_max_backoff = ms(5_000);
-    let op = script.submit(put("key", "value"));
+    let op = script.submit(put_command("key", "value"));
     script.run();
     assert!(
         matches!(script.result(op), Ok(Output::Unit)),
@@ -900,7 +931,7 @@ fn switch_peer_when_no_leader_error_with_new_leader_info() {
         0 => Reply::RegionError(not_leader(Some(peer(2)))),
         _ => Reply::Ok,
     });
-    let op = script.submit(get("a"));
+    let op = script.submit(get_command("a"));
     script.run();
     assert!(
         matches!(script.result(op), Ok(Output::Value(_))),
@@ -922,7 +953,7 @@ fn switch_peer_when_no_leader_error_with_new_leader_info() {
         "{}",
         script.trace.join("\n")
     );
-    let op = script.submit(get("a"));
+    let op = script.submit(get_command("a"));
     script.run();
     assert!(matches!(script.result(op), Ok(Output::Value(_))));
     assert_eq!(script.store_sends.len(), 3);
@@ -1230,11 +1261,13 @@ fn leader_stuck() {
 }
 
 fn region_of(sim: &Simulation, key: &str) -> u64 {
-    sim.sim
-        .cluster
-        .region_by_key(key.as_bytes())
-        .map(|region| region.id)
-        .unwrap_or_else(|| panic!("no region for {key}"))
+    sim.with(|cluster| {
+        cluster
+            .cluster
+            .region_by_key(key.as_bytes())
+            .map(|region| region.id)
+    })
+    .unwrap_or_else(|| panic!("no region for {key}"))
 }
 
 // ---------------------------------------------------------------------------------------------
