@@ -24,7 +24,7 @@ use tikv_proto::{errorpb, metapb, pdpb};
 use tikv_sim::cluster::ClusterConfig;
 use tikv_sim::faults::{FaultAction, FaultRule};
 use tikv_sim::{SimConfig, SimServer};
-use tikv_tests::simulation::{ClusterFault, Network, Setup, Simulation, Step};
+use tikv_tests::simulation::{Answer, ClusterFault, Network, Op, Setup, Simulation};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 // ---------------------------------------------------------------------------------------------
@@ -35,7 +35,7 @@ fn bytes(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
 }
 
-fn put(key: &str, value: &str) -> Command {
+fn put_command(key: &str, value: &str) -> Command {
     Command::Raw(RawCommand::Put {
         key: bytes(key),
         value: bytes(value),
@@ -45,11 +45,19 @@ fn put(key: &str, value: &str) -> Command {
     })
 }
 
-fn get(key: &str) -> Command {
+fn get_command(key: &str) -> Command {
     Command::Raw(RawCommand::Get {
         key: bytes(key),
         cf: String::new(),
     })
+}
+
+fn put(key: &str, value: &str) -> Op {
+    Op::put(key, value)
+}
+
+fn get(key: &str) -> Op {
+    Op::get(key)
 }
 
 fn region_error(f: impl FnOnce(&mut errorpb::Error)) -> errorpb::Error {
@@ -93,7 +101,7 @@ fn warm_with(setup: Setup) -> Simulation {
     let result = sim
         .run(put("k1", "v0"))
         .unwrap_or_else(|err| panic!("{err}"));
-    assert!(matches!(result, Some(Ok(Output::Unit))), "{result:?}");
+    assert!(matches!(result, Ok(Answer::Unit)), "{result:?}");
     sim.take_trace();
     sim
 }
@@ -104,7 +112,7 @@ fn warm() -> Simulation {
 
 /// What one operation did: its result, its trace, and the virtual time it took.
 struct Outcome {
-    result: Result<Output, Error>,
+    result: Result<Answer, Error>,
     trace: Vec<String>,
     elapsed: Duration,
 }
@@ -143,10 +151,10 @@ impl Outcome {
     }
 }
 
-fn outcome(sim: &mut Simulation, command: Command) -> Outcome {
+fn outcome(sim: &mut Simulation, op: Op) -> Outcome {
     let start = sim.now();
-    let result = match sim.run(command) {
-        Ok(Some(result)) => result,
+    let result = match sim.run(op) {
+        Ok(result) => result,
         other => panic!("{other:?}\n{}", sim.trace().join("\n")),
     };
     Outcome {
@@ -166,12 +174,14 @@ fn sends(list: &[&str]) -> Vec<String> {
 
 /// Arms a region error on `store_id` for the next `times` requests of `command`.
 fn inject(sim: &mut Simulation, store_id: u64, command: &str, err: errorpb::Error, times: u32) {
-    sim.sim.faults.inject(FaultRule {
-        store_id: Some(store_id),
-        command: Some(command.to_owned()),
-        region_id: None,
-        action: FaultAction::RegionError(Box::new(err)),
-        remaining: times,
+    sim.with(|cluster| {
+        cluster.faults.inject(FaultRule {
+            store_id: Some(store_id),
+            command: Some(command.to_owned()),
+            region_id: None,
+            action: FaultAction::RegionError(Box::new(err)),
+            remaining: times,
+        })
     });
 }
 
@@ -182,18 +192,20 @@ fn inject_action(
     action: FaultAction,
     times: u32,
 ) {
-    sim.sim.faults.inject(FaultRule {
-        store_id: Some(store_id),
-        command: Some(command.to_owned()),
-        region_id: None,
-        action,
-        remaining: times,
+    sim.with(|cluster| {
+        cluster.faults.inject(FaultRule {
+            store_id: Some(store_id),
+            command: Some(command.to_owned()),
+            region_id: None,
+            action,
+            remaining: times,
+        })
     });
 }
 
 fn expect_ok(outcome: &Outcome) {
     assert!(
-        matches!(outcome.result, Ok(Output::Unit | Output::Value(_))),
+        matches!(outcome.result, Ok(Answer::Unit | Answer::Value(_))),
         "{:?}\n{}",
         outcome.result,
         outcome.text()
@@ -203,7 +215,7 @@ fn expect_ok(outcome: &Outcome) {
 fn expect_value(outcome: &Outcome, value: &str) {
     assert_eq!(
         outcome.result,
-        Ok(Output::Value(Some(bytes(value)))),
+        Ok(Answer::Value(Some(bytes(value)))),
         "{}",
         outcome.text()
     );
@@ -357,10 +369,12 @@ fn on_region_error_not_leader_new_leader_not_in_cached_peers() {
     };
     let mut sim = warm_with(setup);
     let region_id = region_of(&sim, "k1");
-    sim.sim
-        .cluster
-        .add_peer(region_id, 4, metapb::PeerRole::Voter)
-        .unwrap_or_else(|err| panic!("{err}"));
+    sim.with(|cluster| {
+        cluster
+            .cluster
+            .add_peer(region_id, 4, metapb::PeerRole::Voter)
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
     sim.apply(ClusterFault::TransferLeader {
         key: bytes("k1"),
         store_id: 4,
@@ -643,7 +657,7 @@ fn on_region_error_not_leader_ping_pong() {
         Reply::RegionError(not_leader(Some(peer(other))))
     });
     script.config = script.config.clone().with_raw_max_backoff(ms(100));
-    let op = script.submit(put("key", "value"));
+    let op = script.submit(put_command("key", "value"));
     script.run();
     match script.result(op) {
         Err(Error::BackoffExhausted { kind, slept_ms, .. }) => {
@@ -765,33 +779,45 @@ fn on_send_failed_with_close_known_store_then_use_new_one() {
 
 /// TestOnSendFailedWithCancelled: the caller gives up while its write is in flight, and the
 /// store's answer says the call was cancelled. client-go hands `context.Canceled` back to the
-/// caller and retries nothing. Here the caller's cancellation is `Core::cancel` (what the
-/// driver does for a dropped future; the caller is gone, so no error is delivered and the
-/// operation ends with no event), and the late CANCELLED answer is dropped: no other store
-/// request, PD lookup, probe or backoff timer follows, and the machine holds nothing more.
-/// Then, as in the Go test once the store is back to normal, the next write succeeds, on the
-/// cached region.
+/// caller and retries nothing. Here the caller's cancellation is dropping its future (the
+/// driver cancels the operation in the machine; the caller is gone, so no error is
+/// delivered), and the late CANCELLED answer is dropped: no other store request, PD lookup
+/// or probe follows, and the machine holds no operation. Then, as in the Go test once the
+/// store is back to normal, the next write succeeds, on the cached region.
 #[test]
 fn on_send_failed_with_cancelled() {
-    let mut setup = setup();
-    // The periodic store refresh would keep a timer armed: off, so "nothing left" is exact.
-    setup.client = setup.client.with_store_refresh_interval(Duration::ZERO);
-    let mut sim = warm_with(setup);
+    let mut sim = warm();
     let cancelled = FaultAction::Status(Status::new(Code::Cancelled, "context canceled"));
     inject_action(&mut sim, 1, "RawPut", cancelled, 1);
-    let op = sim.submit(put("k1", "v1"));
-    // One step sends the write; the caller cancels before its answer is back.
-    assert_eq!(sim.step(), Ok(Step::Advanced));
-    let now = sim.now();
-    sim.core.cancel(now, op);
-    let done = sim.run_until_idle().unwrap_or_else(|err| panic!("{err}"));
-    // The operation was cancelled and has no result: only its trace is judged.
+    let client = sim.client().clone();
+    let raw = client.raw();
+    let start = sim.now();
+    {
+        let mut put = std::pin::pin!(raw.put("k1", "v1"));
+        let executor = sim.runtime().executor().clone();
+        // Half a round trip: the request has left, its answer has not come.
+        let mut timer = executor.sleep_until(executor.now() + ms(1));
+        let finished = sim
+            .block_on(std::future::poll_fn(|cx| {
+                if put.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(true);
+                }
+                timer.as_mut().poll(cx).map(|()| false)
+            }))
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(!finished, "the write was still out when its caller left");
+    }
+    // Long enough for the answer, and for any retry or backoff it could have caused.
+    sim.sleep(ms(500)).unwrap_or_else(|err| panic!("{err}"));
+    let ops = sim
+        .block_on(client.ops_in_flight())
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(ops, Ok(0));
     let out = Outcome {
-        result: Ok(Output::Unit),
+        result: Ok(Answer::Unit),
         trace: sim.take_trace(),
-        elapsed: sim.now().saturating_since(now),
+        elapsed: sim.now().saturating_since(start),
     };
-    assert!(done.is_empty(), "{done:?}\n{}", out.text());
     assert_eq!(
         out.store_sends(),
         sends(&["store-1 RawPut"]),
@@ -812,7 +838,6 @@ fn on_send_failed_with_cancelled() {
         "{}",
         out.text()
     );
-    assert_eq!(sim.core.leftovers(), Vec::<String>::new(), "{}", out.text());
 
     let next = outcome(&mut sim, put("k1", "v2"));
     expect_ok(&next);
@@ -854,21 +879,38 @@ fn on_send_failed_with_cancelled_by_peer_is_retried() {
     expect_value(&next, "v1");
 }
 
-/// TestNoReloadRegionWhenCtxCanceled: a request abandoned by its caller reports nothing and
-/// leaves the region cache alone: the next request needs no PD lookup.
+/// TestNoReloadRegionWhenCtxCanceled: a request abandoned by its caller (its future dropped
+/// while the request is on its way) reports nothing and leaves the region cache alone: the
+/// machine holds no operation afterwards, and the next request needs no PD lookup.
 #[test]
 fn no_reload_region_when_ctx_canceled() {
     let mut sim = warm();
-    let op = sim.submit(put("k1", "v1"));
-    let now = sim.now();
-    sim.core.cancel(now, op);
-    let done = sim.run_until_idle().unwrap_or_else(|err| panic!("{err}"));
-    assert!(done.iter().all(|(id, _)| *id != op), "{done:?}");
-    assert_eq!(sim.core.ops_in_flight(), 0);
+    let client = sim.client().clone();
+    let raw = client.raw();
+    {
+        let mut put = std::pin::pin!(raw.put("k1", "v1"));
+        let executor = sim.runtime().executor().clone();
+        // Half a round trip: the request has left, its answer has not come.
+        let mut timer = executor.sleep_until(executor.now() + ms(1));
+        let finished = sim
+            .block_on(std::future::poll_fn(|cx| {
+                if put.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(true);
+                }
+                timer.as_mut().poll(cx).map(|()| false)
+            }))
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(!finished);
+    }
+    let ops = sim
+        .block_on(client.ops_in_flight())
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(ops, Ok(0));
+    sim.sleep(ms(10)).unwrap_or_else(|err| panic!("{err}"));
     sim.take_trace();
     let out = outcome(&mut sim, get("k1"));
     assert!(
-        matches!(out.result, Ok(Output::Value(_))),
+        matches!(out.result, Ok(Answer::Value(_))),
         "{:?}",
         out.result
     );
@@ -1085,7 +1127,7 @@ fn close_connection_on_store_not_match_re_resolves_the_store() {
 #[test]
 fn cluster_id_in_req() {
     let mut script = Script::new(|_, _, _| Reply::Ok);
-    let op = script.submit(get("a"));
+    let op = script.submit(get_command("a"));
     script.run();
     assert!(matches!(script.result(op), Ok(Output::Value(_))));
     assert_eq!(script.store_sends.len(), 1);
@@ -1116,7 +1158,7 @@ fn switch_peer_when_no_leader() {
         }
     });
     script.config = script.config.clone().with_raw_max_backoff(ms(5_000));
-    let op = script.submit(put("key", "value"));
+    let op = script.submit(put_command("key", "value"));
     script.run();
     assert!(
         matches!(script.result(op), Ok(Output::Unit)),
@@ -1137,7 +1179,7 @@ fn switch_peer_when_no_leader_error_with_new_leader_info() {
         0 => Reply::RegionError(not_leader(Some(peer(2)))),
         _ => Reply::Ok,
     });
-    let op = script.submit(get("a"));
+    let op = script.submit(get_command("a"));
     script.run();
     assert!(
         matches!(script.result(op), Ok(Output::Value(_))),
@@ -1159,7 +1201,7 @@ fn switch_peer_when_no_leader_error_with_new_leader_info() {
         "{}",
         script.trace.join("\n")
     );
-    let op = script.submit(get("a"));
+    let op = script.submit(get_command("a"));
     script.run();
     assert!(matches!(script.result(op), Ok(Output::Value(_))));
     assert_eq!(script.store_sends.len(), 3);
@@ -1467,11 +1509,13 @@ fn leader_stuck() {
 }
 
 fn region_of(sim: &Simulation, key: &str) -> u64 {
-    sim.sim
-        .cluster
-        .region_by_key(key.as_bytes())
-        .map(|region| region.id)
-        .unwrap_or_else(|| panic!("no region for {key}"))
+    sim.with(|cluster| {
+        cluster
+            .cluster
+            .region_by_key(key.as_bytes())
+            .map(|region| region.id)
+    })
+    .unwrap_or_else(|| panic!("no region for {key}"))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -42,19 +42,18 @@ impl Client {
         driver::start(runtime, pd_endpoints, config).map(|handle| Self { handle })
     }
 
-    /// [`start`](Self::start) with a command queue of `capacity` instead of
-    /// [`COMMAND_QUEUE_CAPACITY`](driver::COMMAND_QUEUE_CAPACITY), for tests of
-    /// backpressure.
+    /// [`start`](Self::start) with driver options: the command queue's capacity, an
+    /// observer of every request and reply (tests).
     ///
     /// Errors as [`start`](Self::start).
     #[cfg(feature = "testing")]
-    pub fn start_with_queue_capacity<R: Runtime>(
+    pub fn start_with<R: Runtime>(
         runtime: R,
         pd_endpoints: Vec<String>,
         config: Config,
-        capacity: usize,
+        options: driver::Options,
     ) -> Result<Self, Error> {
-        driver::start_with_capacity(runtime, pd_endpoints, config, capacity)
+        driver::start_with(runtime, pd_endpoints, config, options.into())
             .map(|handle| Self { handle })
     }
 

@@ -14,7 +14,7 @@
 //! - **Cancellation.** A caller that drops an operation's future before it finished cancels
 //!   the operation in the machine (`Core::cancel`): the call tells the driver the
 //!   operation's id (see `call.rs`), so no waiter is ever scanned.
-//! - **Shutdown.** After `Client::close`, or once every handle is gone, the driver takes no
+//! - **Shutdown.** After [`Client::close`](crate::Client::close), or once every handle is gone, the driver takes no
 //!   new commands (they fail with [`Error::Closed`]), lets the operations in flight finish,
 //!   then stops every connection task and waits until each has ended and dropped its
 //!   connection. Should the driver itself stop (its runtime shut down), every caller still
@@ -144,6 +144,66 @@ impl Handle {
     }
 }
 
+/// Sees what the driver hands the machine and the batch client (tests: the simulation's
+/// trace shows every request the machine sent and every reply it got, including those the
+/// transport failed before anything reached the network).
+#[cfg(feature = "testing")]
+pub trait Observer: Send + Sync + 'static {
+    /// The machine asked for `transmit` to be sent.
+    fn transmit(&self, transmit: &crate::machine::Transmit);
+
+    /// The reply to request `id` reached the machine.
+    fn reply(&self, id: RequestId, reply: &Result<Response, RpcError>);
+}
+
+/// How a driver is set up, beyond the client's [`Config`] (tests).
+#[cfg(feature = "testing")]
+#[derive(Clone)]
+pub struct Options {
+    /// Commands that may wait in the queue (default [`COMMAND_QUEUE_CAPACITY`]).
+    pub queue_capacity: usize,
+    /// Sees every transmit and reply.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+#[cfg(feature = "testing")]
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            queue_capacity: COMMAND_QUEUE_CAPACITY,
+            observer: None,
+        }
+    }
+}
+
+#[cfg(feature = "testing")]
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("queue_capacity", &self.queue_capacity)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// Driver settings that are not part of [`Config`].
+#[derive(Clone, Default)]
+pub(crate) struct Settings {
+    queue_capacity: Option<usize>,
+    #[cfg(feature = "testing")]
+    observer: Option<Arc<dyn Observer>>,
+}
+
+#[cfg(feature = "testing")]
+impl From<Options> for Settings {
+    fn from(options: Options) -> Self {
+        Self {
+            queue_capacity: Some(options.queue_capacity),
+            observer: options.observer,
+        }
+    }
+}
+
 /// Starts a client for the cluster behind `pd_endpoints` on `runtime` (set up for `config`
 /// by [`Runtime::configure`]): spawns the driver task and returns a handle to it.
 ///
@@ -155,15 +215,15 @@ pub fn start<R: Runtime>(
     pd_endpoints: Vec<String>,
     config: Config,
 ) -> Result<Handle, Error> {
-    start_with_capacity(runtime, pd_endpoints, config, COMMAND_QUEUE_CAPACITY)
+    start_with(runtime, pd_endpoints, config, Settings::default())
 }
 
-/// [`start`] with a command queue of `capacity`.
-pub(crate) fn start_with_capacity<R: Runtime>(
+/// [`start`] with driver settings.
+pub(crate) fn start_with<R: Runtime>(
     runtime: R,
     pd_endpoints: Vec<String>,
     config: Config,
-    capacity: usize,
+    settings: Settings,
 ) -> Result<Handle, Error> {
     // An unfixed seed is drawn from the runtime here: the core never reads entropy itself,
     // so that a fixed seed replays.
@@ -171,6 +231,7 @@ pub(crate) fn start_with_capacity<R: Runtime>(
     let runtime = runtime.configure(&config)?;
     let core = Core::new(config.clone(), pd_endpoints, runtime.now())?;
     let (messages_tx, messages_rx) = mpsc::unbounded();
+    let capacity = settings.queue_capacity.unwrap_or(COMMAND_QUEUE_CAPACITY);
     let gate = Arc::new(Gate::new(capacity));
     let task = drive(
         runtime.clone(),
@@ -178,6 +239,7 @@ pub(crate) fn start_with_capacity<R: Runtime>(
         messages_rx,
         Arc::clone(&gate),
         config,
+        settings,
     );
     runtime.spawn(Box::pin(task));
     Ok(Handle {
@@ -206,6 +268,8 @@ struct Driver<R: Runtime> {
     accepting: bool,
     /// Callers of [`Handle::close`], answered once everything has shut down.
     closers: Vec<oneshot::Sender<()>>,
+    #[cfg(feature = "testing")]
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -243,6 +307,14 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    fn on_reply(&mut self, now: Time, id: RequestId, reply: Result<Response, RpcError>) {
+        #[cfg(feature = "testing")]
+        if let Some(observer) = &self.observer {
+            observer.reply(id, &reply);
+        }
+        self.core.handle_reply(now, id, reply);
+    }
+
     /// Drains everything the last inputs produced: transmits to the connections (one batch
     /// per store and drain), finished operations to their callers.
     fn drain(&mut self) {
@@ -251,6 +323,10 @@ impl<R: Runtime> Driver<R> {
         }
         let mut sent = false;
         while let Some(transmit) = self.core.poll_transmit() {
+            #[cfg(feature = "testing")]
+            if let Some(observer) = &self.observer {
+                observer.transmit(&transmit);
+            }
             self.connections.send(transmit);
             sent = true;
         }
@@ -276,6 +352,7 @@ async fn drive<R: Runtime>(
     mut messages: mpsc::UnboundedReceiver<Message>,
     gate: Arc<Gate>,
     config: Config,
+    settings: Settings,
 ) {
     let (replies_tx, mut replies) = mpsc::unbounded::<Replies>();
     let mut driver = Driver {
@@ -286,7 +363,11 @@ async fn drive<R: Runtime>(
         taken: 0,
         accepting: true,
         closers: Vec::new(),
+        #[cfg(feature = "testing")]
+        observer: settings.observer,
     };
+    #[cfg(not(feature = "testing"))]
+    let _ = settings;
     let mut timer: Option<(Time, BoxFuture<'static, ()>)> = None;
     let mut messages_open = true;
 
@@ -335,12 +416,12 @@ async fn drive<R: Runtime>(
             }
             Input::Replies(batch) => {
                 for (id, reply) in batch {
-                    driver.core.handle_reply(now, id, reply);
+                    driver.on_reply(now, id, reply);
                 }
                 // Take every reply already queued before draining: one drain, one batch.
                 while let Ok(batch) = replies.try_recv() {
                     for (id, reply) in batch {
-                        driver.core.handle_reply(now, id, reply);
+                        driver.on_reply(now, id, reply);
                     }
                 }
                 // A StoreNotMatch among them closes that address's connections before any

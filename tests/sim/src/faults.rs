@@ -23,6 +23,10 @@ pub enum FaultAction {
     Delay(u64),
     /// Answer with this key error instead of executing (commands with a key error field).
     KeyError(Box<tikv_proto::kvrpcpb::KeyError>),
+    /// A lost write: answer a raw command as if it ran (with the answer it would have
+    /// given), but leave the raw data as it was, as a store that acknowledges a write it
+    /// never persists would. Checkers of acknowledged writes must catch it.
+    AckWithoutApply,
 }
 
 /// One injection rule.

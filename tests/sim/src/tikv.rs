@@ -215,7 +215,8 @@ impl TikvRequest {
         }
     }
 
-    fn context(&self) -> Option<&kvrpcpb::Context> {
+    /// The request's context (region, epoch, peer), if it carries one.
+    pub fn context(&self) -> Option<&kvrpcpb::Context> {
         match self {
             Self::Batch(cmd) => batch_context(cmd),
             Self::RawGetKeyTtl(r) => r.context.as_ref(),
@@ -336,6 +337,13 @@ impl Sim {
                 // The command takes effect; only its answer is lost.
                 let _ = self.execute_after_delay(store_id, request, now_ms);
                 return Execution::Dropped;
+            }
+            Some(FaultAction::AckWithoutApply) => {
+                // Run it for its answer, then forget what it wrote.
+                let before = self.raw.clone();
+                let execution = self.execute_after_delay(store_id, request, now_ms);
+                self.raw = before;
+                return execution;
             }
             None => {}
         }

@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use tikv_core::rand::Rng;
 use tikv_proto::{errorpb, metapb};
+use tikv_sim::Sim;
 use tikv_sim::cluster::Cluster;
 use tikv_sim::faults::{FaultAction, FaultRule};
 
-use super::{ClusterFault, Simulation};
+use super::ClusterFault;
 
 /// What the chaos schedule may do, and how often.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,156 +71,136 @@ pub(super) fn elect_away(cluster: &mut Cluster, store_id: u64) -> String {
     format!("moved [{}]", moved.join(","))
 }
 
-impl Simulation {
-    pub(super) fn chaos_interval(&mut self, chaos: &Chaos) -> Duration {
-        let low = chaos.min_interval.as_micros() as u64;
-        let high = chaos.max_interval.as_micros() as u64;
-        Duration::from_micros(self.chaos_rng.between(low, high))
-    }
-
-    /// Picks and applies one random fault, then schedules the next tick; returns what it did.
-    pub(super) fn chaos_tick(&mut self) -> String {
-        let Some(chaos) = self.chaos.clone() else {
-            return "chaos stopped".to_owned();
-        };
-        self.chaos_faults += 1;
-        if self.chaos_faults > chaos.max_faults {
-            self.chaos = None;
-            return "chaos finished".to_owned();
+/// Picks one random fault for a chaos tick. Returns it, and the faults it implies later
+/// (after how long): a stopped store's leaders move away after an election timeout, and the
+/// store restarts after its downtime.
+pub(super) fn pick_fault(
+    rng: &mut Rng,
+    sim: &Sim,
+    chaos: &Chaos,
+) -> (ClusterFault, Vec<(Duration, ClusterFault)>) {
+    let regions: Vec<(Bytes, Vec<u64>)> = sim
+        .cluster
+        .regions()
+        .map(|region| {
+            let stores = region.peers.iter().map(|peer| peer.store_id).collect();
+            (region.start_key.clone(), stores)
+        })
+        .collect();
+    let running: Vec<u64> = sim
+        .cluster
+        .stores()
+        .filter(|store| store.running && !store.is_tombstone())
+        .map(|store| store.id)
+        .collect();
+    let all_running = running.len() == sim.cluster.stores().count();
+    let pick = |rng: &mut Rng, len: usize| rng.below(len as u64) as usize;
+    let fault = match rng.below(100) {
+        0..=24 if !chaos.split_keys.is_empty() => {
+            let key = chaos.split_keys[pick(rng, chaos.split_keys.len())].clone();
+            ClusterFault::Split(key)
         }
-        let next = self.now + self.chaos_interval(&chaos);
-        self.schedule(next, ClusterFault::Chaos);
-        let fault = self.pick_fault(&chaos);
-        let description = super::describe_fault(&fault);
-        let outcome = self.apply_fault(fault);
-        format!("{description}: {outcome}")
-    }
-
-    fn pick_fault(&mut self, chaos: &Chaos) -> ClusterFault {
-        let rng = &mut self.chaos_rng;
-        let regions: Vec<(Bytes, Vec<u64>)> = self
-            .sim
-            .cluster
-            .regions()
-            .map(|region| {
-                let stores = region.peers.iter().map(|peer| peer.store_id).collect();
-                (region.start_key.clone(), stores)
+        25..=39 if regions.len() > 1 => {
+            // Any region but the last has a right neighbour.
+            let (start, _) = regions[pick(rng, regions.len() - 1)].clone();
+            ClusterFault::MergeRight(start)
+        }
+        40..=59 => {
+            let (start, stores) = regions[pick(rng, regions.len())].clone();
+            let candidates: Vec<u64> = stores
+                .into_iter()
+                .filter(|store| running.contains(store))
+                .collect();
+            match candidates.is_empty() {
+                true => ClusterFault::Split(start),
+                false => ClusterFault::TransferLeader {
+                    key: start,
+                    store_id: candidates[pick(rng, candidates.len())],
+                },
+            }
+        }
+        60..=69 if chaos.stop_stores && all_running && running.len() > 1 => {
+            let store_id = running[pick(rng, running.len())];
+            let max_down = chaos.max_downtime.as_micros() as u64;
+            let election = Duration::from_micros(rng.between(500, 10_000));
+            let down = Duration::from_micros(rng.between(max_down / 10, max_down));
+            let later = vec![
+                (election, ClusterFault::ElectAway(store_id)),
+                (down, ClusterFault::RestartStore(store_id)),
+            ];
+            return (ClusterFault::StopStore(store_id), later);
+        }
+        _ if sim.faults.active() > 0 || running.is_empty() => {
+            // An injected error is still armed: move a leader instead of piling up rules.
+            let key = regions[pick(rng, regions.len())].0.clone();
+            match running.get(pick(rng, running.len())) {
+                Some(store_id) => ClusterFault::TransferLeader {
+                    key,
+                    store_id: *store_id,
+                },
+                None => ClusterFault::Split(key),
+            }
+        }
+        _ => {
+            let times = rng.between(1, 3) as u32;
+            let (err, region_id) = match rng.below(5) {
+                0 => (
+                    errorpb::Error {
+                        server_is_busy: Some(Default::default()),
+                        ..error("server is busy")
+                    },
+                    None,
+                ),
+                1 => (
+                    errorpb::Error {
+                        stale_command: Some(Default::default()),
+                        ..error("stale command")
+                    },
+                    None,
+                ),
+                2 => (
+                    errorpb::Error {
+                        epoch_not_match: Some(Default::default()),
+                        ..error("epoch not match")
+                    },
+                    None,
+                ),
+                3 => (
+                    errorpb::Error {
+                        region_not_found: Some(Default::default()),
+                        ..error("region not found")
+                    },
+                    None,
+                ),
+                _ => {
+                    // NotLeader naming the real leader of a random region.
+                    let (start, _) = regions[pick(rng, regions.len())].clone();
+                    let region = sim.cluster.region_by_key(&start);
+                    let region_id = region.map_or(0, |r| r.id);
+                    let leader = region.and_then(|r| r.leader()).map(|peer| metapb::Peer {
+                        id: peer.id,
+                        store_id: peer.store_id,
+                        ..Default::default()
+                    });
+                    (
+                        errorpb::Error {
+                            not_leader: Some(errorpb::NotLeader { region_id, leader }),
+                            ..error("not leader")
+                        },
+                        Some(region_id),
+                    )
+                }
+            };
+            ClusterFault::Inject(FaultRule {
+                store_id: None,
+                command: None,
+                region_id,
+                action: FaultAction::RegionError(Box::new(err)),
+                remaining: times,
             })
-            .collect();
-        let running: Vec<u64> = self
-            .sim
-            .cluster
-            .stores()
-            .filter(|store| store.running && !store.is_tombstone())
-            .map(|store| store.id)
-            .collect();
-        let all_running = running.len() == self.sim.cluster.stores().count();
-        let pick = |rng: &mut tikv_core::rand::Rng, len: usize| rng.below(len as u64) as usize;
-        match rng.below(100) {
-            0..=24 if !chaos.split_keys.is_empty() => {
-                let key = chaos.split_keys[pick(rng, chaos.split_keys.len())].clone();
-                ClusterFault::Split(key)
-            }
-            25..=39 if regions.len() > 1 => {
-                // Any region but the last has a right neighbour.
-                let (start, _) = regions[pick(rng, regions.len() - 1)].clone();
-                ClusterFault::MergeRight(start)
-            }
-            40..=59 => {
-                let (start, stores) = regions[pick(rng, regions.len())].clone();
-                let candidates: Vec<u64> = stores
-                    .into_iter()
-                    .filter(|store| running.contains(store))
-                    .collect();
-                match candidates.is_empty() {
-                    true => ClusterFault::Split(start),
-                    false => ClusterFault::TransferLeader {
-                        key: start,
-                        store_id: candidates[pick(rng, candidates.len())],
-                    },
-                }
-            }
-            60..=69 if chaos.stop_stores && all_running && running.len() > 1 => {
-                let store_id = running[pick(rng, running.len())];
-                let max_down = chaos.max_downtime.as_micros() as u64;
-                let election = Duration::from_micros(rng.between(500, 10_000));
-                let down = Duration::from_micros(rng.between(max_down / 10, max_down));
-                let now = self.now;
-                self.schedule(now + election, ClusterFault::ElectAway(store_id));
-                self.schedule(now + down, ClusterFault::RestartStore(store_id));
-                ClusterFault::StopStore(store_id)
-            }
-            _ if self.sim.faults.active() > 0 || running.is_empty() => {
-                // An injected error is still armed: move a leader instead of piling up rules.
-                let key = regions[pick(rng, regions.len())].0.clone();
-                match running.get(pick(rng, running.len())) {
-                    Some(store_id) => ClusterFault::TransferLeader {
-                        key,
-                        store_id: *store_id,
-                    },
-                    None => ClusterFault::Split(key),
-                }
-            }
-            _ => {
-                let times = rng.between(1, 3) as u32;
-                let (err, region_id) = match rng.below(5) {
-                    0 => (
-                        errorpb::Error {
-                            server_is_busy: Some(Default::default()),
-                            ..error("server is busy")
-                        },
-                        None,
-                    ),
-                    1 => (
-                        errorpb::Error {
-                            stale_command: Some(Default::default()),
-                            ..error("stale command")
-                        },
-                        None,
-                    ),
-                    2 => (
-                        errorpb::Error {
-                            epoch_not_match: Some(Default::default()),
-                            ..error("epoch not match")
-                        },
-                        None,
-                    ),
-                    3 => (
-                        errorpb::Error {
-                            region_not_found: Some(Default::default()),
-                            ..error("region not found")
-                        },
-                        None,
-                    ),
-                    _ => {
-                        // NotLeader naming the real leader of a random region.
-                        let (start, _) = regions[pick(rng, regions.len())].clone();
-                        let region = self.sim.cluster.region_by_key(&start);
-                        let region_id = region.map_or(0, |r| r.id);
-                        let leader = region.and_then(|r| r.leader()).map(|peer| metapb::Peer {
-                            id: peer.id,
-                            store_id: peer.store_id,
-                            ..Default::default()
-                        });
-                        (
-                            errorpb::Error {
-                                not_leader: Some(errorpb::NotLeader { region_id, leader }),
-                                ..error("not leader")
-                            },
-                            Some(region_id),
-                        )
-                    }
-                };
-                ClusterFault::Inject(FaultRule {
-                    store_id: None,
-                    command: None,
-                    region_id,
-                    action: FaultAction::RegionError(Box::new(err)),
-                    remaining: times,
-                })
-            }
         }
-    }
+    };
+    (fault, Vec::new())
 }
 
 fn error(message: &str) -> errorpb::Error {

@@ -12,12 +12,17 @@
 //! Batch operations and scans are checked key by key: TiKV does not make them atomic across
 //! regions either. A scan observes every key of its range up to the last pair it returned
 //! (or the whole range when it returned fewer pairs than its limit).
+//!
+//! A write that is acknowledged but never applied is caught only when something reads the
+//! key afterwards; [`final_reads`] turns a read of every key after the run into records, so
+//! the checker sees the end state too.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use tikv_core::Error;
-use tikv_core::machine::{Output, RawCommand};
+
+use super::ops::{Answer, Op};
 
 /// One operation of the history.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,11 +30,11 @@ pub struct Record {
     /// The operation's id, for reports.
     pub op: u64,
     /// What was asked.
-    pub command: RawCommand,
+    pub command: Op,
     /// When it started (logical clock).
     pub started: u64,
     /// When its result was seen and what it was; `None` while running.
-    pub finished: Option<(u64, Result<Output, Error>)>,
+    pub finished: Option<(u64, Result<Answer, Error>)>,
 }
 
 /// A read that no write explains.
@@ -109,19 +114,19 @@ pub fn check(keys: &[Bytes], history: &[Record]) -> Vec<Violation> {
             });
         };
         match &record.command {
-            RawCommand::Put { key, value, .. } => write(key, Some(value.clone())),
-            RawCommand::BatchPut { pairs, .. } => {
+            Op::Put { key, value, .. } => write(key, Some(value.clone())),
+            Op::BatchPut { pairs, .. } => {
                 for (key, value) in pairs {
                     write(key, Some(value.clone()));
                 }
             }
-            RawCommand::Delete { key, .. } => write(key, None),
-            RawCommand::BatchDelete { keys: deleted, .. } => {
+            Op::Delete { key, .. } => write(key, None),
+            Op::BatchDelete { keys: deleted, .. } => {
                 for key in deleted {
                     write(key, None);
                 }
             }
-            RawCommand::DeleteRange { start, end, .. } => {
+            Op::DeleteRange { start, end, .. } => {
                 for key in keys.iter().filter(|key| in_range(key, start, end)) {
                     write(key, None);
                 }
@@ -140,22 +145,13 @@ pub fn check(keys: &[Bytes], history: &[Record]) -> Vec<Violation> {
             });
         };
         match (&record.command, output) {
-            (RawCommand::Get { key, .. }, Output::Value(value)) => read(key, value.clone()),
-            (RawCommand::BatchGet { keys: asked, .. }, Output::Values(values)) => {
+            (Op::Get { key, .. }, Answer::Value(value)) => read(key, value.clone()),
+            (Op::BatchGet { keys: asked, .. }, Answer::Values(values)) => {
                 for (key, value) in asked.iter().zip(values) {
                     read(key, value.clone());
                 }
             }
-            (
-                RawCommand::Scan {
-                    start,
-                    end,
-                    limit,
-                    reverse: false,
-                    ..
-                },
-                Output::Pairs(pairs),
-            ) => {
+            (Op::Scan { start, end, limit }, Answer::Pairs(pairs)) => {
                 let found: BTreeMap<&Bytes, &Bytes> = pairs.iter().map(|(k, v)| (k, v)).collect();
                 let full = pairs.len() < *limit as usize;
                 let last = pairs.last().map(|(key, _)| key);
@@ -207,6 +203,56 @@ pub fn check(keys: &[Bytes], history: &[Record]) -> Vec<Violation> {
     violations
 }
 
+/// Reads every key of `keys` once more after a run, as records that start after every
+/// record of `history` finished (each read retried until it succeeds, at most `attempts`
+/// times): the end state, for [`check`] to explain.
+///
+/// Errors with the last error of a key that could not be read.
+pub async fn final_reads(
+    client: &tikv_core::Client,
+    keys: &[Bytes],
+    history: &[Record],
+    attempts: usize,
+) -> Result<Vec<Record>, Error> {
+    let mut clock = history
+        .iter()
+        .map(|record| {
+            record
+                .finished
+                .as_ref()
+                .map_or(record.started, |(at, _)| *at)
+        })
+        .max()
+        .unwrap_or(0);
+    let first_op = history.iter().map(|record| record.op).max().unwrap_or(0) + 1;
+    let mut reads = Vec::with_capacity(keys.len());
+    for (index, key) in keys.iter().enumerate() {
+        let op = Op::Get { key: key.clone() };
+        let mut last = Error::Closed;
+        let mut answer = None;
+        for _ in 0..attempts.max(1) {
+            match op.run(client).await {
+                Ok(value) => {
+                    answer = Some(value);
+                    break;
+                }
+                Err(err) => last = err,
+            }
+        }
+        let Some(answer) = answer else {
+            return Err(last);
+        };
+        clock += 2;
+        reads.push(Record {
+            op: first_op + index as u64,
+            command: op,
+            started: clock - 1,
+            finished: Some((clock, Ok(answer))),
+        });
+    }
+    Ok(reads)
+}
+
 fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     key >= start && (end.is_empty() || key < end)
 }
@@ -215,32 +261,33 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn final_read_of_a_lost_write_is_reported() {
+        // An acknowledged write nothing read afterwards: only the final read can tell.
+        let history = [put(1, "a", "x", 1, Some(2)), get(2, "a", None, 3, 4)];
+        let violations = check(&keys(), &history);
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].seen, None);
+        assert_eq!(violations[0].allowed, vec![Some(Bytes::from_static(b"x"))]);
+    }
+
     fn put(op: u64, key: &str, value: &str, started: u64, finished: Option<u64>) -> Record {
         Record {
             op,
-            command: RawCommand::Put {
-                key: Bytes::copy_from_slice(key.as_bytes()),
-                value: Bytes::copy_from_slice(value.as_bytes()),
-                ttl_secs: 0,
-                cf: String::new(),
-                atomic: false,
-            },
+            command: Op::put(key, value),
             started,
-            finished: finished.map(|at| (at, Ok(Output::Unit))),
+            finished: finished.map(|at| (at, Ok(Answer::Unit))),
         }
     }
 
     fn get(op: u64, key: &str, seen: Option<&str>, started: u64, finished: u64) -> Record {
         Record {
             op,
-            command: RawCommand::Get {
-                key: Bytes::copy_from_slice(key.as_bytes()),
-                cf: String::new(),
-            },
+            command: Op::get(key),
             started,
             finished: Some((
                 finished,
-                Ok(Output::Value(
+                Ok(Answer::Value(
                     seen.map(|v| Bytes::copy_from_slice(v.as_bytes())),
                 )),
             )),
@@ -297,18 +344,11 @@ mod tests {
             .collect();
         let scan = |op, started, pairs: Vec<(&str, &str)>| Record {
             op,
-            command: RawCommand::Scan {
-                start: Bytes::new(),
-                end: Bytes::new(),
-                limit: 1,
-                key_only: false,
-                reverse: false,
-                cf: String::new(),
-            },
+            command: Op::scan("", "", 1),
             started,
             finished: Some((
                 started + 1,
-                Ok(Output::Pairs(
+                Ok(Answer::Pairs(
                     pairs
                         .into_iter()
                         .map(|(k, v)| {

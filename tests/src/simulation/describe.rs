@@ -1,19 +1,15 @@
-//! Stable one-line descriptions of commands, results, replies and faults for traces.
+//! Stable one-line descriptions of operations, results, wire messages and faults for traces.
 
 use bytes::Bytes;
+use prost::Message;
 use tikv_core::Error;
-use tikv_core::machine::{Command, Output, PdCommand, RawCommand, RequestId};
-use tikv_core::rpc::Response;
-use tikv_proto::errorpb;
+use tikv_core::rpc::{Request, Response};
 use tikv_proto::rpc::RpcError;
+use tikv_proto::{errorpb, pdpb};
 use tikv_sim::faults::FaultAction;
 
 use super::ClusterFault;
-
-pub(super) fn describe_ids(ids: &[RequestId]) -> String {
-    let ids: Vec<String> = ids.iter().map(|id| format!("#{}", id.get())).collect();
-    ids.join(",")
-}
+use super::ops::{Answer, Op};
 
 /// A short, stable description of a cluster fault for traces.
 pub fn describe_fault(fault: &ClusterFault) -> String {
@@ -34,6 +30,7 @@ pub fn describe_fault(fault: &ClusterFault) -> String {
                 FaultAction::DropReply => "drop reply".to_owned(),
                 FaultAction::Delay(ms) => format!("delay {ms} ms"),
                 FaultAction::KeyError(err) => format!("key error {err:?}"),
+                FaultAction::AckWithoutApply => "ack without applying".to_owned(),
             };
             let region = rule
                 .region_id
@@ -75,6 +72,23 @@ pub fn describe_region_error(err: &errorpb::Error) -> String {
     )
 }
 
+/// A short, stable description of a request the machine sent: `Name region=N` for a
+/// store, `pd.Method` with the argument that matters for PD, `health.Check`.
+pub(super) fn describe_request(request: &Request) -> String {
+    match request {
+        Request::Store(store) => {
+            let region = store.context().map_or(0, |context| context.region_id);
+            format!("{} region={region}", store.name())
+        }
+        Request::Health(_) => "health.Check".to_owned(),
+        Request::Pd(pd) => match pd.encode(usize::MAX) {
+            Ok(framed) => describe_pd_request(pd.path(), &framed.payload()),
+            Err(_) => format!("pd {}", pd.path()),
+        },
+    }
+}
+
+/// `ok`, the region error a store answered with, or the transport error.
 pub(super) fn describe_reply(reply: &Result<Response, RpcError>) -> String {
     match reply {
         Ok(Response::Store(response)) => match response.region_error() {
@@ -86,6 +100,27 @@ pub(super) fn describe_reply(reply: &Result<Response, RpcError>) -> String {
     }
 }
 
+/// `pd.Method` with the argument that matters (the key, the id, the count).
+fn describe_pd_request(path: &str, payload: &Bytes) -> String {
+    let name = tikv_proto::method::find(path).map_or(path, |method| method.name);
+    let detail = match name {
+        "Tso" => pdpb::TsoRequest::decode(payload.clone())
+            .map(|r| format!(" count={}", r.count))
+            .ok(),
+        "GetRegion" | "GetPrevRegion" => pdpb::GetRegionRequest::decode(payload.clone())
+            .map(|r| format!(" key={:?}", text(&r.region_key)))
+            .ok(),
+        "GetRegionByID" => pdpb::GetRegionByIdRequest::decode(payload.clone())
+            .map(|r| format!(" id={}", r.region_id))
+            .ok(),
+        "GetStore" => pdpb::GetStoreRequest::decode(payload.clone())
+            .map(|r| format!(" id={}", r.store_id))
+            .ok(),
+        _ => None,
+    };
+    format!("pd.{name}{}", detail.unwrap_or_default())
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -95,66 +130,49 @@ fn keys_text(keys: &[Bytes]) -> String {
     format!("[{}]", keys.join(","))
 }
 
-/// A short, stable description of a command for traces.
-pub fn describe_command(command: &Command) -> String {
-    let raw = match command {
-        Command::Raw(raw) => raw,
-        Command::Pd(PdCommand::Timestamp) => return "timestamp".to_owned(),
-        // Commands added later (transactions...) still get a description.
-        #[allow(unreachable_patterns)]
-        other => return format!("{other:?}"),
-    };
-    match raw {
-        RawCommand::Get { key, .. } => format!("get {}", text(key)),
-        RawCommand::BatchGet { keys, .. } => format!("batch_get {}", keys_text(keys)),
-        RawCommand::Put { key, value, .. } => format!("put {}={}", text(key), text(value)),
-        RawCommand::BatchPut { pairs, .. } => {
+/// A short, stable description of a raw operation for traces.
+pub fn describe_op(op: &Op) -> String {
+    match op {
+        Op::Get { key } => format!("get {}", text(key)),
+        Op::BatchGet { keys } => format!("batch_get {}", keys_text(keys)),
+        Op::Put { key, value } => format!("put {}={}", text(key), text(value)),
+        Op::BatchPut { pairs } => {
             let pairs: Vec<String> = pairs
                 .iter()
                 .map(|(key, value)| format!("{}={}", text(key), text(value)))
                 .collect();
             format!("batch_put [{}]", pairs.join(","))
         }
-        RawCommand::Delete { key, .. } => format!("delete {}", text(key)),
-        RawCommand::BatchDelete { keys, .. } => format!("batch_delete {}", keys_text(keys)),
-        RawCommand::DeleteRange { start, end, .. } => {
+        Op::Delete { key } => format!("delete {}", text(key)),
+        Op::BatchDelete { keys } => format!("batch_delete {}", keys_text(keys)),
+        Op::DeleteRange { start, end } => {
             format!("delete_range [{}, {})", text(start), text(end))
         }
-        RawCommand::Scan {
-            start,
-            end,
-            limit,
-            reverse,
-            ..
-        } => format!(
-            "{} [{}, {}) limit {limit}",
-            if *reverse { "reverse_scan" } else { "scan" },
-            text(start),
-            text(end)
-        ),
-        other => format!("{other:?}"),
+        Op::Scan { start, end, limit } => {
+            format!("scan [{}, {}) limit {limit}", text(start), text(end))
+        }
+        Op::Timestamp => "timestamp".to_owned(),
     }
 }
 
 /// A short, stable description of an operation's result for traces.
-pub fn describe_result(result: &Result<Output, Error>) -> String {
+pub fn describe_result(result: &Result<Answer, Error>) -> String {
     let value = |value: &Option<Bytes>| value.as_ref().map_or("-".to_owned(), |v| text(v));
     match result {
-        Ok(Output::Unit) => "ok".to_owned(),
-        Ok(Output::Value(v)) => format!("ok {}", value(v)),
-        Ok(Output::Values(values)) => {
+        Ok(Answer::Unit) => "ok".to_owned(),
+        Ok(Answer::Value(v)) => format!("ok {}", value(v)),
+        Ok(Answer::Values(values)) => {
             let values: Vec<String> = values.iter().map(value).collect();
             format!("ok [{}]", values.join(","))
         }
-        Ok(Output::Pairs(pairs)) => {
+        Ok(Answer::Pairs(pairs)) => {
             let pairs: Vec<String> = pairs
                 .iter()
                 .map(|(key, v)| format!("{}={}", text(key), text(v)))
                 .collect();
             format!("ok [{}]", pairs.join(","))
         }
-        Ok(Output::Timestamp(ts)) => format!("ok ts {ts}"),
-        Ok(other) => format!("ok {other:?}"),
+        Ok(Answer::Timestamp(ts)) => format!("ok ts {ts}"),
         Err(err) => format!("error: {err}"),
     }
 }

@@ -2,15 +2,16 @@
 //! key space while the cluster splits, merges, moves leaders, restarts stores and answers with
 //! injected region errors; the history goes to [`super::checker`].
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tikv_core::machine::{Command, OpId, RawCommand};
 use tikv_core::rand::Rng;
 use tikv_core::{Config, Time};
 
 use super::checker::{self, Record, Violation};
-use super::{Chaos, Network, Setup, SimError, Simulation, Step};
+use super::ops::Op;
+use super::{Chaos, Network, Setup, SimError, Simulation, describe_op, describe_result};
 
 /// The shape of a raw workload run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,15 +48,15 @@ impl Default for RawWorkload {
 pub struct RawReport {
     /// The seed.
     pub seed: u64,
-    /// Every operation, in start order.
+    /// Every operation, in start order, then the final read of every key.
     pub history: Vec<Record>,
     /// Reads no write explains (empty when the client behaved).
     pub violations: Vec<Violation>,
     /// The full trace.
     pub trace: Vec<String>,
-    /// Operations that succeeded.
+    /// Workload operations that succeeded.
     pub succeeded: usize,
-    /// Operations that failed (their writes count as uncertain).
+    /// Workload operations that failed (their writes count as uncertain).
     pub failed: usize,
     /// Steps the run took.
     pub steps: usize,
@@ -80,9 +81,10 @@ pub fn chaos_client_config() -> Config {
         .with_pd_timeout(Duration::from_millis(500))
 }
 
-/// Runs `workload` with `seed`; returns the history, the checker's verdict and the trace.
+/// Runs `workload` with `seed`; returns the history (ending with a read of every key once
+/// the workload finished and chaos stopped), the checker's verdict and the trace.
 ///
-/// Errors when the run livelocks or gets stuck.
+/// Errors when the run livelocks or gets stuck, or when a final read fails 10 times.
 pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, SimError> {
     let keys = key_space(workload.keys);
     let setup = Setup {
@@ -94,7 +96,6 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
         ..Setup::default()
     };
     let mut sim = Simulation::new(seed, setup)?;
-    let mut rng = Rng::new(seed ^ 0x776f_726b_6c6f_6164);
     sim.start_chaos(Chaos {
         // Split keys sit between workload keys and on them, so both kinds of boundary occur.
         split_keys: keys
@@ -105,65 +106,35 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
         ..Chaos::default()
     });
 
-    let mut history: Vec<Record> = Vec::new();
-    let mut running: Vec<(OpId, usize)> = Vec::new();
-    let mut clock = 1u64;
-    let mut issued = 0usize;
-    // When each client starts its next operation; `None` while one is running.
-    let mut wake: Vec<Option<Time>> = vec![Some(Time::ZERO); workload.clients];
-    loop {
-        for slot in &mut wake {
-            if issued >= workload.ops || slot.is_none_or(|at| at > sim.now()) {
-                continue;
-            }
-            *slot = None;
-            let command = random_command(&mut rng, &keys, issued);
-            clock += 1;
-            let op = sim.submit(Command::Raw(command.clone()));
-            running.push((op, history.len()));
-            history.push(Record {
-                op: op.get(),
-                command,
-                started: clock,
-                finished: None,
-            });
-            issued += 1;
-        }
-        let done = issued >= workload.ops && running.is_empty();
-        if done {
-            sim.stop_chaos();
-        }
-        match sim.step()? {
-            Step::Idle if done => break,
-            Step::Idle => {
-                return Err(SimError::Stuck {
-                    now: sim.now(),
-                    ops_in_flight: running.len(),
-                });
-            }
-            Step::Finished(finished) => {
-                for (op, result) in finished {
-                    let Some(position) = running.iter().position(|(id, _)| *id == op) else {
-                        continue;
-                    };
-                    let (_, index) = running.swap_remove(position);
-                    clock += 1;
-                    if let Some(record) = history.get_mut(index) {
-                        record.finished = Some((clock, result));
-                    }
-                    let think = rng.below(workload.max_think.as_micros() as u64 + 1);
-                    let at = sim.now() + Duration::from_micros(think);
-                    if let Some(slot) = wake.iter_mut().find(|slot| slot.is_none()) {
-                        *slot = Some(at);
-                    }
-                    sim.set_alarm(at);
-                }
-            }
-            Step::Advanced => {}
-        }
+    let state = Arc::new(Mutex::new(State {
+        rng: Rng::new(seed ^ 0x776f_726b_6c6f_6164),
+        history: Vec::new(),
+        clock: 1,
+    }));
+    let clients = (0..workload.clients).map(|_| {
+        client_loop(
+            sim.client().clone(),
+            sim.runtime().clone(),
+            sim.tracer(),
+            Arc::clone(&state),
+            keys.clone(),
+            workload.clone(),
+        )
+    });
+    sim.block_on(futures_util::future::join_all(clients))?;
+    sim.stop_chaos();
+    let history = std::mem::take(&mut lock(&state).history);
+    let client = sim.client().clone();
+    let reads = {
+        let (keys, history) = (&keys, &history);
+        sim.block_on(async move { checker::final_reads(&client, keys, history, 10).await })?
     }
+    .map_err(SimError::Client)?;
+    let mut history = history;
+    history.extend(reads);
     let violations = checker::check(&keys, &history);
-    let succeeded = history
+    let ops = history.len() - keys.len();
+    let succeeded = history[..ops]
         .iter()
         .filter(|r| matches!(r.finished, Some((_, Ok(_)))))
         .count();
@@ -173,6 +144,7 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
         ("region errors", "region error"),
         ("unreachable", "unreachable"),
         ("lost replies", "reply lost"),
+        ("stream failures", "stream failed"),
         ("deadline errors", "deadline"),
     ]
     .into_iter()
@@ -180,7 +152,7 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
     .collect();
     Ok(RawReport {
         seed,
-        failed: history.len() - succeeded,
+        failed: ops - succeeded,
         succeeded,
         history,
         violations,
@@ -191,11 +163,74 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
     })
 }
 
+/// The workload's shared state: its PRNG, the history and the logical clock.
+struct State {
+    rng: Rng,
+    history: Vec<Record>,
+    clock: u64,
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One workload client: operations one after another, with a random pause between them,
+/// until the workload's operations are all issued.
+async fn client_loop(
+    client: tikv_core::Client,
+    runtime: super::SimRuntime,
+    tracer: super::Tracer,
+    state: Arc<Mutex<State>>,
+    keys: Vec<Bytes>,
+    workload: RawWorkload,
+) {
+    use tikv_core::Runtime as _;
+    loop {
+        let (index, op) = {
+            let mut state = lock(&state);
+            if state.history.len() >= workload.ops {
+                return;
+            }
+            let index = state.history.len();
+            let op = random_op(&mut state.rng, &keys, index);
+            state.clock += 1;
+            let started = state.clock;
+            state.history.push(Record {
+                op: index as u64 + 1,
+                command: op.clone(),
+                started,
+                finished: None,
+            });
+            (index, op)
+        };
+        tracer.note(format_args!("op{} start {}", index + 1, describe_op(&op)));
+        let result = op.run(&client).await;
+        tracer.note(format_args!(
+            "op{} done {}",
+            index + 1,
+            describe_result(&result)
+        ));
+        let think = {
+            let mut state = lock(&state);
+            state.clock += 1;
+            let clock = state.clock;
+            if let Some(record) = state.history.get_mut(index) {
+                record.finished = Some((clock, result));
+            }
+            state.rng.below(workload.max_think.as_micros() as u64 + 1)
+        };
+        let wake = runtime.now() + Duration::from_micros(think);
+        runtime.sleep_until(wake).await;
+    }
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn random_command(rng: &mut Rng, keys: &[Bytes], index: usize) -> RawCommand {
+fn random_op(rng: &mut Rng, keys: &[Bytes], index: usize) -> Op {
     let key_at = |rng: &mut Rng| keys[rng.below(keys.len() as u64) as usize].clone();
     let distinct = |rng: &mut Rng, count: usize| {
         let mut chosen: Vec<Bytes> = Vec::new();
@@ -209,16 +244,12 @@ fn random_command(rng: &mut Rng, keys: &[Bytes], index: usize) -> RawCommand {
     };
     // Values name the operation and key, so a read tells which write it saw.
     let value = |key: &Bytes| Bytes::from(format!("{}@{index}", text(key)));
-    let cf = String::new();
     match rng.below(100) {
         0..=27 => {
             let key = key_at(rng);
-            RawCommand::Put {
+            Op::Put {
                 value: value(&key),
                 key,
-                ttl_secs: 0,
-                cf,
-                atomic: false,
             }
         }
         28..=39 => {
@@ -227,48 +258,31 @@ fn random_command(rng: &mut Rng, keys: &[Bytes], index: usize) -> RawCommand {
                 .into_iter()
                 .map(|key| (key.clone(), value(&key)))
                 .collect();
-            RawCommand::BatchPut {
-                pairs,
-                ttls_secs: Vec::new(),
-                cf,
-                atomic: false,
-            }
+            Op::BatchPut { pairs }
         }
-        40..=59 => RawCommand::Get {
-            key: key_at(rng),
-            cf,
-        },
+        40..=59 => Op::Get { key: key_at(rng) },
         60..=69 => {
             let count = rng.between(2, 5) as usize;
-            RawCommand::BatchGet {
+            Op::BatchGet {
                 keys: distinct(rng, count),
-                cf,
             }
         }
-        70..=79 => RawCommand::Delete {
-            key: key_at(rng),
-            cf,
-            atomic: false,
-        },
+        70..=79 => Op::Delete { key: key_at(rng) },
         80..=92 => {
             let start = rng.below(keys.len() as u64) as usize;
             let end = start + rng.between(1, keys.len() as u64) as usize;
-            RawCommand::Scan {
+            Op::Scan {
                 start: keys[start].clone(),
                 end: keys.get(end).cloned().unwrap_or_default(),
                 limit: rng.between(2, keys.len() as u64) as u32,
-                key_only: false,
-                reverse: false,
-                cf,
             }
         }
         _ => {
             let start = rng.below(keys.len() as u64) as usize;
             let end = start + rng.between(1, 3) as usize;
-            RawCommand::DeleteRange {
+            Op::DeleteRange {
                 start: keys[start].clone(),
                 end: keys.get(end).cloned().unwrap_or_default(),
-                cf,
             }
         }
     }
