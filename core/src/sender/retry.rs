@@ -294,10 +294,15 @@ mod tests {
 
     /// Port of client-go's `TestMayBackoffForRegionError`: an EpochNotMatch that names the
     /// current regions is retried at once (the cache is updated from it); a fake one and the
-    /// other retryable region errors wait first. (client-go's cancelled-context half has no
-    /// counterpart: cancellation is the machine's `cancel`, tested there.)
+    /// other retryable region errors wait first, with the kind the classifier names, and
+    /// once the budget is spent the refused wait carries the region error. (client-go
+    /// refuses through a cancelled context; a sans-IO backoffer has none, so the spent budget
+    /// refuses; cancellation is the machine's `cancel`, tested there.)
     #[test]
     fn test_may_backoff_for_region_error() {
+        use crate::backoff::{BackoffError, Backoffer};
+        use crate::rand::Rng;
+
         let real = with(|e| {
             e.epoch_not_match = Some(errorpb::EpochNotMatch {
                 current_regions: vec![metapb::Region {
@@ -310,18 +315,35 @@ mod tests {
             classify(1, &real),
             RegionRetry::Relocate { backoff: None, .. }
         ));
+        let mut rng = Rng::new(5);
         for err in [
             with(|e| e.epoch_not_match = Some(errorpb::EpochNotMatch::default())),
             with(|e| e.not_leader = Some(errorpb::NotLeader::default())),
             with(|e| e.server_is_busy = Some(Default::default())),
             with(|e| e.max_timestamp_not_synced = Some(Default::default())),
         ] {
-            let waits = match classify(1, &err) {
-                RegionRetry::Relocate { backoff, .. } => backoff.is_some(),
-                RegionRetry::Backoff(_) | RegionRetry::NextPeer(_) => true,
-                RegionRetry::UpdateLeader { .. } | RegionRetry::Fail(_) => false,
+            let kind = match classify(1, &err) {
+                RegionRetry::Relocate { backoff, .. } => backoff,
+                RegionRetry::Backoff(kind) | RegionRetry::NextPeer(kind) => Some(kind),
+                RegionRetry::UpdateLeader { .. } | RegionRetry::Fail(_) => None,
             };
-            assert!(waits, "{err:?}");
+            let Some(kind) = kind else {
+                panic!("{err:?} must wait before its retry");
+            };
+            // A budget of one millisecond: the first wait is granted; later ones are refused
+            // once the budget (or, for kinds kept out of it such as ServerIsBusy, their own
+            // limit) is spent.
+            let mut bo = Backoffer::new(1);
+            let cause = format!("{err:?}");
+            assert!(bo.next_sleep(kind, &mut rng, &cause).is_ok(), "{err:?}");
+            assert_eq!(bo.total_attempts(), 1);
+            let refused = (0..1_000).find_map(|_| bo.next_sleep(kind, &mut rng, &cause).err());
+            match refused {
+                Some(BackoffError::Exhausted(exhausted)) => {
+                    assert_eq!(exhausted.cause, cause, "the refusal names the region error");
+                }
+                other => panic!("{err:?}: {other:?}"),
+            }
         }
     }
 }
