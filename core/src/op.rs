@@ -46,16 +46,29 @@ pub(crate) enum Next {
 }
 
 /// A running operation. See the module docs for the protocol.
+///
+/// Only `on_start` and `waiting` must be written; an operation that does not expect replies,
+/// timers or children leaves those transitions to their defaults, which keep it as it is.
 pub(crate) trait Operation: std::fmt::Debug + Send {
     /// The operation was just created: make its first calls.
     fn on_start(self: Box<Self>, cx: &mut Cx<'_>) -> Next;
 
+    /// The operation unchanged, still pending (`Next::Pending(self)`: the one line each
+    /// operation writes so that the defaults below can keep it).
+    fn waiting(self: Box<Self>) -> Next;
+
     /// The answer to call `id` arrived (a late answer to a call it no longer cares about
     /// must be ignored).
-    fn on_reply(self: Box<Self>, cx: &mut Cx<'_>, id: RequestId, reply: Reply) -> Next;
+    fn on_reply(self: Box<Self>, cx: &mut Cx<'_>, id: RequestId, reply: Reply) -> Next {
+        let _ = (cx, id, reply);
+        self.waiting()
+    }
 
     /// A timer it armed fired (timers are not named: check what is due).
-    fn on_timer(self: Box<Self>, cx: &mut Cx<'_>) -> Next;
+    fn on_timer(self: Box<Self>, cx: &mut Cx<'_>) -> Next {
+        let _ = cx;
+        self.waiting()
+    }
 
     /// Child `child` finished with `result`.
     fn on_child_done(
@@ -63,7 +76,10 @@ pub(crate) trait Operation: std::fmt::Debug + Send {
         cx: &mut Cx<'_>,
         child: OpId,
         result: Result<Output, Error>,
-    ) -> Next;
+    ) -> Next {
+        let _ = (cx, child, result);
+        self.waiting()
+    }
 }
 
 /// Who an operation reports to when it ends.

@@ -62,6 +62,10 @@ impl Operation for OneTimestamp {
         Next::Pending(self)
     }
 
+    fn waiting(self: Box<Self>) -> Next {
+        Next::Pending(self)
+    }
+
     fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, id: RequestId, reply: Reply) -> Next {
         match reply {
             Reply::Timestamp(result) if Some(id) == self.call => {
@@ -69,19 +73,6 @@ impl Operation for OneTimestamp {
             }
             _ => Next::Pending(self),
         }
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
-        Next::Pending(self)
     }
 }
 
@@ -103,11 +94,7 @@ impl Operation for FanOut {
         Next::Pending(self)
     }
 
-    fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, _id: RequestId, _reply: Reply) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
+    fn waiting(self: Box<Self>) -> Next {
         Next::Pending(self)
     }
 
@@ -285,20 +272,7 @@ impl Operation for ReadWallClock {
         Next::Done(Ok(Output::Count(cx.wall_ms())))
     }
 
-    fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, _id: RequestId, _reply: Reply) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
+    fn waiting(self: Box<Self>) -> Next {
         Next::Pending(self)
     }
 }

@@ -13,7 +13,7 @@ use crate::command::{Output, PdCommand};
 use crate::error::Error;
 use crate::op::{Cx, Next, Operation};
 use crate::oracle::Timestamp;
-use crate::outbox::{OpId, Reply, RequestId};
+use crate::outbox::{Reply, RequestId};
 use crate::rpc::{PdRequest, PdResponse};
 use crate::time::Time;
 
@@ -107,21 +107,8 @@ impl Operation for Answer {
         Next::Done(Ok(self.0))
     }
 
-    fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, _id: RequestId, _reply: Reply) -> Next {
-        Next::Done(Ok(self.0))
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Done(Ok(self.0))
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
-        Next::Done(Ok(self.0))
+    fn waiting(self: Box<Self>) -> Next {
+        Next::Pending(self)
     }
 }
 
@@ -170,26 +157,18 @@ impl Operation for AskTso {
         }))
     }
 
-    fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, _id: RequestId, _reply: Reply) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
+    fn waiting(self: Box<Self>) -> Next {
         Next::Pending(self)
     }
 }
 
 impl Operation for AwaitTso {
     fn on_start(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
+        // Made mid-transition by an earlier state: never started.
+        self.waiting()
+    }
+
+    fn waiting(self: Box<Self>) -> Next {
         Next::Pending(self)
     }
 
@@ -207,19 +186,6 @@ impl Operation for AwaitTso {
                 Next::Done(stale_timestamp(ts, cx.now(), cx.now(), prev_ms))
             }
         }
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
-        Next::Pending(self)
     }
 }
 
@@ -286,26 +252,18 @@ impl Operation for AskPd {
         }))
     }
 
-    fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, _id: RequestId, _reply: Reply) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
+    fn waiting(self: Box<Self>) -> Next {
         Next::Pending(self)
     }
 }
 
 impl Operation for AwaitPd {
     fn on_start(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
+        // Made mid-transition by an earlier state: never started.
+        self.waiting()
+    }
+
+    fn waiting(self: Box<Self>) -> Next {
         Next::Pending(self)
     }
 
@@ -318,19 +276,6 @@ impl Operation for AwaitPd {
             )),
             _ => Next::Pending(self),
         }
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
-        Next::Pending(self)
     }
 }
 
@@ -453,6 +398,10 @@ impl Operation for OperatorWait {
         self.ask(cx)
     }
 
+    fn waiting(self: Box<Self>) -> Next {
+        Next::Pending(self)
+    }
+
     fn on_reply(self: Box<Self>, cx: &mut Cx<'_>, id: RequestId, reply: Reply) -> Next {
         match (self.state, reply) {
             (Poll::Asking(call), Reply::Pd(result)) if call == id => self.on_answer(cx, result),
@@ -465,14 +414,5 @@ impl Operation for OperatorWait {
             Poll::Sleeping(until) if until <= cx.now() => self.ask(cx),
             _ => Next::Pending(self),
         }
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
-        Next::Pending(self)
     }
 }

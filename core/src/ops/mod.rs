@@ -13,10 +13,10 @@ mod locate;
 mod raw;
 mod split;
 
-use crate::command::{Command, KeyMode, MaintenanceCommand, Output, PdCommand, RegionCommand};
+use crate::command::{Command, KeyMode, MaintenanceCommand, PdCommand, RegionCommand};
 use crate::error::Error;
 use crate::op::{Cx, KeyspaceWait, Next, Operation};
-use crate::outbox::{OpId, Reply, RequestId};
+use crate::outbox::{Reply, RequestId};
 
 pub use raw::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE};
 pub use split::SPLIT_BATCH_KEY_LIMIT;
@@ -55,13 +55,7 @@ macro_rules! driven_operation {
                 }
             }
 
-            fn on_child_done(
-                self: Box<Self>,
-                _cx: &mut crate::op::Cx<'_>,
-                _child: crate::outbox::OpId,
-                _result: Result<crate::command::Output, crate::error::Error>,
-            ) -> crate::op::Next {
-                // It starts no children.
+            fn waiting(self: Box<Self>) -> crate::op::Next {
                 crate::op::Next::Pending(self)
             }
         }
@@ -199,26 +193,18 @@ impl Operation for AwaitKeyspace {
         Self::proceed(self.command, cx)
     }
 
-    fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, _id: RequestId, _reply: Reply) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
+    fn waiting(self: Box<Self>) -> Next {
         Next::Pending(self)
     }
 }
 
 impl Operation for AwaitingKeyspace {
     fn on_start(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
+        // Made mid-transition by an earlier state: never started.
+        self.waiting()
+    }
+
+    fn waiting(self: Box<Self>) -> Next {
         Next::Pending(self)
     }
 
@@ -228,19 +214,6 @@ impl Operation for AwaitingKeyspace {
             Reply::Ready(Err(err)) if id == self.call => Next::Done(Err(err)),
             _ => Next::Pending(self),
         }
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Pending(self)
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
-        Next::Pending(self)
     }
 }
 
@@ -253,20 +226,7 @@ impl Operation for Failed {
         Next::Done(Err(self.0))
     }
 
-    fn on_reply(self: Box<Self>, _cx: &mut Cx<'_>, _id: RequestId, _reply: Reply) -> Next {
-        Next::Done(Err(self.0))
-    }
-
-    fn on_timer(self: Box<Self>, _cx: &mut Cx<'_>) -> Next {
-        Next::Done(Err(self.0))
-    }
-
-    fn on_child_done(
-        self: Box<Self>,
-        _cx: &mut Cx<'_>,
-        _child: OpId,
-        _result: Result<Output, Error>,
-    ) -> Next {
-        Next::Done(Err(self.0))
+    fn waiting(self: Box<Self>) -> Next {
+        Next::Pending(self)
     }
 }
