@@ -80,6 +80,9 @@ impl Waits {
 
     /// Removes `op` from every list (it finished or was cancelled).
     pub(crate) fn forget(&mut self, op: OpId) {
+        if self.parked.is_empty() {
+            return;
+        }
         self.parked.retain(|_, waiters| {
             waiters.retain(|w| w.op != op);
             !waiters.is_empty()

@@ -326,19 +326,29 @@ impl Core {
 
     /// Removes `id` and its descendants from the table and every wait list.
     fn remove_tree(&mut self, id: OpId) {
-        let mut doomed = vec![id];
+        // The common case, an operation without children, allocates nothing.
+        let Some(children) = self.remove_one(id) else {
+            return;
+        };
+        let mut doomed: Vec<OpId> = children.into_vec();
         // Bounded by the table's size: each id is removed once.
-        while let Some(id) = doomed.pop() {
-            if let Some(slot) = self.ops.remove(&id) {
-                doomed.extend(slot.children);
-                if let Parent::Op(parent) = slot.parent {
-                    if let Some(parent) = self.ops.get_mut(&parent) {
-                        parent.children.retain(|child| *child != id);
-                    }
-                }
+        while let Some(child) = doomed.pop() {
+            if let Some(grandchildren) = self.remove_one(child) {
+                doomed.extend(grandchildren);
             }
-            self.services.waits.forget(id);
         }
+    }
+
+    /// Removes one operation; returns its children when it had any.
+    fn remove_one(&mut self, id: OpId) -> Option<SmallVec<[OpId; 2]>> {
+        self.services.waits.forget(id);
+        let slot = self.ops.remove(&id)?;
+        if let Parent::Op(parent) = slot.parent {
+            if let Some(parent) = self.ops.get_mut(&parent) {
+                parent.children.retain(|child| *child != id);
+            }
+        }
+        (!slot.children.is_empty()).then_some(slot.children)
     }
 
     /// Settles everything the last input set in motion: new operations start, ready answers
