@@ -29,8 +29,9 @@
 //!
 //! Not ported: `TestConn`, `TestGetConnAfterClose`, `TestConcurrentCloseConnPanic` and the
 //! async close tests (no connection pool versions or `CloseAddr`; `Client::close` closes
-//! every connection at once, tested in `tests/simulation.rs`), `TestForwardMetadataBy*` and the forwarding half of
-//! `TestRandomRestartStoreAndForwarding` (no forwarding), `TestLimitConcurrency`,
+//! every connection at once, tested in `tests/simulation.rs`), `TestForwardMetadataBy*` and
+//! the forwarding half of `TestRandomRestartStoreAndForwarding` (no forwarding),
+//! `TestLimitConcurrency`,
 //! `TestPrioritySentLimit`, `TestBatchPolicy` (no concurrency limit, priorities or turbo
 //! batching), `TestSendWhenReconnect` and `TestFastFailWhenNoAvailableConn` (no "locked for
 //! recreate" state: a task reconnects inline), `TestBatchClientReceiveHealthFeedback` (no
