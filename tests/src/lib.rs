@@ -5,8 +5,9 @@
 //! - [`rawkv_suite`]: client-go's raw KV tests and end-to-end raw KV checks, run under
 //!   every runtime (see `tests/rawkv_tokio.rs` and `tests/rawkv_async_std.rs`).
 //! - [`certs`]: throwaway TLS certificates for tests.
-//! - [`simulation`]: the client machine and the simulated cluster in one deterministic loop,
-//!   with a raw workload under chaos and a history checker.
+//! - [`simulation`]: the real client on a simulated runtime (a seeded executor with virtual
+//!   time whose channels reach the simulated cluster in-process), with a raw workload under
+//!   chaos and a history checker.
 
 #![forbid(unsafe_code)]
 

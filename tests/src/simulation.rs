@@ -155,7 +155,7 @@ impl Default for Setup {
             client: Config::default(),
             cluster: SimConfig::default(),
             network: Network::default(),
-            max_steps: 5_000_000,
+            max_steps: 1_000_000,
         }
     }
 }

@@ -14,11 +14,11 @@
 //! - **Cancellation.** A caller that drops an operation's future before it finished cancels
 //!   the operation in the machine (`Core::cancel`): the call tells the driver the
 //!   operation's id (see `call.rs`), so no waiter is ever scanned.
-//! - **Shutdown.** After [`Client::close`](crate::Client::close), or once every handle is gone, the driver takes no
-//!   new commands (they fail with [`Error::Closed`]), lets the operations in flight finish,
-//!   then stops every connection task and waits until each has ended and dropped its
-//!   connection. Should the driver itself stop (its runtime shut down), every caller still
-//!   waiting gets [`Error::Closed`].
+//! - **Shutdown.** After [`Client::close`](crate::Client::close), or once every handle is
+//!   gone, the driver takes no new commands (they fail with [`Error::Closed`]), lets the
+//!   operations in flight finish, then stops every connection task and waits until each has
+//!   ended and dropped its connection. Should the driver itself stop (its runtime shut
+//!   down), every caller still waiting gets [`Error::Closed`].
 
 mod batch_client;
 mod call;
