@@ -148,9 +148,11 @@ impl<T> Call<T> {
     /// Errors with [`Error::UnexpectedResponse`] when the operation produced another kind
     /// of output (a bug in the machine, never the server's doing).
     pub(crate) fn read(read: fn(Output) -> Option<T>, output: Output) -> Result<T, Error> {
-        let description = format!("{output:?}");
+        // Only the variant's name is kept for the error: formatting the whole output (a
+        // scan's pairs) on every call would cost more than the call.
+        let kind = output.kind();
         read(output)
-            .ok_or_else(|| Error::UnexpectedResponse(format!("operation produced {description}")))
+            .ok_or_else(|| Error::UnexpectedResponse(format!("operation produced {kind} output")))
     }
 
     /// The command and its reader, to run the one and apply the other.
@@ -489,4 +491,25 @@ pub struct SplitOutcome {
     pub region_ids: Vec<u64>,
     /// Why scattering them failed, if it was asked for and failed (the split itself stands).
     pub scatter_error: Option<Error>,
+}
+
+impl Output {
+    /// The variant's name, for error messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Unit => "Unit",
+            Self::Value(_) => "Value",
+            Self::Values(_) => "Values",
+            Self::Pairs(_) => "Pairs",
+            Self::Ttl(_) => "Ttl",
+            Self::Swapped { .. } => "Swapped",
+            Self::Checksum(_) => "Checksum",
+            Self::Timestamp(_) => "Timestamp",
+            Self::Split(_) => "Split",
+            Self::Scattering(_) => "Scattering",
+            Self::ClusterId(_) => "ClusterId",
+            Self::Locations(_) => "Locations",
+            Self::Count(_) => "Count",
+        }
+    }
 }
