@@ -3,7 +3,9 @@
 use bytes::Bytes;
 
 use crate::error::Error;
+use crate::ops::txn::{ReadOptions, SnapshotRead};
 use crate::oracle::Timestamp;
+use crate::resolver::{ResolveOutcome, TxnStatus};
 
 /// Largest `limit` a raw scan accepts (client-go `MaxRawKVScanLimit`).
 pub const MAX_RAW_SCAN_LIMIT: u32 = 10_240;
@@ -20,6 +22,55 @@ pub enum Command {
     Maintenance(MaintenanceCommand),
     /// PD and TSO queries.
     Pd(PdCommand),
+    /// Transactional reads and writes.
+    Txn(TxnCommand),
+}
+
+/// Transactional operations. Keys are the user's (the machine adds keyspace prefixes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnCommand {
+    /// Read one key from the snapshot at `options.ts`.
+    Get {
+        /// The key.
+        key: Bytes,
+        /// How to read.
+        options: ReadOptions,
+    },
+    /// Read several keys from the snapshot at `options.ts`.
+    BatchGet {
+        /// The keys.
+        keys: Vec<Bytes>,
+        /// How to read.
+        options: ReadOptions,
+    },
+    /// Read up to `limit` entries of a range from the snapshot at `options.ts`: forward over
+    /// `[start, end)`, or with `reverse` downward from `start` (exclusive) to `end`
+    /// (inclusive).
+    Scan {
+        /// Where the scan starts.
+        start: Bytes,
+        /// Where it stops (empty = no bound).
+        end: Bytes,
+        /// Most entries returned.
+        limit: u32,
+        /// Rows asked of a region at a time.
+        batch_size: u32,
+        /// Return keys with empty values.
+        key_only: bool,
+        /// Scan downward.
+        reverse: bool,
+        /// How to read.
+        options: ReadOptions,
+    },
+    /// Resolve other transactions' locks met by a transaction that started at
+    /// `caller_start_ts` (client-go's `LockResolver.ResolveLocks`): answers how long until
+    /// the soonest live one expires.
+    ResolveLocks {
+        /// The caller's start timestamp.
+        caller_start_ts: Timestamp,
+        /// The locks (keys in the request key space, as TiKV reported them).
+        locks: Vec<crate::error::LockInfo>,
+    },
 }
 
 /// PD and TSO queries.
@@ -235,6 +286,25 @@ impl MaintenanceCommand {
     /// A call of [`MaintenanceCommand::UnsafeDestroyRange`].
     pub(crate) fn destroy_call(self) -> Call<()> {
         Call::new(Command::Maintenance(self), unit)
+    }
+}
+
+impl TxnCommand {
+    /// A call of a read ([`TxnCommand::Get`], [`TxnCommand::BatchGet`] or
+    /// [`TxnCommand::Scan`]).
+    pub(crate) fn read_call(self) -> Call<SnapshotRead> {
+        Call::new(Command::Txn(self), |output| match output {
+            Output::Read(read) => Some(read),
+            _ => None,
+        })
+    }
+
+    /// A call of [`TxnCommand::ResolveLocks`].
+    pub(crate) fn resolve_call(self) -> Call<ResolveOutcome> {
+        Call::new(Command::Txn(self), |output| match output {
+            Output::Resolved(outcome) => Some(outcome),
+            _ => None,
+        })
     }
 }
 
@@ -467,6 +537,12 @@ pub enum Output {
     Locations(Vec<KeyLocation>),
     /// How many items (regions) an operation went through.
     Count(u64),
+    /// What a snapshot read found.
+    Read(SnapshotRead),
+    /// A transaction's status.
+    TxnStatus(TxnStatus),
+    /// What resolving locks found.
+    Resolved(ResolveOutcome),
 }
 
 /// One region as a user sees it: its identity and the range of user keys it holds.
@@ -510,6 +586,9 @@ impl Output {
             Self::ClusterId(_) => "ClusterId",
             Self::Locations(_) => "Locations",
             Self::Count(_) => "Count",
+            Self::Read(_) => "Read",
+            Self::TxnStatus(_) => "TxnStatus",
+            Self::Resolved(_) => "Resolved",
         }
     }
 }

@@ -111,6 +111,8 @@ pub(crate) struct Services {
     pub(crate) pd: PdService,
     /// Regions and stores.
     pub(crate) cache: RegionCache,
+    /// What the lock resolver learned about other transactions.
+    pub(crate) resolver: crate::resolver::Resolver,
     /// Stores with a liveness probe out (the region request sender's own state).
     pub(crate) probing: std::collections::BTreeSet<u64>,
     /// Operations started during the current input, for the machine to run.
@@ -138,6 +140,7 @@ impl Services {
                 ttl_jitter: config.region_cache_ttl_jitter,
             }),
             probing: std::collections::BTreeSet::new(),
+            resolver: crate::resolver::Resolver::default(),
             rng: Rng::new(seed),
             config,
             wall_ms,
@@ -229,13 +232,6 @@ impl<'a> Cx<'a> {
     }
 
     /// Wall-clock milliseconds since the Unix epoch.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "first used by transactions; the machine tests exercise it"
-        )
-    )]
     pub(crate) fn wall_ms(&self) -> u64 {
         self.services.wall_ms
     }
@@ -311,13 +307,6 @@ impl<'a> Cx<'a> {
 
     /// Starts `child`, reporting to this operation through
     /// [`Operation::on_child_done`]; returns its id.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "first used by transactions; the machine tests exercise it"
-        )
-    )]
     pub(crate) fn spawn_child(&mut self, child: Box<dyn Operation>) -> OpId {
         let id = self.services.next_op_id();
         self.services.spawned.push((id, Parent::Op(self.op), child));

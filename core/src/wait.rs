@@ -29,6 +29,9 @@ pub(crate) enum WaitKey {
     Store(u64),
     /// A timestamp from TSO (every waiter gets its own).
     Timestamp,
+    /// Another operation's status check of the transaction that started at this
+    /// timestamp (the lock resolver's coalescing).
+    TxnStatus(u64),
 }
 
 /// One parked call: the operation and the id its answer will carry.

@@ -6,6 +6,7 @@ mod key_range;
 pub mod range_task;
 pub mod raw_client;
 pub mod regions;
+pub mod snapshot;
 
 pub use key_range::KeyRange;
 
@@ -91,6 +92,12 @@ impl Client {
     /// [`RawClient::regions`](crate::RawClient::regions).
     pub fn regions(&self) -> regions::Regions {
         regions::Regions::new(self.handle.clone(), crate::command::KeyMode::Txn)
+    }
+
+    /// A read-only view of the transactional key space as of `ts` (client-go's
+    /// `KVStore.GetSnapshot`). Nothing is sent until it reads.
+    pub fn snapshot(&self, ts: Timestamp) -> snapshot::Snapshot {
+        snapshot::Snapshot::new(self.handle.clone(), ts)
     }
 
     /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).

@@ -37,7 +37,9 @@ use crate::time::Time;
 
 pub use crate::command::{Command, Output};
 #[cfg(any(test, feature = "testing"))]
-pub use crate::command::{KeyMode, MaintenanceCommand, PdCommand, RawCommand, RegionCommand};
+pub use crate::command::{
+    KeyMode, MaintenanceCommand, PdCommand, RawCommand, RegionCommand, TxnCommand,
+};
 pub use crate::outbox::{OpId, RequestId, Transmit};
 
 /// A fact the machine reports.
@@ -240,6 +242,7 @@ impl Core {
         self.services.out.leftovers(&mut left);
         self.services.waits.leftovers(&mut left);
         self.services.pd.leftovers(&mut left);
+        self.services.resolver.leftovers(&mut left);
         for store_id in &self.services.probing {
             left.push(format!("liveness probe of store {store_id}"));
         }
@@ -342,6 +345,10 @@ impl Core {
     /// Removes one operation; returns its children when it had any.
     fn remove_one(&mut self, id: OpId) -> Option<SmallVec<[OpId; 2]>> {
         self.services.waits.forget(id);
+        let services = &mut self.services;
+        services
+            .resolver
+            .forget(id, &mut services.waits, &mut services.out);
         let slot = self.ops.remove(&id)?;
         if let Parent::Op(parent) = slot.parent {
             if let Some(parent) = self.ops.get_mut(&parent) {

@@ -12,8 +12,9 @@ pub(crate) mod keys;
 mod locate;
 mod raw;
 mod split;
+pub(crate) mod txn;
 
-use crate::command::{Command, KeyMode, MaintenanceCommand, PdCommand, RegionCommand};
+use crate::command::{Command, KeyMode, MaintenanceCommand, PdCommand, RegionCommand, TxnCommand};
 use crate::error::Error;
 use crate::op::{Cx, KeyspaceWait, Next, Operation};
 use crate::outbox::{Reply, RequestId};
@@ -78,6 +79,7 @@ pub(crate) fn start(command: Command, cx: &Cx<'_>) -> Box<dyn Operation> {
 fn command_needs_keyspace(command: &Command) -> bool {
     match command {
         Command::Raw(_)
+        | Command::Txn(_)
         | Command::Maintenance(_)
         | Command::Pd(PdCommand::TxnSafePoint | PdCommand::CheckVisibility { .. })
         | Command::Region(
@@ -159,6 +161,70 @@ fn try_build(command: Command, cx: &Cx<'_>) -> Result<Box<dyn Operation>, Error>
             ))
         }
         Command::Pd(pd) => admin::build(pd, cx),
+        Command::Txn(txn) => build_txn(txn, &space(KeyMode::Txn)?, cx)?,
+    })
+}
+
+fn build_txn(
+    command: TxnCommand,
+    space: &KeySpace,
+    cx: &Cx<'_>,
+) -> Result<Box<dyn Operation>, Error> {
+    let config = cx.config();
+    let timeout = config.read_timeout_short;
+    Ok(match command {
+        TxnCommand::Get { key, options } => Box::new(txn::snapshot::ReadKeys::new(
+            space.clone(),
+            options,
+            std::slice::from_ref(&key),
+            true,
+            timeout,
+        )?),
+        TxnCommand::BatchGet { keys, options } => Box::new(txn::snapshot::ReadKeys::new(
+            space.clone(),
+            options,
+            &keys,
+            false,
+            timeout,
+        )?),
+        TxnCommand::Scan {
+            start,
+            end,
+            limit,
+            batch_size,
+            key_only,
+            reverse,
+            options,
+        } => Box::new(txn::snapshot::ScanKeys::new(
+            space.clone(),
+            options,
+            txn::snapshot::ScanSpec {
+                start,
+                end,
+                limit,
+                batch_size,
+                key_only,
+                reverse,
+            },
+            timeout,
+        )?),
+        TxnCommand::ResolveLocks {
+            caller_start_ts,
+            locks,
+        } => Box::new(txn::resolve::ResolveLocks::new(
+            txn::resolve::ResolveParams {
+                caller_start_ts,
+                for_read: false,
+                lite: false,
+                pessimistic_region_resolve: false,
+                space: space.clone(),
+                timeout,
+                budget: std::time::Duration::from_secs(40),
+                max_execution_ms: u64::try_from(config.max_write_execution.as_millis())
+                    .unwrap_or(u64::MAX),
+            },
+            locks,
+        )),
     })
 }
 

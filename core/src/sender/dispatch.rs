@@ -179,6 +179,12 @@ impl Dispatch {
         self.resume(cx, plan)
     }
 
+    /// Sends `items` again on the next drive (their answers asked for it: a lock that was
+    /// resolved since).
+    pub(crate) fn retry(&mut self, items: &[usize]) {
+        self.requeue(items);
+    }
+
     /// A timer fired: routes what waited for a backoff to pass.
     pub(crate) fn on_timer(&mut self, cx: &mut Cx<'_>, plan: &mut dyn Plan) -> Progress {
         self.resume(cx, plan)

@@ -1,0 +1,324 @@
+//! [`Snapshot`]: consistent reads of the transactional key space at one timestamp
+//! (client-go's `KVSnapshot`).
+
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::KeyRange;
+use crate::command::TxnCommand;
+use crate::driver::Handle;
+use crate::error::Error;
+use crate::ops::txn::{IsolationLevel, Priority, ReadOptions, SnapshotRead, TxnEntry};
+use crate::oracle::Timestamp;
+use crate::raw_client::KvPair;
+use crate::resolver::ReadLockSets;
+
+/// Rows a scanner fetches per call by default (client-go's scan batch size).
+pub const DEFAULT_SCAN_BATCH_SIZE: u32 = 256;
+
+/// A read-only view of the transactional key space as of one timestamp.
+///
+/// Reads see every transaction committed before the timestamp and nothing after it. A read
+/// that meets another transaction's lock resolves it (or waits for it, within the read's
+/// backoff budget); what it learns is kept by the snapshot (and its clones), so later reads
+/// skip or read through the same locks without asking again.
+///
+/// Cheap to clone. Made by [`Client::snapshot`](crate::Client::snapshot).
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    handle: Handle,
+    options: ReadOptions,
+    learned: Arc<Mutex<ReadLockSets>>,
+}
+
+impl Snapshot {
+    pub(crate) fn new(handle: Handle, ts: Timestamp) -> Self {
+        Self {
+            handle,
+            options: ReadOptions::at(ts),
+            learned: Arc::default(),
+        }
+    }
+
+    /// The read timestamp.
+    pub fn timestamp(&self) -> Timestamp {
+        self.options.ts
+    }
+
+    /// This snapshot reading under `level` (snapshot isolation by default).
+    #[must_use]
+    pub fn with_isolation(mut self, level: IsolationLevel) -> Self {
+        self.options.isolation = level;
+        self
+    }
+
+    /// This snapshot's requests scheduled at `priority`.
+    #[must_use]
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.options.priority = priority;
+        self
+    }
+
+    /// This snapshot asking TiKV not to fill its block cache with what it reads (for large
+    /// one-off reads).
+    #[must_use]
+    pub fn with_not_fill_cache(mut self, not_fill_cache: bool) -> Self {
+        self.options.not_fill_cache = not_fill_cache;
+        self
+    }
+
+    /// This snapshot's requests labelled with `source` (TiKV accounts work per source).
+    #[must_use]
+    pub fn with_request_source(mut self, source: impl Into<String>) -> Self {
+        self.options.request_source = source.into();
+        self
+    }
+
+    /// This snapshot's requests charged to resource group `group`.
+    #[must_use]
+    pub fn with_resource_group(mut self, group: impl Into<String>) -> Self {
+        self.options.resource_group = group.into();
+        self
+    }
+
+    /// The value of `key`, or `None` when it does not exist at the read timestamp.
+    ///
+    /// Errors with [`Error::InvalidArgument`] for an empty key; with
+    /// [`Error::BackoffExhausted`] when a lock stays alive (or the region unreachable) past
+    /// the read's backoff budget; with [`Error::Key`] for a key error other than a lock.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
+        let read = self.read(TxnCommand::Get {
+            key: key.into(),
+            options: self.options(),
+        });
+        Ok(read.await?.into_iter().next().map(|entry| entry.value))
+    }
+
+    /// The value of `key` and when it was committed, or `None` when it does not exist.
+    ///
+    /// Errors like [`get`](Self::get).
+    pub async fn get_with_commit_ts(
+        &self,
+        key: impl Into<Bytes>,
+    ) -> Result<Option<(Bytes, Timestamp)>, Error> {
+        let mut options = self.options();
+        options.need_commit_ts = true;
+        let entries = self
+            .read(TxnCommand::Get {
+                key: key.into(),
+                options,
+            })
+            .await?;
+        Ok(entries.into_iter().next().map(|entry| {
+            let commit_ts = entry.commit_ts.unwrap_or(Timestamp::from_version(0));
+            (entry.value, commit_ts)
+        }))
+    }
+
+    /// The pairs of those of `keys` that exist, in key order; keys that do not exist are
+    /// left out. Keys in several regions are read from each region in parallel.
+    ///
+    /// Errors like [`get`](Self::get).
+    pub async fn batch_get<K: Into<Bytes>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<KvPair>, Error> {
+        let keys: Vec<Bytes> = keys.into_iter().map(Into::into).collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = self
+            .read(TxnCommand::BatchGet {
+                keys,
+                options: self.options(),
+            })
+            .await?;
+        Ok(entries.into_iter().map(pair).collect())
+    }
+
+    /// Up to `limit` pairs of `range`, in key order.
+    ///
+    /// Errors like [`get`](Self::get).
+    pub async fn scan<K: AsRef<[u8]> + ?Sized>(
+        &self,
+        range: impl RangeBounds<K>,
+        limit: u32,
+    ) -> Result<Vec<KvPair>, Error> {
+        self.scan_inner(&range, limit, false, false).await
+    }
+
+    /// Like [`scan`](Self::scan), keys only.
+    ///
+    /// Errors like [`get`](Self::get).
+    pub async fn scan_keys<K: AsRef<[u8]> + ?Sized>(
+        &self,
+        range: impl RangeBounds<K>,
+        limit: u32,
+    ) -> Result<Vec<Bytes>, Error> {
+        let pairs = self.scan_inner(&range, limit, true, false).await?;
+        Ok(pairs.into_iter().map(|pair| pair.key).collect())
+    }
+
+    /// Up to `limit` pairs of `range` in descending key order (the range is written low
+    /// to high and read from its upper end down).
+    ///
+    /// Errors with [`Error::InvalidArgument`] for a range without an upper bound outside a
+    /// keyspace, or like [`get`](Self::get).
+    pub async fn scan_reverse<K: AsRef<[u8]> + ?Sized>(
+        &self,
+        range: impl RangeBounds<K>,
+        limit: u32,
+    ) -> Result<Vec<KvPair>, Error> {
+        self.scan_inner(&range, limit, false, true).await
+    }
+
+    /// A scanner over `range` that fetches `batch_size` pairs per call of
+    /// [`Scanner::next_batch`] (client-go's `Iter` with its scan batch size), so a large
+    /// range is read a piece at a time.
+    pub fn scanner<K: AsRef<[u8]> + ?Sized>(
+        &self,
+        range: impl RangeBounds<K>,
+        batch_size: u32,
+    ) -> Scanner {
+        let range = KeyRange::from_bounds(&range);
+        Scanner {
+            snapshot: self.clone(),
+            range,
+            batch_size: batch_size.max(1),
+            key_only: false,
+            reverse: false,
+        }
+    }
+
+    async fn scan_inner<K: AsRef<[u8]> + ?Sized>(
+        &self,
+        range: &impl RangeBounds<K>,
+        limit: u32,
+        key_only: bool,
+        reverse: bool,
+    ) -> Result<Vec<KvPair>, Error> {
+        let Some(range) = KeyRange::from_bounds(range) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (start, end) = if reverse {
+            (range.end_key, range.start_key)
+        } else {
+            (range.start_key, range.end_key)
+        };
+        let entries = self
+            .read(TxnCommand::Scan {
+                start,
+                end,
+                limit,
+                // One request per region for the whole limit: fewer round trips than batches.
+                batch_size: limit,
+                key_only,
+                reverse,
+                options: self.options(),
+            })
+            .await?;
+        Ok(entries.into_iter().map(pair).collect())
+    }
+
+    fn options(&self) -> ReadOptions {
+        let mut options = self.options.clone();
+        options.locks = self.learned_now();
+        options
+    }
+
+    fn learned_now(&self) -> ReadLockSets {
+        match self.learned.lock() {
+            Ok(learned) => learned.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    async fn read(&self, command: TxnCommand) -> Result<Vec<TxnEntry>, Error> {
+        let SnapshotRead { entries, learned } = self.handle.call(command.read_call()).await?;
+        if !learned.is_empty() {
+            let mut sets = match self.learned.lock() {
+                Ok(sets) => sets,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            sets.merge(&learned);
+        }
+        Ok(entries)
+    }
+}
+
+fn pair(entry: TxnEntry) -> KvPair {
+    KvPair {
+        key: entry.key,
+        value: entry.value,
+    }
+}
+
+/// Reads a range of a [`Snapshot`] a batch at a time.
+#[derive(Debug)]
+pub struct Scanner {
+    snapshot: Snapshot,
+    /// What is left to read (`None`: nothing).
+    range: Option<KeyRange>,
+    batch_size: u32,
+    key_only: bool,
+    reverse: bool,
+}
+
+impl Scanner {
+    /// This scanner returning keys only.
+    #[must_use]
+    pub fn keys_only(mut self) -> Self {
+        self.key_only = true;
+        self
+    }
+
+    /// This scanner reading from the range's upper end down.
+    #[must_use]
+    pub fn reversed(mut self) -> Self {
+        self.reverse = true;
+        self
+    }
+
+    /// The next batch of up to the batch size pairs, or `None` once the range is read.
+    ///
+    /// Errors like [`Snapshot::get`]; the scanner can be called again after an error and
+    /// resumes where it stood.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<KvPair>>, Error> {
+        let Some(range) = self.range.clone() else {
+            return Ok(None);
+        };
+        let pairs = self
+            .snapshot
+            .scan_inner(&range, self.batch_size, self.key_only, self.reverse)
+            .await?;
+        let full = pairs.len() >= self.batch_size as usize;
+        self.range = match (full, pairs.last()) {
+            (true, Some(last)) if self.reverse => Some(KeyRange {
+                start_key: range.start_key,
+                end_key: last.key.clone(),
+            })
+            .filter(|rest| !rest.end_key.is_empty() && rest.start_key < rest.end_key),
+            (true, Some(last)) => {
+                let mut next = Vec::with_capacity(last.key.len() + 1);
+                next.extend_from_slice(&last.key);
+                next.push(0);
+                let start_key = Bytes::from(next);
+                Some(KeyRange {
+                    start_key,
+                    end_key: range.end_key,
+                })
+                .filter(|rest| rest.end_key.is_empty() || rest.start_key < rest.end_key)
+            }
+            _ => None,
+        };
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(pairs))
+    }
+}
