@@ -8,6 +8,8 @@
 pub(crate) mod plan;
 pub(crate) mod resolve;
 pub(crate) mod snapshot;
+#[cfg(test)]
+mod tests;
 
 use bytes::Bytes;
 use tikv_proto::kvrpcpb;

@@ -1,0 +1,184 @@
+//! Snapshot reads and lock resolution against scripted store answers.
+
+use bytes::Bytes;
+use tikv_proto::kvrpcpb;
+
+use crate::command::{Command, Output, TxnCommand};
+use crate::config::Config;
+use crate::machine::testing::Responder;
+use crate::machine::{Core, Event};
+use crate::ops::txn::ReadOptions;
+use crate::oracle::Timestamp;
+use crate::rpc::{Request, Response, StoreRequest, StoreResponse};
+use crate::time::Time;
+
+fn core() -> Core {
+    let config = Config {
+        store_refresh_interval: std::time::Duration::ZERO,
+        ..Config::default()
+    };
+    Core::new(config, vec!["pd:2379".into()], Time::ZERO).unwrap_or_else(|err| panic!("{err}"))
+}
+
+fn lock(key: &[u8], primary: &[u8], ts: u64) -> kvrpcpb::KeyError {
+    kvrpcpb::KeyError {
+        locked: Some(Box::new(kvrpcpb::LockInfo {
+            primary_lock: Bytes::copy_from_slice(primary),
+            lock_version: ts,
+            key: Bytes::copy_from_slice(key),
+            lock_ttl: 3_000,
+            txn_size: 1,
+            lock_type: kvrpcpb::Op::Put as i32,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// A store that holds `k` locked by transaction 50 (primary `p`), committed at 60: a read
+/// at 100 meets the lock, the status check finds the commit, the lock is resolved with the
+/// key alone, and the read is sent again reading through the committed transaction.
+/// Returns the store requests it saw, described.
+fn run_committed_lock(core: &mut Core) -> (Vec<String>, Vec<Event>) {
+    let mut responder = Responder::default();
+    let mut seen = Vec::new();
+    let mut events = Vec::new();
+    let mut gets = 0;
+    for _ in 0..200 {
+        let mut replies = Vec::new();
+        while let Some(transmit) = core.poll_transmit() {
+            let reply = match &transmit.request {
+                Request::Store(request) => {
+                    let response = match request.as_ref() {
+                        StoreRequest::Get(r) => {
+                            gets += 1;
+                            let context = r.context.clone().unwrap_or_default();
+                            seen.push(format!("get committed_locks={:?}", context.committed_locks));
+                            if context.committed_locks.contains(&50) {
+                                StoreResponse::Get(kvrpcpb::GetResponse {
+                                    value: Bytes::from_static(b"v"),
+                                    ..Default::default()
+                                })
+                            } else {
+                                StoreResponse::Get(kvrpcpb::GetResponse {
+                                    error: Some(Box::new(lock(b"k", b"p", 50))),
+                                    ..Default::default()
+                                })
+                            }
+                        }
+                        StoreRequest::CheckTxnStatus(r) => {
+                            seen.push(format!(
+                                "check lock_ts={} caller={} primary={:?}",
+                                r.lock_ts, r.caller_start_ts, r.primary_key
+                            ));
+                            StoreResponse::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
+                                commit_version: 60,
+                                ..Default::default()
+                            })
+                        }
+                        StoreRequest::ResolveLock(r) => {
+                            seen.push(format!(
+                                "resolve start={} commit={} keys={:?}",
+                                r.start_version, r.commit_version, r.keys
+                            ));
+                            StoreResponse::ResolveLock(Default::default())
+                        }
+                        other => panic!("unexpected request {other:?}"),
+                    };
+                    Ok(Response::Store(Box::new(response)))
+                }
+                _ => responder.answer(&transmit),
+            };
+            replies.push((transmit.id, reply));
+        }
+        while let Some(event) = core.poll_event() {
+            events.push(event);
+        }
+        if replies.is_empty() {
+            if core.ops_in_flight() == 0 {
+                break;
+            }
+            match core.poll_timeout() {
+                Some(at) => core.handle_timeout(at),
+                None => panic!("stuck: {:?}", core.leftovers()),
+            }
+        }
+        for (id, reply) in replies {
+            core.handle_reply(Time::ZERO, id, reply);
+        }
+        assert!(gets < 10, "the read keeps retrying: {seen:#?}");
+    }
+    (seen, events)
+}
+
+#[test]
+fn a_read_resolves_a_committed_lock_and_reads_through_it() {
+    let mut core = core();
+    core.handle_wall_clock(1_700_000_000_000);
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::Txn(TxnCommand::Get {
+            key: Bytes::from_static(b"k"),
+            options: ReadOptions::at(Timestamp::from_version(100)),
+        }),
+    );
+    let (seen, events) = run_committed_lock(&mut core);
+    assert_eq!(
+        seen,
+        vec![
+            "get committed_locks=[]".to_owned(),
+            "check lock_ts=50 caller=100 primary=b\"p\"".to_owned(),
+            // The lock's key is not its primary: resolved alone (a small transaction).
+            "resolve start=50 commit=60 keys=[b\"k\"]".to_owned(),
+            "get committed_locks=[50]".to_owned(),
+        ]
+    );
+    let [Event::Done(done, Ok(Output::Read(read)))] = events.as_slice() else {
+        panic!("one successful read, got {events:?}");
+    };
+    assert_eq!(*done, op);
+    assert_eq!(read.entries.len(), 1);
+    assert_eq!(read.entries[0].value.as_ref(), b"v");
+    assert_eq!(read.learned.committed, vec![Timestamp::from_version(50)]);
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+
+    // The settled status is remembered: a second read meeting the same lock asks no status.
+    core.handle_command(
+        Time::ZERO,
+        Command::Txn(TxnCommand::Get {
+            key: Bytes::from_static(b"k"),
+            options: ReadOptions::at(Timestamp::from_version(100)),
+        }),
+    );
+    let (seen, _) = run_committed_lock(&mut core);
+    assert!(
+        !seen.iter().any(|line| line.starts_with("check")),
+        "{seen:#?}"
+    );
+}
+
+#[test]
+fn concurrent_reads_meeting_one_transaction_share_its_status_check() {
+    let mut core = core();
+    core.handle_wall_clock(1_700_000_000_000);
+    for _ in 0..3 {
+        core.handle_command(
+            Time::ZERO,
+            Command::Txn(TxnCommand::Get {
+                key: Bytes::from_static(b"k"),
+                options: ReadOptions::at(Timestamp::from_version(100)),
+            }),
+        );
+    }
+    let (seen, events) = run_committed_lock(&mut core);
+    let checks = seen.iter().filter(|line| line.starts_with("check")).count();
+    assert_eq!(checks, 1, "{seen:#?}");
+    assert_eq!(events.len(), 3);
+    for event in &events {
+        assert!(
+            matches!(event, Event::Done(_, Ok(Output::Read(read))) if read.entries.len() == 1),
+            "{event:?}"
+        );
+    }
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+}
