@@ -8,7 +8,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cluster;
+pub mod concurrency;
 pub mod faults;
 pub mod http;
 pub mod mvcc;

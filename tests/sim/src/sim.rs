@@ -11,6 +11,7 @@ use tikv_proto::kvrpcpb::{self, ApiVersion};
 use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
 
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
+use crate::concurrency::Concurrency;
 use crate::faults::Faults;
 use crate::mvcc::{DEFAULT_LOCK_WAIT_TIMEOUT_MS, LockAcquire, LockWait, MvccStore};
 use crate::raw::RawStore;
@@ -51,6 +52,8 @@ pub struct Sim {
     pub raw: RawStore,
     /// Injected faults.
     pub faults: Faults,
+    /// Each store's concurrency manager, max-ts sync status and in-memory pessimistic locks.
+    pub concurrency: Concurrency,
     api_version: ApiVersion,
     waiters: BTreeMap<u64, Waiter>,
     next_wait: u64,
@@ -84,6 +87,7 @@ impl Sim {
             mvcc: MvccStore::new(),
             raw: RawStore::new(config.api_version),
             faults: Faults::default(),
+            concurrency: Concurrency::default(),
             api_version: config.api_version,
             waiters: BTreeMap::new(),
             next_wait: 1,

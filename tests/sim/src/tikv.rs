@@ -19,6 +19,7 @@ use tikv_proto::tikvpb::batch_commands_request::request::Cmd as Req;
 use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
 use tikv_proto::{errorpb, metapb};
 
+use crate::admission::refuse_txn_request;
 use crate::cluster::{ContextError, KeyMode, Touched};
 use crate::faults::FaultAction;
 use crate::sim::Sim;
@@ -338,6 +339,17 @@ impl Sim {
                 let _ = self.execute_after_delay(store_id, request, now_ms);
                 return Execution::Dropped;
             }
+            Some(FaultAction::UndeterminedAfterApply) => {
+                // The command takes effect; the reply only says its outcome is unknown.
+                let execution = self.execute_after_delay(store_id, request.clone(), now_ms);
+                return match execution {
+                    Execution::Done(_) => match request.region_error_response(undetermined()) {
+                        Some(response) => Execution::Done(response),
+                        None => Execution::Failed(internal("no region error form")),
+                    },
+                    other => other,
+                };
+            }
             Some(FaultAction::AckWithoutApply) => {
                 // Run it for its answer, then forget what it wrote.
                 let before = self.raw.clone();
@@ -371,33 +383,44 @@ impl Sim {
                 self.unsafe_destroy_range(store_id, req),
             ));
         }
-        let txn = matches!(&request, TikvRequest::Batch(cmd) if !is_raw(cmd))
-            || matches!(&request, TikvRequest::SplitRegion(r) if !r.is_raw_kv);
+        // New leaders, splits and merges first change what the stores keep in memory.
+        self.observe_cluster(now_ms);
+        let txn_cmd = match &request {
+            TikvRequest::Batch(cmd) if !is_raw(cmd) => Some(cmd),
+            _ => None,
+        };
+        let txn =
+            txn_cmd.is_some() || matches!(&request, TikvRequest::SplitRegion(r) if !r.is_raw_kv);
         let mode = KeyMode::for_request(context.api_version, txn);
+        if let Err(err) = self.cluster.check_store(store_id, &context) {
+            return context_failure(&request, err);
+        }
+        if let Some(cmd) = txn_cmd {
+            // TiKV's storage layer checks keys and moves max_ts before raftstore looks at the
+            // region.
+            if let Some(refused) =
+                refuse_txn_request(self.api_version(), self.raw.max_key_size(), cmd)
+            {
+                return Execution::Done(TikvResponse::Batch(refused));
+            }
+            if let Err(err) = self.before_snapshot(store_id, cmd, now_ms) {
+                return context_failure(&request, ContextError::Region(Box::new(err)));
+            }
+        }
         let touched_keys = touched(&request);
         let touched: Vec<Touched<'_>> = touched_keys
             .iter()
             .map(|key| Touched::Key(key.as_ref()))
             .collect();
-        match self
+        if let Err(err) = self
             .cluster
             .check_context(store_id, &context, &touched, mode)
         {
-            Ok(()) => {}
-            Err(ContextError::Region(err)) => {
-                return match request.region_error_response(*err) {
-                    Some(response) => Execution::Done(response),
-                    None => Execution::Failed(internal("no region error form")),
-                };
-            }
-            Err(ContextError::ClusterIdMismatch { expected, got }) => {
-                return Execution::Failed(Status::new(
-                    Code::InvalidArgument,
-                    format!("cluster id mismatch: request {got}, store {expected}"),
-                ));
-            }
-            Err(other) => {
-                return Execution::Failed(Status::new(Code::Unavailable, other.to_string()));
+            return context_failure(&request, err);
+        }
+        if let TikvRequest::Batch(cmd) = &request {
+            if let Err(err) = self.before_command(context.region_id, cmd, now_ms) {
+                return context_failure(&request, ContextError::Region(Box::new(err)));
             }
         }
         let region = self
@@ -407,7 +430,9 @@ impl Sim {
             .unwrap_or_default();
         let (region_start, region_end) = request_space_range(&region, mode);
         let writes = is_write(&request);
+        self.enter_store(store_id);
         let execution = self.run_command(request, &region_start, &region_end, now_ms);
+        self.leave_store(store_id);
         if writes && self.auto_split() {
             // TiKV's split checker runs in the background; here it runs after each write. A
             // failed check only means no split this time.
@@ -558,7 +583,10 @@ impl Sim {
                 batch(Resp::ScanLock(self.mvcc.scan_lock(&req)))
             }
             Req::ResolveLock(req) => {
-                let response = self.mvcc.resolve_lock(&req);
+                // Without keys TiKV scans the region's snapshot for the transactions' locks.
+                let response = self
+                    .mvcc
+                    .resolve_lock_in_range(&req, region_start, region_end);
                 self.after_write();
                 batch(Resp::ResolveLock(response))
             }
@@ -569,9 +597,15 @@ impl Sim {
                 self.after_write();
                 batch(Resp::DeleteRange(response))
             }
-            Req::PessimisticLock(req) => self.pessimistic_lock(req, now_ms),
+            Req::PessimisticLock(req) => {
+                let execution = self.pessimistic_lock(req.clone(), now_ms);
+                self.note_pessimistic_locks(&req);
+                execution
+            }
             Req::PessimisticRollback(req) => {
-                let response = self.mvcc.pessimistic_rollback(&req);
+                let response =
+                    self.mvcc
+                        .pessimistic_rollback_in_range(&req, region_start, region_end);
                 self.after_write();
                 batch(Resp::PessimisticRollback(response))
             }
@@ -647,6 +681,35 @@ impl Sim {
                 ..Default::default()
             },
         }
+    }
+}
+
+/// The region error of a write whose outcome is unknown: kvproto's `UndeterminedResult`,
+/// with the text TiKV gives an apply callback that was dropped.
+fn undetermined() -> errorpb::Error {
+    const MESSAGE: &str = "async write on_applied callback is dropped";
+    errorpb::Error {
+        message: MESSAGE.to_owned(),
+        undetermined_result: Some(errorpb::UndeterminedResult {
+            message: MESSAGE.to_owned(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// How a request refused before it runs is answered: a region error in the response, or a
+/// failed call (store down, another cluster).
+fn context_failure(request: &TikvRequest, err: ContextError) -> Execution {
+    match err {
+        ContextError::Region(err) => match request.region_error_response(*err) {
+            Some(response) => Execution::Done(response),
+            None => Execution::Failed(internal("no region error form")),
+        },
+        ContextError::ClusterIdMismatch { expected, got } => Execution::Failed(Status::new(
+            Code::InvalidArgument,
+            format!("cluster id mismatch: request {got}, store {expected}"),
+        )),
+        other => Execution::Failed(Status::new(Code::Unavailable, other.to_string())),
     }
 }
 

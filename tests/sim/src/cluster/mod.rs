@@ -27,6 +27,7 @@
 //! IDs (stores, regions, peers, `AllocID`) all come from one counter, as in PD.
 
 mod autosplit;
+mod changes;
 mod codec;
 mod gc;
 mod keyspace;
@@ -41,10 +42,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 pub use autosplit::SplitPolicy;
+pub use changes::RegionChange;
 pub use gc::{GcError, NULL_KEYSPACE_ID};
 pub use keyspace::{DEFAULT_KEYSPACE_ID, DEFAULT_KEYSPACE_NAME, KeyspaceError, KeyspaceOptions};
 pub use pd::PdError;
-pub use regions::{Peer, Region, RegionEpoch};
+pub use regions::{FIRST_ELECTED_TERM, Peer, Region, RegionEpoch};
 pub use stores::{Store, StoreState};
 pub use tso::{LOGICAL_BITS, MAX_LOGICAL, Timestamp, TsoError};
 pub use validate::{ContextError, KeyMode, Touched};
@@ -211,6 +213,9 @@ pub struct Cluster {
     pub(crate) external_ts: u64,
     pub(crate) gc: GcStates,
     pub(crate) keyspaces: Keyspaces,
+    /// Leader transfers, splits, merges and store stops/restarts not yet taken by
+    /// [`Cluster::take_changes`].
+    pub(crate) changes: Vec<RegionChange>,
 }
 
 impl Cluster {
@@ -243,6 +248,7 @@ impl Cluster {
             external_ts: 0,
             gc: GcStates::default(),
             keyspaces: Keyspaces::default(),
+            changes: Vec::new(),
             config,
         };
         for _ in 0..cluster.config.store_count {
@@ -271,6 +277,7 @@ impl Cluster {
             },
             peers,
             leader_peer_id,
+            term: FIRST_ELECTED_TERM,
         });
         if cluster.config.presplit_default_keyspace {
             cluster.split_keyspace_bounds(DEFAULT_KEYSPACE_ID)?;

@@ -2,7 +2,7 @@
 
 use tikv_proto::metapb::{self, NodeState};
 
-use super::{Cluster, ClusterError};
+use super::{Cluster, ClusterError, RegionChange};
 
 /// A store's lifecycle as PD reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -129,17 +129,36 @@ impl Cluster {
     /// Stops a store's process: its requests fail as unreachable until
     /// [`Cluster::restart_store`]. PD's metadata does not change (as until PD notices).
     pub fn stop_store(&mut self, store_id: u64) -> Result<(), ClusterError> {
-        self.store_mut(store_id)?.running = false;
+        let store = self.store_mut(store_id)?;
+        if store.running {
+            store.running = false;
+            let led = self.led_by(store_id);
+            self.record_change(RegionChange::StoreStopped { store_id, led });
+        }
         Ok(())
     }
 
-    /// Restarts a stopped store.
+    /// Restarts a stopped store. The regions it leads elect their leader again (on this
+    /// store: the model does not move leaders by itself), so their terms move on by one.
     pub fn restart_store(&mut self, store_id: u64) -> Result<(), ClusterError> {
         let store = self.store_mut(store_id)?;
         if store.is_tombstone() {
             return Err(ClusterError::StoreTombstone { store_id });
         }
-        store.running = true;
+        if !store.running {
+            store.running = true;
+            let led: Vec<u64> = self
+                .led_by(store_id)
+                .into_iter()
+                .map(|(id, ..)| id)
+                .collect();
+            for region_id in &led {
+                if let Ok(region) = self.region_mut(*region_id) {
+                    region.term += 1;
+                }
+            }
+            self.record_change(RegionChange::StoreRestarted { store_id, led });
+        }
         Ok(())
     }
 

@@ -116,9 +116,21 @@ impl MvccStore {
         &mut self,
         req: &kvrpcpb::PessimisticRollbackRequest,
     ) -> kvrpcpb::PessimisticRollbackResponse {
+        self.pessimistic_rollback_in_range(req, &[], &[])
+    }
+
+    /// KvPessimisticRollback as a region serves it: like
+    /// [`MvccStore::pessimistic_rollback`], but empty `keys` only reach the locks in
+    /// `[start, end)` (empty end = unbounded), as TiKV's `PessimisticRollbackReadPhase` scans
+    /// only the region's snapshot.
+    pub fn pessimistic_rollback_in_range(
+        &mut self,
+        req: &kvrpcpb::PessimisticRollbackRequest,
+        start: &[u8],
+        end: &[u8],
+    ) -> kvrpcpb::PessimisticRollbackResponse {
         let keys: Vec<Bytes> = if req.keys.is_empty() {
-            self.locks
-                .iter()
+            self.locks_in_range(start, end)
                 .filter(|(_, lock)| lock.start_ts == req.start_version && lock.is_pessimistic())
                 .map(|(key, _)| key.clone())
                 .collect()

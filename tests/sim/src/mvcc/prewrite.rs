@@ -47,9 +47,11 @@ impl MvccStore {
 
     /// KvFlush: writes one generation of a pipelined (optimistic) transaction's locks.
     ///
-    /// A newer generation replaces the transaction's own locks, an older or equal one is an
-    /// `abort` error; keys locked by others are reported in `errors` while the other keys
-    /// are still written (as TiKV does). `generation` must be positive.
+    /// A newer generation replaces the transaction's own locks; a mutation whose key already
+    /// holds this generation or a newer one is skipped (a late or repeated flush succeeds
+    /// without changing the lock, as TiKV's `Flush` command does). Keys locked by others are
+    /// reported in `errors` while the other keys are still written. `generation` must be
+    /// positive.
     pub fn flush(&mut self, req: &kvrpcpb::FlushRequest) -> kvrpcpb::FlushResponse {
         let result = self.atomically(|store| store.run_flush(req));
         kvrpcpb::FlushResponse {
@@ -292,6 +294,9 @@ impl MvccStore {
                 Err(e @ TxnError::AssertionFailed { .. }) => {
                     assertion_failure.get_or_insert(e);
                 }
+                // A late or repeated flush: the lock already holds this generation or a
+                // newer one, so the mutation is skipped and the command goes on.
+                Err(TxnError::GenerationOutOfOrder { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

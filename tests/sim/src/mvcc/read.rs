@@ -10,7 +10,8 @@ impl MvccStore {
     /// KvGet: reads `key` at `version` under the context's isolation level.
     ///
     /// A blocking lock comes back as `error.locked`; RCCheckTS conflicts as `error.conflict`;
-    /// a missing key sets `not_found`. SI and RCCheckTS reads raise `max_ts` to `version`.
+    /// a missing key sets `not_found`. Every read but a stale one raises `max_ts` to
+    /// `version`.
     pub fn get(&mut self, req: &kvrpcpb::GetRequest) -> kvrpcpb::GetResponse {
         let result = ReadOptions::new(req.context.as_ref(), req.version).and_then(|opts| {
             self.note_read(&opts);
@@ -124,11 +125,14 @@ impl MvccStore {
     /// KvBufferBatchGet: reads the pipelined transaction `version`'s own flushed locks.
     ///
     /// A Put lock gives its value, a Delete lock an empty value; keys without an own Put or
-    /// Delete lock are left out.
+    /// Delete lock are left out. Raises `max_ts` to `version` like any other read.
     pub fn buffer_batch_get(
         &mut self,
         req: &kvrpcpb::BufferBatchGetRequest,
     ) -> kvrpcpb::BufferBatchGetResponse {
+        if !req.context.as_ref().is_some_and(|ctx| ctx.stale_read) {
+            self.update_max_ts(req.version);
+        }
         let mut pairs = Vec::new();
         for key in &req.keys {
             let Some(lock) = self.load_lock(key) else {
@@ -212,9 +216,11 @@ impl MvccStore {
         }
     }
 
-    /// Raises `max_ts` for reads that check locks (SI and RCCheckTS).
+    /// Raises `max_ts` to the read's timestamp, for every isolation level, as TiKV's
+    /// `prepare_snap_ctx` does before it takes a snapshot. Stale reads leave it alone: they
+    /// read below the resolved ts and cannot be overtaken by a commit.
     fn note_read(&mut self, opts: &ReadOptions) {
-        if opts.isolation != IsolationLevel::Rc {
+        if !opts.stale_read {
             self.update_max_ts(opts.ts);
         }
     }
@@ -365,6 +371,7 @@ impl MvccStore {
 struct ReadOptions {
     ts: u64,
     isolation: IsolationLevel,
+    stale_read: bool,
     resolved_locks: Vec<u64>,
     committed_locks: Vec<u64>,
 }
@@ -375,6 +382,7 @@ impl ReadOptions {
             return Ok(Self {
                 ts,
                 isolation: IsolationLevel::Si,
+                stale_read: false,
                 resolved_locks: Vec::new(),
                 committed_locks: Vec::new(),
             });
@@ -385,6 +393,7 @@ impl ReadOptions {
         Ok(Self {
             ts,
             isolation,
+            stale_read: ctx.stale_read,
             resolved_locks: ctx.resolved_locks.clone(),
             committed_locks: ctx.committed_locks.clone(),
         })

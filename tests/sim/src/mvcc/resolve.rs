@@ -20,6 +20,18 @@ impl MvccStore {
         &mut self,
         req: &kvrpcpb::ResolveLockRequest,
     ) -> kvrpcpb::ResolveLockResponse {
+        self.resolve_lock_in_range(req, &[], &[])
+    }
+
+    /// KvResolveLock as a region serves it: like [`MvccStore::resolve_lock`], but without
+    /// `keys` only the locks in `[start, end)` (empty end = unbounded) are resolved, as
+    /// TiKV's `ResolveLockReadPhase` scans only the region's snapshot.
+    pub fn resolve_lock_in_range(
+        &mut self,
+        req: &kvrpcpb::ResolveLockRequest,
+        start: &[u8],
+        end: &[u8],
+    ) -> kvrpcpb::ResolveLockResponse {
         let result = self.atomically(|store| {
             if !req.keys.is_empty() {
                 return store.resolve_lock_lite(req);
@@ -33,8 +45,7 @@ impl MvccStore {
                     .collect()
             };
             let locks: Vec<(Bytes, u64, bool)> = store
-                .locks
-                .iter()
+                .locks_in_range(start, end)
                 .filter(|(_, lock)| txn_status.contains_key(&lock.start_ts))
                 .map(|(key, lock)| (key.clone(), lock.start_ts, lock.is_pessimistic()))
                 .collect();

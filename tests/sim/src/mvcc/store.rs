@@ -79,6 +79,36 @@ impl MvccStore {
         }
     }
 
+    /// Replaces `max_ts`: the cluster layer keeps one `max_ts` per store (TiKV's
+    /// `ConcurrencyManager` is per store) and installs the serving store's before each
+    /// command.
+    pub fn set_max_ts(&mut self, ts: u64) {
+        self.max_ts = ts;
+    }
+
+    /// The pessimistic locks (not yet prewritten) on keys in `[start, end)` (empty end =
+    /// unbounded): `(key, start_ts, for_update_ts)` in key order.
+    pub fn pessimistic_locks_in(&self, start: &[u8], end: &[u8]) -> Vec<(Bytes, u64, u64)> {
+        self.locks_in_range(start, end)
+            .filter(|(_, lock)| lock.is_pessimistic())
+            .map(|(key, lock)| (key.clone(), lock.start_ts, lock.for_update_ts))
+            .collect()
+    }
+
+    /// Removes the pessimistic lock of `start_ts` on `key` without a trace (no rollback
+    /// record, no waiter woken), as a TiKV leader's in-memory lock table is lost; returns
+    /// whether there was one.
+    pub fn lose_pessimistic_lock(&mut self, key: &[u8], start_ts: u64) -> bool {
+        let lost = self
+            .locks
+            .get(key)
+            .is_some_and(|lock| lock.is_pessimistic() && lock.start_ts == start_ts);
+        if lost {
+            self.locks.remove(key);
+        }
+        lost
+    }
+
     /// Returns and forgets the locks released by commands since the last call
     pub fn take_released_locks(&mut self) -> Vec<ReleasedLock> {
         std::mem::take(&mut self.released)
@@ -141,6 +171,26 @@ impl MvccStore {
             }
         }
         self.pending_released.clear();
+    }
+
+    /// The locks on keys in `[start, end)` (empty end = unbounded), in key order.
+    pub(super) fn locks_in_range<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Bytes, &'a Lock)> + 'a {
+        use std::ops::Bound;
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        // An inverted range is empty (BTreeMap::range would panic on it).
+        let valid = end.is_empty() || start < end;
+        valid
+            .then(|| self.locks.range::<[u8], _>((Bound::Included(start), upper)))
+            .into_iter()
+            .flatten()
     }
 
     pub(super) fn load_lock(&self, key: &[u8]) -> Option<&Lock> {

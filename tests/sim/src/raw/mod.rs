@@ -45,7 +45,8 @@ pub use check::ColumnFamily;
 pub use crc64::{Crc64, checksum as crc64_checksum, pair_checksum};
 pub use error::{RawCommand, RawError};
 
-use check::{check_api_version, check_api_version_ranges, check_key_size, resolve_cf, ttl_enabled};
+use crate::admission::{check_api_version, check_api_version_ranges, check_key_size};
+use check::{resolve_cf, ttl_enabled};
 
 /// TiKV's default `storage.max-key-size`: 8 KiB.
 pub const DEFAULT_MAX_KEY_SIZE: usize = 8 * 1024;
