@@ -31,6 +31,7 @@ pub fn describe_fault(fault: &ClusterFault) -> String {
                 FaultAction::Delay(ms) => format!("delay {ms} ms"),
                 FaultAction::KeyError(err) => format!("key error {err:?}"),
                 FaultAction::AckWithoutApply => "ack without applying".to_owned(),
+                FaultAction::UndeterminedAfterApply => "undetermined after applying".to_owned(),
             };
             let region = rule
                 .region_id
