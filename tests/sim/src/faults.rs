@@ -28,7 +28,8 @@ pub enum FaultAction {
     /// `UndeterminedResult`, which client-go handles and its mock stores send after applying
     /// a commit). TiKV itself aborts the process on such a write, which [`Self::DropReply`]
     /// models; both leave the client unable to tell whether the write happened. Region errors
-    /// found before the command runs are answered as usual.
+    /// found before the command runs are answered as usual, and so is a pessimistic lock
+    /// request that waits for another lock (its answer comes later, unchanged).
     UndeterminedAfterApply,
     /// A lost write: answer a raw command as if it ran (with the answer it would have
     /// given), but leave the raw data as it was, as a store that acknowledges a write it

@@ -1,8 +1,10 @@
 //! [`Sim`]: the whole simulated cluster as one deterministic value.
 //!
 //! PD and region metadata ([`Cluster`]), the storage every store shares (one MVCC store and
-//! one raw store: replication is not modelled, every peer sees the same data), injected
-//! faults, and the queue of pessimistic lock requests waiting for other transactions' locks.
+//! one raw store: replication is not modelled, every peer sees the same data), what each
+//! store keeps in memory for transactions ([`Concurrency`]: its `max_ts`, the max-ts sync of
+//! new leaders, in-memory pessimistic locks), injected faults, and the queue of pessimistic
+//! lock requests waiting for other transactions' locks.
 //! Wall-clock time comes in as `now_ms`; nothing reads the environment.
 
 use std::collections::{BTreeMap, VecDeque};

@@ -1,11 +1,16 @@
 //! The TiKV side of the simulated cluster: what every store does with a request.
 //!
-//! A request is checked in TiKV's order (store up, cluster id, store, region, peer, leader,
-//! epoch, keys in range; see [`crate::cluster::Cluster::check_context`]), then injected
-//! faults get their chance, then the command runs against the one shared storage: the MVCC
-//! store for transactional commands and the raw store for raw ones. Range commands are
-//! clamped to the region they were sent to, as TiKV's region snapshots clamp them, so a scan
-//! returns only what that region holds. Region errors go into the response's
+//! Injected faults get the first chance at a request. Then it is checked in TiKV's order:
+//! store up and cluster id; for transactional commands TiKV's storage checks (API version,
+//! key mode, key size: [`crate::admission`]) and, for reads, the `max_ts` update before the
+//! snapshot; then store, region, peer, leader, term, epoch and keys in range (see
+//! [`crate::cluster::Cluster::check_context`]); then the command's own refusals (a `max_ts`
+//! update past its limit, an async-commit prewrite to a leader that has not synced). The
+//! command runs against the one shared storage, the MVCC store (with the serving store's
+//! `max_ts` installed, see [`crate::concurrency`]) for transactional commands and the raw
+//! store for raw ones. Range commands (and ResolveLock / PessimisticRollback without keys)
+//! are clamped to the region they were sent to, as TiKV's region snapshots clamp them, so a
+//! scan returns only what that region holds. Region errors go into the response's
 //! `region_error`, as TiKV sends them.
 
 use bytes::Bytes;

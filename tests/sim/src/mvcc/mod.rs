@@ -8,7 +8,8 @@
 //! Per key the store keeps at most one lock and a list of write records keyed by commit ts
 //! (Put, Delete, Lock, Rollback; values live inside the records). The semantics follow
 //! TiKV's `storage/txn/actions` and `commands`: the same conflict checks, the same
-//! `KeyError` fields, async commit and 1PC timestamps derived from the store's `max_ts`,
+//! `KeyError` fields, async commit and 1PC timestamps derived from `max_ts` (the cluster
+//! layer installs the serving store's before each command, see [`crate::concurrency`]),
 //! lock TTLs judged by the physical part (`ts >> 18`) of `current_ts`.
 //!
 //! Pessimistic lock waits do not block: [`MvccStore::pessimistic_lock`] returns
