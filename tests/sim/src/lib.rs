@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod faults;
 pub mod http;
+pub mod lock_manager;
 pub mod mvcc;
 pub mod pd_service;
 pub mod raw;

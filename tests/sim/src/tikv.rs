@@ -365,6 +365,7 @@ impl Sim {
         request: TikvRequest,
         now_ms: u64,
     ) -> Execution {
+        self.advance_clock(now_ms);
         let context = request.context().cloned().unwrap_or_default();
         if let TikvRequest::UnsafeDestroyRange(req) = &request {
             return Execution::Done(TikvResponse::UnsafeDestroyRange(
