@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use tikv_proto::kvrpcpb::{self, ApiVersion};
+use tikv_proto::status::{Code, Status};
 use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
 
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
@@ -353,6 +354,29 @@ impl Sim {
     /// When [`handle_timeout`](Self::handle_timeout) must run next (wall-clock ms).
     pub fn next_timeout_ms(&self) -> Option<u64> {
         self.lock_manager.next_deadline_ms()
+    }
+
+    /// KvBroadcastTxnStatus on `store_id`. TiKV updates its transaction status cache without
+    /// taking a snapshot, so no region, epoch or leader is checked; a stopped store fails it
+    /// as UNAVAILABLE.
+    pub(crate) fn broadcast_txn_status(
+        &mut self,
+        store_id: u64,
+        request: &kvrpcpb::BroadcastTxnStatusRequest,
+    ) -> Execution {
+        if !self
+            .cluster
+            .store(store_id)
+            .is_some_and(|store| store.running)
+        {
+            return Execution::Failed(Status::new(
+                Code::Unavailable,
+                format!("store {store_id} is not running"),
+            ));
+        }
+        Execution::Done(TikvResponse::Batch(Resp::BroadcastTxnStatus(
+            self.mvcc.broadcast_txn_status(request),
+        )))
     }
 
     /// The next answer to a parked request, if one is ready.
