@@ -83,6 +83,7 @@ async fn run(options: Options) -> std::io::Result<()> {
             ..ClusterConfig::default()
         },
         api_version: options.api_version,
+        ..SimConfig::default()
     };
     let server = SimServer::start_with_splits(config, &options.split_keys).await?;
     let mut out = std::io::stdout().lock();

@@ -198,6 +198,11 @@ impl TikvRequest {
                 .map(Self::SplitRegion)
                 .map_err(internal);
         }
+        if path == tikvpb::tikv::BROADCAST_TXN_STATUS.path() {
+            return kvrpcpb::BroadcastTxnStatusRequest::decode(payload)
+                .map(|req| Self::Batch(Req::BroadcastTxnStatus(req)))
+                .map_err(internal);
+        }
         if path == tikvpb::tikv::UNSAFE_DESTROY_RANGE.path() {
             return kvrpcpb::UnsafeDestroyRangeRequest::decode(payload)
                 .map(Self::UnsafeDestroyRange)
@@ -212,6 +217,7 @@ impl TikvRequest {
     /// The command's method name (`RawGet`, `KvPrewrite`, ...).
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Batch(Req::BroadcastTxnStatus(_)) => tikvpb::tikv::BROADCAST_TXN_STATUS.desc.name,
             Self::Batch(cmd) => batch_name(cmd),
             Self::RawGetKeyTtl(_) => tikvpb::tikv::RAW_GET_KEY_TTL.desc.name,
             Self::RawCas(_) => tikvpb::tikv::RAW_COMPARE_AND_SWAP.desc.name,
@@ -224,6 +230,7 @@ impl TikvRequest {
     /// The request's context (region, epoch, peer), if it carries one.
     pub fn context(&self) -> Option<&kvrpcpb::Context> {
         match self {
+            Self::Batch(Req::BroadcastTxnStatus(r)) => r.context.as_ref(),
             Self::Batch(cmd) => batch_context(cmd),
             Self::RawGetKeyTtl(r) => r.context.as_ref(),
             Self::RawCas(r) => r.context.as_ref(),
@@ -268,6 +275,7 @@ impl TikvResponse {
     /// Errors with `INTERNAL` for a response arm with no unary form (never produced).
     pub fn encode(&self) -> Result<Framed, Status> {
         let payload = match self {
+            Self::Batch(Resp::BroadcastTxnStatus(r)) => r.encode_to_vec(),
             Self::Batch(resp) => {
                 encode_batchable(resp).ok_or_else(|| internal("response has no unary form"))?
             }
@@ -382,11 +390,15 @@ impl Sim {
         request: TikvRequest,
         now_ms: u64,
     ) -> Execution {
+        self.advance_clock(now_ms);
         let context = request.context().cloned().unwrap_or_default();
         if let TikvRequest::UnsafeDestroyRange(req) = &request {
             return Execution::Done(TikvResponse::UnsafeDestroyRange(
                 self.unsafe_destroy_range(store_id, req),
             ));
+        }
+        if let TikvRequest::Batch(Req::BroadcastTxnStatus(req)) = &request {
+            return self.broadcast_txn_status(store_id, req);
         }
         // New leaders, splits and merges first change what the stores keep in memory.
         self.observe_cluster(now_ms);

@@ -99,7 +99,10 @@ impl MvccStore {
 
     /// KvScanLock: lists locks with start ts ≤ `max_version` in `[start_key, end_key)`.
     ///
-    /// `limit` 0 means no limit. Raises `max_ts` to `max_version`.
+    /// A key's shared locks come as one `SharedLock` entry listing the holders that pass the
+    /// filter; `limit` (0 = no limit) counts holders, and a shared lock that would pass it
+    /// keeps its smallest start ts only, as TiKV's `scan_locks_from_storage` does. Raises
+    /// `max_ts` to `max_version`.
     pub fn scan_lock(&mut self, req: &kvrpcpb::ScanLockRequest) -> kvrpcpb::ScanLockResponse {
         self.update_max_ts(req.max_version);
         let upper = (!req.end_key.is_empty()).then_some(&req.end_key);
@@ -108,14 +111,45 @@ impl MvccStore {
         } else {
             req.limit as usize
         };
-        let locks = self
+        let in_range = |key: &Bytes| key >= &req.start_key && upper.is_none_or(|u| key < u);
+        let mut keys: Vec<&Bytes> = self
             .locks
             .range(req.start_key.clone()..)
-            .take_while(|(key, _)| upper.is_none_or(|upper| *key < upper))
-            .filter(|(_, lock)| lock.start_ts <= req.max_version)
-            .take(limit)
-            .map(|(key, lock)| lock.lock_info(key))
+            .map(|(key, _)| key)
+            .chain(
+                self.shared_locks
+                    .range(req.start_key.clone()..)
+                    .map(|(k, _)| k),
+            )
+            .filter(|key| in_range(key))
             .collect();
+        keys.sort();
+        let mut locks = Vec::new();
+        let mut count = 0;
+        for key in keys {
+            if count >= limit {
+                break;
+            }
+            if let Some(lock) = self.locks.get(key) {
+                if lock.start_ts <= req.max_version {
+                    locks.push(lock.lock_info(key));
+                    count += 1;
+                }
+            } else if let Some(shared) = self.shared_locks.get(key) {
+                let mut holders = shared.clone();
+                holders
+                    .locks
+                    .retain(|start_ts, _| *start_ts <= req.max_version);
+                let room = limit - count;
+                while holders.locks.len() > room {
+                    holders.locks.pop_last();
+                }
+                if !holders.locks.is_empty() {
+                    count += holders.locks.len();
+                    locks.push(holders.lock_info(key));
+                }
+            }
+        }
         kvrpcpb::ScanLockResponse {
             locks,
             ..Default::default()

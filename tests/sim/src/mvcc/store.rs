@@ -1,4 +1,5 @@
-//! The store itself: locks and write records per key, max_ts, and per-command atomicity.
+//! The store itself: locks (exclusive and shared) and write records per key, max_ts, the
+//! transaction status cache, and per-command atomicity.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +8,7 @@ use tikv_proto::kvrpcpb;
 
 use super::deadlock::DeadlockDetector;
 use super::error::TxnError;
+use super::txn_status::TxnStatusCache;
 
 /// The in-memory Percolator store of the whole simulated cluster.
 ///
@@ -17,13 +19,19 @@ use super::error::TxnError;
 #[derive(Debug, Default)]
 pub struct MvccStore {
     pub(super) locks: BTreeMap<Bytes, Lock>,
+    /// Keys held by shared locks. A key is in at most one of `locks` and `shared_locks`, as
+    /// TiKV's lock column holds either one lock or one `SharedLocks` value per key.
+    pub(super) shared_locks: BTreeMap<Bytes, SharedLocks>,
     /// Write records per key, keyed by commit ts (the start ts for rollbacks).
     pub(super) writes: BTreeMap<Bytes, BTreeMap<u64, Write>>,
     pub(super) max_ts: u64,
     pub(super) detector: DeadlockDetector,
+    pub(super) txn_status: TxnStatusCache,
     undo: Vec<Undo>,
     pending_released: Vec<ReleasedLock>,
     released: Vec<ReleasedLock>,
+    pending_new_locks: Vec<kvrpcpb::LockInfo>,
+    new_locks: Vec<kvrpcpb::LockInfo>,
 }
 
 /// A lock that a command removed, so that requests waiting on the key can be woken up.
@@ -114,6 +122,12 @@ impl MvccStore {
         std::mem::take(&mut self.released)
     }
 
+    /// Returns and forgets the locks that commands placed on unlocked keys since the last call
+    /// (TiKV's `new_acquired_locks`, which refresh the lock-wait information of waiters).
+    pub fn take_new_locks(&mut self) -> Vec<kvrpcpb::LockInfo> {
+        std::mem::take(&mut self.new_locks)
+    }
+
     /// Returns and forgets the keys whose locks were released since the last call
     pub fn take_released_keys(&mut self) -> Vec<Bytes> {
         self.take_released_locks()
@@ -134,10 +148,12 @@ impl MvccStore {
     ) -> Result<T, E> {
         self.undo.clear();
         self.pending_released.clear();
+        self.pending_new_locks.clear();
         let result = command(self);
         match &result {
             Ok(_) => {
                 self.undo.clear();
+                self.new_locks.append(&mut self.pending_new_locks);
                 for released in std::mem::take(&mut self.pending_released) {
                     if released.pessimistic {
                         // A finished pessimistic transaction waits for nobody any more.
@@ -168,9 +184,18 @@ impl MvccStore {
                     commit_ts,
                     previous,
                 } => self.set_write(key, commit_ts, previous),
+                Undo::Shared { key, previous } => match previous {
+                    Some(shared) => {
+                        self.shared_locks.insert(key, shared);
+                    }
+                    None => {
+                        self.shared_locks.remove(&key);
+                    }
+                },
             }
         }
         self.pending_released.clear();
+        self.pending_new_locks.clear();
     }
 
     /// The locks on keys in `[start, end)` (empty end = unbounded), in key order.
@@ -198,6 +223,9 @@ impl MvccStore {
     }
 
     pub(super) fn put_lock(&mut self, key: &Bytes, lock: Lock) {
+        if !self.locks.contains_key(key) {
+            self.pending_new_locks.push(lock.lock_info(key));
+        }
         let previous = self.locks.insert(key.clone(), lock);
         self.undo.push(Undo::Lock {
             key: key.clone(),
@@ -215,6 +243,50 @@ impl MvccStore {
                 pessimistic: previous.is_pessimistic_txn(),
             });
             self.undo.push(Undo::Lock {
+                key: key.clone(),
+                previous: Some(previous),
+            });
+        }
+    }
+
+    pub(super) fn load_shared_locks(&self, key: &[u8]) -> Option<&SharedLocks> {
+        self.shared_locks.get(key)
+    }
+
+    /// Writes the key's shared locks; a new set counts as a newly acquired lock.
+    pub(super) fn put_shared_locks(&mut self, key: &Bytes, shared: SharedLocks) {
+        if !self.shared_locks.contains_key(key) {
+            self.pending_new_locks.push(shared.lock_info(key));
+        }
+        let previous = self.shared_locks.insert(key.clone(), shared);
+        self.undo.push(Undo::Shared {
+            key: key.clone(),
+            previous,
+        });
+    }
+
+    /// Writes back what is left of a key's shared locks after the transaction `start_ts` left
+    /// them; when none is left the key is unlocked and waiters may be woken, as TiKV only
+    /// reports a released lock when the whole set is gone.
+    pub(super) fn write_back_shared_locks(
+        &mut self,
+        key: &Bytes,
+        shared: SharedLocks,
+        start_ts: u64,
+        commit_ts: u64,
+    ) {
+        if !shared.locks.is_empty() {
+            self.put_shared_locks(key, shared);
+            return;
+        }
+        if let Some(previous) = self.shared_locks.remove(key) {
+            self.pending_released.push(ReleasedLock {
+                key: key.clone(),
+                start_ts,
+                commit_ts,
+                pessimistic: true,
+            });
+            self.undo.push(Undo::Shared {
                 key: key.clone(),
                 previous: Some(previous),
             });
@@ -357,6 +429,29 @@ pub(super) enum CommitRecord {
     OverlappedRollback,
     /// Nothing; `overlapped` is another transaction's commit sitting at our start ts.
     None { overlapped: Option<Write> },
+}
+
+/// The shared locks on one key (TiKV's `SharedLocks`): one sub-lock per holding transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct SharedLocks {
+    /// No new holder may join any more: set when an exclusive lock request met the set, so
+    /// that the exclusive request is not starved.
+    pub(super) shrink_only: bool,
+    /// Sub-locks by start ts: pessimistic locks, or Lock locks once prewritten.
+    pub(super) locks: BTreeMap<u64, Lock>,
+}
+
+impl SharedLocks {
+    /// The wire form TiKV gives a shared lock: type `SharedLock` and the key on the outside,
+    /// every holder in `shared_lock_infos` (here in start ts order).
+    pub(super) fn lock_info(&self, key: &Bytes) -> kvrpcpb::LockInfo {
+        kvrpcpb::LockInfo {
+            key: key.clone(),
+            lock_type: kvrpcpb::Op::SharedLock as i32,
+            shared_lock_infos: self.locks.values().map(|l| l.lock_info(key)).collect(),
+            ..Default::default()
+        }
+    }
 }
 
 /// The kind of a lock.
@@ -507,6 +602,10 @@ enum Undo {
         commit_ts: u64,
         previous: Option<Write>,
     },
+    Shared {
+        key: Bytes,
+        previous: Option<SharedLocks>,
+    },
 }
 
 /// Rejects an empty key, which no TiKV command accepts.
@@ -516,4 +615,9 @@ pub(super) fn check_key(key: &Bytes) -> Result<(), TxnError> {
     } else {
         Ok(())
     }
+}
+
+/// Whether `key` lies in `[start, end)` (empty end = unbounded).
+pub(super) fn key_in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    key >= start && (end.is_empty() || key < end)
 }
