@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod config;
 pub mod faults;
 pub mod http;
 pub mod mvcc;
