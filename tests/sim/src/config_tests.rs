@@ -464,7 +464,8 @@ fn bad_config_files_are_errors_as_tikv_config_validate() {
     }
 }
 
-/// The README's example config is a valid file (the documentation stays true).
+/// The README's example config is a valid file and its table lists every flag (the
+/// documentation stays true).
 #[test]
 fn readme_example_config_parses() {
     let readme = include_str!("../README.md");
@@ -478,6 +479,24 @@ fn readme_example_config_parses() {
     let settings = toml_ok(&body[..end]);
     assert!(settings.ignored.is_empty(), "{:?}", settings.ignored);
     assert_eq!(settings.sim.cluster.split_policy.region_split_keys, 10);
+    assert_eq!(settings.sim.api_version, ApiVersion::V2);
+    assert_eq!(settings.sim.cluster.store_labels.len(), 3);
+    // The README's flag table names every flag and its config key.
+    for flag in FLAGS.iter().filter(|flag| flag.name != "--help") {
+        assert!(
+            readme.contains(&format!("`{} ", flag.name))
+                || readme.contains(&format!("`{}`", flag.name)),
+            "README misses {}",
+            flag.name
+        );
+        if !flag.key.is_empty() {
+            assert!(
+                readme.contains(&format!("`{}`", flag.key)),
+                "README misses {}",
+                flag.key
+            );
+        }
+    }
 }
 
 /// Follows TiKV's `ReadableSize::from_str`: binary units, `MB` meaning MiB, fractions,
