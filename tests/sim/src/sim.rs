@@ -13,7 +13,7 @@ use tikv_proto::kvrpcpb::{self, ApiVersion};
 use tikv_proto::status::{Code, Status};
 use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
 
-use crate::cluster::{Cluster, ClusterConfig, ClusterError};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError, KeyMode, SplitEntry};
 use crate::concurrency::Concurrency;
 use crate::faults::Faults;
 use crate::lock_manager::{LockManager, LockManagerEvent, PessimisticTxnConfig, Waiter};
@@ -26,10 +26,14 @@ use crate::tikv::{Execution, TikvResponse};
 pub struct SimConfig {
     /// PD, stores and regions.
     pub cluster: ClusterConfig,
-    /// The stores' `storage.api-version`.
+    /// The stores' `storage.api-version`. In API V2 the `DEFAULT` keyspace's bounds are
+    /// region boundaries from the start, as PD's keyspace manager splits them at bootstrap.
     pub api_version: ApiVersion,
     /// The stores' `[pessimistic-txn]` lock-waiting settings.
     pub pessimistic_txn: PessimisticTxnConfig,
+    /// How many PD members serve the cluster (default 1). Only one is modelled so far;
+    /// [`Sim::new`] refuses more.
+    pub pd_members: u32,
 }
 
 impl Default for SimConfig {
@@ -38,6 +42,7 @@ impl Default for SimConfig {
             cluster: ClusterConfig::default(),
             api_version: ApiVersion::V1,
             pessimistic_txn: PessimisticTxnConfig::default(),
+            pd_members: 1,
         }
     }
 }
@@ -63,6 +68,8 @@ pub struct Sim {
     store_latency_ms: BTreeMap<u64, u64>,
     /// Split regions by size after writes.
     auto_split: bool,
+    /// Bytes and keys written to each region since its last split check.
+    split_check_diff: BTreeMap<u64, (u64, u64)>,
     ready: VecDeque<(u64, TikvResponse)>,
     /// The transport-layer load each store reports in BatchCommands responses.
     transport_load: BTreeMap<u64, u64>,
@@ -80,17 +87,31 @@ pub struct BatchTraffic {
 }
 
 impl Sim {
-    /// A fresh cluster.
+    /// A fresh cluster. In API V2 (and V3) the `DEFAULT` keyspace's raw and transactional
+    /// bounds are split at bootstrap, as PD's keyspace manager does.
     ///
-    /// Errors when the cluster configuration is impossible (no stores, zero cluster id...)
-    /// or the lock-waiting settings are refused as TiKV refuses them.
+    /// Errors when the cluster configuration is impossible (no stores, zero cluster id, more
+    /// than one PD member...) or the lock-waiting settings are refused as TiKV refuses them.
     pub fn new(config: SimConfig) -> Result<Self, ClusterError> {
         config
             .pessimistic_txn
             .validate()
             .map_err(ClusterError::InvalidConfig)?;
+        match config.pd_members {
+            0 => return Err(ClusterError::InvalidConfig("pd_members must be at least 1")),
+            1 => {}
+            _ => {
+                return Err(ClusterError::InvalidConfig(
+                    "pd_members above 1 needs PD groups, which tikv-sim does not model yet",
+                ));
+            }
+        }
+        let mut cluster = config.cluster;
+        if matches!(config.api_version, ApiVersion::V2 | ApiVersion::V3) {
+            cluster.presplit_default_keyspace = true;
+        }
         Ok(Self {
-            cluster: Cluster::new(config.cluster)?,
+            cluster: Cluster::new(cluster)?,
             mvcc: MvccStore::new(),
             raw: RawStore::new(config.api_version),
             faults: Faults::default(),
@@ -100,6 +121,7 @@ impl Sim {
             clock_ms: 0,
             store_latency_ms: BTreeMap::new(),
             auto_split: false,
+            split_check_diff: BTreeMap::new(),
             ready: VecDeque::new(),
             transport_load: BTreeMap::new(),
             batch_traffic: BTreeMap::new(),
@@ -150,42 +172,96 @@ impl Sim {
         self.store_latency_ms.get(&store_id).copied().unwrap_or(0)
     }
 
-    /// Splits `region_id` at its middle key if its data (raw and transactional) is over the
-    /// cluster's [`crate::cluster::SplitPolicy`], as TiKV's split checker does; returns the
-    /// new region's id.
+    /// Runs TiKV's split check on `region_id` and splits it where the cluster's
+    /// [`SplitPolicy`](crate::cluster::SplitPolicy) says (pieces of `region-split-keys`
+    /// committed versions or `region-split-size` bytes once the region reaches the max),
+    /// then checks the pieces again until none is due, as TiKV re-checks split regions;
+    /// returns the ids of the regions created.
     ///
     /// Errors when the region does not exist.
-    pub fn split_by_size(
-        &mut self,
-        region_id: u64,
-        now_ms: u64,
-    ) -> Result<Option<u64>, ClusterError> {
-        use crate::cluster::KeyMode;
-        let region = self
-            .cluster
-            .region(region_id)
-            .map(|r| r.to_proto())
-            .ok_or(ClusterError::RegionNotFound { region_id })?;
+    pub fn split_by_size(&mut self, region_id: u64, now_ms: u64) -> Result<Vec<u64>, ClusterError> {
+        if self.cluster.region(region_id).is_none() {
+            return Err(ClusterError::RegionNotFound { region_id });
+        }
+        let mut created = Vec::new();
+        let mut pending = vec![region_id];
+        // Bounded: each round either cuts a region or retires it.
+        let mut rounds = 0;
+        while let Some(id) = pending.pop() {
+            rounds += 1;
+            if rounds > 1024 {
+                break;
+            }
+            let cuts = self.split_check(id, now_ms);
+            if cuts.is_empty() {
+                continue;
+            }
+            let new_ids = self.cluster.split_region(id, &cuts)?;
+            pending.push(id);
+            pending.extend(new_ids.iter().copied());
+            created.extend(new_ids);
+        }
+        Ok(created)
+    }
+
+    /// Where TiKV's split checker would cut `region_id` now: its raw and transactional
+    /// entries, in region-boundary space and key order, through the split policy; only cuts
+    /// strictly inside the region, each once.
+    fn split_check(&self, region_id: u64, now_ms: u64) -> Vec<bytes::Bytes> {
+        let Some(region) = self.cluster.region(region_id).map(|r| r.to_proto()) else {
+            return Vec::new();
+        };
         let raw_mode = KeyMode::for_request(self.api_version as i32, false);
         let (raw_start, raw_end) = crate::tikv::request_space_range(&region, raw_mode);
         let (txn_start, txn_end) = crate::tikv::request_space_range(&region, KeyMode::Encoded);
-        let raw = self.raw.range_stats(&raw_start, &raw_end, now_ms);
-        let txn = self.mvcc.range_stats(&txn_start, &txn_end);
-        // Split where most of the data is.
-        let split_key = if raw.keys >= txn.keys {
-            raw.middle_key.map(|key| raw_mode.to_boundary(&key))
-        } else {
-            txn.middle_key.map(|key| KeyMode::Encoded.to_boundary(&key))
+        let to_boundary = |mode: KeyMode| {
+            move |entry: SplitEntry| SplitEntry {
+                key: mode.to_boundary(&entry.key),
+                ..entry
+            }
         };
-        let Some(split_key) = split_key else {
-            return Ok(None);
+        let inside = |key: &[u8]| {
+            key >= &region.start_key[..] && (region.end_key.is_empty() || key < &region.end_key[..])
         };
-        self.cluster.maybe_split_by_size(
-            region_id,
-            raw.bytes + txn.bytes,
-            raw.keys + txn.keys,
-            &split_key,
-        )
+        let mut entries: Vec<SplitEntry> = self
+            .raw
+            .split_check_entries(&raw_start, &raw_end, now_ms)
+            .into_iter()
+            .map(to_boundary(raw_mode))
+            .chain(
+                self.mvcc
+                    .split_check_entries(&txn_start, &txn_end)
+                    .into_iter()
+                    .map(to_boundary(KeyMode::Encoded)),
+            )
+            .filter(|entry| inside(&entry.key))
+            .collect();
+        // Both parts are sorted already; a stable sort merges them.
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut cuts = self.cluster.config().split_policy.split_keys(&entries);
+        cuts.retain(|key| key[..] > region.start_key[..] && inside(key));
+        cuts.dedup();
+        cuts
+    }
+
+    /// Records a write of `keys` keys and `bytes` bytes to `region_id` and, with automatic
+    /// splits on, runs the split check once the region has taken
+    /// `raftstore.region-split-check-diff` bytes (or a sixteenth of `region-split-keys` keys)
+    /// since its last check, as TiKV's split-check tick does.
+    pub(crate) fn note_write(&mut self, region_id: u64, keys: u64, bytes: u64, now_ms: u64) {
+        if !self.auto_split {
+            return;
+        }
+        let policy = self.cluster.config().split_policy;
+        let diff = self.split_check_diff.entry(region_id).or_default();
+        diff.0 = diff.0.saturating_add(bytes);
+        diff.1 = diff.1.saturating_add(keys);
+        if diff.0 < policy.region_split_check_diff && diff.1 < policy.check_diff_keys() {
+            return;
+        }
+        self.split_check_diff.remove(&region_id);
+        // A failed check only means no split this time.
+        let _ = self.split_by_size(region_id, now_ms);
     }
 
     /// The store and request context that reach the leader of the region holding `key`
@@ -211,7 +287,9 @@ impl Sim {
         self.auto_split = on;
     }
 
-    pub(crate) fn auto_split(&self) -> bool {
+    /// Whether writes trigger automatic splits (off unless [`Sim::set_auto_split`] turned
+    /// them on).
+    pub fn auto_split(&self) -> bool {
         self.auto_split
     }
 

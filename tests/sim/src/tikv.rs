@@ -446,14 +446,14 @@ impl Sim {
             .map(|r| r.to_proto())
             .unwrap_or_default();
         let (region_start, region_end) = request_space_range(&region, mode);
-        let writes = is_write(&request);
+        let written = is_write(&request).then(|| written_size(&request, &touched_keys));
         self.enter_store(store_id);
         let execution = self.run_command(request, &region_start, &region_end, now_ms);
         self.leave_store(store_id);
-        if writes && self.auto_split() {
-            // TiKV's split checker runs in the background; here it runs after each write. A
-            // failed check only means no split this time.
-            let _ = self.split_by_size(region.id, now_ms);
+        if let Some((keys, bytes)) = written {
+            // TiKV's split checker runs on a tick once enough was written; here the write
+            // itself counts towards the next check.
+            self.note_write(region.id, keys, bytes, now_ms);
         }
         execution
     }
@@ -822,6 +822,25 @@ fn is_write(request: &TikvRequest) -> bool {
         TikvRequest::RawCas(_) => true,
         _ => false,
     }
+}
+
+/// How many keys and bytes a write request puts into its region (keys plus values), what
+/// TiKV's apply path adds to the region's split-check size diff.
+fn written_size(request: &TikvRequest, keys: &[Bytes]) -> (u64, u64) {
+    let key_bytes: u64 = keys.iter().map(|key| key.len() as u64).sum();
+    let value_bytes: u64 = match request {
+        TikvRequest::Batch(Req::RawPut(r)) => r.value.len() as u64,
+        TikvRequest::Batch(Req::RawBatchPut(r)) => {
+            r.pairs.iter().map(|pair| pair.value.len() as u64).sum()
+        }
+        TikvRequest::Batch(Req::Prewrite(r)) => {
+            r.mutations.iter().map(|m| m.value.len() as u64).sum()
+        }
+        TikvRequest::Batch(Req::Flush(r)) => r.mutations.iter().map(|m| m.value.len() as u64).sum(),
+        TikvRequest::RawCas(r) => r.value.len() as u64,
+        _ => 0,
+    };
+    (keys.len() as u64, key_bytes + value_bytes)
 }
 
 fn is_raw(cmd: &Req) -> bool {

@@ -40,14 +40,21 @@ mod validate;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use tikv_proto::metapb::PeerRole;
 
-pub use autosplit::SplitPolicy;
+pub use autosplit::{
+    DEFAULT_BATCH_SPLIT_LIMIT, DEFAULT_REGION_SPLIT_SIZE, SplitEntry, SplitPolicy,
+    SplitPolicyError, SplitSettings,
+};
 pub use changes::RegionChange;
 pub use gc::{GcError, NULL_KEYSPACE_ID};
-pub use keyspace::{DEFAULT_KEYSPACE_ID, DEFAULT_KEYSPACE_NAME, KeyspaceError, KeyspaceOptions};
+pub use keyspace::{
+    DEFAULT_KEYSPACE_ID, DEFAULT_KEYSPACE_NAME, KeyspaceError, KeyspaceOptions,
+    is_valid_keyspace_name,
+};
 pub use pd::PdError;
 pub use regions::{FIRST_ELECTED_TERM, Peer, Region, RegionEpoch};
-pub use stores::{Store, StoreState};
+pub use stores::{Store, StoreState, is_valid_label_key, is_valid_label_value};
 pub use tso::{LOGICAL_BITS, MAX_LOGICAL, Timestamp, TsoError};
 pub use validate::{ContextError, KeyMode, Touched};
 
@@ -62,16 +69,29 @@ pub struct ClusterConfig {
     pub cluster_id: u64,
     /// Number of TiKV stores created at bootstrap (at least 1).
     pub store_count: u32,
-    /// Peers per region at bootstrap, placed on the first stores (1..=store_count).
+    /// Voters per region at bootstrap, placed on the first stores (1..=store_count); PD's
+    /// `replication.max-replicas`.
     pub replica_count: u32,
-    /// Pre-split the `DEFAULT` keyspace's API v2 bounds at bootstrap, as a real PD does.
-    /// Off by default so that a fresh cluster has exactly one region.
+    /// Learners per region at bootstrap, placed on the stores after the voters
+    /// (`replica_count + learner_count <= store_count`). PD places learners by placement
+    /// rules; this count is the simple form of such a rule.
+    pub learner_count: u32,
+    /// Placement labels per store, in store id order (`store_labels[0]` for the first store);
+    /// stores past the end get none. TiKV's `server.labels`, reported to PD in
+    /// `metapb::Store.labels`. Keys and values must pass TiKV's label patterns.
+    pub store_labels: Vec<Vec<(String, String)>>,
+    /// PD's `replication.location-labels`: the label keys that tell replicas' failure domains
+    /// apart, outermost first. Reported by PD's HTTP API; placement does not use them yet.
+    pub location_labels: Vec<String>,
+    /// Pre-split the `DEFAULT` keyspace's API v2 bounds at bootstrap, as PD's keyspace
+    /// manager does. [`crate::Sim::new`] turns this on for API V2 clusters; off by default
+    /// here so that a fresh API V1 cluster has exactly one region.
     pub presplit_default_keyspace: bool,
     /// Reject `UpdateGCSafePoint` above the txn safe point, as PD does since GC barriers
     /// replaced service safe points. Clients that never advance the txn safe point (such as
     /// client-rust's `gc`) need this off to see the older "accept any increase" behaviour.
     pub cap_gc_safe_point_by_txn_safe_point: bool,
-    /// When [`Cluster::maybe_split_by_size`] splits a region.
+    /// When and where regions split automatically (TiKV's coprocessor split settings).
     pub split_policy: SplitPolicy,
     /// The PD member's name in `GetMembers`.
     pub pd_name: String,
@@ -85,6 +105,9 @@ impl Default for ClusterConfig {
             cluster_id: 7_000_000_000_000_000_001,
             store_count: 3,
             replica_count: 3,
+            learner_count: 0,
+            store_labels: Vec::new(),
+            location_labels: Vec::new(),
             presplit_default_keyspace: false,
             cap_gc_safe_point_by_txn_safe_point: true,
             split_policy: SplitPolicy::default(),
@@ -187,6 +210,17 @@ pub enum ClusterError {
         /// The store asked for.
         store_id: u64,
     },
+    /// A store label or location label does not match TiKV's and PD's label patterns.
+    #[error("invalid label {key:?}={value:?}")]
+    InvalidLabel {
+        /// The label key.
+        key: String,
+        /// The label value (empty for a location label).
+        value: String,
+    },
+    /// The split settings break TiKV's rules.
+    #[error(transparent)]
+    SplitPolicy(#[from] SplitPolicyError),
     /// A keyspace operation failed.
     #[error(transparent)]
     Keyspace(#[from] KeyspaceError),
@@ -219,9 +253,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Bootstraps a cluster: `store_count` stores, one region covering everything with a peer
-    /// on each of the first `replica_count` stores and the leader on the first; errors with
-    /// [`ClusterError::InvalidConfig`] on a zero cluster id, no stores or a bad replica count.
+    /// Bootstraps a cluster: `store_count` stores (labelled from `store_labels`), one region
+    /// covering everything with a voter on each of the first `replica_count` stores, a learner
+    /// on each of the next `learner_count`, and the leader on the first.
+    ///
+    /// Errors with [`ClusterError::InvalidConfig`] on a zero cluster id, no stores, a bad
+    /// replica or learner count or labels for more stores than there are,
+    /// [`ClusterError::InvalidLabel`] on a label TiKV would refuse, and
+    /// [`ClusterError::SplitPolicy`] on split settings TiKV would refuse.
     pub fn new(config: ClusterConfig) -> Result<Self, ClusterError> {
         if config.cluster_id == 0 {
             return Err(ClusterError::InvalidConfig("cluster_id must be non-zero"));
@@ -236,6 +275,37 @@ impl Cluster {
                 "replica_count must be between 1 and store_count",
             ));
         }
+        if u64::from(config.replica_count) + u64::from(config.learner_count)
+            > u64::from(config.store_count)
+        {
+            return Err(ClusterError::InvalidConfig(
+                "replica_count + learner_count must not exceed store_count",
+            ));
+        }
+        if config.store_labels.len() > config.store_count as usize {
+            return Err(ClusterError::InvalidConfig(
+                "store_labels names more stores than store_count",
+            ));
+        }
+        for (key, value) in config.store_labels.iter().flatten() {
+            if !is_valid_label_key(key) || !is_valid_label_value(value) {
+                return Err(ClusterError::InvalidLabel {
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+        if let Some(key) = config
+            .location_labels
+            .iter()
+            .find(|key| !is_valid_label_key(key))
+        {
+            return Err(ClusterError::InvalidLabel {
+                key: key.clone(),
+                value: String::new(),
+            });
+        }
+        config.split_policy.validate()?;
         let mut cluster = Self {
             last_id: 0,
             stores: BTreeMap::new(),
@@ -251,20 +321,38 @@ impl Cluster {
             changes: Vec::new(),
             config,
         };
-        for _ in 0..cluster.config.store_count {
+        for index in 0..cluster.config.store_count as usize {
             let id = cluster.alloc_id();
-            cluster.stores.insert(id, Store::placeholder(id));
+            let mut store = Store::placeholder(id);
+            if let Some(labels) = cluster.config.store_labels.get(index) {
+                store.labels.clone_from(labels);
+            }
+            cluster.stores.insert(id, store);
         }
         let region_id = cluster.alloc_id();
+        let voters = cluster.config.replica_count as usize;
+        let learners = cluster.config.learner_count as usize;
         let store_ids: Vec<u64> = cluster
             .stores
             .keys()
             .copied()
-            .take(cluster.config.replica_count as usize)
+            .take(voters + learners)
             .collect();
         let peers: Vec<Peer> = store_ids
             .into_iter()
-            .map(|store_id| Peer::voter(cluster.alloc_id(), store_id))
+            .enumerate()
+            .map(|(index, store_id)| {
+                let id = cluster.alloc_id();
+                if index < voters {
+                    Peer::voter(id, store_id)
+                } else {
+                    Peer {
+                        id,
+                        store_id,
+                        role: PeerRole::Learner,
+                    }
+                }
+            })
             .collect();
         let leader_peer_id = peers.first().map_or(0, |peer| peer.id);
         cluster.insert_region(Region {
@@ -301,7 +389,7 @@ impl Cluster {
         self.last_id
     }
 
-    /// Sets the split policy [`Cluster::maybe_split_by_size`] applies.
+    /// Sets the split policy automatic splits follow (see [`crate::Sim::split_by_size`]).
     pub fn set_split_policy(&mut self, policy: SplitPolicy) {
         self.config.split_policy = policy;
     }

@@ -82,6 +82,30 @@ impl Store {
     }
 }
 
+/// Whether `key` is a valid store label key, by the pattern TiKV's server config and PD
+/// check (`validate_label_key`): an optional `$`, then letters and digits with `-`, `_`, `.`
+/// and `/` allowed inside.
+pub fn is_valid_label_key(key: &str) -> bool {
+    let name = key.strip_prefix('$').unwrap_or(key);
+    let bytes = name.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    first.is_ascii_alphanumeric()
+        && last.is_ascii_alphanumeric()
+        && bytes.iter().all(|&b| is_label_byte(b))
+}
+
+/// Whether `value` is a valid store label value (TiKV's `validate_label_value`): letters,
+/// digits, `-`, `_`, `.` and `/`, possibly empty.
+pub fn is_valid_label_value(value: &str) -> bool {
+    value.bytes().all(is_label_byte)
+}
+
+fn is_label_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')
+}
+
 impl Cluster {
     /// The store with this id, if any.
     pub fn store(&self, store_id: u64) -> Option<&Store> {
@@ -231,6 +255,23 @@ mod tests {
             cluster.restart_store(id),
             Err(ClusterError::StoreTombstone { store_id: id })
         );
+    }
+
+    /// Follows TiKV's `validate_label_key` / `validate_label_value` patterns.
+    #[test]
+    fn label_patterns_follow_tikv_validate_label() {
+        for key in ["zone", "host", "$mode", "a", "rack-1", "k8s.io/zone", "A_b"] {
+            assert!(is_valid_label_key(key), "{key}");
+        }
+        for key in ["", "$", "-zone", "zone-", "zo ne", "zone=", "$$a", "_a"] {
+            assert!(!is_valid_label_key(key), "{key}");
+        }
+        for value in ["", "z1", "us-west-1a", "h.1/2_3"] {
+            assert!(is_valid_label_value(value), "{value}");
+        }
+        for value in ["a b", "a,b", "a=b", "é"] {
+            assert!(!is_valid_label_value(value), "{value}");
+        }
     }
 
     #[test]

@@ -75,6 +75,37 @@ impl MvccStore {
         stats
     }
 
+    /// Every entry in `[start, end)` (empty end = unbounded) as TiKV's split checker scans
+    /// them, in key order with keys as stored (request space): one committed version per
+    /// write record (key, 8-byte timestamp and value bytes) and one lock entry per lock
+    /// (key and value bytes, not a committed version).
+    pub fn split_check_entries(&self, start: &[u8], end: &[u8]) -> Vec<crate::cluster::SplitEntry> {
+        use std::ops::Bound;
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let range = (Bound::Included(start), upper);
+        let mut entries = Vec::new();
+        let mut locks = self.locks.range::<[u8], _>(range).peekable();
+        for (key, versions) in self.writes.range::<[u8], _>(range) {
+            // Locks on keys before this one (keys without versions yet) come first.
+            while let Some((lock_key, lock)) = locks.next_if(|(lock_key, _)| *lock_key <= key) {
+                entries.push(lock_entry(lock_key, lock));
+            }
+            for write in versions.values() {
+                entries.push(crate::cluster::SplitEntry {
+                    key: key.clone(),
+                    size: key.len() as u64 + 8 + write.value.as_ref().map_or(0, |v| v.len() as u64),
+                    commit_version: true,
+                });
+            }
+        }
+        entries.extend(locks.map(|(lock_key, lock)| lock_entry(lock_key, lock)));
+        entries
+    }
+
     /// Returns the largest timestamp any read or status check has announced so far
     pub fn max_ts(&self) -> u64 {
         self.max_ts
@@ -583,6 +614,15 @@ impl Write {
             protected,
             ..Self::new(WriteType::Rollback, start_ts, None)
         }
+    }
+}
+
+/// A lock as the split checker sees it: key and value bytes in the lock CF.
+fn lock_entry(key: &Bytes, lock: &Lock) -> crate::cluster::SplitEntry {
+    crate::cluster::SplitEntry {
+        key: key.clone(),
+        size: key.len() as u64 + lock.value.as_ref().map_or(0, |v| v.len() as u64),
+        commit_version: false,
     }
 }
 

@@ -585,6 +585,36 @@ impl RawStore {
         stats
     }
 
+    /// Every live entry in `[start, end)` (empty end = unbounded) over all column families
+    /// at `now_ms`, in key order with keys as stored, as TiKV's split checker scans them:
+    /// key and value bytes, never a committed version (raw data lives outside the write CF,
+    /// so it splits regions by size only).
+    pub fn split_check_entries(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        now_ms: u64,
+    ) -> Vec<crate::cluster::SplitEntry> {
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let mut entries: Vec<crate::cluster::SplitEntry> = self
+            .cfs
+            .iter()
+            .flat_map(|cf| cf.range::<[u8], _>((Bound::Included(start), upper)))
+            .filter(|(_, cell)| cell.is_live(now_ms))
+            .map(|(key, cell)| crate::cluster::SplitEntry {
+                key: key.clone(),
+                size: (key.len() + cell.value.len()) as u64,
+                commit_version: false,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries
+    }
+
     /// Counts the keys of a column family visible at `now_ms`.
     pub fn live_key_count(&self, cf: ColumnFamily, now_ms: u64) -> usize {
         self.cfs[cf.index()]
