@@ -11,6 +11,8 @@
 //!   an epoch, peers and a leader. Splits follow TiKV's right-derive rule, merges and peer
 //!   changes move the epoch as raftstore does (see `regions.rs`).
 //! - **PD** (`pd.rs`, `gc.rs`, `keyspace.rs`): `pdpb`/`keyspacepb` request in, response out.
+//!   PD is a group of members with at most one leader (`members.rs`): elections, leader
+//!   moves, stopped members, and the role check that makes followers answer as PD's do.
 //!   PD's view can lag behind the stores: [`Cluster::hide_region_from_pd`] leaves a hole in
 //!   PD's region tree, as a region that has not heartbeated yet does.
 //! - **TiKV request validation** (`validate.rs`): [`Cluster::check_context`] answers the region
@@ -30,6 +32,7 @@ mod autosplit;
 mod codec;
 mod gc;
 mod keyspace;
+mod members;
 mod pd;
 mod regions;
 mod stores;
@@ -43,6 +46,9 @@ use bytes::Bytes;
 pub use autosplit::SplitPolicy;
 pub use gc::{GcError, NULL_KEYSPACE_ID};
 pub use keyspace::{DEFAULT_KEYSPACE_ID, DEFAULT_KEYSPACE_NAME, KeyspaceError, KeyspaceOptions};
+pub use members::{
+    FOLLOWER_HANDLE_METADATA, FORWARDED_HOST_METADATA, PdCallContext, PdCallKind, PdMember,
+};
 pub use pd::PdError;
 pub use regions::{Peer, Region, RegionEpoch};
 pub use stores::{Store, StoreState};
@@ -51,6 +57,7 @@ pub use validate::{ContextError, KeyMode, Touched};
 
 use gc::GcStates;
 use keyspace::Keyspaces;
+use members::PdGroup;
 use tso::TsoAllocator;
 
 /// How to build a [`Cluster`].
@@ -71,10 +78,12 @@ pub struct ClusterConfig {
     pub cap_gc_safe_point_by_txn_safe_point: bool,
     /// When [`Cluster::maybe_split_by_size`] splits a region.
     pub split_policy: SplitPolicy,
-    /// The PD member's name in `GetMembers`.
+    /// The PD member's name in `GetMembers` (with several members, `<name>-1`, `<name>-2`...).
     pub pd_name: String,
-    /// The PD member's id in `GetMembers`.
+    /// The first PD member's id in `GetMembers` (the others follow it).
     pub pd_member_id: u64,
+    /// How many PD members the group has (at least 1); the first one leads at bootstrap.
+    pub pd_members: u32,
 }
 
 impl Default for ClusterConfig {
@@ -88,6 +97,7 @@ impl Default for ClusterConfig {
             split_policy: SplitPolicy::default(),
             pd_name: "pd-sim".to_owned(),
             pd_member_id: 1,
+            pd_members: 1,
         }
     }
 }
@@ -188,6 +198,24 @@ pub enum ClusterError {
     /// A keyspace operation failed.
     #[error(transparent)]
     Keyspace(#[from] KeyspaceError),
+    /// No PD member has this id.
+    #[error("PD member {member_id} not found")]
+    PdMemberNotFound {
+        /// The id asked for.
+        member_id: u64,
+    },
+    /// The PD member is stopped and cannot lead.
+    #[error("PD member {member_id} is stopped")]
+    PdMemberStopped {
+        /// The member asked for.
+        member_id: u64,
+    },
+    /// The PD group has no leader (an election is in progress).
+    #[error("the PD group has no leader")]
+    PdNoLeader,
+    /// Fewer than a majority of the PD members run: etcd elects nobody.
+    #[error("a majority of the PD members is stopped")]
+    PdNoQuorum,
 }
 
 /// The simulated PD and the region/store layout of the TiKV stores.
@@ -211,6 +239,8 @@ pub struct Cluster {
     pub(crate) external_ts: u64,
     pub(crate) gc: GcStates,
     pub(crate) keyspaces: Keyspaces,
+    /// The PD members and their leader.
+    pub(crate) pd: PdGroup,
 }
 
 impl Cluster {
@@ -231,6 +261,9 @@ impl Cluster {
                 "replica_count must be between 1 and store_count",
             ));
         }
+        if config.pd_members == 0 {
+            return Err(ClusterError::InvalidConfig("pd_members must be at least 1"));
+        }
         let mut cluster = Self {
             last_id: 0,
             stores: BTreeMap::new(),
@@ -243,6 +276,7 @@ impl Cluster {
             external_ts: 0,
             gc: GcStates::default(),
             keyspaces: Keyspaces::default(),
+            pd: PdGroup::new(&config.pd_name, config.pd_member_id, config.pd_members),
             config,
         };
         for _ in 0..cluster.config.store_count {
