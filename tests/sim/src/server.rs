@@ -352,6 +352,14 @@ impl SimServer {
             .map(|m| (m.id, m.running))
             .collect();
         let mut ports = self.pd_ports();
+        // Members removed from the group lose their ports for good.
+        for (member_id, port) in ports.iter_mut() {
+            if !members.iter().any(|(id, _)| id == member_id) {
+                if let Some(server) = port.server.take() {
+                    port.accepted_before += server.grpc_connections_accepted();
+                }
+            }
+        }
         for (member_id, running) in members {
             match ports.get_mut(&member_id) {
                 Some(port) if !running => {

@@ -295,6 +295,25 @@ impl Cluster {
         id
     }
 
+    /// Removes a member from the group (PD's member deletion: etcd forgets it), stopping it
+    /// first; the quorum is counted over the members left.
+    ///
+    /// Errors when no member has this id, or when it is the last one.
+    pub fn remove_pd_member(&mut self, member_id: u64) -> Result<(), ClusterError> {
+        self.pd_member_mut(member_id)?;
+        if self.pd.members.len() == 1 {
+            return Err(ClusterError::InvalidConfig(
+                "cannot remove the last PD member",
+            ));
+        }
+        self.pd.members.retain(|m| m.id != member_id);
+        if self.pd.leader == Some(member_id) {
+            self.pd.leader = None;
+        }
+        self.maybe_elect();
+        Ok(())
+    }
+
     /// Whether an election ends at once when the group has no leader (the default). Turned
     /// off, the group stays leaderless until [`Cluster::elect_pd_leader`].
     pub fn set_pd_auto_elect(&mut self, on: bool) {

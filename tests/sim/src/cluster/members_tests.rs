@@ -325,6 +325,30 @@ fn added_member_is_listed_and_can_lead() {
     assert!(tso(&mut sim, &PdCallContext::at(id)).is_ok());
 }
 
+/// Follows PD's member deletion (etcd's member remove): removed members are no longer
+/// listed or counted for the quorum, so stopping half of a grown group and removing those
+/// members leaves a group that elects.
+#[test]
+fn removed_members_leave_the_quorum() {
+    let mut sim = sim();
+    for _ in 0..3 {
+        sim.cluster.add_pd_member();
+    }
+    for member in 1..=3 {
+        sim.cluster.stop_pd_member(member).unwrap();
+    }
+    assert!(sim.cluster.pd_leader().is_none(), "3 of 6 is no quorum");
+    for member in 1..=3 {
+        sim.cluster.remove_pd_member(member).unwrap();
+    }
+    assert_eq!(sim.cluster.pd_leader().map(|m| m.id), Some(4));
+    assert_eq!(members(&mut sim, 5).members.len(), 3);
+    assert_eq!(
+        sim.cluster.remove_pd_member(1),
+        Err(ClusterError::PdMemberNotFound { member_id: 1 })
+    );
+}
+
 /// Broken Tso streams end with the status given; streams opened later work.
 #[test]
 fn broken_tso_streams_end_with_their_status() {
