@@ -46,6 +46,8 @@ struct Shared {
     /// Bumped after every change made through [`SimServer::with`], so that open PD streams
     /// look at the model again (a Tso stream broken by a fault ends at once).
     changed: tokio::sync::watch::Sender<u64>,
+    /// Tso streams opened, on any member.
+    tso_streams: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -200,6 +202,7 @@ impl SimServer {
             sim: Mutex::new(sim),
             parked: Mutex::new(BTreeMap::new()),
             changed,
+            tso_streams: std::sync::atomic::AtomicUsize::new(0),
         });
         let mut pd = BTreeMap::new();
         for member_id in member_ids {
@@ -307,6 +310,13 @@ impl SimServer {
             });
             (port.accepted_before + accepted, open)
         })
+    }
+
+    /// How many Tso streams clients opened so far, on any PD member.
+    pub fn tso_streams_opened(&self) -> usize {
+        self.shared
+            .tso_streams
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Each store's id and `host:port`.
@@ -567,6 +577,11 @@ impl Handler for PdHandler {
                 // when the model breaks it.
                 let mut changed = shared.changed.subscribe();
                 let generation = shared.sim().cluster.tso_stream_generation();
+                if tso {
+                    shared
+                        .tso_streams
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
                 let mut watching = tso;
                 loop {
                     let next = tokio::select! {
