@@ -366,6 +366,48 @@ fn periodic_member_check_follows_a_moved_leader() {
     assert_eq!(core.poll_timeout(), Some(at + LATENCY + interval));
 }
 
+/// A request out at the old leader when the member check switched to a new one is refused
+/// there ("not leader") and goes to the new leader at once.
+#[test]
+fn a_refusal_from_the_former_leader_goes_to_the_known_new_one_at_once() {
+    let interval = Duration::from_secs(60);
+    let mut group = Group::new(&["pd-a:2379", "pd-b:2379"]);
+    let mut core = core(&["pd-a:2379"], interval);
+    ok(&timestamp(&mut core, &mut group, Time::ZERO).0);
+    let at = core
+        .poll_timeout()
+        .unwrap_or_else(|| panic!("no member check armed"));
+    core.handle_timeout(at);
+    let check = core
+        .poll_transmit()
+        .unwrap_or_else(|| panic!("no member check"));
+    // A timestamp is asked for while the check is out: it goes to a.
+    let op = core.handle_command(at, Command::Pd(PdCommand::Timestamp));
+    let tso = core
+        .poll_transmit()
+        .unwrap_or_else(|| panic!("no TSO request"));
+    assert_eq!(&*tso.address, "pd-a:2379");
+    group.leader = Some(1);
+    let reply = group.answer(at, &check);
+    core.handle_reply(at + LATENCY, check.id, reply);
+    assert_eq!(core.pd_view().leader.as_deref(), Some("pd-b:2379"));
+    // a refuses the timestamp: it goes to b in the same input, without a backoff.
+    let refused = group.answer(at, &tso);
+    assert!(refused.is_err());
+    core.handle_reply(at + LATENCY * 2, tso.id, refused);
+    let again = core
+        .poll_transmit()
+        .unwrap_or_else(|| panic!("not retried at once"));
+    assert_eq!(&*again.address, "pd-b:2379");
+    assert!(matches!(again.request.as_pd(), Some(PdRequest::Tso(_))));
+    let reply = group.answer(at, &again);
+    core.handle_reply(at + LATENCY * 3, again.id, reply);
+    assert!(matches!(
+        core.poll_event(),
+        Some(Event::Done(done, Ok(Output::Timestamp(_)))) if done == op
+    ));
+}
+
 /// A member check that fails changes nothing: the next one comes an interval later.
 #[test]
 fn a_failed_member_check_waits_for_the_next_interval() {

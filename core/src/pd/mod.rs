@@ -355,15 +355,19 @@ impl PdService {
         let queued = std::mem::take(&mut self.queued);
         let now = cx.out.now();
         for (due, pending) in queued {
-            let elsewhere = pending
-                .failed_at
-                .as_ref()
-                .is_some_and(|failed_at| self.leader.as_ref() != Some(failed_at));
-            if due <= now || elsewhere {
+            if due <= now || self.leads_elsewhere(&pending) {
                 self.dispatch(cx, pending);
             } else {
                 self.queued.push((due, pending));
             }
+        }
+    }
+
+    /// Whether a leader is known and it is not the one `pending` last failed at.
+    fn leads_elsewhere(&self, pending: &Pending) -> bool {
+        match (&self.leader, &pending.failed_at) {
+            (Some(leader), Some(failed_at)) => leader != failed_at,
+            _ => false,
         }
     }
 
@@ -372,6 +376,11 @@ impl PdService {
     /// request can go to a new leader before its backoff is over.
     fn retry(&mut self, cx: &mut PdCx<'_>, mut pending: Pending, err: Error) {
         match pending.backoff.next_sleep(BackoffKind::PdRpc, cx.rng, &err) {
+            Ok(_) if self.leads_elsewhere(&pending) => {
+                // Another leader is known already (the member check found it while this
+                // request was out): go there now; the sleep still counts against the budget.
+                self.dispatch(cx, pending);
+            }
             Ok(sleep) => {
                 let at = cx.out.now() + sleep;
                 self.queued.push((at, pending));
