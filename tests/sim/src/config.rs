@@ -863,6 +863,7 @@ fn finish(options: Options) -> Result<Settings, ConfigError> {
                 store_labels,
                 location_labels,
                 split_policy,
+                pd_members: options.pd_members.unwrap_or(1),
                 cap_gc_safe_point_by_txn_safe_point: !options.legacy_gc.unwrap_or(false),
                 ..ClusterConfig::default()
             },
@@ -871,7 +872,6 @@ fn finish(options: Options) -> Result<Settings, ConfigError> {
                 wait_for_lock_timeout_ms: wait_ms,
                 ..PessimisticTxnConfig::default()
             },
-            pd_members: options.pd_members.unwrap_or(1),
         },
         split_keys: options.split_keys.unwrap_or_default(),
         keyspaces,

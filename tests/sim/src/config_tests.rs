@@ -66,7 +66,7 @@ fn no_arguments_give_tikv_and_pd_defaults() {
     };
     assert_eq!(settings.sim, expected);
     assert_eq!(settings.sim.pessimistic_txn.wait_for_lock_timeout_ms, 1000);
-    assert_eq!(settings.sim.pd_members, 1);
+    assert_eq!(settings.sim.cluster.pd_members, 1);
     assert_eq!(settings.sim.api_version, ApiVersion::V1);
     assert_eq!(
         settings.sim.cluster.split_policy.region_split_size,
@@ -150,7 +150,7 @@ fn every_flag_is_parsed() {
         ]
     );
     assert_eq!(cluster.location_labels, vec!["zone", "host"]);
-    assert_eq!(settings.sim.pd_members, 1);
+    assert_eq!(settings.sim.cluster.pd_members, 1);
     assert_eq!(settings.keyspaces, vec!["ks1", "ks2"]);
     assert!(settings.keyspace_level_gc);
     assert!(!cluster.cap_gc_safe_point_by_txn_safe_point);

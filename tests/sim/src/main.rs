@@ -63,7 +63,7 @@ async fn run(settings: Settings) -> std::io::Result<()> {
     let sim = settings.build(now_ms).map_err(std::io::Error::other)?;
     let server = SimServer::serve(sim).await?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "PD_ENDPOINTS={}", server.pd_address())?;
+    writeln!(out, "PD_ENDPOINTS={}", server.pd_addresses().join(","))?;
     for (id, address) in server.store_addresses() {
         writeln!(out, "STORE_{id}={address}")?;
     }

@@ -31,9 +31,6 @@ pub struct SimConfig {
     pub api_version: ApiVersion,
     /// The stores' `[pessimistic-txn]` lock-waiting settings.
     pub pessimistic_txn: PessimisticTxnConfig,
-    /// How many PD members serve the cluster (default 1). Only one is modelled so far;
-    /// [`Sim::new`] refuses more.
-    pub pd_members: u32,
 }
 
 impl Default for SimConfig {
@@ -42,7 +39,6 @@ impl Default for SimConfig {
             cluster: ClusterConfig::default(),
             api_version: ApiVersion::V1,
             pessimistic_txn: PessimisticTxnConfig::default(),
-            pd_members: 1,
         }
     }
 }
@@ -90,22 +86,13 @@ impl Sim {
     /// A fresh cluster. In API V2 (and V3) the `DEFAULT` keyspace's raw and transactional
     /// bounds are split at bootstrap, as PD's keyspace manager does.
     ///
-    /// Errors when the cluster configuration is impossible (no stores, zero cluster id, more
-    /// than one PD member...) or the lock-waiting settings are refused as TiKV refuses them.
+    /// Errors when the cluster configuration is impossible (no stores, zero cluster id, no
+    /// PD member...) or the lock-waiting settings are refused as TiKV refuses them.
     pub fn new(config: SimConfig) -> Result<Self, ClusterError> {
         config
             .pessimistic_txn
             .validate()
             .map_err(ClusterError::InvalidConfig)?;
-        match config.pd_members {
-            0 => return Err(ClusterError::InvalidConfig("pd_members must be at least 1")),
-            1 => {}
-            _ => {
-                return Err(ClusterError::InvalidConfig(
-                    "pd_members above 1 needs PD groups, which tikv-sim does not model yet",
-                ));
-            }
-        }
         let mut cluster = config.cluster;
         if matches!(config.api_version, ApiVersion::V2 | ApiVersion::V3) {
             cluster.presplit_default_keyspace = true;

@@ -270,25 +270,24 @@ fn lock_waits_are_capped_at_wait_for_lock_timeout_as_tikv_lock_manager() {
     assert!(matches!(zero, Err(ClusterError::InvalidConfig(_))));
 }
 
-/// One PD member is what tikv-sim serves; a group is refused rather than silently served by
-/// one member.
+/// PD refuses to start without a member; any positive count is served as a group.
 #[test]
-fn pd_members_beyond_one_are_refused_until_pd_groups_exist() {
-    for members in [0, 2, 3] {
-        let result = Sim::new(SimConfig {
+fn pd_members_must_be_at_least_one() {
+    let config = |members| SimConfig {
+        cluster: ClusterConfig {
             pd_members: members,
-            ..SimConfig::default()
-        });
-        assert!(
-            matches!(result, Err(ClusterError::InvalidConfig(_))),
-            "{members} members"
-        );
-    }
-    assert!(
-        Sim::new(SimConfig {
-            pd_members: 1,
-            ..SimConfig::default()
-        })
-        .is_ok()
+            ..ClusterConfig::default()
+        },
+        ..SimConfig::default()
+    };
+    assert!(matches!(
+        Sim::new(config(0)),
+        Err(ClusterError::InvalidConfig(_))
+    ));
+    assert_eq!(
+        Sim::new(config(3))
+            .map(|sim| sim.cluster.pd_members().len())
+            .ok(),
+        Some(3)
     );
 }

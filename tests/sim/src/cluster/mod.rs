@@ -11,6 +11,8 @@
 //!   an epoch, peers and a leader. Splits follow TiKV's right-derive rule, merges and peer
 //!   changes move the epoch as raftstore does (see `regions.rs`).
 //! - **PD** (`pd.rs`, `gc.rs`, `keyspace.rs`): `pdpb`/`keyspacepb` request in, response out.
+//!   PD is a group of members with at most one leader (`members.rs`): elections, leader
+//!   moves, stopped members, and the role check that makes followers answer as PD's do.
 //!   PD's view can lag behind the stores: [`Cluster::hide_region_from_pd`] leaves a hole in
 //!   PD's region tree, as a region that has not heartbeated yet does.
 //! - **TiKV request validation** (`validate.rs`): [`Cluster::check_context`] answers the region
@@ -31,6 +33,7 @@ mod changes;
 mod codec;
 mod gc;
 mod keyspace;
+mod members;
 mod pd;
 mod regions;
 mod stores;
@@ -52,6 +55,9 @@ pub use keyspace::{
     DEFAULT_KEYSPACE_ID, DEFAULT_KEYSPACE_NAME, KeyspaceError, KeyspaceOptions,
     is_valid_keyspace_name,
 };
+pub use members::{
+    FOLLOWER_HANDLE_METADATA, FORWARDED_HOST_METADATA, PdCallContext, PdCallKind, PdMember,
+};
 pub use pd::PdError;
 pub use regions::{FIRST_ELECTED_TERM, Peer, Region, RegionEpoch};
 pub use stores::{Store, StoreState, is_valid_label_key, is_valid_label_value};
@@ -60,6 +66,7 @@ pub use validate::{ContextError, KeyMode, Touched};
 
 use gc::GcStates;
 use keyspace::Keyspaces;
+use members::PdGroup;
 use tso::TsoAllocator;
 
 /// How to build a [`Cluster`].
@@ -93,10 +100,12 @@ pub struct ClusterConfig {
     pub cap_gc_safe_point_by_txn_safe_point: bool,
     /// When and where regions split automatically (TiKV's coprocessor split settings).
     pub split_policy: SplitPolicy,
-    /// The PD member's name in `GetMembers`.
+    /// The PD member's name in `GetMembers` (with several members, `<name>-1`, `<name>-2`...).
     pub pd_name: String,
-    /// The PD member's id in `GetMembers`.
+    /// The first PD member's id in `GetMembers` (the others follow it).
     pub pd_member_id: u64,
+    /// How many PD members the group has (at least 1); the first one leads at bootstrap.
+    pub pd_members: u32,
 }
 
 impl Default for ClusterConfig {
@@ -113,6 +122,7 @@ impl Default for ClusterConfig {
             split_policy: SplitPolicy::default(),
             pd_name: "pd-sim".to_owned(),
             pd_member_id: 1,
+            pd_members: 1,
         }
     }
 }
@@ -224,6 +234,24 @@ pub enum ClusterError {
     /// A keyspace operation failed.
     #[error(transparent)]
     Keyspace(#[from] KeyspaceError),
+    /// No PD member has this id.
+    #[error("PD member {member_id} not found")]
+    PdMemberNotFound {
+        /// The id asked for.
+        member_id: u64,
+    },
+    /// The PD member is stopped and cannot lead.
+    #[error("PD member {member_id} is stopped")]
+    PdMemberStopped {
+        /// The member asked for.
+        member_id: u64,
+    },
+    /// The PD group has no leader (an election is in progress).
+    #[error("the PD group has no leader")]
+    PdNoLeader,
+    /// Fewer than a majority of the PD members run: etcd elects nobody.
+    #[error("a majority of the PD members is stopped")]
+    PdNoQuorum,
 }
 
 /// The simulated PD and the region/store layout of the TiKV stores.
@@ -250,6 +278,8 @@ pub struct Cluster {
     /// Leader transfers, splits, merges and store stops/restarts not yet taken by
     /// [`Cluster::take_changes`].
     pub(crate) changes: Vec<RegionChange>,
+    /// The PD members and their leader.
+    pub(crate) pd: PdGroup,
 }
 
 impl Cluster {
@@ -306,6 +336,9 @@ impl Cluster {
             });
         }
         config.split_policy.validate()?;
+        if config.pd_members == 0 {
+            return Err(ClusterError::InvalidConfig("pd_members must be at least 1"));
+        }
         let mut cluster = Self {
             last_id: 0,
             stores: BTreeMap::new(),
@@ -319,6 +352,7 @@ impl Cluster {
             gc: GcStates::default(),
             keyspaces: Keyspaces::default(),
             changes: Vec::new(),
+            pd: PdGroup::new(&config.pd_name, config.pd_member_id, config.pd_members),
             config,
         };
         for index in 0..cluster.config.store_count as usize {

@@ -18,10 +18,10 @@ use crate::sim::Sim;
 const PD_API: &str = "/pd/api/v1";
 
 impl Sim {
-    /// Answers one request to PD's HTTP API; `pd_url` is PD's own client URL (reported by
-    /// `/health`). Serves `GET`/`HEAD` of `/pd/api/v1/health`, `/regions`, `/region/id/{id}`,
-    /// `/stores`, `/store/{id}` and `/config/replicate`; other methods on those paths get 405,
-    /// other paths 404.
+    /// Answers one request to PD's HTTP API; `pd_url` is the answering member's client URL
+    /// (reported by `/health` for members whose URL was never set). Serves `GET`/`HEAD` of
+    /// `/pd/api/v1/health`, `/regions`, `/region/id/{id}`, `/stores`, `/store/{id}` and
+    /// `/config/replicate`; other methods on those paths get 405, other paths 404.
     pub fn handle_pd_http(&self, request: &HttpRequest, pd_url: &str) -> HttpResponse {
         let Some(route) = request.path().strip_prefix(PD_API) else {
             return HttpResponse::not_found();
@@ -63,15 +63,28 @@ impl Sim {
         }
     }
 
+    /// Every PD member and whether it runs; `pd_url` stands in for members whose URL was
+    /// never set.
     fn pd_health(&self, pd_url: &str) -> HttpResponse {
-        let config = self.cluster.config();
-        let member = Json::object([
-            ("name", Json::str(config.pd_name.clone())),
-            ("member_id", Json::UInt(config.pd_member_id)),
-            ("client_urls", Json::Array(vec![Json::str(pd_url)])),
-            ("health", Json::Bool(true)),
-        ]);
-        HttpResponse::json(200, &Json::Array(vec![member]))
+        let members = self
+            .cluster
+            .pd_members()
+            .iter()
+            .map(|member| {
+                let url = if member.client_url.is_empty() {
+                    pd_url
+                } else {
+                    member.client_url.as_str()
+                };
+                Json::object([
+                    ("name", Json::str(member.name.clone())),
+                    ("member_id", Json::UInt(member.id)),
+                    ("client_urls", Json::Array(vec![Json::str(url)])),
+                    ("health", Json::Bool(member.running)),
+                ])
+            })
+            .collect();
+        HttpResponse::json(200, &Json::Array(members))
     }
 
     /// PD's replication config (`config.ReplicationConfig`'s JSON): the voter count and the
