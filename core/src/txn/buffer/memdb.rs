@@ -3,11 +3,15 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map;
 use std::mem::size_of;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 
 use bytes::Bytes;
 
-use super::{BufferError, BufferSnapshot, BufferValue, FlagsOp, KeyFlags, MAX_KEY_LEN, SizeLimits};
+use super::iter::is_nonempty;
+use super::{
+    BufferError, BufferSnapshot, BufferValue, FlagsOp, Iter, IterWithFlags, KeyFlags, MAX_KEY_LEN,
+    SizeLimits, SnapshotIter,
+};
 
 /// A transaction's write buffer (client-go's memdb): an ordered map from key to value and
 /// flags, with nested staging levels. See the [module documentation](super) for the model.
@@ -35,10 +39,10 @@ pub struct MemDb {
 
 /// One key's state.
 #[derive(Clone, Debug)]
-struct Entry {
+pub(super) struct Entry {
     /// `None`: the key carries flags only.
-    value: Option<BufferValue>,
-    flags: KeyFlags,
+    pub(super) value: Option<BufferValue>,
+    pub(super) flags: KeyFlags,
     /// The position of the undo record holding the value before the current one, if the
     /// current value was written while a level was open; [`NO_RECORD`] otherwise.
     pos: u64,
@@ -254,7 +258,7 @@ impl MemDb {
         let flags = match self.entries.entry(key) {
             btree_map::Entry::Occupied(mut occupied) => {
                 let old_len = occupied.get().value.as_ref().map_or(0, |v| v.len() as u64);
-                let size = self.size - old_len + new_len;
+                let size = self.size.saturating_sub(old_len) + new_len;
                 if size > self.limits.total {
                     return Err(BufferError::TxnTooLarge {
                         size,
@@ -399,18 +403,19 @@ impl MemDb {
         self.stages.len()
     }
 
+    /// The level `handle` names, if it is still open.
+    fn open_stage(&self, handle: StagingHandle) -> Option<Stage> {
+        let stage = self.stages.get(handle.level.checked_sub(1)?)?;
+        (stage.id == handle.id).then_some(*stage)
+    }
+
     fn handle_state(&self, handle: StagingHandle) -> HandleState {
-        match handle.level.checked_sub(1).and_then(|i| self.stages.get(i)) {
-            Some(stage) if stage.id == handle.id => {
-                if handle.level == self.stages.len() {
-                    HandleState::Innermost
-                } else {
-                    HandleState::Outer {
-                        innermost: self.stages.len(),
-                    }
-                }
-            }
-            _ => HandleState::Closed,
+        match self.open_stage(handle) {
+            Some(_) if handle.level == self.stages.len() => HandleState::Innermost,
+            Some(_) => HandleState::Outer {
+                innermost: self.stages.len(),
+            },
+            None => HandleState::Closed,
         }
     }
 
@@ -477,7 +482,7 @@ impl MemDb {
         let Some(stage) = self.stages.pop() else {
             return Ok(());
         };
-        let keep = (stage.start - self.log_base) as usize;
+        let keep = stage.start.saturating_sub(self.log_base) as usize;
         while self.log.len() > keep {
             if let Some(record) = self.log.pop() {
                 self.undo(record);
@@ -491,7 +496,7 @@ impl MemDb {
 
     fn undo(&mut self, record: UndoRecord) {
         let old_len = record.old_value.as_ref().map_or(0, |v| v.len() as u64);
-        self.log_value_bytes -= old_len;
+        self.log_value_bytes = self.log_value_bytes.saturating_sub(old_len);
         let Some(entry) = self.entries.get_mut(&record.key) else {
             // Entries leave the map only through undo, newest record first, so the key is
             // always there; restore the old state anyway if it is not.
@@ -508,7 +513,9 @@ impl MemDb {
             }
             return;
         };
-        self.size -= entry.value.as_ref().map_or(0, |v| v.len() as u64);
+        self.size = self
+            .size
+            .saturating_sub(entry.value.as_ref().map_or(0, |v| v.len() as u64));
         self.size += old_len;
         entry.pos = record.old_pos;
         if record.old_value.is_some() {
@@ -520,7 +527,7 @@ impl MemDb {
         entry.flags = entry.flags.persistent();
         if entry.flags.is_empty() {
             self.entries.remove(&record.key);
-            self.size -= record.key.len() as u64;
+            self.size = self.size.saturating_sub(record.key.len() as u64);
         } else {
             self.dirty = true;
         }
@@ -543,9 +550,7 @@ impl MemDb {
     /// them backwards. Keys that only carry flags are skipped. A range whose start lies
     /// after its end is empty.
     pub fn iter<R: RangeBounds<[u8]>>(&self, range: R) -> Iter<'_> {
-        Iter {
-            inner: self.range(range),
-        }
+        Iter::new(self.range(range))
     }
 
     /// The keys with values in `range`, last first: `iter(range).rev()`.
@@ -556,9 +561,7 @@ impl MemDb {
     /// Every buffered key in `range` with its value (if any) and flags, in key order; this
     /// is what commit turns into mutations.
     pub fn iter_with_flags<R: RangeBounds<[u8]>>(&self, range: R) -> IterWithFlags<'_> {
-        IterWithFlags {
-            inner: self.range(range),
-        }
+        IterWithFlags::new(self.range(range))
     }
 
     fn range<R: RangeBounds<[u8]>>(&self, range: R) -> Option<btree_map::Range<'_, Bytes, Entry>> {
@@ -575,19 +578,17 @@ impl MemDb {
         &self,
         handle: StagingHandle,
     ) -> Result<impl Iterator<Item = EntryRef<'_>> + '_, BufferError> {
-        let start = match self.handle_state(handle) {
-            HandleState::Innermost | HandleState::Outer { .. } => {
-                self.stages[handle.level - 1].start
-            }
-            HandleState::Closed => {
-                return Err(BufferError::StagingClosed {
-                    level: handle.level,
-                });
-            }
+        let Some(stage) = self.open_stage(handle) else {
+            return Err(BufferError::StagingClosed {
+                level: handle.level,
+            });
         };
-        let skip = (start - self.log_base) as usize;
+        let skip = stage.start.saturating_sub(self.log_base) as usize;
         let log_base = self.log_base;
-        Ok(self.log[skip..]
+        Ok(self
+            .log
+            .get(skip..)
+            .unwrap_or_default()
             .iter()
             .enumerate()
             .filter_map(move |(i, record)| {
@@ -621,7 +622,7 @@ impl MemDb {
 
     /// The value `entry` had before the outer level opened: its current value when no
     /// level is open or the current value is older, else found by walking its records.
-    fn snapshot_value<'a>(&'a self, entry: &'a Entry) -> Option<&'a BufferValue> {
+    pub(super) fn snapshot_value<'a>(&'a self, entry: &'a Entry) -> Option<&'a BufferValue> {
         let Some(outer) = self.stages.first() else {
             return entry.value.as_ref();
         };
@@ -648,10 +649,7 @@ impl MemDb {
     /// The keys with values in `range` as they were before the outer staging level opened
     /// (client-go's snapshot iterator), in key order; `.rev()` walks them backwards.
     pub fn snapshot_iter<R: RangeBounds<[u8]>>(&self, range: R) -> SnapshotIter<'_> {
-        SnapshotIter {
-            db: self,
-            inner: self.range(range),
-        }
+        SnapshotIter::new(self, self.range(range))
     }
 
     /// A checked view of the buffer as it was before the outer staging level opened
@@ -686,102 +684,10 @@ fn check_key(key: &[u8]) -> Result<(), BufferError> {
     Ok(())
 }
 
-fn entry_ref<'a>(key: &'a Bytes, entry: &'a Entry) -> EntryRef<'a> {
+pub(super) fn entry_ref<'a>(key: &'a Bytes, entry: &'a Entry) -> EntryRef<'a> {
     EntryRef {
         key,
         value: entry.value.as_ref(),
         flags: entry.flags,
-    }
-}
-
-/// Whether `BTreeMap::range` accepts the bounds (it panics on an inverted range) and they
-/// can hold a key.
-fn is_nonempty((start, end): (Bound<&[u8]>, Bound<&[u8]>)) -> bool {
-    match (start, end) {
-        (Bound::Included(a), Bound::Included(b)) => a <= b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
-        | (Bound::Excluded(a), Bound::Included(b)) => a < b,
-        _ => true,
-    }
-}
-
-/// Keys with values in a range of a [`MemDb`]: `(key, value)`, from [`MemDb::iter`].
-#[derive(Clone, Debug)]
-pub struct Iter<'a> {
-    inner: Option<btree_map::Range<'a, Bytes, Entry>>,
-}
-
-impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a Bytes, &'a BufferValue);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let inner = self.inner.as_mut()?;
-        inner.find_map(|(key, entry)| entry.value.as_ref().map(|value| (key, value)))
-    }
-}
-
-impl DoubleEndedIterator for Iter<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        let inner = self.inner.as_mut()?;
-        while let Some((key, entry)) = inner.next_back() {
-            if let Some(value) = entry.value.as_ref() {
-                return Some((key, value));
-            }
-        }
-        None
-    }
-}
-
-/// Every buffered key in a range of a [`MemDb`], with flags, from [`MemDb::iter_with_flags`].
-#[derive(Clone, Debug)]
-pub struct IterWithFlags<'a> {
-    inner: Option<btree_map::Range<'a, Bytes, Entry>>,
-}
-
-impl<'a> Iterator for IterWithFlags<'a> {
-    type Item = EntryRef<'a>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let (key, entry) = self.inner.as_mut()?.next()?;
-        Some(entry_ref(key, entry))
-    }
-}
-
-impl DoubleEndedIterator for IterWithFlags<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        let (key, entry) = self.inner.as_mut()?.next_back()?;
-        Some(entry_ref(key, entry))
-    }
-}
-
-/// Keys with values as they were before the outer staging level opened, from
-/// [`MemDb::snapshot_iter`].
-#[derive(Clone, Debug)]
-pub struct SnapshotIter<'a> {
-    db: &'a MemDb,
-    inner: Option<btree_map::Range<'a, Bytes, Entry>>,
-}
-
-impl<'a> Iterator for SnapshotIter<'a> {
-    type Item = (&'a Bytes, &'a BufferValue);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let db = self.db;
-        self.inner
-            .as_mut()?
-            .find_map(|(key, entry)| db.snapshot_value(entry).map(|value| (key, value)))
-    }
-}
-
-impl DoubleEndedIterator for SnapshotIter<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        let db = self.db;
-        let inner = self.inner.as_mut()?;
-        while let Some((key, entry)) = inner.next_back() {
-            if let Some(value) = db.snapshot_value(entry) {
-                return Some((key, value));
-            }
-        }
-        None
     }
 }

@@ -46,6 +46,7 @@
 //! lists them, and what was left out and why.
 
 mod flags;
+mod iter;
 mod memdb;
 mod snapshot;
 mod union;
@@ -56,7 +57,8 @@ mod tests;
 use bytes::Bytes;
 
 pub use flags::{FlagsOp, KeyFlags};
-pub use memdb::{EntryRef, Iter, IterWithFlags, MemDb, SnapshotIter, StagingHandle};
+pub use iter::{Iter, IterWithFlags, SnapshotIter};
+pub use memdb::{EntryRef, MemDb, StagingHandle};
 pub use snapshot::{BufferSnapshot, SnapshotCursor};
 pub use union::{StoreRange, UnionIter, UnionScan, UnionStep};
 

@@ -1,12 +1,14 @@
 //! Tests of the write buffer: ports of client-go's `internal/unionstore` tests (named after
 //! the Go tests, snake case), and quickcheck properties against a `BTreeMap` model.
 //!
-//! - `memdb_port.rs`: `memdb_test.go`, and the behavioural cases of `art/art_test.go`,
-//!   `art/art_iterator_test.go` and `rbt/rbt_test.go` (prefixed `art_` and `rbt_`);
+//! - `memdb_port.rs`: `memdb_test.go`;
+//! - `art_port.rs`: the behavioural cases of `art/art_test.go`, `art/art_iterator_test.go`
+//!   and `rbt/rbt_test.go` (prefixed `art_` and `rbt_`);
 //! - `norace_port.rs`: `memdb_norace_test.go`'s randomized tests, on a seeded generator;
 //! - `union_port.rs`: `union_store_test.go`, and the resumable merge;
 //! - `model.rs`: quickcheck histories of writes, flags and staging against a model.
 
+mod art_port;
 mod memdb_port;
 mod model;
 mod norace_port;
