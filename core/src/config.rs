@@ -113,6 +113,8 @@ pub struct Config {
     pub(crate) overload_threshold: u64,
     /// How often the store list is refreshed from PD (zero: never).
     pub(crate) store_refresh_interval: Duration,
+    /// How often PD's member list is asked for (zero: never).
+    pub(crate) pd_member_refresh_interval: Duration,
     /// Timeout of the store liveness probe.
     pub(crate) store_liveness_timeout: Duration,
     /// Most timestamps in one TSO request.
@@ -148,6 +150,7 @@ impl Default for Config {
             batch_wait_size: 8,
             overload_threshold: 200,
             store_refresh_interval: Duration::from_secs(15),
+            pd_member_refresh_interval: Duration::from_secs(60),
             store_liveness_timeout: Duration::from_secs(1),
             tso_max_batch: 10_000,
             max_message_size: 1 << 30,
@@ -302,6 +305,16 @@ impl Config {
         self
     }
 
+    /// Sets how often PD's member list is asked for (the PD client's member update loop,
+    /// every minute), so that a moved leader, members that joined and members that left are
+    /// known before a request fails; zero turns it off (failures still rediscover the
+    /// leader).
+    #[must_use]
+    pub fn with_pd_member_refresh_interval(mut self, interval: Duration) -> Self {
+        self.pd_member_refresh_interval = interval;
+        self
+    }
+
     /// Sets the timeout of the store liveness probe that follows a failed send (client-go:
     /// 1 s).
     #[must_use]
@@ -429,6 +442,11 @@ impl Config {
     /// How often the store list is refreshed from PD (zero: never).
     pub fn store_refresh_interval(&self) -> Duration {
         self.store_refresh_interval
+    }
+
+    /// How often PD's member list is asked for (zero: never).
+    pub fn pd_member_refresh_interval(&self) -> Duration {
+        self.pd_member_refresh_interval
     }
 
     /// The timeout of the store liveness probe.
@@ -648,7 +666,8 @@ mod config_tests {
             .with_store_liveness_timeout(secs(15))
             .with_tso_max_batch(16)
             .with_max_message_size(17)
-            .with_low_resolution_ts_staleness(secs(18));
+            .with_low_resolution_ts_staleness(secs(18))
+            .with_pd_member_refresh_interval(secs(19));
         assert_eq!(config.rng_seed(), Some(9));
         assert_eq!(config.effective_rng_seed(), 9);
         assert_eq!(config.api_version(), ApiVersion::V1Ttl);
@@ -672,6 +691,7 @@ mod config_tests {
         assert_eq!(config.tso_max_batch(), 16);
         assert_eq!(config.max_message_size(), 17);
         assert_eq!(config.low_resolution_ts_staleness(), secs(18));
+        assert_eq!(config.pd_member_refresh_interval(), secs(19));
 
         let keyspace = Config::default().with_keyspace("ks");
         assert_eq!(keyspace.api_version(), ApiVersion::V2);

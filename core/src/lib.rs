@@ -127,6 +127,7 @@ pub mod rpc;
 pub mod runtime;
 mod sender;
 pub mod time;
+pub mod txn;
 mod wait;
 
 pub use client::{Client, range_task, raw_client, regions, snapshot};

@@ -37,6 +37,7 @@ fn run(data: &[u8]) {
             ..ClusterConfig::default()
         },
         api_version,
+        ..SimConfig::default()
     }) else {
         return;
     };

@@ -4,6 +4,9 @@
 //!   every runtime (see `tests/transport_tokio.rs` and `tests/transport_async_std.rs`).
 //! - [`rawkv_suite`]: client-go's raw KV tests and end-to-end raw KV checks, run under
 //!   every runtime (see `tests/rawkv_tokio.rs` and `tests/rawkv_async_std.rs`).
+//! - [`pd_suite`]: the client against PD as a group (leader failover, broken Tso streams,
+//!   idle PD connections), run under every runtime (see `tests/pd_tokio.rs` and
+//!   `tests/pd_async_std.rs`).
 //! - [`certs`]: throwaway TLS certificates for tests.
 //! - [`simulation`]: the real client on a simulated runtime (a seeded executor with virtual
 //!   time whose channels reach the simulated cluster in-process), with a raw workload under
@@ -12,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod pd_suite;
 pub mod rawkv_suite;
 pub mod simulation;
 pub mod transport_suite;

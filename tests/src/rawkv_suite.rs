@@ -94,6 +94,7 @@ pub async fn start_with<E: Env>(env: &E, api: Api, mut cluster: ClusterConfig) -
     let sim = SimConfig {
         cluster,
         api_version: api.proto(),
+        ..SimConfig::default()
     };
     let (server, client) = env.start(sim, api.client_config()).await;
     TestCluster {

@@ -49,10 +49,25 @@ use world::{SharedWorld, World, lock};
 pub const SEED_ENV: &str = "TIKV_SIM_SEED";
 /// The cluster's wall clock at virtual time zero, in ms since the Unix epoch.
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
-/// The address the client is given for PD.
+/// The address of the first PD member (the only one by default).
 pub const PD_ADDRESS: &str = "pd:2379";
-/// The client URL PD reports for itself.
-const PD_URL: &str = "http://pd:2379";
+
+/// The address the simulation gives the PD member at `index` (0-based, in member id order):
+/// [`PD_ADDRESS`] for the first, `pd-<n>:2379` for the n-th after it.
+pub fn pd_address(index: usize) -> String {
+    if index == 0 {
+        PD_ADDRESS.to_owned()
+    } else {
+        format!("pd-{}:2379", index + 1)
+    }
+}
+
+/// `http://host:port` → `host:port`.
+pub(crate) fn address_of(url: &str) -> &str {
+    url.trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+}
 
 /// The seeds to run: the one in `TIKV_SIM_SEED` when set, else `defaults`.
 ///
@@ -141,8 +156,11 @@ impl Default for Network {
 pub struct Setup {
     /// The client's configuration (its PRNG seed is derived from the run's seed).
     pub client: Config,
-    /// The cluster's configuration; store `n` gets the address `store-n`.
+    /// The cluster's configuration; store `n` gets the address `store-n`, PD members the
+    /// addresses of [`pd_address`].
     pub cluster: SimConfig,
+    /// The PD endpoints the client is given; empty: every member's address.
+    pub pd_endpoints: Vec<String>,
     /// The network.
     pub network: Network,
     /// The step limit of the whole simulation (task polls and time jumps).
@@ -154,6 +172,7 @@ impl Default for Setup {
         Self {
             client: Config::default(),
             cluster: SimConfig::default(),
+            pd_endpoints: Vec::new(),
             network: Network::default(),
             max_steps: 1_000_000,
         }
@@ -183,6 +202,19 @@ pub enum ClusterFault {
     ElectAway(u64),
     /// Add a fault rule to the cluster (region errors, statuses, drops, lost writes).
     Inject(FaultRule),
+    /// Stop a PD member's process: its connections break and dialling it is refused; a
+    /// stopped leader loses the lease.
+    StopPdMember(u64),
+    /// Stop whichever PD member leads now.
+    StopPdLeader,
+    /// Restart a stopped PD member (as a follower).
+    RestartPdMember(u64),
+    /// Move PD's leadership to this member, or (`None`) make the leader resign.
+    MovePdLeader(Option<u64>),
+    /// End a PD election: the next running member leads.
+    ElectPdLeader,
+    /// End every open Tso stream with an error from the server's side.
+    BreakTsoStreams,
     /// One tick of the chaos schedule: a random fault, then the next tick.
     Chaos,
 }
@@ -199,7 +231,7 @@ pub struct Simulation {
 
 impl Simulation {
     /// A simulation seeded with `seed`: a fresh cluster, a client that knows only PD's
-    /// address, time zero.
+    /// addresses, time zero.
     ///
     /// Errors when the cluster or client configuration is impossible.
     pub fn new(seed: u64, setup: Setup) -> Result<Self, SimError> {
@@ -209,6 +241,18 @@ impl Simulation {
             sim.cluster
                 .set_store_address(id, &store_address(id), "")
                 .map_err(SimError::Cluster)?;
+        }
+        let member_ids: Vec<u64> = sim.cluster.pd_members().iter().map(|m| m.id).collect();
+        let every_member = setup.pd_endpoints.is_empty();
+        let mut endpoints = setup.pd_endpoints.clone();
+        for (index, id) in member_ids.into_iter().enumerate() {
+            let address = pd_address(index);
+            sim.cluster
+                .set_pd_member_url(id, &format!("http://{address}"))
+                .map_err(SimError::Cluster)?;
+            if every_member {
+                endpoints.push(address);
+            }
         }
         let mut root = Rng::new(seed);
         let client_seed = root.next_u64();
@@ -223,7 +267,7 @@ impl Simulation {
         let runtime = SimRuntime::new(executor, std::sync::Arc::clone(&world));
         let client = Client::start_with(
             runtime.clone(),
-            vec![PD_ADDRESS.to_owned()],
+            endpoints,
             setup.client.with_rng_seed(client_seed),
             tikv_core::driver::Options {
                 observer: Some(std::sync::Arc::new(Tracer {
@@ -267,9 +311,20 @@ impl Simulation {
         self.runtime.executor().steps()
     }
 
-    /// Runs `f` on the cluster (split, stop stores, inject faults, read its state...).
+    /// Runs `f` on the cluster (split, stop stores, stop PD members, break Tso streams,
+    /// inject faults, read its state...); the network then follows the model (a stopped PD
+    /// member's connections break, broken Tso streams end).
     pub fn with<T>(&self, f: impl FnOnce(&mut Sim) -> T) -> T {
-        f(&mut lock(&self.world).sim)
+        let mut world = lock(&self.world);
+        let result = f(&mut world.sim);
+        world.sync_model();
+        result
+    }
+
+    /// Every PD member's address, in member id order.
+    pub fn pd_addresses(&self) -> Vec<String> {
+        let count = lock(&self.world).sim.cluster.pd_members().len();
+        (0..count).map(pd_address).collect()
     }
 
     /// The trace so far: one stable line per message, fault and operation.

@@ -76,6 +76,15 @@ impl Client {
         self.handle.ops_in_flight().await
     }
 
+    /// What the client knows of PD's group: the leader and the member URLs it discovers
+    /// from.
+    ///
+    /// Errors with [`Error::Closed`] when the driver is gone.
+    #[cfg(feature = "testing")]
+    pub async fn pd_view(&self) -> Result<crate::machine::PdView, Error> {
+        self.handle.pd_view().await
+    }
+
     /// The most commands that ever waited in the driver's queue at once.
     #[cfg(feature = "testing")]
     pub fn command_queue_peak(&self) -> usize {

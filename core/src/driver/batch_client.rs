@@ -424,7 +424,13 @@ async fn wait_for_more<R: Runtime>(
 const MAX_PENDING_PER_STREAM: usize = 65_536;
 
 /// The sending half of a Tso stream and the ids of its requests, in order.
-type TsoStream<C> = (<C as Channel>::Sender, Arc<Mutex<VecDeque<u64>>>);
+type TsoStream<C> = (<C as Channel>::Sender, TsoOrder);
+
+/// Request ids waiting on one Tso stream, in the order PD answers them, shared with its
+/// receiver task; `None` once the receiver has ended (PD ended the stream, possibly with an
+/// error and before any request was waiting): the stream is dead and the next TSO request
+/// opens a new one, as the PD client's dispatcher does after a stream error.
+type TsoOrder = Arc<Mutex<Option<VecDeque<u64>>>>;
 
 /// Request ids waiting on one BatchCommands stream, shared with its receiver task; `None` once
 /// the receiver has ended (the stream is dead and must be replaced).
@@ -865,9 +871,11 @@ async fn pd_task<R: Runtime>(
             Next::Batch(batch) => batch,
             Next::Closed => break,
             Next::Idle => {
-                let unanswered = tso
-                    .as_ref()
-                    .is_some_and(|(_, order)| order.lock().is_ok_and(|o| !o.is_empty()));
+                let unanswered = tso.as_ref().is_some_and(|(_, order)| {
+                    order
+                        .lock()
+                        .is_ok_and(|o| o.as_ref().is_some_and(|o| !o.is_empty()))
+                });
                 // Bounded as the store tasks': a TSO answer the machine already gave up on
                 // would otherwise keep the connection forever.
                 if unanswered && idle.extend() {
@@ -913,42 +921,16 @@ async fn pd_task<R: Runtime>(
                 }
             };
             if matches!(*request, crate::rpc::PdRequest::Tso(_)) {
-                if tso.is_none() {
-                    match connected
-                        .open_stream(pdpb::pd::TSO.path(), CallOptions::default())
-                        .await
-                    {
-                        Ok((sender, receiver)) => {
-                            let order = Arc::new(Mutex::new(VecDeque::new()));
-                            tasks.spawn(
-                                &runtime,
-                                tso_receiver::<R::Channel>(
-                                    receiver,
-                                    Arc::clone(&order),
-                                    replies.clone(),
-                                ),
-                            );
-                            tso = Some((sender, order));
-                        }
-                        Err(err) => {
-                            fail(&replies, transmit.id, err);
-                            continue;
-                        }
-                    }
-                }
-                let Some((sender, order)) = tso.as_mut() else {
-                    continue;
-                };
-                if let Ok(mut order) = order.lock() {
-                    order.push_back(transmit.id.0);
-                }
-                if let Err(err) = rpc::send(sender, framed).await {
-                    if let Ok(mut order) = order.lock() {
-                        order.retain(|id| *id != transmit.id.0);
-                    }
-                    fail(&replies, transmit.id, err);
-                    tso = None;
-                }
+                send_tso(
+                    &runtime,
+                    &tasks,
+                    &connected,
+                    &mut tso,
+                    &replies,
+                    transmit.id,
+                    framed,
+                )
+                .await;
                 continue;
             }
             let channel = connected.clone();
@@ -976,10 +958,83 @@ async fn pd_task<R: Runtime>(
     }
 }
 
-/// Reads Tso responses; PD answers them in request order.
+/// Sends one TSO request on the connection's Tso stream, opening the stream first when there
+/// is none or it died (its receiver ended); a failure answers the request.
+async fn send_tso<R: Runtime>(
+    runtime: &R,
+    tasks: &Tasks,
+    connected: &R::Channel,
+    tso: &mut Option<TsoStream<R::Channel>>,
+    replies: &mpsc::UnboundedSender<Replies>,
+    id: RequestId,
+    framed: Framed,
+) {
+    // Registered before the send, under the lock the receiver takes when it ends: either
+    // the receiver is still running and answers or fails the id, or the stream is dead.
+    let register = |order: &TsoOrder| {
+        order.lock().is_ok_and(|mut order| match order.as_mut() {
+            Some(order) => {
+                order.push_back(id.0);
+                true
+            }
+            None => false,
+        })
+    };
+    if !tso.as_ref().is_some_and(|(_, order)| register(order)) {
+        if let Some((mut dead, _)) = tso.take() {
+            let _ = dead.finish();
+        }
+        let opened = connected
+            .open_stream(pdpb::pd::TSO.path(), CallOptions::default())
+            .await;
+        match opened {
+            Ok((sender, receiver)) => {
+                let order: TsoOrder = Arc::new(Mutex::new(Some(VecDeque::new())));
+                tasks.spawn(
+                    runtime,
+                    tso_receiver::<R::Channel>(receiver, Arc::clone(&order), replies.clone()),
+                );
+                if !register(&order) {
+                    fail(
+                        replies,
+                        id,
+                        RpcError::ConnectionLost("tso stream ended".into()),
+                    );
+                    return;
+                }
+                *tso = Some((sender, order));
+            }
+            Err(err) => {
+                fail(replies, id, err);
+                return;
+            }
+        }
+    }
+    let Some((sender, order)) = tso.as_mut() else {
+        return;
+    };
+    if let Err(err) = rpc::send(sender, framed).await {
+        // Unless the receiver already failed it, answer it here; the next request opens a
+        // new stream.
+        let taken = order.lock().is_ok_and(|mut order| {
+            order.as_mut().is_some_and(|order| {
+                let before = order.len();
+                order.retain(|waiting| *waiting != id.0);
+                order.len() != before
+            })
+        });
+        if taken {
+            fail(replies, id, err);
+        }
+        *tso = None;
+    }
+}
+
+/// Reads Tso responses; PD answers them in request order. When the stream ends, fails every
+/// request still waiting on it and marks it dead.
 async fn tso_receiver<C: Channel>(
     mut receiver: C::Receiver,
-    order: Arc<Mutex<VecDeque<u64>>>,
+    order: TsoOrder,
     replies: mpsc::UnboundedSender<Replies>,
 ) {
     let failure = loop {
@@ -988,7 +1043,11 @@ async fn tso_receiver<C: Channel>(
             Some(Err(err)) => break err,
             None => break RpcError::ConnectionLost("tso stream ended".into()),
         };
-        let Some(id) = order.lock().ok().and_then(|mut o| o.pop_front()) else {
+        let next = order
+            .lock()
+            .ok()
+            .and_then(|mut o| o.as_mut().and_then(VecDeque::pop_front));
+        let Some(id) = next else {
             break RpcError::Protocol("TSO response without a request".into());
         };
         let result = rpc::decode::<pdpb::TsoResponse>(payload)
@@ -997,7 +1056,7 @@ async fn tso_receiver<C: Channel>(
     };
     let orphans: Vec<u64> = order
         .lock()
-        .map(|mut o| o.drain(..).collect())
+        .map(|mut o| o.take().map(Vec::from).unwrap_or_default())
         .unwrap_or_default();
     if !orphans.is_empty() {
         let _ = replies.unbounded_send(

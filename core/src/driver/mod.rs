@@ -65,6 +65,9 @@ pub(crate) enum Message {
     /// Report how many operations the machine holds (tests).
     #[cfg(feature = "testing")]
     OpsInFlight(oneshot::Sender<usize>),
+    /// Report what the machine knows of PD's group (tests).
+    #[cfg(feature = "testing")]
+    PdView(oneshot::Sender<crate::machine::PdView>),
 }
 
 impl std::fmt::Debug for Message {
@@ -75,6 +78,8 @@ impl std::fmt::Debug for Message {
             Self::Close(_) => f.write_str("Close"),
             #[cfg(feature = "testing")]
             Self::OpsInFlight(_) => f.write_str("OpsInFlight"),
+            #[cfg(feature = "testing")]
+            Self::PdView(_) => f.write_str("PdView"),
         }
     }
 }
@@ -133,6 +138,19 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.messages
             .unbounded_send(Message::OpsInFlight(tx))
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// What the machine knows of PD's group, once every message sent before this call has
+    /// been handled.
+    ///
+    /// Errors with [`Error::Closed`] when the driver is gone.
+    #[cfg(feature = "testing")]
+    pub(crate) async fn pd_view(&self) -> Result<crate::machine::PdView, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.messages
+            .unbounded_send(Message::PdView(tx))
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)
     }
@@ -303,6 +321,10 @@ impl<R: Runtime> Driver<R> {
             #[cfg(feature = "testing")]
             Message::OpsInFlight(answer) => {
                 let _ = answer.send(self.core.ops_in_flight());
+            }
+            #[cfg(feature = "testing")]
+            Message::PdView(answer) => {
+                let _ = answer.send(self.core.pd_view());
             }
         }
     }

@@ -614,6 +614,7 @@ fn drive(
 fn core_with(store_refresh_interval: Duration) -> Core {
     let config = Config {
         store_refresh_interval,
+        pd_member_refresh_interval: Duration::ZERO,
         ..Config::default()
     };
     Core::new(config, vec!["pd:2379".into()], Time::ZERO).unwrap_or_else(|err| panic!("{err}"))

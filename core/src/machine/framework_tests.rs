@@ -14,6 +14,7 @@ use crate::rpc::{PdRequest, Request};
 fn core_with(config: Config) -> Core {
     let config = Config {
         store_refresh_interval: Duration::ZERO,
+        pd_member_refresh_interval: Duration::ZERO,
         ..config
     };
     match Core::new(config, vec!["pd:2379".into()], Time::ZERO) {

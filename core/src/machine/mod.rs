@@ -17,6 +17,8 @@
 mod cache_port_tests;
 #[cfg(test)]
 mod framework_tests;
+#[cfg(test)]
+mod pd_group_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -56,6 +58,17 @@ struct Slot {
     op: Option<Box<dyn Operation>>,
     parent: Parent,
     children: SmallVec<[OpId; 2]>,
+}
+
+/// What a machine knows of PD's group (tests).
+#[cfg(any(test, feature = "testing"))]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PdView {
+    /// The leader's `host:port`, when known.
+    pub leader: Option<String>,
+    /// The `host:port` of every member discovery asks (PD's member list once PD answered,
+    /// the configured endpoints before).
+    pub endpoints: Vec<String>,
 }
 
 /// The sans-IO client machine.
@@ -253,6 +266,13 @@ impl Core {
     #[cfg(any(test, feature = "testing"))]
     pub fn cluster_id(&self) -> u64 {
         self.services.pd.cluster_id()
+    }
+
+    /// What the machine knows of PD's group: the leader and the URLs it discovers from.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn pd_view(&self) -> PdView {
+        let (leader, endpoints) = self.services.pd.view();
+        PdView { leader, endpoints }
     }
 
     /// Starts `op` as a user operation (tests of the framework, with operations of their

@@ -14,6 +14,7 @@ use crate::rpc::{PdRequest, Request};
 fn core() -> Core {
     let config = Config {
         store_refresh_interval: std::time::Duration::ZERO,
+        pd_member_refresh_interval: std::time::Duration::ZERO,
         ..Config::default()
     };
     match Core::new(config, vec!["pd:2379".into()], Time::ZERO) {
@@ -421,6 +422,7 @@ fn every_operation_finishes_under_any_faults() {
     fn property(faults: Vec<AnyFault>, ops: u8, seed: u64, cancel: u8) -> TestResult {
         let config = Config {
             store_refresh_interval: std::time::Duration::ZERO,
+            pd_member_refresh_interval: std::time::Duration::ZERO,
             ..Config::default()
         }
         .with_rng_seed(seed);
@@ -620,6 +622,7 @@ fn low_resolution_timestamp_reuses_a_recent_one() {
 fn refreshing_core() -> Core {
     let config = Config {
         store_refresh_interval: std::time::Duration::from_secs(15),
+        pd_member_refresh_interval: std::time::Duration::ZERO,
         ..Config::default()
     };
     match Core::new(config, vec!["pd:2379".into()], Time::ZERO) {

@@ -3,20 +3,28 @@
 //! operations make themselves.
 //!
 //! ```text
-//!  Discovering ──GetMembers ok──► Ready{leader, cluster_id} ──transport error──► Discovering
-//!       │  ▲                                                     (rotate endpoints, back off)
-//!       └──┘ failure: next endpoint after a backoff
+//!  Discovering ──GetMembers names a leader──► Ready{leader, cluster_id, member URLs}
+//!    │  ▲   (asks each known URL in turn,          │  ▲        │
+//!    └──┘    backs off after a whole round)        │  └────────┘ periodic GetMembers:
+//!       ▲                                          │             the leader may move
+//!       └── a request to the leader fails ─────────┘
+//!           (transport error, or PD's "not leader" status from a follower)
 //! ```
 //!
+//! Discovery and the member list follow the PD client's service discovery (`members.rs`).
 //! Requests made while no leader is known are queued and sent once discovery succeeds. Each
 //! PD request is retried with client-go's `pdRPC` backoff up to a budget; when it runs out,
-//! every call waiting on it fails with the last error. Operations wait on PD through the
+//! every call waiting on it fails with the last error. A request that failed at one leader
+//! is sent again as soon as another leader is known, without waiting out its backoff, so
+//! service resumes as soon as an election ends (the PD client retries its TSO requests on a
+//! leader change at once, too). Operations wait on PD through the
 //! [`Waits`] list (keyed by region, store, keyspace or timestamp, so concurrent waits for
 //! the same thing share one PD call) or, for calls of their own, by the call's id; either way
 //! the answer reaches them through the outbox, addressed by that id.
 
 mod keyspace;
 mod lookup;
+mod members;
 mod tso;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +48,7 @@ use crate::wait::{Waiter, Waits};
 use keyspace::KeyspaceState;
 pub(crate) use keyspace::Readiness;
 pub(crate) use lookup::cache_region;
+use members::{MemberBackoff, MemberCheck};
 
 /// Total backoff one PD request may spend before its waiters fail (client-go's TSO and
 /// region-lookup budgets are of this order).
@@ -79,6 +88,11 @@ struct Pending {
     purpose: Purpose,
     request: PdRequest,
     backoff: Backoffer,
+    /// The leader it was last sent to.
+    sent_to: Option<Arc<str>>,
+    /// The leader it last failed at (transport error or a refusal): it goes again as soon as
+    /// another leader is known.
+    failed_at: Option<Arc<str>>,
 }
 
 /// The PD service's settings, from [`Config`].
@@ -87,6 +101,7 @@ struct Settings {
     timeout: Duration,
     tso_max_batch: u32,
     store_refresh_interval: Duration,
+    member_refresh_interval: Duration,
     keyspace_name: String,
 }
 
@@ -94,14 +109,21 @@ struct Settings {
 #[derive(Debug)]
 pub(crate) struct PdService {
     settings: Settings,
+    /// The URLs (`host:port`) discovery asks: the configured endpoints until PD first
+    /// answers, then the members' client URLs.
     endpoints: Vec<String>,
     next_endpoint: usize,
+    /// URLs that failed in the current discovery round.
+    round_tried: usize,
     leader: Option<Arc<str>>,
     cluster_id: u64,
     keyspace: KeyspaceState,
-    discovery: Option<RequestId>,
-    discovery_backoff: Option<Backoffer>,
+    /// The GetMembers call in flight, and whether it is discovery or the periodic check.
+    member_check: Option<(RequestId, MemberCheck)>,
+    discovery_backoff: Option<MemberBackoff>,
     retry_at: Option<Time>,
+    /// When the member list is next asked for.
+    next_member_refresh: Option<Time>,
     /// Requests waiting for a leader or for their backoff to pass.
     queued: Vec<(Time, Pending)>,
     inflight: BTreeMap<RequestId, Pending>,
@@ -151,6 +173,7 @@ impl PdService {
                 timeout: config.pd_timeout,
                 tso_max_batch: config.tso_max_batch.max(1),
                 store_refresh_interval: config.store_refresh_interval,
+                member_refresh_interval: config.pd_member_refresh_interval,
                 keyspace_name: config
                     .keyspace
                     .clone()
@@ -158,6 +181,7 @@ impl PdService {
             },
             endpoints,
             next_endpoint: 0,
+            round_tried: 0,
             leader: None,
             cluster_id: 0,
             keyspace: if needs_keyspace {
@@ -165,9 +189,10 @@ impl PdService {
             } else {
                 KeyspaceState::NotNeeded
             },
-            discovery: None,
+            member_check: None,
             discovery_backoff: None,
             retry_at: None,
+            next_member_refresh: None,
             queued: Vec::new(),
             inflight: BTreeMap::new(),
             store_lookups: BTreeSet::new(),
@@ -181,6 +206,15 @@ impl PdService {
     /// The cluster id PD reported (0 before discovery).
     pub(crate) fn cluster_id(&self) -> u64 {
         self.cluster_id
+    }
+
+    /// The leader's address (if known) and the URLs discovery asks (tests).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn view(&self) -> (Option<String>, Vec<String>) {
+        (
+            self.leader.as_ref().map(|leader| leader.to_string()),
+            self.endpoints.clone(),
+        )
     }
 
     /// Sends `request` to PD for `waiter` (with discovery, failover and PD's retry budget
@@ -197,12 +231,14 @@ impl PdService {
         id: RequestId,
         reply: Result<Response, RpcError>,
     ) {
-        if self.discovery == Some(id) {
-            self.discovery = None;
-            self.on_members(cx, reply);
-            return;
+        if let Some((check_id, check)) = self.member_check {
+            if check_id == id {
+                self.member_check = None;
+                self.on_members(cx, check, reply);
+                return;
+            }
         }
-        let Some(pending) = self.inflight.remove(&id) else {
+        let Some(mut pending) = self.inflight.remove(&id) else {
             return;
         };
         let response = match reply {
@@ -213,8 +249,12 @@ impl PdService {
                 return;
             }
             Err(err) => {
-                // The leader may have moved or died: rediscover, then retry after a backoff.
-                self.leader = None;
+                // The leader may have moved (a follower refuses with "not leader") or died:
+                // rediscover, then retry after a backoff, or at once at a new leader.
+                if let Some(sent_to) = pending.sent_to.take() {
+                    self.lose_leader(&sent_to);
+                    pending.failed_at = Some(sent_to);
+                }
                 self.retry(cx, pending, Error::Rpc(err));
                 return;
             }
@@ -252,12 +292,13 @@ impl PdService {
     }
 
     /// Runs what the PD timer was armed for: retries whose backoff passed, rediscovery, the
-    /// store list refresh.
+    /// member check, the store list refresh.
     pub(crate) fn on_timer(&mut self, cx: &mut PdCx<'_>) {
         let now = cx.out.now();
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
         }
+        self.maybe_refresh_members(cx);
         if self.next_store_refresh.is_some_and(|at| at <= now)
             && !self.store_refresh_inflight
             && self.leader.is_some()
@@ -284,6 +325,8 @@ impl PdService {
             purpose,
             request,
             backoff: Backoffer::new(PD_MAX_BACKOFF_MS),
+            sent_to: None,
+            failed_at: None,
         };
         self.dispatch(cx, pending);
     }
@@ -298,19 +341,21 @@ impl PdService {
         pending.request.set_cluster_id(self.cluster_id);
         let id = cx.out.transmit(
             Owner::Pd,
-            leader,
+            Arc::clone(&leader),
             Request::Pd(Box::new(pending.request.clone())),
             self.settings.timeout,
         );
+        pending.sent_to = Some(leader);
         self.inflight.insert(id, pending);
     }
 
-    /// Sends every queued request whose backoff has passed.
+    /// Sends every queued request whose backoff has passed, and those that failed at another
+    /// leader than the one known now.
     fn dispatch_due(&mut self, cx: &mut PdCx<'_>) {
         let queued = std::mem::take(&mut self.queued);
         let now = cx.out.now();
         for (due, pending) in queued {
-            if due <= now {
+            if due <= now || self.leads_elsewhere(&pending) {
                 self.dispatch(cx, pending);
             } else {
                 self.queued.push((due, pending));
@@ -318,89 +363,31 @@ impl PdService {
         }
     }
 
-    /// Starts member discovery if it is not running: GetMembers to the next endpoint.
-    fn discover(&mut self, cx: &mut PdCx<'_>) {
-        if self.discovery.is_some() || self.retry_at.is_some_and(|at| at > cx.out.now()) {
-            return;
-        }
-        self.retry_at = None;
-        let index = self.next_endpoint % self.endpoints.len().max(1);
-        let Some(endpoint) = self.endpoints.get(index) else {
-            return;
-        };
-        let id = cx.out.transmit(
-            Owner::Pd,
-            Arc::from(endpoint.as_str()),
-            Request::Pd(Box::new(PdRequest::GetMembers(
-                pdpb::GetMembersRequest::default(),
-            ))),
-            self.settings.timeout,
-        );
-        self.discovery = Some(id);
-    }
-
-    fn on_members(&mut self, cx: &mut PdCx<'_>, reply: Result<Response, RpcError>) {
-        let outcome = match reply {
-            Ok(Response::Pd(response)) => match *response {
-                PdResponse::GetMembers(members) => {
-                    let cluster_id = members.header.as_ref().map_or(0, |h| h.cluster_id);
-                    let leader = members
-                        .leader
-                        .as_ref()
-                        .and_then(|leader| leader.client_urls.first())
-                        .map(|url| address_of(url));
-                    match leader {
-                        Some(leader) if cluster_id != 0 => Ok((cluster_id, leader)),
-                        _ => Err(Error::Pd {
-                            kind: PdErrorKind::NoLeader,
-                            message: "PD reported no leader or no cluster id".to_owned(),
-                        }),
-                    }
-                }
-                other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
-            },
-            Ok(other) => Err(Error::UnexpectedResponse(format!("{other:?}"))),
-            Err(err) => Err(Error::Rpc(err)),
-        };
-        match outcome {
-            Ok((cluster_id, leader)) => {
-                self.cluster_id = cluster_id;
-                self.leader = Some(Arc::from(leader));
-                self.schedule_store_refresh(cx);
-                self.discovery_backoff = None;
-                self.dispatch_due(cx);
-            }
-            Err(err) => {
-                self.next_endpoint = self.next_endpoint.wrapping_add(1);
-                let backoff = self
-                    .discovery_backoff
-                    .get_or_insert_with(|| Backoffer::new(PD_MAX_BACKOFF_MS));
-                match backoff.next_sleep(BackoffKind::PdRpc, cx.rng, &err) {
-                    Ok(sleep) => {
-                        let at = cx.out.now() + sleep;
-                        self.retry_at = Some(at);
-                        cx.out.set_timer(TimerKey::Pd, at);
-                    }
-                    Err(_) => {
-                        // Discovery keeps failing: everything waiting on PD fails, and the
-                        // next request starts discovery afresh.
-                        self.discovery_backoff = None;
-                        let queued = std::mem::take(&mut self.queued);
-                        for (_, pending) in queued {
-                            self.give_up(cx, pending, err.clone());
-                        }
-                    }
-                }
-            }
+    /// Whether a leader is known and it is not the one `pending` last failed at.
+    fn leads_elsewhere(&self, pending: &Pending) -> bool {
+        match (&self.leader, &pending.failed_at) {
+            (Some(leader), Some(failed_at)) => leader != failed_at,
+            _ => false,
         }
     }
 
+    /// Queues `pending` again after its `pdRPC` backoff; without a known leader, discovery
+    /// starts now (the PD client checks the members as soon as a call fails), so the
+    /// request can go to a new leader before its backoff is over.
     fn retry(&mut self, cx: &mut PdCx<'_>, mut pending: Pending, err: Error) {
         match pending.backoff.next_sleep(BackoffKind::PdRpc, cx.rng, &err) {
+            Ok(_) if self.leads_elsewhere(&pending) => {
+                // Another leader is known already (the member check found it while this
+                // request was out): go there now; the sleep still counts against the budget.
+                self.dispatch(cx, pending);
+            }
             Ok(sleep) => {
                 let at = cx.out.now() + sleep;
                 self.queued.push((at, pending));
                 cx.out.set_timer(TimerKey::Pd, at);
+                if self.leader.is_none() {
+                    self.discover(cx);
+                }
             }
             Err(_) => self.give_up(cx, pending, err),
         }
@@ -448,8 +435,8 @@ impl PdService {
     /// lookups, the TSO request, the store list refresh (see `Core::leftovers`).
     #[cfg(any(test, feature = "testing"))]
     pub(crate) fn leftovers(&self, left: &mut Vec<String>) {
-        if let Some(id) = self.discovery {
-            left.push(format!("PD discovery #{}", id.0));
+        if let Some((id, check)) = self.member_check {
+            left.push(format!("PD member check #{} ({check:?})", id.0));
         }
         if let Some(at) = self.retry_at {
             left.push(format!("PD discovery retry at {at}"));

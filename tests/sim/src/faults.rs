@@ -23,6 +23,14 @@ pub enum FaultAction {
     Delay(u64),
     /// Answer with this key error instead of executing (commands with a key error field).
     KeyError(Box<tikv_proto::kvrpcpb::KeyError>),
+    /// A write applied whose reply says its outcome is undetermined: the command runs, and
+    /// the answer carries only the `undetermined_result` region error (kvproto's
+    /// `UndeterminedResult`, which client-go handles and its mock stores send after applying
+    /// a commit). TiKV itself aborts the process on such a write, which [`Self::DropReply`]
+    /// models; both leave the client unable to tell whether the write happened. Region errors
+    /// found before the command runs are answered as usual, and so is a pessimistic lock
+    /// request that waits for another lock (its answer comes later, unchanged).
+    UndeterminedAfterApply,
     /// A lost write: answer a raw command as if it ran (with the answer it would have
     /// given), but leave the raw data as it was, as a store that acknowledges a write it
     /// never persists would. Checkers of acknowledged writes must catch it.

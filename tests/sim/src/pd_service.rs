@@ -7,7 +7,7 @@ use tikv_proto::grpc::health::v1 as health;
 use tikv_proto::status::{Code, Status};
 use tikv_proto::{keyspacepb, pdpb};
 
-use crate::cluster::PdError;
+use crate::cluster::{PdCallContext, PdCallKind, PdError};
 use crate::sim::Sim;
 
 fn decode<M: Message + Default>(payload: Bytes) -> Result<M, Status> {
@@ -26,11 +26,13 @@ fn pd<M: Message>(result: Result<M, PdError>) -> Result<Framed, Status> {
 }
 
 impl Sim {
-    /// Answers one unary call to PD (`pdpb.PD`, `keyspacepb.Keyspace`, health). `pd_url` is
-    /// PD's own client URL, reported by GetMembers.
+    /// Answers one unary call to PD (`pdpb.PD`, `keyspacepb.Keyspace`, health) as the member a
+    /// caller naming none reaches ([`Cluster::pd_default_member`]: the leader). `pd_url`
+    /// stands in, in `GetMembers`, for members whose URL was never set.
     ///
-    /// Errors with the gRPC status PD gives: `UNIMPLEMENTED` for methods it does not serve,
-    /// `FAILED_PRECONDITION` for a cluster id mismatch, `INTERNAL` for undecodable requests.
+    /// Errors like [`handle_pd_unary_at`](Self::handle_pd_unary_at).
+    ///
+    /// [`Cluster::pd_default_member`]: crate::cluster::Cluster::pd_default_member
     pub fn handle_pd_unary(
         &mut self,
         path: &str,
@@ -38,11 +40,43 @@ impl Sim {
         pd_url: &str,
         now_ms: u64,
     ) -> Result<Framed, Status> {
+        let context = PdCallContext::at(self.cluster.pd_default_member());
+        self.serve_pd_unary(&context, path, payload, pd_url, now_ms)
+    }
+
+    /// Answers one unary call to PD arriving at `context.member_id`, after PD's role check
+    /// (a follower refuses what only the leader serves, or forwards it; see
+    /// [`crate::cluster::PdCallKind`]).
+    ///
+    /// Errors with the gRPC status PD gives: `UNAVAILABLE` from a follower or a stopped
+    /// member, `UNIMPLEMENTED` for methods it does not serve, `FAILED_PRECONDITION` for a
+    /// cluster id mismatch, `INTERNAL` for undecodable requests.
+    pub fn handle_pd_unary_at(
+        &mut self,
+        context: &PdCallContext<'_>,
+        path: &str,
+        payload: Bytes,
+        now_ms: u64,
+    ) -> Result<Framed, Status> {
+        self.serve_pd_unary(context, path, payload, "", now_ms)
+    }
+
+    fn serve_pd_unary(
+        &mut self,
+        context: &PdCallContext<'_>,
+        path: &str,
+        payload: Bytes,
+        fallback_url: &str,
+        now_ms: u64,
+    ) -> Result<Framed, Status> {
+        self.cluster
+            .pd_role_check(PdCallKind::of_path(path), context)
+            .map_err(|err| err.to_status())?;
         use pdpb::pd;
         let c = &mut self.cluster;
         match path {
             p if p == pd::GET_MEMBERS.path() => {
-                encode(&c.handle_get_members(&decode(payload)?, pd_url))
+                encode(&c.handle_get_members(&decode(payload)?, fallback_url))
             }
             p if p == pd::GET_CLUSTER_INFO.path() => {
                 encode(&c.handle_get_cluster_info(&decode(payload)?))
@@ -135,11 +169,32 @@ impl Sim {
         }
     }
 
-    /// Answers one message of PD's Tso stream.
+    /// Answers one message of PD's Tso stream at the member a caller naming none reaches
+    /// (the leader).
     ///
-    /// Errors with PD's status when the header names another cluster or TSO is paused.
+    /// Errors like [`handle_tso_at`](Self::handle_tso_at).
     pub fn handle_tso(&mut self, payload: Bytes, now_ms: u64) -> Result<Framed, Status> {
-        pd(self.cluster.handle_tso(&decode(payload)?, now_ms))
+        let context = PdCallContext::at(self.cluster.pd_default_member());
+        self.handle_tso_at(&context, payload, now_ms)
+    }
+
+    /// Answers one message of a Tso stream opened at `context.member_id` (forwarded to the
+    /// leader when the stream carries `pd-forwarded-host`).
+    ///
+    /// Errors with PD's status, which ends the stream: `UNKNOWN` on a follower (its allocator
+    /// does not hold the lease) or when TSO is paused, `FAILED_PRECONDITION` when the header
+    /// names another cluster, `UNAVAILABLE` on a stopped member.
+    pub fn handle_tso_at(
+        &mut self,
+        context: &PdCallContext<'_>,
+        payload: Bytes,
+        now_ms: u64,
+    ) -> Result<Framed, Status> {
+        let request: pdpb::TsoRequest = decode(payload)?;
+        self.cluster
+            .pd_tso_check(context, request.header.as_ref())
+            .map_err(|err| err.to_status())?;
+        pd(self.cluster.handle_tso(&request, now_ms))
     }
 
     /// Answers one message of PD's QueryRegion stream.
@@ -218,6 +273,22 @@ impl Sim {
                 format!("unknown method {other}"),
             )),
         }
+    }
+
+    /// Answers one message of an AcquireTokenBuckets stream opened at `context.member_id`:
+    /// only the leader serves it (the resource manager's `checkServing`).
+    ///
+    /// Errors with `UNAVAILABLE` on a follower, else as
+    /// [`handle_token_buckets`](Self::handle_token_buckets).
+    pub fn handle_token_buckets_at(
+        &self,
+        context: &PdCallContext<'_>,
+        payload: Bytes,
+    ) -> Result<Framed, Status> {
+        self.cluster
+            .pd_role_check(PdCallKind::LeaderOnly, context)
+            .map_err(|err| err.to_status())?;
+        self.handle_token_buckets(payload)
     }
 
     /// Answers one message of the AcquireTokenBuckets stream: every group gets the request

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -92,17 +93,29 @@ pub fn classify(prefix: &[u8], tls: bool) -> Option<Protocol> {
 }
 
 /// A gRPC server that also answers HTTP/1.1 on the same port, as PD serves its gRPC service
-/// and its HTTP API together. Stops serving when dropped.
+/// and its HTTP API together. Stops serving when dropped: the port closes and every
+/// connection on it is dropped.
 #[derive(Debug)]
 pub struct DualServer {
     grpc: ServerHandle,
     accept: tokio::task::JoinHandle<()>,
+    connections: Arc<ConnectionCounts>,
 }
 
 impl DualServer {
     /// The `host:port` the server listens on.
     pub fn address(&self) -> &str {
         self.grpc.address()
+    }
+
+    /// gRPC connections accepted so far.
+    pub fn grpc_connections_accepted(&self) -> usize {
+        self.connections.accepted.load(Ordering::Acquire)
+    }
+
+    /// gRPC connections open now (a connection counts until the server drops its socket).
+    pub fn grpc_connections_open(&self) -> usize {
+        self.connections.open.load(Ordering::Acquire)
     }
 }
 
@@ -111,6 +124,77 @@ impl Drop for DualServer {
         // The accept task owns every HTTP connection task (in a JoinSet), so aborting it
         // closes them too; dropping `grpc` closes the gRPC connections.
         self.accept.abort();
+    }
+}
+
+/// Counts of a server's gRPC connections.
+#[derive(Debug, Default)]
+struct ConnectionCounts {
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+}
+
+/// A connection that counts itself open until dropped.
+#[derive(Debug)]
+pub struct Counted<IO> {
+    inner: IO,
+    counts: Arc<ConnectionCounts>,
+}
+
+impl<IO> Counted<IO> {
+    fn new(inner: IO, counts: &Arc<ConnectionCounts>) -> Self {
+        counts.accepted.fetch_add(1, Ordering::AcqRel);
+        counts.open.fetch_add(1, Ordering::AcqRel);
+        Self {
+            inner,
+            counts: Arc::clone(counts),
+        }
+    }
+}
+
+impl<IO> Drop for Counted<IO> {
+    fn drop(&mut self) {
+        self.counts.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -130,10 +214,36 @@ where
     W: HttpHandler + ?Sized,
 {
     let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    serve_dual_at("127.0.0.1:0", &runtime, handler, http, options)
+}
+
+/// Like [`serve_loopback_dual`], on `address` (`host:port`; port 0 picks a free one) and on
+/// the tokio runtime behind `runtime`; callable from any thread, so a stopped server can be
+/// brought back on its old port from outside the runtime.
+///
+/// Errors when the address cannot be bound.
+pub fn serve_dual_at<H, W>(
+    address: &str,
+    runtime: &tokio::runtime::Handle,
+    handler: Arc<H>,
+    http: Arc<W>,
+    options: ServeOptions,
+) -> std::io::Result<DualServer>
+where
+    H: Handler + ?Sized,
+    W: HttpHandler + ?Sized,
+{
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
     let address = listener.local_addr()?.to_string();
     let tls = options.tls.is_some();
-    let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel::<std::io::Result<Rewind<TcpStream>>>(16);
+    let connections = Arc::new(ConnectionCounts::default());
+    let (grpc_tx, grpc_rx) =
+        tokio::sync::mpsc::channel::<std::io::Result<Counted<Rewind<TcpStream>>>>(16);
     let incoming = futures_util::stream::unfold(grpc_rx, |mut rx| async move {
         rx.recv().await.map(|next| (next, rx))
     });
@@ -144,6 +254,7 @@ where
         handler,
         options,
     );
+    let counts = Arc::clone(&connections);
     let accept = runtime.spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -159,6 +270,7 @@ where
             let _ = stream.set_nodelay(true);
             let grpc_tx = grpc_tx.clone();
             let http = Arc::clone(&http);
+            let counts = Arc::clone(&counts);
             connections.spawn(async move {
                 let Ok(Ok((protocol, stream))) =
                     tokio::time::timeout(SNIFF_TIMEOUT, sniff(stream, tls)).await
@@ -167,7 +279,7 @@ where
                 };
                 match protocol {
                     Protocol::Grpc => {
-                        let _ = grpc_tx.send(Ok(stream)).await;
+                        let _ = grpc_tx.send(Ok(Counted::new(stream, &counts))).await;
                     }
                     Protocol::Http1 => {
                         let Rewind { prefix, inner, .. } = stream;
@@ -177,7 +289,11 @@ where
             });
         }
     });
-    Ok(DualServer { grpc, accept })
+    Ok(DualServer {
+        grpc,
+        accept,
+        connections,
+    })
 }
 
 /// Reads until the protocol is known; returns it and the stream with the bytes read put back.

@@ -1,6 +1,8 @@
-//! The simulated cluster served over real gRPC on loopback: one port for PD and one per
-//! store, each speaking tikv-proto's shared HTTP/2 transport, and HTTP/1.1 on the same ports
-//! (PD's HTTP API; each store's status API, `/config`).
+//! The simulated cluster served over real gRPC on loopback: one port per PD member and one
+//! per store, each speaking tikv-proto's shared HTTP/2 transport, and HTTP/1.1 on the same
+//! ports (PD's HTTP API; each store's status API, `/config`). Each PD member's port answers as
+//! that member does (the leader serves, followers refuse or forward, see
+//! [`crate::cluster::PdCallKind`]); a member the model stops loses its port until it restarts.
 //!
 //! All ports share one [`Sim`] behind a mutex (the machine is cheap to step; the lock is never
 //! held across an await). BatchCommands streams are answered entry by entry: everything that
@@ -22,8 +24,9 @@ use tikv_proto::tikvpb;
 use tikv_proto::transport::server::{Handler, ServeOptions, ServerCall};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::PdCallContext;
 use crate::http::{HttpHandler, HttpRequest, HttpResponse};
-use crate::serve::{DualServer, serve_loopback_dual};
+use crate::serve::{DualServer, serve_dual_at, serve_loopback_dual};
 use crate::sim::{Sim, SimConfig};
 use crate::tikv::{Execution, TikvRequest, TikvResponse};
 
@@ -39,8 +42,12 @@ fn now_ms() -> u64 {
 #[derive(Debug)]
 struct Shared {
     sim: Mutex<Sim>,
-    pd_url: Mutex<String>,
     parked: Mutex<BTreeMap<u64, oneshot::Sender<TikvResponse>>>,
+    /// Bumped after every change made through [`SimServer::with`], so that open PD streams
+    /// look at the model again (a Tso stream broken by a fault ends at once).
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Tso streams opened, on any member.
+    tso_streams: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -135,14 +142,28 @@ impl Pending {
 #[derive(Debug)]
 pub struct SimServer {
     shared: Arc<Shared>,
-    pd: DualServer,
+    /// The runtime the servers run on (stopped PD members are served again on it).
+    runtime: tokio::runtime::Handle,
+    /// The first PD member's `host:port` (fixed: a restarted member binds its old port).
+    first_pd: String,
+    /// Each PD member's port, by member id.
+    pd: Mutex<BTreeMap<u64, PdPort>>,
     stores: Vec<(u64, DualServer)>,
     ticker: tokio::task::JoinHandle<()>,
 }
 
+/// One PD member's port: its address, and its server while the member runs.
+#[derive(Debug)]
+struct PdPort {
+    address: String,
+    server: Option<DualServer>,
+    /// gRPC connections accepted by servers of this port that were dropped (a stop).
+    accepted_before: usize,
+}
+
 impl SimServer {
-    /// Builds the cluster and serves PD and every store on free loopback ports (on the
-    /// current tokio runtime).
+    /// Builds the cluster and serves every PD member and every store on free loopback ports
+    /// (on the current tokio runtime).
     ///
     /// Errors when the configuration is impossible or a port cannot be bound.
     pub async fn start(config: SimConfig) -> std::io::Result<Self> {
@@ -166,33 +187,46 @@ impl SimServer {
         Self::serve(sim).await
     }
 
-    /// Serves an already built (split, loaded, faulted...) cluster: PD on one loopback port,
-    /// each store on its own, every port also answering HTTP/1.1 (PD's API on PD's port, a
-    /// store's status API on the store's, which is also its advertised `status_address`).
+    /// Serves an already built (split, loaded, faulted...) cluster: each PD member on its own
+    /// loopback port, each store on its own, every port also answering HTTP/1.1 (PD's API on
+    /// PD's ports, a store's status API on the store's, which is also its advertised
+    /// `status_address`). Members that are stopped get a port once they run.
     ///
     /// Errors when a port cannot be bound or when called outside a tokio runtime.
     pub async fn serve(sim: Sim) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
         let store_ids: Vec<u64> = sim.cluster.stores().map(|store| store.id).collect();
+        let member_ids: Vec<u64> = sim.cluster.pd_members().iter().map(|m| m.id).collect();
+        let (changed, _) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared {
             sim: Mutex::new(sim),
-            pd_url: Mutex::new(String::new()),
             parked: Mutex::new(BTreeMap::new()),
+            changed,
+            tso_streams: std::sync::atomic::AtomicUsize::new(0),
         });
-        let pd = serve_loopback_dual(
-            Arc::new(PdHandler {
-                shared: Arc::clone(&shared),
-            }),
-            Arc::new(PdHttp {
-                shared: Arc::clone(&shared),
-            }),
-            ServeOptions::default(),
-        )
-        .await?;
-        *shared
-            .pd_url
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            format!("http://{}", pd.address());
+        let mut pd = BTreeMap::new();
+        for member_id in member_ids {
+            let server = serve_pd_member(&shared, &runtime, member_id, "127.0.0.1:0")?;
+            let address = server.address().to_owned();
+            shared
+                .sim()
+                .cluster
+                .set_pd_member_url(member_id, &format!("http://{address}"))
+                .map_err(std::io::Error::other)?;
+            pd.insert(
+                member_id,
+                PdPort {
+                    address,
+                    server: Some(server),
+                    accepted_before: 0,
+                },
+            );
+        }
+        let first_pd = pd
+            .values()
+            .next()
+            .map(|port| port.address.clone())
+            .unwrap_or_default();
         let mut stores = Vec::new();
         for store_id in store_ids {
             let bound = Arc::new(std::sync::OnceLock::new());
@@ -218,22 +252,71 @@ impl SimServer {
             stores.push((store_id, handle));
         }
         let ticker = tokio::spawn(tick(Arc::downgrade(&shared)));
-        Ok(Self {
+        let server = Self {
             shared,
-            pd,
+            runtime,
+            first_pd,
+            pd: Mutex::new(pd),
             stores,
             ticker,
+        };
+        // Members the model has stopped lose their ports at once.
+        server.sync_pd_ports();
+        Ok(server)
+    }
+
+    /// The first PD member's `host:port` (gRPC and the HTTP API); with one member, PD's.
+    pub fn pd_address(&self) -> &str {
+        &self.first_pd
+    }
+
+    /// The first PD member's client URL, `http://host:port`.
+    pub fn pd_url(&self) -> String {
+        format!("http://{}", self.first_pd)
+    }
+
+    /// Every PD member's `host:port`, in member id order (stopped members included: their
+    /// ports refuse connections until they restart).
+    pub fn pd_addresses(&self) -> Vec<String> {
+        self.pd_ports()
+            .values()
+            .map(|p| p.address.clone())
+            .collect()
+    }
+
+    /// The `host:port` of PD member `member_id`.
+    pub fn pd_member_address(&self, member_id: u64) -> Option<String> {
+        self.pd_ports().get(&member_id).map(|p| p.address.clone())
+    }
+
+    /// The id of the PD leader, `None` during an election.
+    pub fn pd_leader(&self) -> Option<u64> {
+        self.shared
+            .sim()
+            .cluster
+            .pd_leader()
+            .map(|leader| leader.id)
+    }
+
+    /// gRPC connections PD member `member_id` accepted so far (across restarts), and how many
+    /// are open now.
+    pub fn pd_connections(&self, member_id: u64) -> (usize, usize) {
+        self.pd_ports().get(&member_id).map_or((0, 0), |port| {
+            let (accepted, open) = port.server.as_ref().map_or((0, 0), |server| {
+                (
+                    server.grpc_connections_accepted(),
+                    server.grpc_connections_open(),
+                )
+            });
+            (port.accepted_before + accepted, open)
         })
     }
 
-    /// PD's `host:port` (gRPC and the HTTP API).
-    pub fn pd_address(&self) -> &str {
-        self.pd.address()
-    }
-
-    /// PD's client URL, `http://host:port`.
-    pub fn pd_url(&self) -> String {
-        format!("http://{}", self.pd.address())
+    /// How many Tso streams clients opened so far, on any PD member.
+    pub fn tso_streams_opened(&self) -> usize {
+        self.shared
+            .tso_streams
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Each store's id and `host:port`.
@@ -244,13 +327,110 @@ impl SimServer {
             .collect()
     }
 
-    /// Runs `f` on the cluster model (split, merge, move leaders, inject faults...).
+    /// Runs `f` on the cluster model (split, merge, move leaders, stop PD members, break Tso
+    /// streams, inject faults...), then makes the served ports follow it: a PD member the
+    /// model stopped loses its port (its connections drop, dialling it is refused), one it
+    /// restarted is served again on its old port, one it added gets a new port; open Tso
+    /// streams the model broke end with their error.
     pub fn with<R>(&self, f: impl FnOnce(&mut Sim) -> R) -> R {
-        let mut sim = self.shared.sim();
-        let result = f(&mut sim);
-        self.shared.deliver_ready(&mut sim);
+        let result = {
+            let mut sim = self.shared.sim();
+            let result = f(&mut sim);
+            self.shared.deliver_ready(&mut sim);
+            result
+        };
+        self.sync_pd_ports();
         result
     }
+
+    fn pd_ports(&self) -> MutexGuard<'_, BTreeMap<u64, PdPort>> {
+        self.pd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens and closes PD members' ports as the model says they run, then tells open
+    /// streams to look at the model again. A port that cannot be bound again stays closed
+    /// (the member refuses connections) until the next call.
+    fn sync_pd_ports(&self) {
+        let members: Vec<(u64, bool)> = self
+            .shared
+            .sim()
+            .cluster
+            .pd_members()
+            .iter()
+            .map(|m| (m.id, m.running))
+            .collect();
+        let mut ports = self.pd_ports();
+        // Members removed from the group lose their ports for good.
+        for (member_id, port) in ports.iter_mut() {
+            if !members.iter().any(|(id, _)| id == member_id) {
+                if let Some(server) = port.server.take() {
+                    port.accepted_before += server.grpc_connections_accepted();
+                }
+            }
+        }
+        for (member_id, running) in members {
+            match ports.get_mut(&member_id) {
+                Some(port) if !running => {
+                    if let Some(server) = port.server.take() {
+                        port.accepted_before += server.grpc_connections_accepted();
+                    }
+                }
+                Some(port) if port.server.is_none() => {
+                    port.server =
+                        serve_pd_member(&self.shared, &self.runtime, member_id, &port.address).ok();
+                }
+                Some(_) => {}
+                None if running => {
+                    let Ok(server) =
+                        serve_pd_member(&self.shared, &self.runtime, member_id, "127.0.0.1:0")
+                    else {
+                        continue;
+                    };
+                    let address = server.address().to_owned();
+                    let _ = self
+                        .shared
+                        .sim()
+                        .cluster
+                        .set_pd_member_url(member_id, &format!("http://{address}"));
+                    ports.insert(
+                        member_id,
+                        PdPort {
+                            address,
+                            server: Some(server),
+                            accepted_before: 0,
+                        },
+                    );
+                }
+                None => {}
+            }
+        }
+        drop(ports);
+        self.shared.changed.send_modify(|version| *version += 1);
+    }
+}
+
+/// Serves PD member `member_id` (gRPC and the HTTP API) on `address`.
+fn serve_pd_member(
+    shared: &Arc<Shared>,
+    runtime: &tokio::runtime::Handle,
+    member_id: u64,
+    address: &str,
+) -> std::io::Result<DualServer> {
+    serve_dual_at(
+        address,
+        runtime,
+        Arc::new(PdHandler {
+            shared: Arc::clone(shared),
+            member_id,
+        }),
+        Arc::new(PdHttp {
+            shared: Arc::clone(shared),
+            member_id,
+        }),
+        ServeOptions::default(),
+    )
 }
 
 impl Drop for SimServer {
@@ -304,20 +484,21 @@ pub fn split_points<K: AsRef<[u8]>>(api_version: ApiVersion, user_keys: &[K]) ->
     points
 }
 
-/// PD's HTTP API.
+/// One PD member's HTTP API.
 struct PdHttp {
     shared: Arc<Shared>,
+    member_id: u64,
 }
 
 impl HttpHandler for PdHttp {
     fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        let pd_url = self
-            .shared
-            .pd_url
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        self.shared.sim().handle_pd_http(request, &pd_url)
+        let sim = self.shared.sim();
+        let url = sim
+            .cluster
+            .pd_member(self.member_id)
+            .map(|member| member.client_url.clone())
+            .unwrap_or_default();
+        sim.handle_pd_http(request, &url)
     }
 
     fn now_ms(&self) -> Option<u64> {
@@ -341,34 +522,93 @@ impl HttpHandler for StatusHttp {
     }
 }
 
+/// One PD member's gRPC service.
 struct PdHandler {
     shared: Arc<Shared>,
+    member_id: u64,
+}
+
+/// The PD metadata of a call, owned (it outlives the request's header map).
+struct PdMetadata {
+    allow_follower: bool,
+    forwarded_host: Option<String>,
+}
+
+impl PdMetadata {
+    fn context(&self, member_id: u64) -> PdCallContext<'_> {
+        PdCallContext {
+            member_id,
+            allow_follower: self.allow_follower,
+            forwarded_host: self.forwarded_host.as_deref(),
+        }
+    }
 }
 
 impl Handler for PdHandler {
     fn call(&self, call: ServerCall) -> BoxFuture<'static, ()> {
         let shared = Arc::clone(&self.shared);
+        let member_id = self.member_id;
         Box::pin(async move {
             let ServerCall {
                 path,
+                headers,
                 mut requests,
                 mut responder,
                 ..
             } = call;
+            let metadata = {
+                use crate::cluster::{FOLLOWER_HANDLE_METADATA, FORWARDED_HOST_METADATA};
+                PdMetadata {
+                    allow_follower: headers.contains_key(FOLLOWER_HANDLE_METADATA),
+                    forwarded_host: headers
+                        .get(FORWARDED_HOST_METADATA)
+                        .and_then(|value| value.to_str().ok())
+                        .filter(|host| !host.is_empty())
+                        .map(str::to_owned),
+                }
+            };
+            drop(headers);
             let tso = path == tikv_proto::pdpb::pd::TSO.path();
             let query = path == tikv_proto::pdpb::pd::QUERY_REGION.path();
             let tokens = path
                 == tikv_proto::resource_manager::resource_manager::ACQUIRE_TOKEN_BUCKETS.path();
             if tso || query || tokens {
-                // Streams: one answer per request message, in order.
-                while let Some(next) = requests.next().await {
+                // Streams: one answer per request message, in order. A Tso stream also ends
+                // when the model breaks it.
+                let mut changed = shared.changed.subscribe();
+                let generation = shared.sim().cluster.tso_stream_generation();
+                if tso {
+                    shared
+                        .tso_streams
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                let mut watching = tso;
+                loop {
+                    let next = tokio::select! {
+                        next = requests.next() => next,
+                        seen = changed.changed(), if watching => {
+                            if seen.is_err() {
+                                watching = false;
+                            } else if let Some(status) =
+                                shared.sim().cluster.tso_stream_break(generation)
+                            {
+                                return responder.finish(Err(status));
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(next) = next else { break };
                     let Ok(payload) = next else { return };
                     let answer = {
                         let mut sim = shared.sim();
+                        let context = metadata.context(member_id);
                         if tso {
-                            sim.handle_tso(payload, now_ms())
+                            match sim.cluster.tso_stream_break(generation) {
+                                Some(status) => Err(status),
+                                None => sim.handle_tso_at(&context, payload, now_ms()),
+                            }
                         } else if tokens {
-                            sim.handle_token_buckets(payload)
+                            sim.handle_token_buckets_at(&context, payload)
                         } else {
                             sim.handle_query_region(payload)
                         }
@@ -386,14 +626,10 @@ impl Handler for PdHandler {
             }
             let answer = match requests.single().await {
                 Ok(payload) => {
-                    let pd_url = shared
-                        .pd_url
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .clone();
+                    let context = metadata.context(member_id);
                     shared
                         .sim()
-                        .handle_pd_unary(&path, payload, &pd_url, now_ms())
+                        .handle_pd_unary_at(&context, &path, payload, now_ms())
                 }
                 Err(status) => Err(status),
             };

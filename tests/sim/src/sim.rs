@@ -1,18 +1,23 @@
 //! [`Sim`]: the whole simulated cluster as one deterministic value.
 //!
 //! PD and region metadata ([`Cluster`]), the storage every store shares (one MVCC store and
-//! one raw store: replication is not modelled, every peer sees the same data), injected
-//! faults, and the queue of pessimistic lock requests waiting for other transactions' locks.
-//! Wall-clock time comes in as `now_ms`; nothing reads the environment.
+//! one raw store: replication is not modelled, every peer sees the same data), what each
+//! store keeps in memory for transactions ([`Concurrency`]: its `max_ts`, the max-ts sync of
+//! new leaders, in-memory pessimistic locks), injected faults, and TiKV's lock manager
+//! ([`LockManager`]) with the pessimistic lock requests waiting for other transactions'
+//! locks. Wall-clock time comes in as `now_ms`; nothing reads the environment.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use tikv_proto::kvrpcpb::{self, ApiVersion};
+use tikv_proto::status::{Code, Status};
 use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
 
-use crate::cluster::{Cluster, ClusterConfig, ClusterError};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError, KeyMode, SplitEntry};
+use crate::concurrency::Concurrency;
 use crate::faults::Faults;
-use crate::mvcc::{DEFAULT_LOCK_WAIT_TIMEOUT_MS, LockAcquire, LockWait, MvccStore};
+use crate::lock_manager::{LockManager, LockManagerEvent, PessimisticTxnConfig, Waiter};
+use crate::mvcc::{LockAcquire, LockWaitUpdate, MvccStore, ReleasedLock};
 use crate::raw::RawStore;
 use crate::tikv::{Execution, TikvResponse};
 
@@ -21,8 +26,11 @@ use crate::tikv::{Execution, TikvResponse};
 pub struct SimConfig {
     /// PD, stores and regions.
     pub cluster: ClusterConfig,
-    /// The stores' `storage.api-version`.
+    /// The stores' `storage.api-version`. In API V2 the `DEFAULT` keyspace's bounds are
+    /// region boundaries from the start, as PD's keyspace manager splits them at bootstrap.
     pub api_version: ApiVersion,
+    /// The stores' `[pessimistic-txn]` lock-waiting settings.
+    pub pessimistic_txn: PessimisticTxnConfig,
 }
 
 impl Default for SimConfig {
@@ -30,14 +38,9 @@ impl Default for SimConfig {
         Self {
             cluster: ClusterConfig::default(),
             api_version: ApiVersion::V1,
+            pessimistic_txn: PessimisticTxnConfig::default(),
         }
     }
-}
-
-#[derive(Debug)]
-struct Waiter {
-    wait: LockWait,
-    deadline_ms: u64,
 }
 
 /// The simulated cluster.
@@ -51,13 +54,18 @@ pub struct Sim {
     pub raw: RawStore,
     /// Injected faults.
     pub faults: Faults,
+    /// Each store's concurrency manager, max-ts sync status and in-memory pessimistic locks.
+    pub concurrency: Concurrency,
     api_version: ApiVersion,
-    waiters: BTreeMap<u64, Waiter>,
-    next_wait: u64,
+    lock_manager: LockManager,
+    /// The latest `now_ms` seen: lock-manager timers armed by a command start from it.
+    clock_ms: u64,
     /// Extra time every request to a store takes (a slow store).
     store_latency_ms: BTreeMap<u64, u64>,
     /// Split regions by size after writes.
     auto_split: bool,
+    /// Bytes and keys written to each region since its last split check.
+    split_check_diff: BTreeMap<u64, (u64, u64)>,
     ready: VecDeque<(u64, TikvResponse)>,
     /// The transport-layer load each store reports in BatchCommands responses.
     transport_load: BTreeMap<u64, u64>,
@@ -75,20 +83,32 @@ pub struct BatchTraffic {
 }
 
 impl Sim {
-    /// A fresh cluster.
+    /// A fresh cluster. In API V2 (and V3) the `DEFAULT` keyspace's raw and transactional
+    /// bounds are split at bootstrap, as PD's keyspace manager does.
     ///
-    /// Errors when the cluster configuration is impossible (no stores, zero cluster id...).
+    /// Errors when the cluster configuration is impossible (no stores, zero cluster id, no
+    /// PD member...) or the lock-waiting settings are refused as TiKV refuses them.
     pub fn new(config: SimConfig) -> Result<Self, ClusterError> {
+        config
+            .pessimistic_txn
+            .validate()
+            .map_err(ClusterError::InvalidConfig)?;
+        let mut cluster = config.cluster;
+        if matches!(config.api_version, ApiVersion::V2 | ApiVersion::V3) {
+            cluster.presplit_default_keyspace = true;
+        }
         Ok(Self {
-            cluster: Cluster::new(config.cluster)?,
+            cluster: Cluster::new(cluster)?,
             mvcc: MvccStore::new(),
             raw: RawStore::new(config.api_version),
             faults: Faults::default(),
+            concurrency: Concurrency::default(),
             api_version: config.api_version,
-            waiters: BTreeMap::new(),
-            next_wait: 1,
+            lock_manager: LockManager::new(config.pessimistic_txn),
+            clock_ms: 0,
             store_latency_ms: BTreeMap::new(),
             auto_split: false,
+            split_check_diff: BTreeMap::new(),
             ready: VecDeque::new(),
             transport_load: BTreeMap::new(),
             batch_traffic: BTreeMap::new(),
@@ -139,42 +159,96 @@ impl Sim {
         self.store_latency_ms.get(&store_id).copied().unwrap_or(0)
     }
 
-    /// Splits `region_id` at its middle key if its data (raw and transactional) is over the
-    /// cluster's [`crate::cluster::SplitPolicy`], as TiKV's split checker does; returns the
-    /// new region's id.
+    /// Runs TiKV's split check on `region_id` and splits it where the cluster's
+    /// [`SplitPolicy`](crate::cluster::SplitPolicy) says (pieces of `region-split-keys`
+    /// committed versions or `region-split-size` bytes once the region reaches the max),
+    /// then checks the pieces again until none is due, as TiKV re-checks split regions;
+    /// returns the ids of the regions created.
     ///
     /// Errors when the region does not exist.
-    pub fn split_by_size(
-        &mut self,
-        region_id: u64,
-        now_ms: u64,
-    ) -> Result<Option<u64>, ClusterError> {
-        use crate::cluster::KeyMode;
-        let region = self
-            .cluster
-            .region(region_id)
-            .map(|r| r.to_proto())
-            .ok_or(ClusterError::RegionNotFound { region_id })?;
+    pub fn split_by_size(&mut self, region_id: u64, now_ms: u64) -> Result<Vec<u64>, ClusterError> {
+        if self.cluster.region(region_id).is_none() {
+            return Err(ClusterError::RegionNotFound { region_id });
+        }
+        let mut created = Vec::new();
+        let mut pending = vec![region_id];
+        // Bounded: each round either cuts a region or retires it.
+        let mut rounds = 0;
+        while let Some(id) = pending.pop() {
+            rounds += 1;
+            if rounds > 1024 {
+                break;
+            }
+            let cuts = self.split_check(id, now_ms);
+            if cuts.is_empty() {
+                continue;
+            }
+            let new_ids = self.cluster.split_region(id, &cuts)?;
+            pending.push(id);
+            pending.extend(new_ids.iter().copied());
+            created.extend(new_ids);
+        }
+        Ok(created)
+    }
+
+    /// Where TiKV's split checker would cut `region_id` now: its raw and transactional
+    /// entries, in region-boundary space and key order, through the split policy; only cuts
+    /// strictly inside the region, each once.
+    fn split_check(&self, region_id: u64, now_ms: u64) -> Vec<bytes::Bytes> {
+        let Some(region) = self.cluster.region(region_id).map(|r| r.to_proto()) else {
+            return Vec::new();
+        };
         let raw_mode = KeyMode::for_request(self.api_version as i32, false);
         let (raw_start, raw_end) = crate::tikv::request_space_range(&region, raw_mode);
         let (txn_start, txn_end) = crate::tikv::request_space_range(&region, KeyMode::Encoded);
-        let raw = self.raw.range_stats(&raw_start, &raw_end, now_ms);
-        let txn = self.mvcc.range_stats(&txn_start, &txn_end);
-        // Split where most of the data is.
-        let split_key = if raw.keys >= txn.keys {
-            raw.middle_key.map(|key| raw_mode.to_boundary(&key))
-        } else {
-            txn.middle_key.map(|key| KeyMode::Encoded.to_boundary(&key))
+        let to_boundary = |mode: KeyMode| {
+            move |entry: SplitEntry| SplitEntry {
+                key: mode.to_boundary(&entry.key),
+                ..entry
+            }
         };
-        let Some(split_key) = split_key else {
-            return Ok(None);
+        let inside = |key: &[u8]| {
+            key >= &region.start_key[..] && (region.end_key.is_empty() || key < &region.end_key[..])
         };
-        self.cluster.maybe_split_by_size(
-            region_id,
-            raw.bytes + txn.bytes,
-            raw.keys + txn.keys,
-            &split_key,
-        )
+        let mut entries: Vec<SplitEntry> = self
+            .raw
+            .split_check_entries(&raw_start, &raw_end, now_ms)
+            .into_iter()
+            .map(to_boundary(raw_mode))
+            .chain(
+                self.mvcc
+                    .split_check_entries(&txn_start, &txn_end)
+                    .into_iter()
+                    .map(to_boundary(KeyMode::Encoded)),
+            )
+            .filter(|entry| inside(&entry.key))
+            .collect();
+        // Both parts are sorted already; a stable sort merges them.
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut cuts = self.cluster.config().split_policy.split_keys(&entries);
+        cuts.retain(|key| key[..] > region.start_key[..] && inside(key));
+        cuts.dedup();
+        cuts
+    }
+
+    /// Records a write of `keys` keys and `bytes` bytes to `region_id` and, with automatic
+    /// splits on, runs the split check once the region has taken
+    /// `raftstore.region-split-check-diff` bytes (or a sixteenth of `region-split-keys` keys)
+    /// since its last check, as TiKV's split-check tick does.
+    pub(crate) fn note_write(&mut self, region_id: u64, keys: u64, bytes: u64, now_ms: u64) {
+        if !self.auto_split {
+            return;
+        }
+        let policy = self.cluster.config().split_policy;
+        let diff = self.split_check_diff.entry(region_id).or_default();
+        diff.0 = diff.0.saturating_add(bytes);
+        diff.1 = diff.1.saturating_add(keys);
+        if diff.0 < policy.region_split_check_diff && diff.1 < policy.check_diff_keys() {
+            return;
+        }
+        self.split_check_diff.remove(&region_id);
+        // A failed check only means no split this time.
+        let _ = self.split_by_size(region_id, now_ms);
     }
 
     /// The store and request context that reach the leader of the region holding `key`
@@ -200,7 +274,9 @@ impl Sim {
         self.auto_split = on;
     }
 
-    pub(crate) fn auto_split(&self) -> bool {
+    /// Whether writes trigger automatic splits (off unless [`Sim::set_auto_split`] turned
+    /// them on).
+    pub fn auto_split(&self) -> bool {
         self.auto_split
     }
 
@@ -209,95 +285,168 @@ impl Sim {
         self.api_version
     }
 
+    /// The lock manager: parked lock requests and their queues.
+    pub fn lock_manager(&self) -> &LockManager {
+        &self.lock_manager
+    }
+
+    /// Moves the simulated clock to `now_ms` (never backwards).
+    pub(crate) fn advance_clock(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+    }
+
     pub(crate) fn pessimistic_lock(
         &mut self,
         request: kvrpcpb::PessimisticLockRequest,
         now_ms: u64,
     ) -> Execution {
+        self.advance_clock(now_ms);
         match self.mvcc.pessimistic_lock(&request) {
             LockAcquire::Done(response) => {
                 self.after_write();
                 Execution::Done(TikvResponse::Batch(Resp::PessimisticLock(response)))
             }
             LockAcquire::Wait(wait) => {
-                let timeout_ms = if wait.wait_timeout_ms == 0 {
-                    DEFAULT_LOCK_WAIT_TIMEOUT_MS
-                } else {
-                    wait.wait_timeout_ms
-                };
-                let id = self.next_wait;
-                self.next_wait += 1;
-                self.waiters.insert(
-                    id,
-                    Waiter {
-                        wait,
-                        deadline_ms: now_ms.saturating_add(timeout_ms),
-                    },
-                );
-                Execution::Parked(id)
+                Execution::Parked(self.lock_manager.push(wait, self.clock_ms))
             }
         }
     }
 
-    /// After a command that may release locks: wake the waiters queued on those keys, oldest
-    /// first, as TiKV's lock manager does.
+    /// After a command: wakes the waiters of the keys whose locks it released and points the
+    /// waiters of keys it newly locked at the new lock, as TiKV's scheduler does with the
+    /// command's released and newly acquired locks.
     pub(crate) fn after_write(&mut self) {
-        // Bounded: each pass either finishes waiters or leaves them parked.
+        // Bounded: each pass answers, resumes or refreshes parked requests; resumed requests
+        // may lock keys and so need one more pass.
         for _ in 0..64 {
             let released = self.mvcc.take_released_locks();
-            if released.is_empty() {
+            let new_locks = self.mvcc.take_new_locks();
+            if released.is_empty() && new_locks.is_empty() {
                 return;
             }
             for lock in released {
-                let Some(id) = self
-                    .waiters
-                    .iter()
-                    .find(|(_, waiter)| waiter.wait.key == lock.key)
-                    .map(|(id, _)| *id)
-                else {
-                    continue;
-                };
-                let Some(waiter) = self.waiters.remove(&id) else {
-                    continue;
-                };
-                match self.mvcc.wake_up_lock_wait(waiter.wait, &lock) {
-                    LockAcquire::Done(response) => self
-                        .ready
-                        .push_back((id, TikvResponse::Batch(Resp::PessimisticLock(response)))),
-                    LockAcquire::Wait(wait) => {
-                        self.waiters.insert(
-                            id,
-                            Waiter {
-                                wait,
-                                deadline_ms: waiter.deadline_ms,
-                            },
-                        );
-                    }
+                self.wake_up(&lock);
+            }
+            for lock_info in new_locks {
+                self.refresh_waiters(&lock_info);
+            }
+        }
+    }
+
+    /// TiKV's `on_release_locks` for one released lock.
+    fn wake_up(&mut self, released: &ReleasedLock) {
+        let woken = self.lock_manager.pop_for_waking_up(
+            &released.key,
+            released.start_ts,
+            released.commit_ts,
+            self.clock_ms,
+        );
+        for waiter in woken {
+            if waiter.wait.is_force_lock() {
+                self.resume(waiter);
+            } else {
+                let response =
+                    self.mvcc
+                        .lock_wait_woken(&waiter.wait, released.start_ts, released.commit_ts);
+                self.answer(waiter.id, response);
+            }
+        }
+    }
+
+    /// Runs a woken ForceLock request again; it answers, or waits again with its old deadline.
+    fn resume(&mut self, mut waiter: Waiter) {
+        match self.mvcc.resume_lock_wait(waiter.wait) {
+            LockAcquire::Done(response) => self.answer(waiter.id, response),
+            LockAcquire::Wait(wait) => {
+                waiter.wait = wait;
+                self.lock_manager.push_back(waiter);
+            }
+        }
+    }
+
+    /// TiKV's `update_lock_wait` for one newly acquired lock.
+    fn refresh_waiters(&mut self, lock_info: &kvrpcpb::LockInfo) {
+        for id in self.lock_manager.queued_on(&lock_info.key) {
+            let Some(waiter) = self.lock_manager.waiter_mut(id) else {
+                continue;
+            };
+            match self.mvcc.refresh_lock_wait(&mut waiter.wait, lock_info) {
+                LockWaitUpdate::Unchanged => {}
+                LockWaitUpdate::Updated => waiter.last_updated_ms = Some(self.clock_ms),
+                LockWaitUpdate::Deadlock(response) => {
+                    self.lock_manager.remove(id);
+                    self.answer(id, response);
                 }
             }
         }
     }
 
-    /// Times out lock waits whose deadline passed.
+    fn answer(&mut self, id: u64, response: kvrpcpb::PessimisticLockResponse) {
+        self.ready
+            .push_back((id, TikvResponse::Batch(Resp::PessimisticLock(response))));
+    }
+
+    /// Runs the lock manager's timers due at `now_ms`: lock waits that time out (answered
+    /// KeyIsLocked) and delayed wake-ups (answered WriteConflict, or resumed in ForceLock
+    /// mode).
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        let expired: Vec<u64> = self
-            .waiters
-            .iter()
-            .filter(|(_, waiter)| waiter.deadline_ms <= now_ms)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(waiter) = self.waiters.remove(&id) {
-                let response = self.mvcc.lock_wait_timed_out(&waiter.wait);
-                self.ready
-                    .push_back((id, TikvResponse::Batch(Resp::PessimisticLock(response))));
+        self.advance_clock(now_ms);
+        while let Some(event) = self.lock_manager.pop_due(self.clock_ms) {
+            match event {
+                LockManagerEvent::TimedOut(waiter) => {
+                    let duration = waiter.duration_to_last_update_ms(self.clock_ms);
+                    let response = self.mvcc.lock_wait_timed_out(&waiter.wait, duration);
+                    self.answer(waiter.id, response);
+                }
+                LockManagerEvent::DelayedWakeUp {
+                    legacy,
+                    resumable,
+                    conflict_start_ts,
+                    conflict_commit_ts,
+                } => {
+                    for waiter in legacy {
+                        let response = self.mvcc.lock_wait_woken(
+                            &waiter.wait,
+                            conflict_start_ts,
+                            conflict_commit_ts,
+                        );
+                        self.answer(waiter.id, response);
+                    }
+                    if let Some(waiter) = resumable {
+                        self.resume(waiter);
+                    }
+                    self.after_write();
+                }
             }
         }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next (wall-clock ms).
     pub fn next_timeout_ms(&self) -> Option<u64> {
-        self.waiters.values().map(|w| w.deadline_ms).min()
+        self.lock_manager.next_deadline_ms()
+    }
+
+    /// KvBroadcastTxnStatus on `store_id`. TiKV updates its transaction status cache without
+    /// taking a snapshot, so no region, epoch or leader is checked; a stopped store fails it
+    /// as UNAVAILABLE.
+    pub(crate) fn broadcast_txn_status(
+        &mut self,
+        store_id: u64,
+        request: &kvrpcpb::BroadcastTxnStatusRequest,
+    ) -> Execution {
+        if !self
+            .cluster
+            .store(store_id)
+            .is_some_and(|store| store.running)
+        {
+            return Execution::Failed(Status::new(
+                Code::Unavailable,
+                format!("store {store_id} is not running"),
+            ));
+        }
+        Execution::Done(TikvResponse::Batch(Resp::BroadcastTxnStatus(
+            self.mvcc.broadcast_txn_status(request),
+        )))
     }
 
     /// The next answer to a parked request, if one is ready.

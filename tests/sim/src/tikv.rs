@@ -1,11 +1,16 @@
 //! The TiKV side of the simulated cluster: what every store does with a request.
 //!
-//! A request is checked in TiKV's order (store up, cluster id, store, region, peer, leader,
-//! epoch, keys in range; see [`crate::cluster::Cluster::check_context`]), then injected
-//! faults get their chance, then the command runs against the one shared storage: the MVCC
-//! store for transactional commands and the raw store for raw ones. Range commands are
-//! clamped to the region they were sent to, as TiKV's region snapshots clamp them, so a scan
-//! returns only what that region holds. Region errors go into the response's
+//! Injected faults get the first chance at a request. Then it is checked in TiKV's order:
+//! store up and cluster id; for transactional commands TiKV's storage checks (API version,
+//! key mode, key size: [`crate::admission`]) and, for reads, the `max_ts` update before the
+//! snapshot; then store, region, peer, leader, term, epoch and keys in range (see
+//! [`crate::cluster::Cluster::check_context`]); then the command's own refusals (a `max_ts`
+//! update past its limit, an async-commit prewrite to a leader that has not synced). The
+//! command runs against the one shared storage, the MVCC store (with the serving store's
+//! `max_ts` installed, see [`crate::concurrency`]) for transactional commands and the raw
+//! store for raw ones. Range commands (and ResolveLock / PessimisticRollback without keys)
+//! are clamped to the region they were sent to, as TiKV's region snapshots clamp them, so a
+//! scan returns only what that region holds. Region errors go into the response's
 //! `region_error`, as TiKV sends them.
 
 use bytes::Bytes;
@@ -19,6 +24,7 @@ use tikv_proto::tikvpb::batch_commands_request::request::Cmd as Req;
 use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
 use tikv_proto::{errorpb, metapb};
 
+use crate::admission::refuse_txn_request;
 use crate::cluster::{ContextError, KeyMode, Touched};
 use crate::faults::FaultAction;
 use crate::sim::Sim;
@@ -192,6 +198,11 @@ impl TikvRequest {
                 .map(Self::SplitRegion)
                 .map_err(internal);
         }
+        if path == tikvpb::tikv::BROADCAST_TXN_STATUS.path() {
+            return kvrpcpb::BroadcastTxnStatusRequest::decode(payload)
+                .map(|req| Self::Batch(Req::BroadcastTxnStatus(req)))
+                .map_err(internal);
+        }
         if path == tikvpb::tikv::UNSAFE_DESTROY_RANGE.path() {
             return kvrpcpb::UnsafeDestroyRangeRequest::decode(payload)
                 .map(Self::UnsafeDestroyRange)
@@ -206,6 +217,7 @@ impl TikvRequest {
     /// The command's method name (`RawGet`, `KvPrewrite`, ...).
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Batch(Req::BroadcastTxnStatus(_)) => tikvpb::tikv::BROADCAST_TXN_STATUS.desc.name,
             Self::Batch(cmd) => batch_name(cmd),
             Self::RawGetKeyTtl(_) => tikvpb::tikv::RAW_GET_KEY_TTL.desc.name,
             Self::RawCas(_) => tikvpb::tikv::RAW_COMPARE_AND_SWAP.desc.name,
@@ -218,6 +230,7 @@ impl TikvRequest {
     /// The request's context (region, epoch, peer), if it carries one.
     pub fn context(&self) -> Option<&kvrpcpb::Context> {
         match self {
+            Self::Batch(Req::BroadcastTxnStatus(r)) => r.context.as_ref(),
             Self::Batch(cmd) => batch_context(cmd),
             Self::RawGetKeyTtl(r) => r.context.as_ref(),
             Self::RawCas(r) => r.context.as_ref(),
@@ -262,6 +275,7 @@ impl TikvResponse {
     /// Errors with `INTERNAL` for a response arm with no unary form (never produced).
     pub fn encode(&self) -> Result<Framed, Status> {
         let payload = match self {
+            Self::Batch(Resp::BroadcastTxnStatus(r)) => r.encode_to_vec(),
             Self::Batch(resp) => {
                 encode_batchable(resp).ok_or_else(|| internal("response has no unary form"))?
             }
@@ -338,6 +352,17 @@ impl Sim {
                 let _ = self.execute_after_delay(store_id, request, now_ms);
                 return Execution::Dropped;
             }
+            Some(FaultAction::UndeterminedAfterApply) => {
+                // The command takes effect; the reply only says its outcome is unknown.
+                let execution = self.execute_after_delay(store_id, request.clone(), now_ms);
+                return match execution {
+                    Execution::Done(_) => match request.region_error_response(undetermined()) {
+                        Some(response) => Execution::Done(response),
+                        None => Execution::Failed(internal("no region error form")),
+                    },
+                    other => other,
+                };
+            }
             Some(FaultAction::AckWithoutApply) => {
                 // Run it for its answer, then forget what it wrote.
                 let before = self.raw.clone();
@@ -365,39 +390,54 @@ impl Sim {
         request: TikvRequest,
         now_ms: u64,
     ) -> Execution {
+        self.advance_clock(now_ms);
         let context = request.context().cloned().unwrap_or_default();
         if let TikvRequest::UnsafeDestroyRange(req) = &request {
             return Execution::Done(TikvResponse::UnsafeDestroyRange(
                 self.unsafe_destroy_range(store_id, req),
             ));
         }
-        let txn = matches!(&request, TikvRequest::Batch(cmd) if !is_raw(cmd))
-            || matches!(&request, TikvRequest::SplitRegion(r) if !r.is_raw_kv);
+        if let TikvRequest::Batch(Req::BroadcastTxnStatus(req)) = &request {
+            return self.broadcast_txn_status(store_id, req);
+        }
+        // New leaders, splits and merges first change what the stores keep in memory.
+        self.observe_cluster(now_ms);
+        let txn_cmd = match &request {
+            TikvRequest::Batch(cmd) if !is_raw(cmd) => Some(cmd),
+            _ => None,
+        };
+        let txn =
+            txn_cmd.is_some() || matches!(&request, TikvRequest::SplitRegion(r) if !r.is_raw_kv);
         let mode = KeyMode::for_request(context.api_version, txn);
+        if let Err(err) = self.cluster.check_store(store_id, &context) {
+            return context_failure(&request, err);
+        }
+        if let Some(cmd) = txn_cmd {
+            // TiKV's storage layer checks keys and moves max_ts before raftstore looks at the
+            // region.
+            if let Some(refused) =
+                refuse_txn_request(self.api_version(), self.raw.max_key_size(), cmd)
+            {
+                return Execution::Done(TikvResponse::Batch(refused));
+            }
+            if let Err(err) = self.before_snapshot(store_id, cmd, now_ms) {
+                return context_failure(&request, ContextError::Region(Box::new(err)));
+            }
+        }
         let touched_keys = touched(&request);
         let touched: Vec<Touched<'_>> = touched_keys
             .iter()
             .map(|key| Touched::Key(key.as_ref()))
             .collect();
-        match self
+        if let Err(err) = self
             .cluster
             .check_context(store_id, &context, &touched, mode)
         {
-            Ok(()) => {}
-            Err(ContextError::Region(err)) => {
-                return match request.region_error_response(*err) {
-                    Some(response) => Execution::Done(response),
-                    None => Execution::Failed(internal("no region error form")),
-                };
-            }
-            Err(ContextError::ClusterIdMismatch { expected, got }) => {
-                return Execution::Failed(Status::new(
-                    Code::InvalidArgument,
-                    format!("cluster id mismatch: request {got}, store {expected}"),
-                ));
-            }
-            Err(other) => {
-                return Execution::Failed(Status::new(Code::Unavailable, other.to_string()));
+            return context_failure(&request, err);
+        }
+        if let TikvRequest::Batch(cmd) = &request {
+            if let Err(err) = self.before_command(context.region_id, cmd, now_ms) {
+                return context_failure(&request, ContextError::Region(Box::new(err)));
             }
         }
         let region = self
@@ -406,12 +446,14 @@ impl Sim {
             .map(|r| r.to_proto())
             .unwrap_or_default();
         let (region_start, region_end) = request_space_range(&region, mode);
-        let writes = is_write(&request);
+        let written = is_write(&request).then(|| written_size(&request, &touched_keys));
+        self.enter_store(store_id);
         let execution = self.run_command(request, &region_start, &region_end, now_ms);
-        if writes && self.auto_split() {
-            // TiKV's split checker runs in the background; here it runs after each write. A
-            // failed check only means no split this time.
-            let _ = self.split_by_size(region.id, now_ms);
+        self.leave_store(store_id);
+        if let Some((keys, bytes)) = written {
+            // TiKV's split checker runs on a tick once enough was written; here the write
+            // itself counts towards the next check.
+            self.note_write(region.id, keys, bytes, now_ms);
         }
         execution
     }
@@ -558,7 +600,10 @@ impl Sim {
                 batch(Resp::ScanLock(self.mvcc.scan_lock(&req)))
             }
             Req::ResolveLock(req) => {
-                let response = self.mvcc.resolve_lock(&req);
+                // Without keys TiKV scans the region's snapshot for the transactions' locks.
+                let response = self
+                    .mvcc
+                    .resolve_lock_in_range(&req, region_start, region_end);
                 self.after_write();
                 batch(Resp::ResolveLock(response))
             }
@@ -569,9 +614,15 @@ impl Sim {
                 self.after_write();
                 batch(Resp::DeleteRange(response))
             }
-            Req::PessimisticLock(req) => self.pessimistic_lock(req, now_ms),
+            Req::PessimisticLock(req) => {
+                let execution = self.pessimistic_lock(req.clone(), now_ms);
+                self.note_pessimistic_locks(&req);
+                execution
+            }
             Req::PessimisticRollback(req) => {
-                let response = self.mvcc.pessimistic_rollback(&req);
+                let response =
+                    self.mvcc
+                        .pessimistic_rollback_in_range(&req, region_start, region_end);
                 self.after_write();
                 batch(Resp::PessimisticRollback(response))
             }
@@ -647,6 +698,35 @@ impl Sim {
                 ..Default::default()
             },
         }
+    }
+}
+
+/// The region error of a write whose outcome is unknown: kvproto's `UndeterminedResult`,
+/// with the text TiKV gives an apply callback that was dropped.
+fn undetermined() -> errorpb::Error {
+    const MESSAGE: &str = "async write on_applied callback is dropped";
+    errorpb::Error {
+        message: MESSAGE.to_owned(),
+        undetermined_result: Some(errorpb::UndeterminedResult {
+            message: MESSAGE.to_owned(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// How a request refused before it runs is answered: a region error in the response, or a
+/// failed call (store down, another cluster).
+fn context_failure(request: &TikvRequest, err: ContextError) -> Execution {
+    match err {
+        ContextError::Region(err) => match request.region_error_response(*err) {
+            Some(response) => Execution::Done(response),
+            None => Execution::Failed(internal("no region error form")),
+        },
+        ContextError::ClusterIdMismatch { expected, got } => Execution::Failed(Status::new(
+            Code::InvalidArgument,
+            format!("cluster id mismatch: request {got}, store {expected}"),
+        )),
+        other => Execution::Failed(Status::new(Code::Unavailable, other.to_string())),
     }
 }
 
@@ -742,6 +822,25 @@ fn is_write(request: &TikvRequest) -> bool {
         TikvRequest::RawCas(_) => true,
         _ => false,
     }
+}
+
+/// How many keys and bytes a write request puts into its region (keys plus values), what
+/// TiKV's apply path adds to the region's split-check size diff.
+fn written_size(request: &TikvRequest, keys: &[Bytes]) -> (u64, u64) {
+    let key_bytes: u64 = keys.iter().map(|key| key.len() as u64).sum();
+    let value_bytes: u64 = match request {
+        TikvRequest::Batch(Req::RawPut(r)) => r.value.len() as u64,
+        TikvRequest::Batch(Req::RawBatchPut(r)) => {
+            r.pairs.iter().map(|pair| pair.value.len() as u64).sum()
+        }
+        TikvRequest::Batch(Req::Prewrite(r)) => {
+            r.mutations.iter().map(|m| m.value.len() as u64).sum()
+        }
+        TikvRequest::Batch(Req::Flush(r)) => r.mutations.iter().map(|m| m.value.len() as u64).sum(),
+        TikvRequest::RawCas(r) => r.value.len() as u64,
+        _ => 0,
+    };
+    (keys.len() as u64, key_bytes + value_bytes)
 }
 
 fn is_raw(cmd: &Req) -> bool {

@@ -222,7 +222,7 @@ async fn api_v2_keys_outside_the_keyspace_prefix_are_key_errors() {
     .await
     .unwrap();
     let encoded = tikv_proto::codec::encode_bytes(b"abc");
-    let (store_id, context) = server.with(|sim| leader_context(sim, &encoded));
+    let (store_id, _) = server.with(|sim| leader_context(sim, &encoded));
     let address = server
         .store_addresses()
         .into_iter()
@@ -236,10 +236,15 @@ async fn api_v2_keys_outside_the_keyspace_prefix_are_key_errors() {
         ..Default::default()
     };
     for key in [&b"abc"[..], b"x\0\0\0abc"] {
+        // Each key goes to the region that holds it: in API V2 the keyspace bounds are region
+        // boundaries, so the two keys live in different regions (led by the same store).
+        let encoded = tikv_proto::codec::encode_bytes(key);
+        let (key_store, key_context) = server.with(|sim| leader_context(sim, &encoded));
+        assert_eq!(key_store, store_id);
         let response = call(
             &tikv,
             tikvpb::tikv::RAW_GET,
-            &raw_get(key, context.clone()),
+            &raw_get(key, key_context),
             CallOptions::with_timeout(TIMEOUT),
             usize::MAX,
         )
@@ -252,6 +257,9 @@ async fn api_v2_keys_outside_the_keyspace_prefix_are_key_errors() {
             "{response:?}"
         );
     }
+    // The rest goes to the DEFAULT keyspace's raw region.
+    let encoded = tikv_proto::codec::encode_bytes(b"r\0\0\0abc");
+    let (_, context) = server.with(|sim| leader_context(sim, &encoded));
     // An API V1 request to an API V2 store.
     let mut v1 = context.clone();
     v1.api_version = ApiVersion::V1 as i32;

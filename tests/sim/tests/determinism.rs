@@ -282,6 +282,7 @@ fn run_pair(seed: u64, api_version: ApiVersion, steps: usize) -> (Vec<u8>, Vec<u
     let config = SimConfig {
         cluster: ClusterConfig::default(),
         api_version,
+        ..SimConfig::default()
     };
     let mut first = Sim::new(config.clone()).unwrap();
     let mut second = Sim::new(config).unwrap();

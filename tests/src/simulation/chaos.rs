@@ -27,6 +27,9 @@ pub struct Chaos {
     /// How many faults the schedule injects before it stops by itself: retries back off for
     /// seconds, so an endless schedule would starve every operation.
     pub max_faults: usize,
+    /// Whether PD is faulted too: its leader stopped (and restarted later) or made to
+    /// resign, an election held open for a while, Tso streams broken.
+    pub pd_faults: bool,
 }
 
 impl Default for Chaos {
@@ -38,6 +41,7 @@ impl Default for Chaos {
             stop_stores: true,
             max_downtime: Duration::from_millis(200),
             max_faults: 60,
+            pd_faults: false,
         }
     }
 }
@@ -95,6 +99,10 @@ pub(super) fn pick_fault(
         .collect();
     let all_running = running.len() == sim.cluster.stores().count();
     let pick = |rng: &mut Rng, len: usize| rng.below(len as u64) as usize;
+    // Drawn only when PD faults are on, so that other schedules replay as before.
+    if chaos.pd_faults && rng.below(4) == 0 {
+        return pick_pd_fault(rng, sim, chaos);
+    }
     let fault = match rng.below(100) {
         0..=24 if !chaos.split_keys.is_empty() => {
             let key = chaos.split_keys[pick(rng, chaos.split_keys.len())].clone();
@@ -201,6 +209,41 @@ pub(super) fn pick_fault(
         }
     };
     (fault, Vec::new())
+}
+
+/// One PD fault: the leader stopped (an election after a while, a restart after its
+/// downtime), the leader resigning (an election after a while), or every Tso stream broken.
+/// The elections matter when the cluster holds elections open (automatic elections off);
+/// otherwise a new leader is there at once and they change nothing.
+fn pick_pd_fault(
+    rng: &mut Rng,
+    sim: &Sim,
+    chaos: &Chaos,
+) -> (ClusterFault, Vec<(Duration, ClusterFault)>) {
+    let cluster = &sim.cluster;
+    let Some(leader) = cluster.pd_leader().map(|m| m.id) else {
+        return (ClusterFault::ElectPdLeader, Vec::new());
+    };
+    let members = cluster.pd_members().len();
+    let running = cluster.pd_members().iter().filter(|m| m.running).count();
+    let election = Duration::from_micros(rng.between(1_000, 300_000));
+    match rng.below(3) {
+        // Keep a quorum: stop the leader only while a majority would still run.
+        0 if (running - 1) * 2 > members => {
+            let max_down = chaos.max_downtime.as_micros() as u64;
+            let down = Duration::from_micros(rng.between(max_down / 10, max_down));
+            let later = vec![
+                (election, ClusterFault::ElectPdLeader),
+                (election + down, ClusterFault::RestartPdMember(leader)),
+            ];
+            (ClusterFault::StopPdLeader, later)
+        }
+        1 if running > 1 => (
+            ClusterFault::MovePdLeader(None),
+            vec![(election, ClusterFault::ElectPdLeader)],
+        ),
+        _ => (ClusterFault::BreakTsoStreams, Vec::new()),
+    }
 }
 
 fn error(message: &str) -> errorpb::Error {

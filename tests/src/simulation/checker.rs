@@ -84,6 +84,30 @@ struct Read {
     finished: u64,
 }
 
+/// Checks the timestamps of `history`: a timestamp handed out to an operation that started
+/// after another one finished must be above that one's (TSO is linearizable, across PD leader
+/// changes too); returns a description of each pair out of order.
+pub fn check_timestamps(history: &[Record]) -> Vec<String> {
+    let stamps: Vec<(u64, u64, u64, u64)> = history
+        .iter()
+        .filter_map(|record| match &record.finished {
+            Some((finished, Ok(Answer::Timestamp(ts)))) => {
+                Some((record.op, record.started, *finished, ts.version()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut out_of_order = Vec::new();
+    for (op, _, finished, ts) in &stamps {
+        for (later_op, later_start, _, later_ts) in &stamps {
+            if later_start > finished && later_ts <= ts {
+                out_of_order.push(format!("op{later_op} got {later_ts} after op{op} had {ts}"));
+            }
+        }
+    }
+    out_of_order
+}
+
 /// Checks `history` over the key space `keys` (every key operations may touch); returns
 /// every read no write explains.
 pub fn check(keys: &[Bytes], history: &[Record]) -> Vec<Violation> {

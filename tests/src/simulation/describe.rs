@@ -31,12 +31,20 @@ pub fn describe_fault(fault: &ClusterFault) -> String {
                 FaultAction::Delay(ms) => format!("delay {ms} ms"),
                 FaultAction::KeyError(err) => format!("key error {err:?}"),
                 FaultAction::AckWithoutApply => "ack without applying".to_owned(),
+                FaultAction::UndeterminedAfterApply => "undetermined after applying".to_owned(),
             };
             let region = rule
                 .region_id
                 .map_or(String::new(), |id| format!(" on region {id}"));
             format!("inject {action} x{}{region}", rule.remaining)
         }
+        ClusterFault::StopPdMember(id) => format!("stop PD member {id}"),
+        ClusterFault::StopPdLeader => "stop the PD leader".to_owned(),
+        ClusterFault::RestartPdMember(id) => format!("restart PD member {id}"),
+        ClusterFault::MovePdLeader(Some(id)) => format!("move PD leader to {id}"),
+        ClusterFault::MovePdLeader(None) => "PD leader resigns".to_owned(),
+        ClusterFault::ElectPdLeader => "elect a PD leader".to_owned(),
+        ClusterFault::BreakTsoStreams => "break Tso streams".to_owned(),
         ClusterFault::Chaos => "chaos".to_owned(),
     }
 }

@@ -25,11 +25,12 @@ use tikv_proto::rpc::{
 };
 use tikv_proto::status::{Code, Status};
 use tikv_proto::tikvpb::{self, batch_commands_response};
+use tikv_sim::cluster::{FORWARDED_HOST_METADATA, PdCallContext};
 use tikv_sim::tikv::{Execution, TikvRequest, TikvResponse};
 
+use super::EPOCH_MS;
 use super::executor::Executor;
 use super::world::{SharedWorld, Target, lock};
-use super::{EPOCH_MS, PD_URL};
 
 /// The simulation's [`Runtime`]. Cheap to clone.
 #[derive(Clone)]
@@ -173,7 +174,7 @@ impl Channel for SimChannel {
         Box::pin(async move {
             let executor = channel.runtime.executor.clone();
             let deadline = options.timeout.map(|timeout| executor.now() + timeout);
-            let call = unary_call(&channel, path, request.payload());
+            let call = unary_call(&channel, path, request.payload(), &options);
             match until(&executor, deadline, call).await {
                 Some(result) => result,
                 None => Err(RpcError::DeadlineExceeded(
@@ -203,6 +204,7 @@ async fn unary_call(
     channel: &SimChannel,
     path: &'static str,
     payload: Bytes,
+    options: &CallOptions,
 ) -> Result<Bytes, RpcError> {
     let runtime = &channel.runtime;
     let conn = &channel.conn;
@@ -213,11 +215,23 @@ async fn unary_call(
     });
     runtime.executor.sleep_until(arrival).await;
     let answer = match conn.target {
-        Target::Pd => runtime.with(|world| {
-            let now_ms = world.wall_ms();
-            let answer = world.sim.handle_pd_unary(path, payload, PD_URL, now_ms);
-            Some(answer.map(|framed| framed.payload()))
-        }),
+        Target::Pd { .. } => {
+            let Some(member) = runtime.with(|world| world.reach_pd(conn.target)) else {
+                return Err(RpcError::ConnectionLost("PD member stopped".to_owned()));
+            };
+            runtime.with(|world| {
+                let now_ms = world.wall_ms();
+                let metadata = options
+                    .metadata
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str()));
+                let context = PdCallContext::with_metadata(member, metadata);
+                let answer = world
+                    .sim
+                    .handle_pd_unary_at(&context, path, payload, now_ms);
+                Some(answer.map(|framed| framed.payload()))
+            })
+        }
         Target::Store { .. } => {
             let Some(store_id) = runtime.with(|world| world.reach(conn.target)) else {
                 return Err(RpcError::ConnectionLost("store stopped".to_owned()));
@@ -256,7 +270,7 @@ async fn unary_call(
     };
     runtime.executor.sleep_until(back).await;
     if !runtime.with(|world| world.alive(conn.target)) {
-        return Err(RpcError::ConnectionLost("store stopped".to_owned()));
+        return Err(RpcError::ConnectionLost("server stopped".to_owned()));
     }
     answer.map_err(RpcError::Status)
 }
@@ -347,7 +361,7 @@ fn open_stream(
     let conn = &channel.conn;
     let kind = match conn.target {
         Target::Store { .. } if path == tikvpb::tikv::BATCH_COMMANDS.path() => StreamKind::Batch,
-        Target::Pd if path == tikv_proto::pdpb::pd::TSO.path() => StreamKind::Tso,
+        Target::Pd { .. } if path == tikv_proto::pdpb::pd::TSO.path() => StreamKind::Tso,
         _ => {
             return Err(RpcError::Status(Status::new(
                 Code::Unimplemented,
@@ -355,13 +369,21 @@ fn open_stream(
             )));
         }
     };
-    let store_id = match conn.target {
-        Target::Pd => None,
+    let (store_id, pd_member) = match conn.target {
+        Target::Pd { .. } => match runtime.with(|world| world.reach_pd(conn.target)) {
+            Some(member) => (None, Some(member)),
+            None => return Err(RpcError::ConnectionLost("PD member stopped".to_owned())),
+        },
         Target::Store { .. } => match runtime.with(|world| world.reach(conn.target)) {
-            Some(id) => Some(id),
+            Some(id) => (Some(id), None),
             None => return Err(RpcError::ConnectionLost("store stopped".to_owned())),
         },
     };
+    let forwarded_host = options
+        .metadata
+        .iter()
+        .find(|(key, value)| key.eq_ignore_ascii_case(FORWARDED_HOST_METADATA) && !value.is_empty())
+        .map(|(_, value)| value.clone());
     let conn_index = options
         .metadata
         .iter()
@@ -373,13 +395,16 @@ fn open_stream(
     let lanes = Arc::new(Mutex::new(Lanes::default()));
     let stream = runtime.with(|world| {
         let logged = (kind == StreamKind::Batch).then(|| conn_index.clone().unwrap_or_default());
-        world.open_stream(&conn.address, store_id, logged, down_tx.clone())
+        let generation = world.sim.cluster.tso_stream_generation();
+        let pd = pd_member.map(|member| (member, Some(generation)));
+        world.open_stream(&conn.address, store_id, pd, logged, down_tx.clone())
     });
     let server = StreamServer {
         runtime: runtime.clone(),
         address: conn.address.clone(),
         target: conn.target,
         conn_index: conn_index.unwrap_or_default(),
+        forwarded_host,
         stream,
         lanes: Arc::clone(&lanes),
         down: down_tx,
@@ -519,6 +544,8 @@ struct StreamServer {
     address: String,
     target: Target,
     conn_index: String,
+    /// A PD stream's `pd-forwarded-host`.
+    forwarded_host: Option<String>,
     stream: u64,
     lanes: Arc<Mutex<Lanes>>,
     down: mpsc::UnboundedSender<(Time, Down)>,
@@ -573,6 +600,10 @@ impl StreamServer {
                 }
                 Event::Message((at, payload)) => {
                     self.runtime.executor.sleep_until(at).await;
+                    if !self.runtime.with(|world| world.stream_open(self.stream)) {
+                        // Broken by a fault or a stop: its handler is gone, the message lost.
+                        break;
+                    }
                     count += 1;
                     match kind {
                         StreamKind::Batch => {
@@ -735,8 +766,16 @@ impl StreamServer {
     /// Answers one Tso message; false when it broke the stream.
     fn on_tso(&self, payload: Bytes) -> bool {
         let answer = self.runtime.with(|world| {
+            let Some(member) = world.reach_pd(self.target) else {
+                return Err(Status::new(Code::Unavailable, "PD member stopped"));
+            };
             let now_ms = world.wall_ms();
-            world.sim.handle_tso(payload, now_ms)
+            let context = PdCallContext {
+                member_id: member,
+                allow_follower: false,
+                forwarded_host: self.forwarded_host.as_deref(),
+            };
+            world.sim.handle_tso_at(&context, payload, now_ms)
         });
         match answer {
             Ok(framed) => {

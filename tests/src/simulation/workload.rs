@@ -28,6 +28,11 @@ pub struct RawWorkload {
     pub max_think: Duration,
     /// Whether the chaos schedule stops and restarts stores.
     pub stop_stores: bool,
+    /// PD members (1: a single PD).
+    pub pd_members: u32,
+    /// Whether the chaos schedule faults PD (leader stops and resignations with elections
+    /// held open, broken Tso streams), and the workload asks for timestamps too.
+    pub pd_faults: bool,
 }
 
 impl Default for RawWorkload {
@@ -39,6 +44,8 @@ impl Default for RawWorkload {
             reply_loss_per_mille: 20,
             max_think: Duration::from_millis(5),
             stop_stores: true,
+            pd_members: 1,
+            pd_faults: false,
         }
     }
 }
@@ -52,6 +59,8 @@ pub struct RawReport {
     pub history: Vec<Record>,
     /// Reads no write explains (empty when the client behaved).
     pub violations: Vec<Violation>,
+    /// Timestamps out of order: one handed out after another finished, yet not above it.
+    pub timestamp_violations: Vec<String>,
     /// The full trace.
     pub trace: Vec<String>,
     /// Workload operations that succeeded.
@@ -87,7 +96,7 @@ pub fn chaos_client_config() -> Config {
 /// Errors when the run livelocks or gets stuck, or when a final read fails 10 times.
 pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, SimError> {
     let keys = key_space(workload.keys);
-    let setup = Setup {
+    let mut setup = Setup {
         client: chaos_client_config(),
         network: Network {
             reply_loss_per_mille: workload.reply_loss_per_mille,
@@ -95,7 +104,12 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
         },
         ..Setup::default()
     };
+    setup.cluster.cluster.pd_members = workload.pd_members;
     let mut sim = Simulation::new(seed, setup)?;
+    if workload.pd_faults {
+        // Elections stay open until the schedule ends them, as PD's take a lease's time.
+        sim.with(|cluster| cluster.cluster.set_pd_auto_elect(false));
+    }
     sim.start_chaos(Chaos {
         // Split keys sit between workload keys and on them, so both kinds of boundary occur.
         split_keys: keys
@@ -103,6 +117,7 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
             .flat_map(|key| [key.clone(), Bytes::from(format!("{}5", text(key)))])
             .collect(),
         stop_stores: workload.stop_stores,
+        pd_faults: workload.pd_faults,
         ..Chaos::default()
     });
 
@@ -123,6 +138,20 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
     });
     sim.block_on(futures_util::future::join_all(clients))?;
     sim.stop_chaos();
+    // Chaos may end in the middle of an election; the final reads need a leader.
+    sim.with(|cluster| {
+        cluster.cluster.set_pd_auto_elect(true);
+        let stopped: Vec<u64> = cluster
+            .cluster
+            .pd_members()
+            .iter()
+            .filter(|m| !m.running)
+            .map(|m| m.id)
+            .collect();
+        for member in stopped {
+            let _ = cluster.cluster.restart_pd_member(member);
+        }
+    });
     let history = std::mem::take(&mut lock(&state).history);
     let client = sim.client().clone();
     let reads = {
@@ -133,6 +162,7 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
     let mut history = history;
     history.extend(reads);
     let violations = checker::check(&keys, &history);
+    let timestamp_violations = checker::check_timestamps(&history);
     let ops = history.len() - keys.len();
     let succeeded = history[..ops]
         .iter()
@@ -156,6 +186,7 @@ pub fn run_raw_workload(seed: u64, workload: &RawWorkload) -> Result<RawReport, 
         succeeded,
         history,
         violations,
+        timestamp_violations,
         steps: sim.steps(),
         end: sim.now(),
         trace,
@@ -194,7 +225,11 @@ async fn client_loop(
                 return;
             }
             let index = state.history.len();
-            let op = random_op(&mut state.rng, &keys, index);
+            let op = if workload.pd_faults && state.rng.below(5) == 0 {
+                Op::Timestamp
+            } else {
+                random_op(&mut state.rng, &keys, index)
+            };
             state.clock += 1;
             let started = state.clock;
             state.history.push(Record {

@@ -22,7 +22,7 @@ use tikv_sim::tikv::{Execution, TikvRequest, TikvResponse};
 
 use super::chaos::{self, Chaos};
 use super::executor::Executor;
-use super::{ClusterFault, EPOCH_MS, Network, PD_ADDRESS, describe_fault};
+use super::{ClusterFault, EPOCH_MS, Network, describe_fault};
 
 /// The shared world, as tasks hold it.
 pub(crate) type SharedWorld = Arc<Mutex<World>>;
@@ -37,8 +37,13 @@ pub(crate) fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
 /// Who a client connection reaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
-    /// PD.
-    Pd,
+    /// A PD member, as it was when the connection was made (a restart breaks the connection).
+    Pd {
+        /// The member.
+        member: u64,
+        /// How many times it had stopped when the connection was made.
+        incarnation: u64,
+    },
     /// A store, as it was when the connection was made (a restart breaks the connection).
     Store {
         /// The store.
@@ -96,6 +101,8 @@ pub struct NetLog {
     pub health_checks: usize,
     /// Connections made, per address.
     pub connects: BTreeMap<String, usize>,
+    /// Tso streams opened, per PD address.
+    pub tso_streams: BTreeMap<String, usize>,
 }
 
 impl NetLog {
@@ -109,9 +116,12 @@ impl NetLog {
     }
 }
 
-/// The server side of one open stream, as the world tracks it (so a store stop can break it).
+/// The server side of one open stream, as the world tracks it (so a store or PD member stop,
+/// or a Tso stream fault, can break it).
 struct OpenStream {
     store_id: Option<u64>,
+    /// For a PD stream: the member, and for a Tso stream the generation it opened at.
+    pd: Option<(u64, Option<u64>)>,
     down: mpsc::UnboundedSender<(Time, super::runtime::Down)>,
 }
 
@@ -127,6 +137,12 @@ pub(crate) struct World {
     trace: Vec<String>,
     /// How many times each store stopped.
     incarnations: BTreeMap<u64, u64>,
+    /// How many times each PD member stopped.
+    pd_incarnations: BTreeMap<u64, u64>,
+    /// Which PD members ran when the world last looked at the model.
+    pd_running: BTreeMap<u64, bool>,
+    /// The Tso stream generation the world last saw.
+    tso_generation: u64,
     /// Client connections alive, per address.
     open: BTreeMap<String, usize>,
     next_stream: u64,
@@ -160,6 +176,9 @@ impl World {
                 network,
                 trace: Vec::new(),
                 incarnations: BTreeMap::new(),
+                pd_incarnations: BTreeMap::new(),
+                pd_running: BTreeMap::new(),
+                tso_generation: 0,
                 open: BTreeMap::new(),
                 next_stream: 0,
                 streams: BTreeMap::new(),
@@ -221,36 +240,46 @@ impl World {
     // Connections.
     // -----------------------------------------------------------------------------------
 
-    /// Dials `address`: PD, or the running store PD lists there.
+    /// Dials `address`: a running PD member, or the running store PD lists there.
     pub(crate) fn connect(&mut self, address: &str) -> Result<Target, RpcError> {
-        let target = if address == PD_ADDRESS {
-            Target::Pd
-        } else {
-            let store = self
-                .sim
-                .cluster
-                .stores()
-                .find(|store| store.address == address)
-                .map(|store| (store.id, store.running));
-            let reason = match store {
-                Some((id, true)) => {
-                    let incarnation = self.incarnations.get(&id).copied().unwrap_or(0);
-                    *self.log.connects.entry(address.to_owned()).or_default() += 1;
-                    *self.open.entry(address.to_owned()).or_default() += 1;
-                    return Ok(Target::Store { id, incarnation });
-                }
-                Some(_) => "connection refused (store stopped)",
-                None => "no such host",
-            };
-            self.trace(format_args!("{address} unreachable"));
-            return Err(RpcError::Connect {
-                address: address.to_owned(),
-                reason: reason.to_owned(),
-            });
+        let member = self
+            .sim
+            .cluster
+            .pd_members()
+            .iter()
+            .find(|m| super::address_of(&m.client_url) == address)
+            .map(|m| (m.id, m.running));
+        let store = self
+            .sim
+            .cluster
+            .stores()
+            .find(|store| store.address == address)
+            .map(|store| (store.id, store.running));
+        let reason = match (member, store) {
+            (Some((member, true)), _) => {
+                let incarnation = self.pd_incarnations.get(&member).copied().unwrap_or(0);
+                *self.log.connects.entry(address.to_owned()).or_default() += 1;
+                *self.open.entry(address.to_owned()).or_default() += 1;
+                return Ok(Target::Pd {
+                    member,
+                    incarnation,
+                });
+            }
+            (Some(_), _) => "connection refused (PD member stopped)",
+            (None, Some((id, true))) => {
+                let incarnation = self.incarnations.get(&id).copied().unwrap_or(0);
+                *self.log.connects.entry(address.to_owned()).or_default() += 1;
+                *self.open.entry(address.to_owned()).or_default() += 1;
+                return Ok(Target::Store { id, incarnation });
+            }
+            (None, Some(_)) => "connection refused (store stopped)",
+            (None, None) => "no such host",
         };
-        *self.log.connects.entry(address.to_owned()).or_default() += 1;
-        *self.open.entry(address.to_owned()).or_default() += 1;
-        Ok(target)
+        self.trace(format_args!("{address} unreachable"));
+        Err(RpcError::Connect {
+            address: address.to_owned(),
+            reason: reason.to_owned(),
+        })
     }
 
     /// A client connection to `address` was dropped.
@@ -269,10 +298,10 @@ impl World {
     }
 
     /// The store a connection reaches now, or `None` when it broke (the store stopped or
-    /// restarted since the connection was made).
+    /// restarted since the connection was made) or it is not a store connection.
     pub(crate) fn reach(&self, target: Target) -> Option<u64> {
         match target {
-            Target::Pd => None,
+            Target::Pd { .. } => None,
             Target::Store { id, incarnation } => {
                 let running = self.sim.cluster.store(id).is_some_and(|s| s.running);
                 let same = self.incarnations.get(&id).copied().unwrap_or(0) == incarnation;
@@ -281,9 +310,29 @@ impl World {
         }
     }
 
+    /// The PD member a connection reaches now, or `None` when it broke (the member stopped
+    /// or restarted since the connection was made) or it is not a PD connection.
+    pub(crate) fn reach_pd(&self, target: Target) -> Option<u64> {
+        match target {
+            Target::Store { .. } => None,
+            Target::Pd {
+                member,
+                incarnation,
+            } => {
+                let running = self
+                    .sim
+                    .cluster
+                    .pd_member(member)
+                    .is_some_and(|m| m.running);
+                let same = self.pd_incarnations.get(&member).copied().unwrap_or(0) == incarnation;
+                (running && same).then_some(member)
+            }
+        }
+    }
+
     /// Whether a connection still works.
     pub(crate) fn alive(&self, target: Target) -> bool {
-        target == Target::Pd || self.reach(target).is_some()
+        self.reach(target).is_some() || self.reach_pd(target).is_some()
     }
 
     /// Registers the server side of a new stream; returns its id.
@@ -291,12 +340,16 @@ impl World {
         &mut self,
         address: &str,
         store_id: Option<u64>,
+        pd: Option<(u64, Option<u64>)>,
         conn_index: Option<String>,
         down: mpsc::UnboundedSender<(Time, super::runtime::Down)>,
     ) -> u64 {
         let id = self.next_stream;
         self.next_stream += 1;
-        self.streams.insert(id, OpenStream { store_id, down });
+        if matches!(pd, Some((_, Some(_)))) {
+            *self.log.tso_streams.entry(address.to_owned()).or_default() += 1;
+        }
+        self.streams.insert(id, OpenStream { store_id, pd, down });
         if let Some(conn_index) = conn_index {
             self.log.streams.push(StreamLog {
                 id,
@@ -311,6 +364,12 @@ impl World {
     /// The server side of a stream ended.
     pub(crate) fn close_stream(&mut self, id: u64) {
         self.streams.remove(&id);
+    }
+
+    /// Whether a stream's server side still serves it (a broken stream takes no more
+    /// messages: its handler is gone).
+    pub(crate) fn stream_open(&self, id: u64) -> bool {
+        self.streams.contains_key(&id)
     }
 
     /// The client half-closed (or dropped) a stream.
@@ -332,19 +391,84 @@ impl World {
     /// Breaks every stream served by `store_id`, as a process that dies resets its
     /// connections.
     fn break_streams(&mut self, store_id: u64) {
+        self.break_streams_where(
+            |stream| stream.store_id == Some(store_id),
+            |_| RpcError::ConnectionLost("store stopped".to_owned()),
+        );
+    }
+
+    /// Fails (at once) every open stream `pick` selects with the error `error` gives it.
+    fn break_streams_where(
+        &mut self,
+        pick: impl Fn(&OpenStream) -> bool,
+        error: impl Fn(&OpenStream) -> RpcError,
+    ) {
         let now = self.now();
         let broken: Vec<u64> = self
             .streams
             .iter()
-            .filter(|(_, stream)| stream.store_id == Some(store_id))
+            .filter(|(_, stream)| pick(stream))
             .map(|(id, _)| *id)
             .collect();
         for id in broken {
             if let Some(stream) = self.streams.remove(&id) {
-                let error = RpcError::ConnectionLost("store stopped".to_owned());
                 let _ = stream
                     .down
-                    .unbounded_send((now, super::runtime::Down::Fail(error)));
+                    .unbounded_send((now, super::runtime::Down::Fail(error(&stream))));
+            }
+        }
+    }
+
+    /// Makes the network follow changes made to the model directly (through
+    /// `Simulation::with` or a fault): a PD member that stopped breaks its connections and
+    /// streams, and open Tso streams the model broke end with their status.
+    pub(crate) fn sync_model(&mut self) {
+        let mut members: Vec<(u64, bool)> = self
+            .sim
+            .cluster
+            .pd_members()
+            .iter()
+            .map(|m| (m.id, m.running))
+            .collect();
+        // A member removed from the group is gone like a stopped one.
+        let removed: Vec<(u64, bool)> = self
+            .pd_running
+            .keys()
+            .filter(|id| !members.iter().any(|(m, _)| m == *id))
+            .map(|id| (*id, false))
+            .collect();
+        members.extend(removed);
+        for (member, running) in members {
+            let was_running = self.pd_running.insert(member, running).unwrap_or(true);
+            if was_running && !running {
+                *self.pd_incarnations.entry(member).or_default() += 1;
+                self.break_streams_where(
+                    |stream| stream.pd.is_some_and(|(m, _)| m == member),
+                    |_| RpcError::ConnectionLost("PD member stopped".to_owned()),
+                );
+            }
+        }
+        let generation = self.sim.cluster.tso_stream_generation();
+        if generation != self.tso_generation {
+            self.tso_generation = generation;
+            let cluster = &self.sim.cluster;
+            let statuses: BTreeMap<u64, tikv_proto::status::Status> = self
+                .streams
+                .iter()
+                .filter_map(|(id, stream)| {
+                    let opened = stream.pd.and_then(|(_, tso)| tso)?;
+                    cluster.tso_stream_break(opened).map(|status| (*id, status))
+                })
+                .collect();
+            for (id, status) in statuses {
+                self.trace(format_args!("tso stream broken: {status}"));
+                if let Some(stream) = self.streams.remove(&id) {
+                    let now = self.now();
+                    let _ = stream.down.unbounded_send((
+                        now,
+                        super::runtime::Down::Fail(RpcError::Status(status)),
+                    ));
+                }
             }
         }
     }
@@ -419,6 +543,7 @@ impl World {
         let description = describe_fault(&fault);
         let outcome = self.apply_fault(fault);
         self.trace(format_args!("fault {description}: {outcome}"));
+        self.sync_model();
     }
 
     /// Applies `fault` at `at` (now, if that has passed).
@@ -521,9 +646,45 @@ impl World {
                 self.sim.faults.inject(rule);
                 Ok("armed".to_owned())
             }
+            ClusterFault::StopPdMember(member) => cluster
+                .stop_pd_member(member)
+                .map(|()| pd_leader_note(cluster)),
+            ClusterFault::StopPdLeader => match cluster.pd_leader().map(|m| m.id) {
+                Some(member) => cluster
+                    .stop_pd_member(member)
+                    .map(|()| format!("stopped {member}; {}", pd_leader_note(cluster))),
+                None => Ok("no leader".to_owned()),
+            },
+            ClusterFault::RestartPdMember(member) => cluster
+                .restart_pd_member(member)
+                .map(|()| pd_leader_note(cluster)),
+            ClusterFault::MovePdLeader(Some(member)) => cluster
+                .transfer_pd_leader(member)
+                .map(|()| pd_leader_note(cluster)),
+            ClusterFault::MovePdLeader(None) => cluster
+                .resign_pd_leader()
+                .map(|old| format!("{old} resigned; {}", pd_leader_note(cluster))),
+            ClusterFault::ElectPdLeader => cluster
+                .elect_pd_leader()
+                .map(|leader| format!("leader {leader}")),
+            ClusterFault::BreakTsoStreams => {
+                cluster.break_tso_streams(tikv_proto::status::Status::new(
+                    tikv_proto::status::Code::Unavailable,
+                    "injected: tso stream broken",
+                ));
+                Ok("armed".to_owned())
+            }
             ClusterFault::Chaos => Ok(self.chaos_tick()),
         };
         result.unwrap_or_else(|err| format!("refused: {err}"))
+    }
+}
+
+/// Who leads PD now, for traces.
+fn pd_leader_note(cluster: &tikv_sim::cluster::Cluster) -> String {
+    match cluster.pd_leader() {
+        Some(leader) => format!("PD leader {}", leader.id),
+        None => "no PD leader".to_owned(),
     }
 }
 

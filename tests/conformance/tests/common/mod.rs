@@ -69,6 +69,7 @@ impl Fixture {
                 ..ClusterConfig::default()
             },
             api_version,
+            ..SimConfig::default()
         };
         let server = SimServer::start(config).await.expect("start sim");
         let fixture = Self { server, api };

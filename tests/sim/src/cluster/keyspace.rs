@@ -89,7 +89,9 @@ impl Keyspaces {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` is a name PD accepts for a new keyspace: 1 to 20 characters from
+/// `[-A-Za-z0-9_]`, and not `DEFAULT`.
+pub fn is_valid_keyspace_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name
             .bytes()
@@ -114,7 +116,7 @@ impl Cluster {
         options: &KeyspaceOptions,
         now_ms: u64,
     ) -> Result<KeyspaceMeta, ClusterError> {
-        if !valid_name(name) {
+        if !is_valid_keyspace_name(name) {
             return Err(KeyspaceError::IllegalName(name.to_owned()).into());
         }
         if self.keyspaces.by_name(name).is_some() {

@@ -11,6 +11,8 @@
 //!   an epoch, peers and a leader. Splits follow TiKV's right-derive rule, merges and peer
 //!   changes move the epoch as raftstore does (see `regions.rs`).
 //! - **PD** (`pd.rs`, `gc.rs`, `keyspace.rs`): `pdpb`/`keyspacepb` request in, response out.
+//!   PD is a group of members with at most one leader (`members.rs`): elections, leader
+//!   moves, stopped members, and the role check that makes followers answer as PD's do.
 //!   PD's view can lag behind the stores: [`Cluster::hide_region_from_pd`] leaves a hole in
 //!   PD's region tree, as a region that has not heartbeated yet does.
 //! - **TiKV request validation** (`validate.rs`): [`Cluster::check_context`] answers the region
@@ -27,9 +29,11 @@
 //! IDs (stores, regions, peers, `AllocID`) all come from one counter, as in PD.
 
 mod autosplit;
+mod changes;
 mod codec;
 mod gc;
 mod keyspace;
+mod members;
 mod pd;
 mod regions;
 mod stores;
@@ -39,18 +43,30 @@ mod validate;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use tikv_proto::metapb::PeerRole;
 
-pub use autosplit::SplitPolicy;
+pub use autosplit::{
+    DEFAULT_BATCH_SPLIT_LIMIT, DEFAULT_REGION_SPLIT_SIZE, SplitEntry, SplitPolicy,
+    SplitPolicyError, SplitSettings,
+};
+pub use changes::RegionChange;
 pub use gc::{GcError, NULL_KEYSPACE_ID};
-pub use keyspace::{DEFAULT_KEYSPACE_ID, DEFAULT_KEYSPACE_NAME, KeyspaceError, KeyspaceOptions};
+pub use keyspace::{
+    DEFAULT_KEYSPACE_ID, DEFAULT_KEYSPACE_NAME, KeyspaceError, KeyspaceOptions,
+    is_valid_keyspace_name,
+};
+pub use members::{
+    FOLLOWER_HANDLE_METADATA, FORWARDED_HOST_METADATA, PdCallContext, PdCallKind, PdMember,
+};
 pub use pd::PdError;
-pub use regions::{Peer, Region, RegionEpoch};
-pub use stores::{Store, StoreState};
+pub use regions::{FIRST_ELECTED_TERM, Peer, Region, RegionEpoch};
+pub use stores::{Store, StoreState, is_valid_label_key, is_valid_label_value};
 pub use tso::{LOGICAL_BITS, MAX_LOGICAL, Timestamp, TsoError};
 pub use validate::{ContextError, KeyMode, Touched};
 
 use gc::GcStates;
 use keyspace::Keyspaces;
+use members::PdGroup;
 use tso::TsoAllocator;
 
 /// How to build a [`Cluster`].
@@ -60,21 +76,36 @@ pub struct ClusterConfig {
     pub cluster_id: u64,
     /// Number of TiKV stores created at bootstrap (at least 1).
     pub store_count: u32,
-    /// Peers per region at bootstrap, placed on the first stores (1..=store_count).
+    /// Voters per region at bootstrap, placed on the first stores (1..=store_count); PD's
+    /// `replication.max-replicas`.
     pub replica_count: u32,
-    /// Pre-split the `DEFAULT` keyspace's API v2 bounds at bootstrap, as a real PD does.
-    /// Off by default so that a fresh cluster has exactly one region.
+    /// Learners per region at bootstrap, placed on the stores after the voters
+    /// (`replica_count + learner_count <= store_count`). PD places learners by placement
+    /// rules; this count is the simple form of such a rule.
+    pub learner_count: u32,
+    /// Placement labels per store, in store id order (`store_labels[0]` for the first store);
+    /// stores past the end get none. TiKV's `server.labels`, reported to PD in
+    /// `metapb::Store.labels`. Keys and values must pass TiKV's label patterns.
+    pub store_labels: Vec<Vec<(String, String)>>,
+    /// PD's `replication.location-labels`: the label keys that tell replicas' failure domains
+    /// apart, outermost first. Reported by PD's HTTP API; placement does not use them yet.
+    pub location_labels: Vec<String>,
+    /// Pre-split the `DEFAULT` keyspace's API v2 bounds at bootstrap, as PD's keyspace
+    /// manager does. [`crate::Sim::new`] turns this on for API V2 clusters; off by default
+    /// here so that a fresh API V1 cluster has exactly one region.
     pub presplit_default_keyspace: bool,
     /// Reject `UpdateGCSafePoint` above the txn safe point, as PD does since GC barriers
     /// replaced service safe points. Clients that never advance the txn safe point (such as
     /// client-rust's `gc`) need this off to see the older "accept any increase" behaviour.
     pub cap_gc_safe_point_by_txn_safe_point: bool,
-    /// When [`Cluster::maybe_split_by_size`] splits a region.
+    /// When and where regions split automatically (TiKV's coprocessor split settings).
     pub split_policy: SplitPolicy,
-    /// The PD member's name in `GetMembers`.
+    /// The PD member's name in `GetMembers` (with several members, `<name>-1`, `<name>-2`...).
     pub pd_name: String,
-    /// The PD member's id in `GetMembers`.
+    /// The first PD member's id in `GetMembers` (the others follow it).
     pub pd_member_id: u64,
+    /// How many PD members the group has (at least 1); the first one leads at bootstrap.
+    pub pd_members: u32,
 }
 
 impl Default for ClusterConfig {
@@ -83,11 +114,15 @@ impl Default for ClusterConfig {
             cluster_id: 7_000_000_000_000_000_001,
             store_count: 3,
             replica_count: 3,
+            learner_count: 0,
+            store_labels: Vec::new(),
+            location_labels: Vec::new(),
             presplit_default_keyspace: false,
             cap_gc_safe_point_by_txn_safe_point: true,
             split_policy: SplitPolicy::default(),
             pd_name: "pd-sim".to_owned(),
             pd_member_id: 1,
+            pd_members: 1,
         }
     }
 }
@@ -185,9 +220,38 @@ pub enum ClusterError {
         /// The store asked for.
         store_id: u64,
     },
+    /// A store label or location label does not match TiKV's and PD's label patterns.
+    #[error("invalid label {key:?}={value:?}")]
+    InvalidLabel {
+        /// The label key.
+        key: String,
+        /// The label value (empty for a location label).
+        value: String,
+    },
+    /// The split settings break TiKV's rules.
+    #[error(transparent)]
+    SplitPolicy(#[from] SplitPolicyError),
     /// A keyspace operation failed.
     #[error(transparent)]
     Keyspace(#[from] KeyspaceError),
+    /// No PD member has this id.
+    #[error("PD member {member_id} not found")]
+    PdMemberNotFound {
+        /// The id asked for.
+        member_id: u64,
+    },
+    /// The PD member is stopped and cannot lead.
+    #[error("PD member {member_id} is stopped")]
+    PdMemberStopped {
+        /// The member asked for.
+        member_id: u64,
+    },
+    /// The PD group has no leader (an election is in progress).
+    #[error("the PD group has no leader")]
+    PdNoLeader,
+    /// Fewer than a majority of the PD members run: etcd elects nobody.
+    #[error("a majority of the PD members is stopped")]
+    PdNoQuorum,
 }
 
 /// The simulated PD and the region/store layout of the TiKV stores.
@@ -211,12 +275,22 @@ pub struct Cluster {
     pub(crate) external_ts: u64,
     pub(crate) gc: GcStates,
     pub(crate) keyspaces: Keyspaces,
+    /// Leader transfers, splits, merges and store stops/restarts not yet taken by
+    /// [`Cluster::take_changes`].
+    pub(crate) changes: Vec<RegionChange>,
+    /// The PD members and their leader.
+    pub(crate) pd: PdGroup,
 }
 
 impl Cluster {
-    /// Bootstraps a cluster: `store_count` stores, one region covering everything with a peer
-    /// on each of the first `replica_count` stores and the leader on the first; errors with
-    /// [`ClusterError::InvalidConfig`] on a zero cluster id, no stores or a bad replica count.
+    /// Bootstraps a cluster: `store_count` stores (labelled from `store_labels`), one region
+    /// covering everything with a voter on each of the first `replica_count` stores, a learner
+    /// on each of the next `learner_count`, and the leader on the first.
+    ///
+    /// Errors with [`ClusterError::InvalidConfig`] on a zero cluster id, no stores, a bad
+    /// replica or learner count or labels for more stores than there are,
+    /// [`ClusterError::InvalidLabel`] on a label TiKV would refuse, and
+    /// [`ClusterError::SplitPolicy`] on split settings TiKV would refuse.
     pub fn new(config: ClusterConfig) -> Result<Self, ClusterError> {
         if config.cluster_id == 0 {
             return Err(ClusterError::InvalidConfig("cluster_id must be non-zero"));
@@ -231,6 +305,40 @@ impl Cluster {
                 "replica_count must be between 1 and store_count",
             ));
         }
+        if u64::from(config.replica_count) + u64::from(config.learner_count)
+            > u64::from(config.store_count)
+        {
+            return Err(ClusterError::InvalidConfig(
+                "replica_count + learner_count must not exceed store_count",
+            ));
+        }
+        if config.store_labels.len() > config.store_count as usize {
+            return Err(ClusterError::InvalidConfig(
+                "store_labels names more stores than store_count",
+            ));
+        }
+        for (key, value) in config.store_labels.iter().flatten() {
+            if !is_valid_label_key(key) || !is_valid_label_value(value) {
+                return Err(ClusterError::InvalidLabel {
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+        if let Some(key) = config
+            .location_labels
+            .iter()
+            .find(|key| !is_valid_label_key(key))
+        {
+            return Err(ClusterError::InvalidLabel {
+                key: key.clone(),
+                value: String::new(),
+            });
+        }
+        config.split_policy.validate()?;
+        if config.pd_members == 0 {
+            return Err(ClusterError::InvalidConfig("pd_members must be at least 1"));
+        }
         let mut cluster = Self {
             last_id: 0,
             stores: BTreeMap::new(),
@@ -243,22 +351,42 @@ impl Cluster {
             external_ts: 0,
             gc: GcStates::default(),
             keyspaces: Keyspaces::default(),
+            changes: Vec::new(),
+            pd: PdGroup::new(&config.pd_name, config.pd_member_id, config.pd_members),
             config,
         };
-        for _ in 0..cluster.config.store_count {
+        for index in 0..cluster.config.store_count as usize {
             let id = cluster.alloc_id();
-            cluster.stores.insert(id, Store::placeholder(id));
+            let mut store = Store::placeholder(id);
+            if let Some(labels) = cluster.config.store_labels.get(index) {
+                store.labels.clone_from(labels);
+            }
+            cluster.stores.insert(id, store);
         }
         let region_id = cluster.alloc_id();
+        let voters = cluster.config.replica_count as usize;
+        let learners = cluster.config.learner_count as usize;
         let store_ids: Vec<u64> = cluster
             .stores
             .keys()
             .copied()
-            .take(cluster.config.replica_count as usize)
+            .take(voters + learners)
             .collect();
         let peers: Vec<Peer> = store_ids
             .into_iter()
-            .map(|store_id| Peer::voter(cluster.alloc_id(), store_id))
+            .enumerate()
+            .map(|(index, store_id)| {
+                let id = cluster.alloc_id();
+                if index < voters {
+                    Peer::voter(id, store_id)
+                } else {
+                    Peer {
+                        id,
+                        store_id,
+                        role: PeerRole::Learner,
+                    }
+                }
+            })
             .collect();
         let leader_peer_id = peers.first().map_or(0, |peer| peer.id);
         cluster.insert_region(Region {
@@ -271,6 +399,7 @@ impl Cluster {
             },
             peers,
             leader_peer_id,
+            term: FIRST_ELECTED_TERM,
         });
         if cluster.config.presplit_default_keyspace {
             cluster.split_keyspace_bounds(DEFAULT_KEYSPACE_ID)?;
@@ -294,7 +423,7 @@ impl Cluster {
         self.last_id
     }
 
-    /// Sets the split policy [`Cluster::maybe_split_by_size`] applies.
+    /// Sets the split policy automatic splits follow (see [`crate::Sim::split_by_size`]).
     pub fn set_split_policy(&mut self, policy: SplitPolicy) {
         self.config.split_policy = policy;
     }

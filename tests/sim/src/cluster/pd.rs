@@ -35,14 +35,44 @@ pub enum PdError {
     /// A legacy GC call was rejected (gRPC `UNKNOWN`, as PD returns these as errors).
     #[error(transparent)]
     Gc(#[from] GcError),
+    /// The call reached a follower and must be served by the leader (gRPC `UNAVAILABLE`,
+    /// PD's `ErrNotLeader`).
+    #[error("not leader")]
+    NotLeader,
+    /// A region lookup reached a follower without `pd-allow-follower-handle` (gRPC
+    /// `UNAVAILABLE`, PD's `ErrFollowerHandlingNotAllowed`).
+    #[error("not leader and follower handling not allowed")]
+    FollowerHandlingNotAllowed,
+    /// The member is stopped (gRPC `UNAVAILABLE`, PD's `ErrNotStarted`).
+    #[error("server not started")]
+    NotStarted,
+    /// A Tso message reached a follower, whose allocator refuses to generate (gRPC
+    /// `UNKNOWN`, PD's `ErrGenerateTimestamp`).
+    #[error("generate timestamp failed, requested pd is not leader of cluster")]
+    TsoNotLeader,
+    /// `pd-forwarded-host` names a host that is not the leader (gRPC `INVALID_ARGUMENT`).
+    #[error("forwarded host {host:?} is not a client URL of the PD leader")]
+    ForwardedHostNotLeader {
+        /// The host the call asked to be forwarded to.
+        host: String,
+    },
+    /// A follower could not reach the leader it was to forward to (gRPC `UNAVAILABLE`).
+    #[error("forwarding to {host} failed")]
+    ForwardFailed {
+        /// The leader's URL.
+        host: String,
+    },
 }
 
 impl PdError {
     /// The gRPC status a server sends for this failure.
     pub fn to_status(&self) -> Status {
+        if let Some(status) = self.role_status() {
+            return status;
+        }
         let code = match self {
             Self::ClusterIdMismatch { .. } => Code::FailedPrecondition,
-            Self::Tso(_) | Self::Gc(_) => Code::Unknown,
+            _ => Code::Unknown,
         };
         Status::new(code, self.to_string())
     }
@@ -88,29 +118,6 @@ impl Cluster {
         pdpb::ResponseHeader {
             cluster_id: self.cluster_id(),
             error: None,
-        }
-    }
-
-    /// `GetMembers`: this PD as the only member and the leader, reachable at `pd_url`
-    /// (for example `http://127.0.0.1:2379`). Not cluster-id checked (clients learn it here).
-    pub fn handle_get_members(
-        &self,
-        _req: &pdpb::GetMembersRequest,
-        pd_url: &str,
-    ) -> pdpb::GetMembersResponse {
-        let member = pdpb::Member {
-            name: self.config.pd_name.clone(),
-            member_id: self.config.pd_member_id,
-            peer_urls: vec![pd_url.to_owned()],
-            client_urls: vec![pd_url.to_owned()],
-            ..Default::default()
-        };
-        pdpb::GetMembersResponse {
-            header: Some(self.header()),
-            members: vec![member.clone()],
-            leader: Some(member.clone()),
-            etcd_leader: Some(member),
-            tso_allocator_leaders: Default::default(),
         }
     }
 

@@ -9,12 +9,15 @@
 //!   sets the target's `version` to `max(source, target) + 1` (using the source's bumped
 //!   version) and the source disappears. `conf_ver` of the target does not change.
 //! - **Peer changes** bump `conf_ver` by one and leave `version` alone.
-//! - **Leader transfer** changes no epoch.
+//! - **Leader transfer** changes no epoch and raises the region's raft term by one.
+//!
+//! Every leader transfer, split and merge is also recorded as a [`RegionChange`], which the
+//! stores react to (max-ts sync, in-memory pessimistic locks).
 
 use bytes::Bytes;
 use tikv_proto::metapb::{self, PeerRole};
 
-use super::{Cluster, ClusterError, key_range};
+use super::{Cluster, ClusterError, RegionChange, key_range};
 
 /// The version pair TiKV uses to detect stale routing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,7 +85,14 @@ pub struct Region {
     pub peers: Vec<Peer>,
     /// The id of the leader peer (0 if none).
     pub leader_peer_id: u64,
+    /// The raft term of the current leader: every election (leader transfer, re-election
+    /// after the leader's store restarts) raises it by one.
+    pub term: u64,
 }
+
+/// The term of a region whose raft group just elected its first leader: TiKV's initial log
+/// term (5) plus that election.
+pub const FIRST_ELECTED_TERM: u64 = 6;
 
 impl Region {
     /// Whether `key` lies in `[start_key, end_key)`.
@@ -211,6 +221,7 @@ impl Cluster {
         let Some(last_key) = split_keys.last().cloned() else {
             return Ok(Vec::new());
         };
+        let region = region.clone();
         let mut derived = region.clone();
         derived.epoch.version += split_keys.len() as u64;
         let leader_store = derived.leader().map(|peer| peer.store_id);
@@ -233,6 +244,7 @@ impl Cluster {
                 .iter()
                 .find(|peer| Some(peer.store_id) == leader_store)
                 .map_or(0, |peer| peer.id);
+            // The new region's peer on the old leader's store campaigns at once.
             let new_region = Region {
                 id,
                 start_key: start,
@@ -240,13 +252,21 @@ impl Cluster {
                 epoch: derived.epoch,
                 peers,
                 leader_peer_id,
+                term: FIRST_ELECTED_TERM,
             };
             start = key.clone();
             new_ids.push(id);
             self.insert_region(new_region);
         }
+        let (range_start, range_end) = (region.start_key.clone(), region.end_key.clone());
         derived.start_key = last_key;
         self.insert_region(derived);
+        self.record_change(RegionChange::Split {
+            region_id,
+            start_key: range_start,
+            end_key: range_end,
+            new_region_ids: new_ids.clone(),
+        });
         Ok(new_ids)
     }
 
@@ -298,11 +318,17 @@ impl Cluster {
         self.remove_region(source_id);
         self.by_start.remove(&target.start_key);
         if source_is_right {
-            target.end_key = source_end;
+            target.end_key = source_end.clone();
         } else {
-            target.start_key = source_start;
+            target.start_key = source_start.clone();
         }
         self.insert_region(target);
+        self.record_change(RegionChange::Merged {
+            source_id,
+            target_id,
+            source_start,
+            source_end,
+        });
         Ok(())
     }
 
@@ -320,7 +346,20 @@ impl Cluster {
                 store_id,
             });
         }
+        if region.leader_peer_id == peer.id {
+            return Ok(());
+        }
+        let from_store = region.leader().map(|leader| leader.store_id);
         region.leader_peer_id = peer.id;
+        region.term += 1;
+        let (start_key, end_key) = (region.start_key.clone(), region.end_key.clone());
+        self.record_change(RegionChange::LeaderTransferred {
+            region_id,
+            start_key,
+            end_key,
+            from_store,
+            to_store: store_id,
+        });
         Ok(())
     }
 

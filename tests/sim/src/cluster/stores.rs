@@ -2,7 +2,7 @@
 
 use tikv_proto::metapb::{self, NodeState};
 
-use super::{Cluster, ClusterError};
+use super::{Cluster, ClusterError, RegionChange};
 
 /// A store's lifecycle as PD reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +82,30 @@ impl Store {
     }
 }
 
+/// Whether `key` is a valid store label key, by the pattern TiKV's server config and PD
+/// check (`validate_label_key`): an optional `$`, then letters and digits with `-`, `_`, `.`
+/// and `/` allowed inside.
+pub fn is_valid_label_key(key: &str) -> bool {
+    let name = key.strip_prefix('$').unwrap_or(key);
+    let bytes = name.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    first.is_ascii_alphanumeric()
+        && last.is_ascii_alphanumeric()
+        && bytes.iter().all(|&b| is_label_byte(b))
+}
+
+/// Whether `value` is a valid store label value (TiKV's `validate_label_value`): letters,
+/// digits, `-`, `_`, `.` and `/`, possibly empty.
+pub fn is_valid_label_value(value: &str) -> bool {
+    value.bytes().all(is_label_byte)
+}
+
+fn is_label_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')
+}
+
 impl Cluster {
     /// The store with this id, if any.
     pub fn store(&self, store_id: u64) -> Option<&Store> {
@@ -129,17 +153,36 @@ impl Cluster {
     /// Stops a store's process: its requests fail as unreachable until
     /// [`Cluster::restart_store`]. PD's metadata does not change (as until PD notices).
     pub fn stop_store(&mut self, store_id: u64) -> Result<(), ClusterError> {
-        self.store_mut(store_id)?.running = false;
+        let store = self.store_mut(store_id)?;
+        if store.running {
+            store.running = false;
+            let led = self.led_by(store_id);
+            self.record_change(RegionChange::StoreStopped { store_id, led });
+        }
         Ok(())
     }
 
-    /// Restarts a stopped store.
+    /// Restarts a stopped store. The regions it leads elect their leader again (on this
+    /// store: the model does not move leaders by itself), so their terms move on by one.
     pub fn restart_store(&mut self, store_id: u64) -> Result<(), ClusterError> {
         let store = self.store_mut(store_id)?;
         if store.is_tombstone() {
             return Err(ClusterError::StoreTombstone { store_id });
         }
-        store.running = true;
+        if !store.running {
+            store.running = true;
+            let led: Vec<u64> = self
+                .led_by(store_id)
+                .into_iter()
+                .map(|(id, ..)| id)
+                .collect();
+            for region_id in &led {
+                if let Ok(region) = self.region_mut(*region_id) {
+                    region.term += 1;
+                }
+            }
+            self.record_change(RegionChange::StoreRestarted { store_id, led });
+        }
         Ok(())
     }
 
@@ -212,6 +255,23 @@ mod tests {
             cluster.restart_store(id),
             Err(ClusterError::StoreTombstone { store_id: id })
         );
+    }
+
+    /// Follows TiKV's `validate_label_key` / `validate_label_value` patterns.
+    #[test]
+    fn label_patterns_follow_tikv_validate_label() {
+        for key in ["zone", "host", "$mode", "a", "rack-1", "k8s.io/zone", "A_b"] {
+            assert!(is_valid_label_key(key), "{key}");
+        }
+        for key in ["", "$", "-zone", "zone-", "zo ne", "zone=", "$$a", "_a"] {
+            assert!(!is_valid_label_key(key), "{key}");
+        }
+        for value in ["", "z1", "us-west-1a", "h.1/2_3"] {
+            assert!(is_valid_label_value(value), "{value}");
+        }
+        for value in ["a b", "a,b", "a=b", "é"] {
+            assert!(!is_valid_label_value(value), "{value}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Order (TiKV's, spread over its service, storage and raftstore layers): the store must be
 //! running (else the connection fails), the context's cluster id must match when set, then
 //! StoreNotMatch → RegionNotFound → MismatchPeerId → NotLeader (followers serve
-//! `replica_read` and `stale_read`) → missing epoch → EpochNotMatch (only `version` is
+//! `replica_read` and `stale_read`) → StaleCommand (a context `term` two or more elections
+//! behind the region's) → missing epoch → EpochNotMatch (only `version` is
 //! compared; `conf_ver` is not checked for KV commands) → KeyNotInRegion.
 
 use bytes::Bytes;
@@ -105,6 +106,15 @@ impl Cluster {
         touched: &[Touched<'_>],
         mode: KeyMode,
     ) -> Result<(), ContextError> {
+        self.check_store(store_id, ctx)?;
+        self.check_region(store_id, ctx, touched, mode)
+            .map_err(ContextError::Region)
+    }
+
+    /// The first part of [`Cluster::check_context`]: the store must be running and the
+    /// context's cluster id (when set) must match. What TiKV checks before its storage layer
+    /// sees the request.
+    pub fn check_store(&self, store_id: u64, ctx: &kvrpcpb::Context) -> Result<(), ContextError> {
         if !self
             .stores
             .get(&store_id)
@@ -118,8 +128,7 @@ impl Cluster {
                 got: ctx.cluster_id,
             });
         }
-        self.check_region(store_id, ctx, touched, mode)
-            .map_err(ContextError::Region)
+        Ok(())
     }
 
     fn check_region(
@@ -174,6 +183,14 @@ impl Cluster {
                     "peer is not leader for region {}, leader may {leader:?}",
                     region.id
                 ))
+            }));
+        }
+        // raftstore's `check_term`: a request stamped with a term two or more elections old
+        // was meant for a leadership that may be gone.
+        if ctx.term != 0 && region.term > ctx.term.saturating_add(1) {
+            return Err(Box::new(errorpb::Error {
+                stale_command: Some(errorpb::StaleCommand {}),
+                ..region_error("stale command".to_owned())
             }));
         }
         let Some(epoch) = ctx.region_epoch else {

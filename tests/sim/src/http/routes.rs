@@ -18,9 +18,10 @@ use crate::sim::Sim;
 const PD_API: &str = "/pd/api/v1";
 
 impl Sim {
-    /// Answers one request to PD's HTTP API; `pd_url` is PD's own client URL (reported by
-    /// `/health`). Serves `GET`/`HEAD` of `/pd/api/v1/health`, `/regions`, `/region/id/{id}`,
-    /// `/stores` and `/store/{id}`; other methods on those paths get 405, other paths 404.
+    /// Answers one request to PD's HTTP API; `pd_url` is the answering member's client URL
+    /// (reported by `/health` for members whose URL was never set). Serves `GET`/`HEAD` of
+    /// `/pd/api/v1/health`, `/regions`, `/region/id/{id}`, `/stores`, `/store/{id}` and
+    /// `/config/replicate`; other methods on those paths get 405, other paths 404.
     pub fn handle_pd_http(&self, request: &HttpRequest, pd_url: &str) -> HttpResponse {
         let Some(route) = request.path().strip_prefix(PD_API) else {
             return HttpResponse::not_found();
@@ -32,6 +33,7 @@ impl Sim {
             ["", "region", "id", id] => Some(self.pd_region_by_id(id)),
             ["", "stores"] => Some(self.pd_stores()),
             ["", "store", id] => Some(self.pd_store(id)),
+            ["", "config", "replicate"] => Some(self.pd_replication_config()),
             _ => None,
         };
         match answer {
@@ -61,15 +63,49 @@ impl Sim {
         }
     }
 
+    /// Every PD member and whether it runs; `pd_url` stands in for members whose URL was
+    /// never set.
     fn pd_health(&self, pd_url: &str) -> HttpResponse {
+        let members = self
+            .cluster
+            .pd_members()
+            .iter()
+            .map(|member| {
+                let url = if member.client_url.is_empty() {
+                    pd_url
+                } else {
+                    member.client_url.as_str()
+                };
+                Json::object([
+                    ("name", Json::str(member.name.clone())),
+                    ("member_id", Json::UInt(member.id)),
+                    ("client_urls", Json::Array(vec![Json::str(url)])),
+                    ("health", Json::Bool(member.running)),
+                ])
+            })
+            .collect();
+        HttpResponse::json(200, &Json::Array(members))
+    }
+
+    /// PD's replication config (`config.ReplicationConfig`'s JSON): the voter count and the
+    /// location labels (one comma-joined string, as PD's `StringSlice` encodes them);
+    /// placement rules on and strict label matching off, PD's defaults.
+    fn pd_replication_config(&self) -> HttpResponse {
         let config = self.cluster.config();
-        let member = Json::object([
-            ("name", Json::str(config.pd_name.clone())),
-            ("member_id", Json::UInt(config.pd_member_id)),
-            ("client_urls", Json::Array(vec![Json::str(pd_url)])),
-            ("health", Json::Bool(true)),
-        ]);
-        HttpResponse::json(200, &Json::Array(vec![member]))
+        HttpResponse::json(
+            200,
+            &Json::object([
+                ("max-replicas", Json::UInt(u64::from(config.replica_count))),
+                (
+                    "location-labels",
+                    Json::str(config.location_labels.join(",")),
+                ),
+                ("strictly-match-label", Json::str("false")),
+                ("enable-placement-rules", Json::str("true")),
+                ("enable-placement-rules-cache", Json::str("false")),
+                ("isolation-level", Json::str("")),
+            ]),
+        )
     }
 
     fn pd_regions_json(&self) -> HttpResponse {
@@ -387,6 +423,26 @@ mod tests {
         assert_eq!(sim.handle_status_http(1, &get("/status")).status, 200);
         assert_eq!(sim.handle_status_http(1, &get("/metrics")).status, 404);
         assert_eq!(sim.handle_status_http(1, &post).status, 404);
+    }
+
+    /// Follows PD's `GetReplicationConfig` handler and `ReplicationConfig` JSON tags.
+    #[test]
+    fn replication_config_reports_replicas_and_location_labels_as_pd() {
+        let sim = Sim::new(SimConfig {
+            cluster: crate::cluster::ClusterConfig {
+                replica_count: 2,
+                location_labels: vec!["zone".to_owned(), "host".to_owned()],
+                ..crate::cluster::ClusterConfig::default()
+            },
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let response = sim.handle_pd_http(&get("/pd/api/v1/config/replicate"), "");
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            body(&response),
+            r#"{"max-replicas":2,"location-labels":"zone,host","strictly-match-label":"false","enable-placement-rules":"true","enable-placement-rules-cache":"false","isolation-level":""}"#
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::error::TxnError;
-use super::store::{CommitRecord, Lock, MvccStore, Write, WriteType};
+use super::store::{CommitRecord, Lock, MvccStore, SharedLocks, Write, WriteType};
 
 /// The outcome of a status check on a transaction's primary key.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +66,13 @@ impl MvccStore {
     ) -> Result<(), TxnError> {
         let lock = match self.load_lock(key) {
             Some(lock) if lock.start_ts == start_ts => lock.clone(),
-            _ => return self.commit_lock_not_found(key, start_ts, commit_ts),
+            Some(_) => return self.commit_lock_not_found(key, start_ts, commit_ts),
+            None => match self.load_shared_locks(key).cloned() {
+                Some(shared) if shared.locks.contains_key(&start_ts) => {
+                    return self.commit_shared_key(key, shared, start_ts, commit_ts);
+                }
+                _ => return self.commit_lock_not_found(key, start_ts, commit_ts),
+            },
         };
         if commit_ts < lock.min_commit_ts {
             return Err(TxnError::CommitTsExpired {
@@ -90,6 +96,38 @@ impl MvccStore {
         write.has_overlapped_rollback = lock.rollback_ts.contains(&commit_ts);
         self.put_write(key, commit_ts, write);
         self.unlock_key(key, commit_ts);
+        Ok(())
+    }
+
+    /// Commits the transaction's sub-lock of the key's shared locks (TiKV's `commit` on a
+    /// `SharedLocks` value): a prewritten sub-lock leaves a Lock record, a stale pessimistic
+    /// one is just dropped; the other holders keep theirs.
+    fn commit_shared_key(
+        &mut self,
+        key: &Bytes,
+        mut shared: SharedLocks,
+        start_ts: u64,
+        commit_ts: u64,
+    ) -> Result<(), TxnError> {
+        let Some(lock) = shared.locks.remove(&start_ts) else {
+            return self.commit_lock_not_found(key, start_ts, commit_ts);
+        };
+        if commit_ts < lock.min_commit_ts {
+            return Err(TxnError::CommitTsExpired {
+                start_ts,
+                commit_ts,
+                key: key.clone(),
+                min_commit_ts: lock.min_commit_ts,
+            });
+        }
+        if lock.is_pessimistic() {
+            self.write_back_shared_locks(key, shared, start_ts, 0);
+            return Ok(());
+        }
+        let mut write = Write::new(WriteType::Lock, start_ts, None);
+        write.has_overlapped_rollback = lock.rollback_ts.contains(&commit_ts);
+        self.put_write(key, commit_ts, write);
+        self.write_back_shared_locks(key, shared, start_ts, commit_ts);
         Ok(())
     }
 
@@ -117,6 +155,20 @@ impl MvccStore {
         current_ts: u64,
         protect_rollback: bool,
     ) -> Result<(), TxnError> {
+        let shared = self
+            .load_shared_locks(key)
+            .filter(|shared| shared.locks.contains_key(&start_ts))
+            .cloned();
+        if let Some(shared) = shared {
+            let expired = shared
+                .locks
+                .get(&start_ts)
+                .is_some_and(|lock| lock.is_expired(current_ts));
+            if current_ts != 0 && !expired {
+                return Err(TxnError::KeyIsLocked(Box::new(shared.lock_info(key))));
+            }
+            return self.rollback_shared_lock(key, shared, start_ts, !protect_rollback);
+        }
         match self.load_lock(key).cloned() {
             Some(lock) if lock.start_ts == start_ts => {
                 if current_ts != 0 && !lock.is_expired(current_ts) {
@@ -170,6 +222,44 @@ impl MvccStore {
             self.put_write(key, lock.start_ts, write);
         }
         self.unlock_key(key, 0);
+        Ok(())
+    }
+
+    /// Removes the transaction's sub-lock from the key's shared locks and leaves a rollback
+    /// record (TiKV's `rollback_shared_lock`). The record is never protected: a shared lock
+    /// is never a transaction's primary.
+    pub(super) fn rollback_shared_lock(
+        &mut self,
+        key: &Bytes,
+        mut shared: SharedLocks,
+        start_ts: u64,
+        collapse_rollback: bool,
+    ) -> Result<(), TxnError> {
+        if shared.locks.remove(&start_ts).is_none() {
+            return Ok(());
+        }
+        let overlapped = match self.txn_commit_record(key, start_ts) {
+            CommitRecord::None { overlapped } => overlapped,
+            CommitRecord::Single { write, commit_ts }
+                if write.write_type != WriteType::Rollback =>
+            {
+                return Err(TxnError::BadRequest(format!(
+                    "txn {start_ts} holds a shared lock on {key:?} but is committed at \
+                     {commit_ts}"
+                )));
+            }
+            _ => {
+                self.write_back_shared_locks(key, shared, start_ts, 0);
+                return Ok(());
+            }
+        };
+        if collapse_rollback {
+            self.collapse_prev_rollback(key, start_ts);
+        }
+        if let Some(write) = make_rollback(start_ts, false, overlapped) {
+            self.put_write(key, start_ts, write);
+        }
+        self.write_back_shared_locks(key, shared, start_ts, 0);
         Ok(())
     }
 

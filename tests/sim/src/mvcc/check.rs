@@ -13,8 +13,10 @@ impl MvccStore {
     /// An expired lock (physical ms of `lock_ts` + TTL < physical ms of `current_ts`) is
     /// rolled back; a live one may get its `min_commit_ts` pushed past `caller_start_ts`.
     /// Returns `commit_version`, or `lock_ttl` + `lock_info`, and the `action` taken;
-    /// `error` holds TxnNotFound (no `rollback_if_not_exist`) or PrimaryMismatch. Raises
-    /// `max_ts` to the largest of `lock_ts`, `caller_start_ts` and `current_ts`.
+    /// `error` holds TxnNotFound (no `rollback_if_not_exist`) or PrimaryMismatch (also for a
+    /// shared-locked key, which is never a primary). Raises `max_ts` to the largest of
+    /// `lock_ts`, `caller_start_ts` and `current_ts`; a committed answer feeds the
+    /// transaction status cache.
     pub fn check_txn_status(
         &mut self,
         req: &kvrpcpb::CheckTxnStatusRequest,
@@ -24,6 +26,10 @@ impl MvccStore {
         self.update_max_ts(req.caller_start_ts);
         let result = self.atomically(|store| {
             let key = &req.primary_key;
+            if let Some(shared) = store.load_shared_locks(key) {
+                // A shared-locked key is never a transaction's primary.
+                return Err(TxnError::PrimaryMismatch(Box::new(shared.lock_info(key))));
+            }
             match store.load_lock(key).cloned() {
                 Some(lock) if lock.start_ts == req.lock_ts => store.check_lock_exists(req, lock),
                 other => store.check_txn_status_missing_lock(
@@ -40,7 +46,10 @@ impl MvccStore {
             Ok(TxnStatus::RolledBack) => resp.action = Action::NoAction as i32,
             Ok(TxnStatus::TtlExpire) => resp.action = Action::TtlExpireRollback as i32,
             Ok(TxnStatus::LockNotExist) => resp.action = Action::LockNotExistRollback as i32,
-            Ok(TxnStatus::Committed(commit_ts)) => resp.commit_version = commit_ts,
+            Ok(TxnStatus::Committed(commit_ts)) => {
+                self.txn_status.insert_committed(req.lock_ts, commit_ts);
+                resp.commit_version = commit_ts;
+            }
             Ok(TxnStatus::Uncommitted {
                 lock,
                 min_commit_ts_pushed,
@@ -66,8 +75,10 @@ impl MvccStore {
     ///
     /// Returns the prewrite locks when all keys are locked; `commit_ts` when one key is
     /// committed; nothing when one is rolled back. A key without the transaction's lock or
-    /// record gets a protected rollback; an own pessimistic lock is rolled back. Raises
-    /// `max_ts` to `start_version`.
+    /// record gets a protected rollback; an own pessimistic lock is rolled back. A shared
+    /// lock is judged by the write records alone (async-commit transactions take none).
+    /// Raises `max_ts` to `start_version`; a committed answer feeds the transaction status
+    /// cache.
     pub fn check_secondary_locks(
         &mut self,
         req: &kvrpcpb::CheckSecondaryLocksRequest,
@@ -109,7 +120,10 @@ impl MvccStore {
         let mut resp = kvrpcpb::CheckSecondaryLocksResponse::default();
         match result {
             Ok(SecondaryOutcome::Locked(locks)) => resp.locks = locks,
-            Ok(SecondaryOutcome::Committed(commit_ts)) => resp.commit_ts = commit_ts,
+            Ok(SecondaryOutcome::Committed(commit_ts)) => {
+                self.txn_status.insert_committed(start_ts, commit_ts);
+                resp.commit_ts = commit_ts;
+            }
             Ok(SecondaryOutcome::RolledBack) => {}
             Err(e) => resp.error = Some(Box::new(e.to_key_error())),
         }
@@ -119,13 +133,21 @@ impl MvccStore {
     /// KvTxnHeartBeat: extends the TTL of the primary lock to at least `advise_lock_ttl`.
     ///
     /// Pipelined transactions (generation > 0, not async commit) may also raise the lock's
-    /// `min_commit_ts`. Returns the lock's TTL; TxnNotFound if the lock is gone.
+    /// `min_commit_ts`. Returns the lock's TTL; TxnNotFound if the lock is gone,
+    /// PrimaryMismatch if the transaction only holds a shared lock on the key.
     pub fn txn_heart_beat(
         &mut self,
         req: &kvrpcpb::TxnHeartBeatRequest,
     ) -> kvrpcpb::TxnHeartBeatResponse {
         let result = self.atomically(|store| {
             let key = &req.primary_lock;
+            if let Some(shared) = store
+                .load_shared_locks(key)
+                .filter(|shared| shared.locks.contains_key(&req.start_version))
+            {
+                // Heartbeats go to primaries, and a shared-locked key is never one.
+                return Err(TxnError::PrimaryMismatch(Box::new(shared.lock_info(key))));
+            }
             let Some(mut lock) = store
                 .load_lock(key)
                 .filter(|lock| lock.start_ts == req.start_version)

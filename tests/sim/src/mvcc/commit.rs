@@ -10,7 +10,8 @@ impl MvccStore {
     ///
     /// Returns `commit_version` on success; `error` holds CommitTsExpired, TxnLockNotFound
     /// (with `retryable`), or an `abort` text for `commit_version <= start_version`. Keys
-    /// already committed by the transaction succeed again.
+    /// already committed by the transaction succeed again. A success feeds the transaction
+    /// status cache.
     pub fn commit(&mut self, req: &kvrpcpb::CommitRequest) -> kvrpcpb::CommitResponse {
         let (start_ts, commit_ts) = (req.start_version, req.commit_version);
         let result = self.atomically(|store| {
@@ -26,10 +27,14 @@ impl MvccStore {
             Ok(())
         });
         match result {
-            Ok(()) => kvrpcpb::CommitResponse {
-                commit_version: commit_ts,
-                ..Default::default()
-            },
+            Ok(()) => {
+                // As TiKV's scheduler: a successful commit is a known transaction status.
+                self.txn_status.insert_committed(start_ts, commit_ts);
+                kvrpcpb::CommitResponse {
+                    commit_version: commit_ts,
+                    ..Default::default()
+                }
+            }
             Err(e) => kvrpcpb::CommitResponse {
                 error: Some(Box::new(e.to_key_error())),
                 ..Default::default()

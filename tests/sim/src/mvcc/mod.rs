@@ -8,17 +8,27 @@
 //! Per key the store keeps at most one lock and a list of write records keyed by commit ts
 //! (Put, Delete, Lock, Rollback; values live inside the records). The semantics follow
 //! TiKV's `storage/txn/actions` and `commands`: the same conflict checks, the same
-//! `KeyError` fields, async commit and 1PC timestamps derived from the store's `max_ts`,
+//! `KeyError` fields, async commit and 1PC timestamps derived from `max_ts` (the cluster
+//! layer installs the serving store's before each command, see [`crate::concurrency`]),
 //! lock TTLs judged by the physical part (`ts >> 18`) of `current_ts`.
 //!
 //! Pessimistic lock waits do not block: [`MvccStore::pessimistic_lock`] returns
-//! [`LockAcquire::Wait`] and the caller queues the request. After each command,
-//! [`MvccStore::take_released_locks`] tells which keys became free, so the caller can
-//! [`MvccStore::wake_up_lock_wait`]; a wait that runs out of time ends with
-//! [`MvccStore::lock_wait_timed_out`]. Waits feed the [`DeadlockDetector`].
+//! [`LockAcquire::Wait`] and the caller (the lock manager, [`crate::lock_manager`]) queues
+//! the request. After each command, [`MvccStore::take_released_locks`] tells which keys
+//! became free and [`MvccStore::take_new_locks`] which keys got a new lock, so the caller can
+//! answer a woken legacy waiter ([`MvccStore::lock_wait_woken`]), resume a ForceLock one
+//! ([`MvccStore::resume_lock_wait`]) or refresh what waiters wait for; a wait that runs out
+//! of time ends with [`MvccStore::lock_wait_timed_out`]. Waits feed the
+//! [`DeadlockDetector`].
 //!
-//! Not modelled: shared locks (`Op::SharedLock`), txn-file fields, flashback, the
-//! transaction status cache, old values for CDC, TiKV's short/long value split.
+//! Shared locks (`Op::SharedPessimisticLock`, prewritten as `Op::SharedLock`) are kept per
+//! key as TiKV's `SharedLocks`: several transactions hold sub-locks of one key, an exclusive
+//! request turns the set shrink-only and waits for it to empty, reads ignore it, and the key
+//! is released only when its last holder commits or rolls back. The transaction status
+//! cache ([`TxnState`]) is fed by commits, 1PC, status checks and `BroadcastTxnStatus`.
+//!
+//! Not modelled: txn-file fields, flashback, old values for CDC, TiKV's short/long value
+//! split, the large-transaction half of the status cache.
 
 mod actions;
 mod check;
@@ -30,10 +40,12 @@ mod prewrite;
 mod read;
 mod resolve;
 mod store;
+mod txn_status;
 
 #[cfg(test)]
 mod tests;
 
 pub use deadlock::{DeadlockDetector, key_hash};
-pub use pessimistic::{DEFAULT_LOCK_WAIT_TIMEOUT_MS, LockAcquire, LockWait};
+pub use pessimistic::{LockAcquire, LockWait, LockWaitUpdate};
 pub use store::{MvccStore, ReleasedLock};
+pub use txn_status::{TXN_STATUS_CACHE_CAPACITY, TxnState};

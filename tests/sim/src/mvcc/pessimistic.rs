@@ -1,4 +1,5 @@
-//! PessimisticLock (with lock waits handed to the caller) and PessimisticRollback.
+//! PessimisticLock (exclusive and shared, with lock waits handed to the caller) and
+//! PessimisticRollback.
 
 use bytes::Bytes;
 use tikv_proto::kvrpcpb::{
@@ -8,10 +9,7 @@ use tikv_proto::kvrpcpb::{
 
 use super::deadlock::key_hash;
 use super::error::TxnError;
-use super::store::{Lock, LockType, MvccStore, ReleasedLock, WriteType, check_key};
-
-/// The wait TiKV applies when a request says `wait_timeout = 0`.
-pub const DEFAULT_LOCK_WAIT_TIMEOUT_MS: u64 = 1000;
+use super::store::{Lock, LockType, MvccStore, SharedLocks, WriteType, check_key};
 
 /// The outcome of a pessimistic lock request.
 #[expect(
@@ -23,7 +21,8 @@ pub enum LockAcquire {
     /// The request finished (locked, or failed with the errors in the response).
     Done(kvrpcpb::PessimisticLockResponse),
     /// Another transaction's lock blocks the request: the caller queues it and later calls
-    /// [`MvccStore::wake_up_lock_wait`] or [`MvccStore::lock_wait_timed_out`].
+    /// [`MvccStore::lock_wait_woken`], [`MvccStore::resume_lock_wait`] or
+    /// [`MvccStore::lock_wait_timed_out`].
     Wait(LockWait),
 }
 
@@ -32,12 +31,16 @@ pub enum LockAcquire {
 pub struct LockWait {
     /// The key the request waits for.
     pub key: Bytes,
-    /// The blocking lock.
+    /// The blocking lock as a timeout reports it (a shared lock lists its holders).
     pub lock_info: kvrpcpb::LockInfo,
     /// The waiting transaction.
     pub start_ts: u64,
-    /// How long to wait before [`MvccStore::lock_wait_timed_out`] (0 on the wire = 1 s).
-    pub wait_timeout_ms: u64,
+    /// Whether the request asks for a shared lock on `key` (waiters for shared locks are
+    /// woken together).
+    pub shared: bool,
+    /// The holders this wait is registered for in the deadlock detector (none for a
+    /// transaction's first lock, which cannot be part of a cycle).
+    pub wait_for: Vec<u64>,
     /// The request, to run again when the lock goes away.
     pub request: kvrpcpb::PessimisticLockRequest,
 }
@@ -47,68 +50,173 @@ impl LockWait {
     pub fn is_force_lock(&self) -> bool {
         self.request.wake_up_mode == PessimisticLockWakeUpMode::WakeUpModeForceLock as i32
     }
+
+    /// The wait the request asked for: `None` for TiKV's default (`wait_timeout` 0), else the
+    /// milliseconds it named. The lock manager caps both at its wait-for-lock timeout.
+    pub fn requested_timeout_ms(&self) -> Option<u64> {
+        (self.request.wait_timeout > 0).then(|| self.request.wait_timeout.unsigned_abs())
+    }
+}
+
+/// What refreshing a parked request with a key's new lock did
+/// ([`MvccStore::refresh_lock_wait`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LockWaitUpdate {
+    /// The request already waited for that lock.
+    Unchanged,
+    /// The request now waits for the new lock.
+    Updated,
+    /// Waiting for the new lock closes a cycle: the request ends with this Deadlock answer.
+    Deadlock(kvrpcpb::PessimisticLockResponse),
+}
+
+/// The transactions a lock belongs to: every holder of a shared lock, else the one owner.
+pub(crate) fn lock_holders(info: &kvrpcpb::LockInfo) -> Vec<u64> {
+    if info.lock_type == kvrpcpb::Op::SharedLock as i32 {
+        info.shared_lock_infos
+            .iter()
+            .map(|holder| holder.lock_version)
+            .collect()
+    } else {
+        vec![info.lock_version]
+    }
+}
+
+fn is_shared_lock_info(info: &kvrpcpb::LockInfo) -> bool {
+    info.lock_type == kvrpcpb::Op::SharedLock as i32
 }
 
 impl MvccStore {
-    /// KvPessimisticLock: takes pessimistic locks on the request's keys at `for_update_ts`.
+    /// KvPessimisticLock: takes pessimistic locks on the request's keys at `for_update_ts`;
+    /// `Op::SharedPessimisticLock` keys get a sub-lock in the key's shared locks.
     ///
     /// Returns [`LockAcquire::Wait`] when a key is locked by another transaction and the
     /// request may wait (`wait_timeout` ≥ 0); nothing is written then. With
-    /// `wait_timeout` < 0 the lock comes back at once as KeyIsLocked; a wait that would
-    /// close a cycle comes back as Deadlock (unless `is_first_lock`). Normal mode reports a
-    /// newer commit as WriteConflict and fills `values` / `not_founds`; ForceLock mode
-    /// (one key only) locks anyway and reports `locked_with_conflict_ts` in `results`.
+    /// `wait_timeout` < 0 the lock comes back at once as KeyIsLocked, in `errors` only (also
+    /// in ForceLock mode); a wait that would close a cycle comes back as Deadlock (unless
+    /// `is_first_lock`). An exclusive request meeting shared locks that still take new holders
+    /// makes them shrink-only and answers KeyIsLocked without waiting, as TiKV does so that the
+    /// retry can wait for the set to drain. Normal mode reports a newer commit as
+    /// WriteConflict and fills `values` / `not_founds`; ForceLock mode (one key only) locks
+    /// anyway and reports `locked_with_conflict_ts` in `results`.
     pub fn pessimistic_lock(&mut self, req: &kvrpcpb::PessimisticLockRequest) -> LockAcquire {
         let force_lock = req.wake_up_mode == PessimisticLockWakeUpMode::WakeUpModeForceLock as i32;
         let result = self.atomically(|store| store.run_pessimistic_lock(req, force_lock));
         match result {
             Ok(Acquired::All(results)) => LockAcquire::Done(success_response(results, force_lock)),
-            Ok(Acquired::Blocked { key, lock_info }) => self.park(req, key, lock_info, force_lock),
-            Err(e) => LockAcquire::Done(kvrpcpb::PessimisticLockResponse {
-                errors: vec![e.to_key_error()],
-                ..Default::default()
-            }),
+            Ok(Acquired::Blocked {
+                key,
+                lock_info,
+                shared,
+            }) => self.park(req, key, lock_info, shared, force_lock),
+            Ok(Acquired::MadeShrinkOnly(lock_info)) => {
+                LockAcquire::Done(errors_response(TxnError::KeyIsLocked(lock_info)))
+            }
+            Err(e) => LockAcquire::Done(errors_response(e)),
         }
     }
 
-    /// Ends a lock wait whose timeout passed: the response carries KeyIsLocked.
-    pub fn lock_wait_timed_out(&mut self, wait: &LockWait) -> kvrpcpb::PessimisticLockResponse {
-        self.detector.clean_up_wait_for(
-            wait.start_ts,
-            wait.lock_info.lock_version,
-            key_hash(&wait.key),
-        );
-        locked_response(wait.lock_info.clone(), wait.is_force_lock())
+    /// Ends a lock wait whose timeout passed: the response carries KeyIsLocked with the lock
+    /// waited for and `duration_to_last_update_ms` (how long ago that information last
+    /// changed, 0 if never), as TiKV's waiter manager reports it.
+    pub fn lock_wait_timed_out(
+        &mut self,
+        wait: &LockWait,
+        duration_to_last_update_ms: u64,
+    ) -> kvrpcpb::PessimisticLockResponse {
+        self.end_lock_wait(wait);
+        let mut info = wait.lock_info.clone();
+        info.duration_to_last_update_ms = duration_to_last_update_ms;
+        locked_response(info, wait.is_force_lock())
     }
 
-    /// Wakes a waiting request after `released` (the lock it waited for) went away.
-    ///
-    /// Normal mode answers WriteConflict (reason PessimisticRetry) so that the client
-    /// retries; ForceLock mode runs the request again, which may wait again.
-    pub fn wake_up_lock_wait(&mut self, wait: LockWait, released: &ReleasedLock) -> LockAcquire {
-        self.detector.clean_up_wait_for(
-            wait.start_ts,
-            wait.lock_info.lock_version,
-            key_hash(&wait.key),
-        );
-        if wait.is_force_lock() {
-            return self.pessimistic_lock(&wait.request);
-        }
-        let conflict = TxnError::WriteConflict {
+    /// Answers a legacy (normal-mode) waiter that was woken: WriteConflict (reason
+    /// PessimisticRetry) naming the released lock's transaction and commit ts, so that the
+    /// client retries with a newer `for_update_ts`.
+    pub fn lock_wait_woken(
+        &mut self,
+        wait: &LockWait,
+        conflict_start_ts: u64,
+        conflict_commit_ts: u64,
+    ) -> kvrpcpb::PessimisticLockResponse {
+        self.end_lock_wait(wait);
+        errors_response(TxnError::WriteConflict {
             start_ts: wait.start_ts,
-            conflict_start_ts: released.start_ts,
-            conflict_commit_ts: released.commit_ts,
+            conflict_start_ts,
+            conflict_commit_ts,
             key: wait.key.clone(),
             primary: wait.request.primary_lock.clone(),
             reason: ConflictReason::PessimisticRetry,
-        };
-        LockAcquire::Done(kvrpcpb::PessimisticLockResponse {
-            errors: vec![conflict.to_key_error()],
-            ..Default::default()
         })
     }
 
-    /// KvPessimisticRollback: removes the transaction's pessimistic locks.
+    /// Resumes a woken ForceLock request as TiKV's `AcquirePessimisticLockResumed` does: the
+    /// waited-for key is locked (with conflict if a newer version exists) as an exclusive
+    /// lock. [`LockAcquire::Wait`] hands the same wait back when another exclusive lock
+    /// holds the key again; a shared lock or any other failure ends the request with a
+    /// `LockResultFailed` result and the error.
+    pub fn resume_lock_wait(&mut self, wait: LockWait) -> LockAcquire {
+        let req = &wait.request;
+        let should_not_exist = req
+            .mutations
+            .iter()
+            .any(|m| m.key == wait.key && m.assertion == kvrpcpb::Assertion::NotExist as i32);
+        let params = LockParams::new(req, true);
+        let key = wait.key.clone();
+        let result = self.atomically(|store| {
+            store
+                .acquire_key(&params, &key, should_not_exist, false)
+                .map_err(|failure| match failure {
+                    KeyFailure::Txn(e) => e,
+                    KeyFailure::NotInShrinkMode(shared) => {
+                        TxnError::KeyIsLocked(Box::new(shared.lock_info(&key)))
+                    }
+                })
+        });
+        match result {
+            Ok(result) => {
+                self.end_lock_wait(&wait);
+                LockAcquire::Done(success_response(vec![result], true))
+            }
+            Err(TxnError::KeyIsLocked(info)) if !is_shared_lock_info(&info) => {
+                LockAcquire::Wait(wait)
+            }
+            Err(e) => {
+                self.end_lock_wait(&wait);
+                LockAcquire::Done(failed_response(e.to_key_error(), true))
+            }
+        }
+    }
+
+    /// Points a parked request at `lock_info`, a lock another transaction just placed on the
+    /// key it waits for (TiKV's `update_wait_for`). A ForceLock request that is not the
+    /// transaction's first lock is checked for deadlocks again.
+    pub fn refresh_lock_wait(
+        &mut self,
+        wait: &mut LockWait,
+        lock_info: &kvrpcpb::LockInfo,
+    ) -> LockWaitUpdate {
+        let both_shared = is_shared_lock_info(&wait.lock_info) && is_shared_lock_info(lock_info);
+        if !both_shared && wait.lock_info.lock_version == lock_info.lock_version {
+            return LockWaitUpdate::Unchanged;
+        }
+        wait.lock_info = lock_info.clone();
+        if wait.request.is_first_lock || !wait.is_force_lock() {
+            return LockWaitUpdate::Updated;
+        }
+        self.end_lock_wait(wait);
+        wait.wait_for = Vec::new();
+        match self.detect_deadlock(wait.start_ts, &wait.key, lock_info) {
+            Ok(holders) => {
+                wait.wait_for = holders;
+                LockWaitUpdate::Updated
+            }
+            Err(error) => LockWaitUpdate::Deadlock(failed_response(error, true)),
+        }
+    }
+
+    /// KvPessimisticRollback: removes the transaction's pessimistic locks, exclusive ones and
+    /// sub-locks of shared ones.
     ///
     /// Only locks of `start_version` with `for_update_ts` ≤ the request's are removed, and
     /// no rollback record is written. Empty `keys` means every such lock in the store.
@@ -116,24 +224,55 @@ impl MvccStore {
         &mut self,
         req: &kvrpcpb::PessimisticRollbackRequest,
     ) -> kvrpcpb::PessimisticRollbackResponse {
+        self.pessimistic_rollback_in_range(req, &[], &[])
+    }
+
+    /// KvPessimisticRollback as a region serves it: like
+    /// [`MvccStore::pessimistic_rollback`], but empty `keys` only reach the locks in
+    /// `[start, end)` (empty end = unbounded), as TiKV's `PessimisticRollbackReadPhase` scans
+    /// only the region's snapshot.
+    pub fn pessimistic_rollback_in_range(
+        &mut self,
+        req: &kvrpcpb::PessimisticRollbackRequest,
+        start: &[u8],
+        end: &[u8],
+    ) -> kvrpcpb::PessimisticRollbackResponse {
+        let removable = |lock: &Lock| {
+            lock.is_pessimistic()
+                && lock.start_ts == req.start_version
+                && lock.for_update_ts <= req.for_update_ts
+        };
         let keys: Vec<Bytes> = if req.keys.is_empty() {
-            self.locks
-                .iter()
+            let exclusive = self
+                .locks_in_range(start, end)
                 .filter(|(_, lock)| lock.start_ts == req.start_version && lock.is_pessimistic())
-                .map(|(key, _)| key.clone())
-                .collect()
+                .map(|(key, _)| key.clone());
+            let shared = self
+                .shared_locks
+                .iter()
+                .filter(|(key, _)| super::store::key_in_range(key, start, end))
+                .filter(|(_, shared)| {
+                    shared
+                        .locks
+                        .get(&req.start_version)
+                        .is_some_and(Lock::is_pessimistic)
+                })
+                .map(|(key, _)| key.clone());
+            let mut keys: Vec<Bytes> = exclusive.chain(shared).collect();
+            keys.sort();
+            keys
         } else {
             req.keys.clone()
         };
         let _ = self.atomically(|store| {
             for key in &keys {
-                let remove = store.load_lock(key).is_some_and(|lock| {
-                    lock.is_pessimistic()
-                        && lock.start_ts == req.start_version
-                        && lock.for_update_ts <= req.for_update_ts
-                });
-                if remove {
+                if store.load_lock(key).is_some_and(removable) {
                     store.unlock_key(key, 0);
+                } else if let Some(mut shared) = store.load_shared_locks(key).cloned() {
+                    if shared.locks.get(&req.start_version).is_some_and(removable) {
+                        shared.locks.remove(&req.start_version);
+                        store.write_back_shared_locks(key, shared, req.start_version, 0);
+                    }
                 }
             }
             Ok::<_, TxnError>(())
@@ -146,43 +285,72 @@ impl MvccStore {
         req: &kvrpcpb::PessimisticLockRequest,
         key: Bytes,
         lock_info: kvrpcpb::LockInfo,
+        shared: bool,
         force_lock: bool,
     ) -> LockAcquire {
         if req.wait_timeout < 0 {
-            return LockAcquire::Done(locked_response(lock_info, force_lock));
+            // No wait: TiKV answers the whole request with the error, with no per-key results
+            // even in ForceLock mode.
+            return LockAcquire::Done(errors_response(TxnError::KeyIsLocked(Box::new(lock_info))));
         }
+        let mut wait_for = Vec::new();
         if !req.is_first_lock {
-            let deadlock = self.detector.detect(
-                req.start_version,
-                lock_info.lock_version,
-                key_hash(&key),
-                &key,
-            );
-            if let Some((deadlock_key_hash, wait_chain)) = deadlock {
-                let error = kvrpcpb::KeyError {
-                    deadlock: Some(kvrpcpb::Deadlock {
-                        lock_ts: lock_info.lock_version,
-                        lock_key: key,
-                        deadlock_key_hash,
-                        wait_chain,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                return LockAcquire::Done(failed_response(error, force_lock));
+            match self.detect_deadlock(req.start_version, &key, &lock_info) {
+                Ok(holders) => wait_for = holders,
+                Err(error) => return LockAcquire::Done(failed_response(error, force_lock)),
             }
         }
         LockAcquire::Wait(LockWait {
             key,
             lock_info,
             start_ts: req.start_version,
-            wait_timeout_ms: if req.wait_timeout == 0 {
-                DEFAULT_LOCK_WAIT_TIMEOUT_MS
-            } else {
-                req.wait_timeout.unsigned_abs()
-            },
+            shared,
+            wait_for,
             request: req.clone(),
         })
+    }
+
+    /// Registers `start_ts` as waiting for every holder of `lock_info` on `key`; returns the
+    /// holders registered, or the Deadlock error of the first holder that closes a cycle
+    /// (after forgetting the holders registered before it), as TiKV's detector does.
+    fn detect_deadlock(
+        &mut self,
+        start_ts: u64,
+        key: &Bytes,
+        lock_info: &kvrpcpb::LockInfo,
+    ) -> Result<Vec<u64>, kvrpcpb::KeyError> {
+        let hash = key_hash(key);
+        let mut registered = Vec::new();
+        for holder in lock_holders(lock_info) {
+            if let Some((deadlock_key_hash, wait_chain)) =
+                self.detector.detect(start_ts, holder, hash, key)
+            {
+                for earlier in registered {
+                    self.detector.clean_up_wait_for(start_ts, earlier, hash);
+                }
+                return Err(kvrpcpb::KeyError {
+                    deadlock: Some(kvrpcpb::Deadlock {
+                        lock_ts: holder,
+                        lock_key: key.clone(),
+                        deadlock_key_hash,
+                        wait_chain,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+            registered.push(holder);
+        }
+        Ok(registered)
+    }
+
+    /// Forgets the wait in the deadlock detector.
+    fn end_lock_wait(&mut self, wait: &LockWait) {
+        let hash = key_hash(&wait.key);
+        for holder in &wait.wait_for {
+            self.detector
+                .clean_up_wait_for(wait.start_ts, *holder, hash);
+        }
     }
 
     fn run_pessimistic_lock(
@@ -201,62 +369,91 @@ impl MvccStore {
         let mut keys = Vec::with_capacity(req.mutations.len());
         for m in &req.mutations {
             check_key(&m.key)?;
-            if m.op != kvrpcpb::Op::PessimisticLock as i32 {
-                return Err(TxnError::BadRequest(format!(
-                    "op {} is not allowed in a pessimistic lock request",
-                    m.op
-                )));
-            }
+            let shared = match kvrpcpb::Op::try_from(m.op) {
+                Ok(kvrpcpb::Op::PessimisticLock) => false,
+                Ok(kvrpcpb::Op::SharedPessimisticLock) => true,
+                _ => {
+                    return Err(TxnError::BadRequest(format!(
+                        "op {} is not allowed in a pessimistic lock request",
+                        m.op
+                    )));
+                }
+            };
             keys.push((
                 m.key.clone(),
                 m.assertion == kvrpcpb::Assertion::NotExist as i32,
+                shared,
             ));
         }
-        let params = LockParams {
-            primary: req.primary_lock.clone(),
-            start_ts: req.start_version,
-            lock_ttl: req.lock_ttl,
-            for_update_ts: req.for_update_ts,
-            need_value: req.return_values,
-            need_check_existence: req.check_existence,
-            min_commit_ts: req.min_commit_ts,
-            lock_only_if_exists: req.lock_only_if_exists,
-            allow_lock_with_conflict: force_lock,
-        };
+        let params = LockParams::new(req, force_lock);
         let mut results = Vec::with_capacity(keys.len());
-        for (key, should_not_exist) in keys {
-            match self.acquire_key(&params, &key, should_not_exist) {
+        for (key, should_not_exist, shared) in keys {
+            match self.acquire_key(&params, &key, should_not_exist, shared) {
                 Ok(result) => results.push(result),
-                Err(TxnError::KeyIsLocked(lock_info)) => {
+                Err(KeyFailure::Txn(TxnError::KeyIsLocked(lock_info))) => {
+                    // Keys locked before this one are not kept.
                     self.discard_changes();
                     return Ok(Acquired::Blocked {
                         key,
                         lock_info: *lock_info,
+                        shared,
                     });
                 }
-                Err(e) => return Err(e),
+                Err(KeyFailure::NotInShrinkMode(mut shared_locks)) => {
+                    // Only the shrink-only mark is written; earlier keys are not kept.
+                    self.discard_changes();
+                    shared_locks.shrink_only = true;
+                    let info = shared_locks.lock_info(&key);
+                    self.put_shared_locks(&key, shared_locks);
+                    return Ok(Acquired::MadeShrinkOnly(Box::new(info)));
+                }
+                Err(KeyFailure::Txn(e)) => return Err(e),
             }
         }
         Ok(Acquired::All(results))
     }
 
+    /// Locks one key (TiKV's `acquire_pessimistic_lock` action); `shared` asks for a sub-lock
+    /// in the key's shared locks.
     fn acquire_key(
         &mut self,
         p: &LockParams,
         key: &Bytes,
         should_not_exist: bool,
-    ) -> Result<KeyResult, TxnError> {
+        shared: bool,
+    ) -> Result<KeyResult, KeyFailure> {
         if p.lock_only_if_exists && !p.need_value {
             return Err(TxnError::LockIfExistsFailed {
                 start_ts: p.start_ts,
                 key: key.clone(),
-            });
+            }
+            .into());
         }
         if should_not_exist || p.need_value || p.need_check_existence {
             self.update_max_ts(p.for_update_ts);
         }
         if let Some(lock) = self.load_lock(key).cloned() {
-            return self.relock_own_key(p, key, should_not_exist, lock);
+            if shared {
+                // A shared request waits for any exclusive lock, even its own transaction's.
+                return Err(TxnError::KeyIsLocked(Box::new(lock.lock_info(key))).into());
+            }
+            return Ok(self.relock_own_key(p, key, should_not_exist, lock)?);
+        }
+        let mut joined_shared = None;
+        if let Some(shared_locks) = self.load_shared_locks(key).cloned() {
+            if !shared {
+                if !shared_locks.shrink_only {
+                    return Err(KeyFailure::NotInShrinkMode(shared_locks));
+                }
+                return Err(TxnError::KeyIsLocked(Box::new(shared_locks.lock_info(key))).into());
+            }
+            if shared_locks.locks.contains_key(&p.start_ts) {
+                return Ok(self.relock_own_shared(p, key, shared_locks));
+            }
+            if shared_locks.shrink_only {
+                return Err(TxnError::KeyIsLocked(Box::new(shared_locks.lock_info(key))).into());
+            }
+            joined_shared = Some(shared_locks);
         }
         let mut for_update_ts = p.for_update_ts;
         let mut need_load_value = p.need_value;
@@ -274,7 +471,7 @@ impl MvccStore {
             };
             if commit_ts > for_update_ts {
                 if !p.allow_lock_with_conflict {
-                    return Err(conflict_error(write.start_ts, commit_ts));
+                    return Err(conflict_error(write.start_ts, commit_ts).into());
                 }
                 conflict = Some((write.start_ts, commit_ts));
                 for_update_ts = commit_ts;
@@ -292,13 +489,15 @@ impl MvccStore {
                 return Err(TxnError::PessimisticLockRolledBack {
                     start_ts: p.start_ts,
                     key: key.clone(),
-                });
+                }
+                .into());
             }
             if let Err(e) = self.check_data_constraint(should_not_exist, &write, commit_ts, key) {
                 return Err(match conflict {
                     Some((start_ts, commit_ts)) => conflict_error(start_ts, commit_ts),
                     None => e,
-                });
+                }
+                .into());
             }
             if p.need_value || p.need_check_existence || conflict.is_some() {
                 let below = commit_ts.saturating_sub(1);
@@ -324,7 +523,12 @@ impl MvccStore {
         lock.for_update_ts = for_update_ts;
         lock.min_commit_ts = p.min_commit_ts;
         lock.is_locked_with_conflict = conflict.is_some();
-        if !p.lock_only_if_exists || value.is_some() {
+        if shared {
+            // A shared sub-lock is taken whether or not the key exists.
+            let mut shared_locks = joined_shared.unwrap_or_default();
+            shared_locks.locks.insert(p.start_ts, lock);
+            self.put_shared_locks(key, shared_locks);
+        } else if !p.lock_only_if_exists || value.is_some() {
             self.put_lock(key, lock);
         } else if let Some((conflict_start_ts, conflict_commit_ts)) = conflict {
             return Err(TxnError::WriteConflict {
@@ -334,7 +538,8 @@ impl MvccStore {
                 key: key.clone(),
                 primary: p.primary.clone(),
                 reason: ConflictReason::PessimisticRetry,
-            });
+            }
+            .into());
         }
         Ok(KeyResult::new(
             p,
@@ -413,6 +618,54 @@ impl MvccStore {
     }
 }
 
+impl MvccStore {
+    /// The transaction already holds a sub-lock of the key's shared locks: refresh it to a
+    /// newer `for_update_ts` (TiKV's `handle_existing_shared_lock`). No value is read for a
+    /// shared lock.
+    fn relock_own_shared(
+        &mut self,
+        p: &LockParams,
+        key: &Bytes,
+        mut shared_locks: SharedLocks,
+    ) -> KeyResult {
+        let existing = shared_locks
+            .locks
+            .get(&p.start_ts)
+            .map(|lock| (lock.for_update_ts, lock.is_locked_with_conflict));
+        if let Some((existing_for_update_ts, locked_with_conflict)) = existing {
+            if p.for_update_ts > existing_for_update_ts {
+                let mut lock = Lock::new(
+                    LockType::Pessimistic,
+                    p.primary.clone(),
+                    p.start_ts,
+                    p.lock_ttl,
+                );
+                lock.for_update_ts = p.for_update_ts;
+                lock.min_commit_ts = p.min_commit_ts;
+                lock.is_locked_with_conflict = locked_with_conflict;
+                shared_locks.locks.insert(p.start_ts, lock);
+                self.put_shared_locks(key, shared_locks);
+            }
+        }
+        KeyResult::new(p, None, None)
+    }
+}
+
+/// Why one key could not be locked.
+enum KeyFailure {
+    /// The error the request ends with (KeyIsLocked: it may wait).
+    Txn(TxnError),
+    /// An exclusive request met shared locks that still take new holders: they are to be
+    /// made shrink-only.
+    NotInShrinkMode(SharedLocks),
+}
+
+impl From<TxnError> for KeyFailure {
+    fn from(e: TxnError) -> Self {
+        Self::Txn(e)
+    }
+}
+
 struct LockParams {
     primary: Bytes,
     start_ts: u64,
@@ -425,12 +678,31 @@ struct LockParams {
     allow_lock_with_conflict: bool,
 }
 
+impl LockParams {
+    fn new(req: &kvrpcpb::PessimisticLockRequest, allow_lock_with_conflict: bool) -> Self {
+        Self {
+            primary: req.primary_lock.clone(),
+            start_ts: req.start_version,
+            lock_ttl: req.lock_ttl,
+            for_update_ts: req.for_update_ts,
+            need_value: req.return_values,
+            need_check_existence: req.check_existence,
+            min_commit_ts: req.min_commit_ts,
+            lock_only_if_exists: req.lock_only_if_exists,
+            allow_lock_with_conflict,
+        }
+    }
+}
+
 enum Acquired {
     All(Vec<KeyResult>),
     Blocked {
         key: Bytes,
         lock_info: kvrpcpb::LockInfo,
+        shared: bool,
     },
+    /// Shared locks were made shrink-only; the request fails with KeyIsLocked on them.
+    MadeShrinkOnly(Box<kvrpcpb::LockInfo>),
 }
 
 /// What one key of a successful request reports.
@@ -508,6 +780,14 @@ fn success_response(results: Vec<KeyResult>, force_lock: bool) -> kvrpcpb::Pessi
     resp
 }
 
+/// A response failed as a whole: the error and nothing else.
+fn errors_response(error: TxnError) -> kvrpcpb::PessimisticLockResponse {
+    kvrpcpb::PessimisticLockResponse {
+        errors: vec![error.to_key_error()],
+        ..Default::default()
+    }
+}
+
 fn locked_response(
     lock_info: kvrpcpb::LockInfo,
     force_lock: bool,
@@ -518,6 +798,8 @@ fn locked_response(
     )
 }
 
+/// A waited-for request that ended in `error`: ForceLock mode reports it key-wise too (a
+/// `LockResultFailed` result), as TiKV's lock-wait context does.
 fn failed_response(error: kvrpcpb::KeyError, force_lock: bool) -> kvrpcpb::PessimisticLockResponse {
     kvrpcpb::PessimisticLockResponse {
         errors: vec![error],

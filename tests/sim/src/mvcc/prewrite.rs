@@ -7,7 +7,9 @@ use tikv_proto::kvrpcpb::{
 };
 
 use super::error::{LockNotFoundReason, TxnError};
-use super::store::{CommitRecord, Lock, LockType, MvccStore, Write, WriteType, check_key};
+use super::store::{
+    CommitRecord, Lock, LockType, MvccStore, SharedLocks, Write, WriteType, check_key,
+};
 
 impl MvccStore {
     /// KvPrewrite: locks the mutations of one transaction.
@@ -16,7 +18,11 @@ impl MvccStore {
     /// per mutation). Locked keys are all reported in `errors` and nothing is written; any
     /// other failure (write conflict, assertion, already-exist, bad input) is the single
     /// entry of `errors`. Async commit returns `min_commit_ts`, 1PC `one_pc_commit_ts`;
-    /// both are 0 after falling back to 2PC (`max_commit_ts` exceeded).
+    /// both are 0 after falling back to 2PC (`max_commit_ts` exceeded). A pessimistic
+    /// prewrite of a transaction the status cache knows is committed is handled as a retried
+    /// request (TiKV's `Prewriter::process_write`): its constraint checks are not skipped, so
+    /// a late duplicate finds the commit record and succeeds without writing. `Op::SharedLock`
+    /// mutations turn the transaction's shared pessimistic sub-lock into a Lock sub-lock.
     pub fn prewrite(&mut self, req: &kvrpcpb::PrewriteRequest) -> kvrpcpb::PrewriteResponse {
         let result = self.atomically(|store| {
             let mutations = parse_prewrite(req).map_err(PrewriteFailure::Error)?;
@@ -28,11 +34,18 @@ impl MvccStore {
             }
         });
         match result {
-            Ok(outcome) => kvrpcpb::PrewriteResponse {
-                min_commit_ts: outcome.min_commit_ts,
-                one_pc_commit_ts: outcome.one_pc_commit_ts,
-                ..Default::default()
-            },
+            Ok(outcome) => {
+                if outcome.one_pc_commit_ts != 0 {
+                    // A 1PC commit is a known transaction status, as a commit is.
+                    self.txn_status
+                        .insert_committed(req.start_version, outcome.one_pc_commit_ts);
+                }
+                kvrpcpb::PrewriteResponse {
+                    min_commit_ts: outcome.min_commit_ts,
+                    one_pc_commit_ts: outcome.one_pc_commit_ts,
+                    ..Default::default()
+                }
+            }
             Err(PrewriteFailure::Locked(outcome)) => kvrpcpb::PrewriteResponse {
                 errors: outcome.locks.iter().map(TxnError::to_key_error).collect(),
                 min_commit_ts: outcome.min_commit_ts,
@@ -47,9 +60,11 @@ impl MvccStore {
 
     /// KvFlush: writes one generation of a pipelined (optimistic) transaction's locks.
     ///
-    /// A newer generation replaces the transaction's own locks, an older or equal one is an
-    /// `abort` error; keys locked by others are reported in `errors` while the other keys
-    /// are still written (as TiKV does). `generation` must be positive.
+    /// A newer generation replaces the transaction's own locks; a mutation whose key already
+    /// holds this generation or a newer one is skipped (a late or repeated flush succeeds
+    /// without changing the lock, as TiKV's `Flush` command does). Keys locked by others are
+    /// reported in `errors` while the other keys are still written. `generation` must be
+    /// positive.
     pub fn flush(&mut self, req: &kvrpcpb::FlushRequest) -> kvrpcpb::FlushResponse {
         let result = self.atomically(|store| store.run_flush(req));
         kvrpcpb::FlushResponse {
@@ -89,7 +104,8 @@ impl MvccStore {
             txn_size: req.txn_size,
             lock_ttl: req.lock_ttl,
             min_commit_ts: req.min_commit_ts,
-            is_retry_request: req.context.as_ref().is_some_and(|c| c.is_retry_request),
+            is_retry_request: req.context.as_ref().is_some_and(|c| c.is_retry_request)
+                || (req.for_update_ts != 0 && self.txn_status.committed(start_ts).is_some()),
             assertion_level: assertion_level(req.assertion_level)?,
         };
         let mut secondary_keys = req.use_async_commit.then(|| req.secondaries.clone());
@@ -292,6 +308,9 @@ impl MvccStore {
                 Err(e @ TxnError::AssertionFailed { .. }) => {
                     assertion_failure.get_or_insert(e);
                 }
+                // A late or repeated flush: the lock already holds this generation or a
+                // newer one, so the mutation is skipped and the command goes on.
+                Err(TxnError::GenerationOutOfOrder { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -320,14 +339,39 @@ impl MvccStore {
         m.lock_ttl = props.lock_ttl;
         m.min_commit_ts = props.min_commit_ts;
         let mut lock_amended = false;
+        let shared_locks = self.load_shared_locks(&m.key).cloned();
         let lock_status = match self.load_lock(&m.key).cloned() {
-            Some(lock) => self.check_own_lock(props, &mut m, lock, generation)?,
-            None if m.pessimistic_action == PessimisticAction::DoPessimisticCheck => {
-                self.amend_pessimistic_lock(props, &m)?;
-                lock_amended = true;
-                LockStatus::None
+            Some(lock) if m.shared => {
+                return Err(TxnError::KeyIsLocked(Box::new(lock.lock_info(&m.key))));
             }
-            None => LockStatus::None,
+            Some(lock) => self.check_own_lock(props, &mut m, lock, generation)?,
+            None => match shared_locks {
+                Some(shared) => {
+                    let Some(own) = shared.locks.get(&props.start_ts).cloned() else {
+                        if m.shared {
+                            return Err(shared_lock_not_found(props, &m));
+                        }
+                        return Err(TxnError::KeyIsLocked(Box::new(shared.lock_info(&m.key))));
+                    };
+                    if !m.shared {
+                        return Err(TxnError::BadRequest(
+                            "use Op::SharedLock to prewrite on a shared lock".to_owned(),
+                        ));
+                    }
+                    let status = self.check_own_lock(props, &mut m, own, generation)?;
+                    m.shared_locks = Some(shared);
+                    status
+                }
+                None if m.pessimistic_action == PessimisticAction::DoPessimisticCheck => {
+                    if m.shared {
+                        return Err(shared_lock_not_found(props, &m));
+                    }
+                    self.amend_pessimistic_lock(props, &m)?;
+                    lock_amended = true;
+                    LockStatus::None
+                }
+                None => LockStatus::None,
+            },
         };
         if generation == 0 {
             if let LockStatus::Locked(ts) = lock_status {
@@ -630,13 +674,42 @@ impl MvccStore {
         } else {
             Ok(0)
         };
-        if try_one_pc {
+        if let Some(mut shared) = m.shared_locks {
+            // The sub-lock of a shared lock takes no part in pipelined, 1PC or async commit.
+            if generation > 0 {
+                return Err(TxnError::BadRequest(format!(
+                    "shared lock prewrite does not support generation {generation}"
+                )));
+            }
+            if try_one_pc {
+                return Err(TxnError::BadRequest(
+                    "shared lock prewrite is incompatible with one-phase commit".to_owned(),
+                ));
+            }
+            if lock.use_async_commit {
+                return Err(TxnError::BadRequest(
+                    "shared lock prewrite cannot use async commit".to_owned(),
+                ));
+            }
+            shared.locks.insert(props.start_ts, lock);
+            self.put_shared_locks(&m.key, shared);
+        } else if try_one_pc {
             let had_pessimistic_lock = matches!(lock_status, LockStatus::Pessimistic(_));
             one_pc_locks.push((m.key, lock, had_pessimistic_lock));
         } else {
             self.put_lock(&m.key, lock);
         }
         result
+    }
+}
+
+/// A shared-lock prewrite found no shared pessimistic sub-lock of its own to turn into a
+/// prewrite lock.
+fn shared_lock_not_found(props: &TxnProps, m: &PrewriteMutation) -> TxnError {
+    TxnError::PessimisticLockNotFound {
+        start_ts: props.start_ts,
+        key: m.key.clone(),
+        reason: LockNotFoundReason::LockMissingAmendFail,
     }
 }
 
@@ -721,6 +794,10 @@ struct PrewriteMutation {
     secondaries: Option<Vec<Bytes>>,
     lock_ttl: u64,
     min_commit_ts: u64,
+    /// `Op::SharedLock`: prewrites the transaction's sub-lock of a shared lock.
+    shared: bool,
+    /// The key's shared locks holding the transaction's sub-lock, to write it back into.
+    shared_locks: Option<SharedLocks>,
 }
 
 impl PrewriteMutation {
@@ -729,7 +806,7 @@ impl PrewriteMutation {
         let op = match kvrpcpb::Op::try_from(m.op) {
             Ok(kvrpcpb::Op::Put) => MutationOp::Put,
             Ok(kvrpcpb::Op::Del) => MutationOp::Delete,
-            Ok(kvrpcpb::Op::Lock) => MutationOp::Lock,
+            Ok(kvrpcpb::Op::Lock | kvrpcpb::Op::SharedLock) => MutationOp::Lock,
             Ok(kvrpcpb::Op::Insert) => MutationOp::Insert,
             Ok(kvrpcpb::Op::CheckNotExists) => MutationOp::CheckNotExists,
             _ => {
@@ -752,6 +829,8 @@ impl PrewriteMutation {
             secondaries: None,
             lock_ttl: 0,
             min_commit_ts: 0,
+            shared: m.op == kvrpcpb::Op::SharedLock as i32,
+            shared_locks: None,
         })
     }
 

@@ -10,7 +10,8 @@ impl MvccStore {
     /// KvGet: reads `key` at `version` under the context's isolation level.
     ///
     /// A blocking lock comes back as `error.locked`; RCCheckTS conflicts as `error.conflict`;
-    /// a missing key sets `not_found`. SI and RCCheckTS reads raise `max_ts` to `version`.
+    /// a missing key sets `not_found`. Every read but a stale one raises `max_ts` to
+    /// `version`.
     pub fn get(&mut self, req: &kvrpcpb::GetRequest) -> kvrpcpb::GetResponse {
         let result = ReadOptions::new(req.context.as_ref(), req.version).and_then(|opts| {
             self.note_read(&opts);
@@ -98,7 +99,10 @@ impl MvccStore {
 
     /// KvScanLock: lists locks with start ts ≤ `max_version` in `[start_key, end_key)`.
     ///
-    /// `limit` 0 means no limit. Raises `max_ts` to `max_version`.
+    /// A key's shared locks come as one `SharedLock` entry listing the holders that pass the
+    /// filter; `limit` (0 = no limit) counts holders, and a shared lock that would pass it
+    /// keeps its smallest start ts only, as TiKV's `scan_locks_from_storage` does. Raises
+    /// `max_ts` to `max_version`.
     pub fn scan_lock(&mut self, req: &kvrpcpb::ScanLockRequest) -> kvrpcpb::ScanLockResponse {
         self.update_max_ts(req.max_version);
         let upper = (!req.end_key.is_empty()).then_some(&req.end_key);
@@ -107,14 +111,45 @@ impl MvccStore {
         } else {
             req.limit as usize
         };
-        let locks = self
+        let in_range = |key: &Bytes| key >= &req.start_key && upper.is_none_or(|u| key < u);
+        let mut keys: Vec<&Bytes> = self
             .locks
             .range(req.start_key.clone()..)
-            .take_while(|(key, _)| upper.is_none_or(|upper| *key < upper))
-            .filter(|(_, lock)| lock.start_ts <= req.max_version)
-            .take(limit)
-            .map(|(key, lock)| lock.lock_info(key))
+            .map(|(key, _)| key)
+            .chain(
+                self.shared_locks
+                    .range(req.start_key.clone()..)
+                    .map(|(k, _)| k),
+            )
+            .filter(|key| in_range(key))
             .collect();
+        keys.sort();
+        let mut locks = Vec::new();
+        let mut count = 0;
+        for key in keys {
+            if count >= limit {
+                break;
+            }
+            if let Some(lock) = self.locks.get(key) {
+                if lock.start_ts <= req.max_version {
+                    locks.push(lock.lock_info(key));
+                    count += 1;
+                }
+            } else if let Some(shared) = self.shared_locks.get(key) {
+                let mut holders = shared.clone();
+                holders
+                    .locks
+                    .retain(|start_ts, _| *start_ts <= req.max_version);
+                let room = limit - count;
+                while holders.locks.len() > room {
+                    holders.locks.pop_last();
+                }
+                if !holders.locks.is_empty() {
+                    count += holders.locks.len();
+                    locks.push(holders.lock_info(key));
+                }
+            }
+        }
         kvrpcpb::ScanLockResponse {
             locks,
             ..Default::default()
@@ -124,11 +159,14 @@ impl MvccStore {
     /// KvBufferBatchGet: reads the pipelined transaction `version`'s own flushed locks.
     ///
     /// A Put lock gives its value, a Delete lock an empty value; keys without an own Put or
-    /// Delete lock are left out.
+    /// Delete lock are left out. Raises `max_ts` to `version` like any other read.
     pub fn buffer_batch_get(
         &mut self,
         req: &kvrpcpb::BufferBatchGetRequest,
     ) -> kvrpcpb::BufferBatchGetResponse {
+        if !req.context.as_ref().is_some_and(|ctx| ctx.stale_read) {
+            self.update_max_ts(req.version);
+        }
         let mut pairs = Vec::new();
         for key in &req.keys {
             let Some(lock) = self.load_lock(key) else {
@@ -212,9 +250,11 @@ impl MvccStore {
         }
     }
 
-    /// Raises `max_ts` for reads that check locks (SI and RCCheckTS).
+    /// Raises `max_ts` to the read's timestamp, for every isolation level, as TiKV's
+    /// `prepare_snap_ctx` does before it takes a snapshot. Stale reads leave it alone: they
+    /// read below the resolved ts and cannot be overtaken by a commit.
     fn note_read(&mut self, opts: &ReadOptions) {
-        if opts.isolation != IsolationLevel::Rc {
+        if !opts.stale_read {
             self.update_max_ts(opts.ts);
         }
     }
@@ -365,6 +405,7 @@ impl MvccStore {
 struct ReadOptions {
     ts: u64,
     isolation: IsolationLevel,
+    stale_read: bool,
     resolved_locks: Vec<u64>,
     committed_locks: Vec<u64>,
 }
@@ -375,6 +416,7 @@ impl ReadOptions {
             return Ok(Self {
                 ts,
                 isolation: IsolationLevel::Si,
+                stale_read: false,
                 resolved_locks: Vec::new(),
                 committed_locks: Vec::new(),
             });
@@ -385,6 +427,7 @@ impl ReadOptions {
         Ok(Self {
             ts,
             isolation,
+            stale_read: ctx.stale_read,
             resolved_locks: ctx.resolved_locks.clone(),
             committed_locks: ctx.committed_locks.clone(),
         })

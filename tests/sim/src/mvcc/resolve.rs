@@ -8,6 +8,7 @@ use tikv_proto::kvrpcpb;
 
 use super::error::TxnError;
 use super::store::{MvccStore, WriteType};
+use super::txn_status::TxnState;
 
 impl MvccStore {
     /// KvResolveLock: commits or rolls back the locks of finished transactions.
@@ -15,10 +16,23 @@ impl MvccStore {
     /// `txn_infos` maps start ts to commit ts (0 = roll back) and is used when
     /// `start_version` is 0; otherwise the single pair (`start_version`, `commit_version`)
     /// applies. With `keys` only those keys are resolved ("lite"); without, every lock of
-    /// those transactions in the store. A commit ts not above its start ts is an `abort`.
+    /// those transactions in the store (sub-locks of shared locks included). A commit ts not
+    /// above its start ts is an `abort`. A "lite" commit feeds the transaction status cache.
     pub fn resolve_lock(
         &mut self,
         req: &kvrpcpb::ResolveLockRequest,
+    ) -> kvrpcpb::ResolveLockResponse {
+        self.resolve_lock_in_range(req, &[], &[])
+    }
+
+    /// KvResolveLock as a region serves it: like [`MvccStore::resolve_lock`], but without
+    /// `keys` only the locks in `[start, end)` (empty end = unbounded) are resolved, as
+    /// TiKV's `ResolveLockReadPhase` scans only the region's snapshot.
+    pub fn resolve_lock_in_range(
+        &mut self,
+        req: &kvrpcpb::ResolveLockRequest,
+        start: &[u8],
+        end: &[u8],
     ) -> kvrpcpb::ResolveLockResponse {
         let result = self.atomically(|store| {
             if !req.keys.is_empty() {
@@ -32,12 +46,23 @@ impl MvccStore {
                     .map(|info| (info.txn, info.status))
                     .collect()
             };
-            let locks: Vec<(Bytes, u64, bool)> = store
-                .locks
-                .iter()
+            let mut locks: Vec<(Bytes, u64, bool)> = store
+                .locks_in_range(start, end)
                 .filter(|(_, lock)| txn_status.contains_key(&lock.start_ts))
                 .map(|(key, lock)| (key.clone(), lock.start_ts, lock.is_pessimistic()))
                 .collect();
+            // Shared locks count once per matching holder, as TiKV's read phase flattens them.
+            for (key, shared) in &store.shared_locks {
+                if !super::store::key_in_range(key, start, end) {
+                    continue;
+                }
+                for (start_ts, lock) in &shared.locks {
+                    if txn_status.contains_key(start_ts) {
+                        locks.push((key.clone(), *start_ts, lock.is_pessimistic()));
+                    }
+                }
+            }
+            locks.sort();
             for (key, start_ts, pessimistic) in locks {
                 let commit_ts = txn_status.get(&start_ts).copied().unwrap_or_default();
                 if commit_ts == 0 {
@@ -56,6 +81,11 @@ impl MvccStore {
             }
             Ok(())
         });
+        if result.is_ok() && !req.keys.is_empty() && req.commit_version != 0 {
+            // TiKV's ResolveLockLite reports a commit as a known transaction status.
+            self.txn_status
+                .insert_committed(req.start_version, req.commit_version);
+        }
         kvrpcpb::ResolveLockResponse {
             error: result.err().map(|e| Box::new(e.to_key_error())),
             ..Default::default()
@@ -74,6 +104,8 @@ impl MvccStore {
                 self.locks.remove(&key);
                 self.writes.remove(&key);
             }
+            self.shared_locks
+                .retain(|key, _| key < &req.start_key || end.is_some_and(|end| &key[..] >= end));
         }
         kvrpcpb::DeleteRangeResponse::default()
     }
@@ -114,12 +146,22 @@ impl MvccStore {
         }
     }
 
-    /// KvBroadcastTxnStatus: accepted; the model keeps no transaction-status cache.
+    /// KvBroadcastTxnStatus: records each transaction's status in the transaction status
+    /// cache (TiKV's `update_txn_status_cache`). Always answers an empty response.
     pub fn broadcast_txn_status(
         &mut self,
-        _req: &kvrpcpb::BroadcastTxnStatusRequest,
+        req: &kvrpcpb::BroadcastTxnStatusRequest,
     ) -> kvrpcpb::BroadcastTxnStatusResponse {
+        for status in &req.txn_status {
+            self.txn_status
+                .upsert(status.start_ts, TxnState::from_status(status));
+        }
         kvrpcpb::BroadcastTxnStatusResponse {}
+    }
+
+    /// What the transaction status cache knows about the transaction `start_ts`.
+    pub fn cached_txn_status(&self, start_ts: u64) -> Option<TxnState> {
+        self.txn_status.get(start_ts)
     }
 
     fn resolve_lock_lite(&mut self, req: &kvrpcpb::ResolveLockRequest) -> Result<(), TxnError> {

@@ -1,4 +1,5 @@
-//! The store itself: locks and write records per key, max_ts, and per-command atomicity.
+//! The store itself: locks (exclusive and shared) and write records per key, max_ts, the
+//! transaction status cache, and per-command atomicity.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +8,7 @@ use tikv_proto::kvrpcpb;
 
 use super::deadlock::DeadlockDetector;
 use super::error::TxnError;
+use super::txn_status::TxnStatusCache;
 
 /// The in-memory Percolator store of the whole simulated cluster.
 ///
@@ -17,13 +19,19 @@ use super::error::TxnError;
 #[derive(Debug, Default)]
 pub struct MvccStore {
     pub(super) locks: BTreeMap<Bytes, Lock>,
+    /// Keys held by shared locks. A key is in at most one of `locks` and `shared_locks`, as
+    /// TiKV's lock column holds either one lock or one `SharedLocks` value per key.
+    pub(super) shared_locks: BTreeMap<Bytes, SharedLocks>,
     /// Write records per key, keyed by commit ts (the start ts for rollbacks).
     pub(super) writes: BTreeMap<Bytes, BTreeMap<u64, Write>>,
     pub(super) max_ts: u64,
     pub(super) detector: DeadlockDetector,
+    pub(super) txn_status: TxnStatusCache,
     undo: Vec<Undo>,
     pending_released: Vec<ReleasedLock>,
     released: Vec<ReleasedLock>,
+    pending_new_locks: Vec<kvrpcpb::LockInfo>,
+    new_locks: Vec<kvrpcpb::LockInfo>,
 }
 
 /// A lock that a command removed, so that requests waiting on the key can be woken up.
@@ -67,6 +75,37 @@ impl MvccStore {
         stats
     }
 
+    /// Every entry in `[start, end)` (empty end = unbounded) as TiKV's split checker scans
+    /// them, in key order with keys as stored (request space): one committed version per
+    /// write record (key, 8-byte timestamp and value bytes) and one lock entry per lock
+    /// (key and value bytes, not a committed version).
+    pub fn split_check_entries(&self, start: &[u8], end: &[u8]) -> Vec<crate::cluster::SplitEntry> {
+        use std::ops::Bound;
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let range = (Bound::Included(start), upper);
+        let mut entries = Vec::new();
+        let mut locks = self.locks.range::<[u8], _>(range).peekable();
+        for (key, versions) in self.writes.range::<[u8], _>(range) {
+            // Locks on keys before this one (keys without versions yet) come first.
+            while let Some((lock_key, lock)) = locks.next_if(|(lock_key, _)| *lock_key <= key) {
+                entries.push(lock_entry(lock_key, lock));
+            }
+            for write in versions.values() {
+                entries.push(crate::cluster::SplitEntry {
+                    key: key.clone(),
+                    size: key.len() as u64 + 8 + write.value.as_ref().map_or(0, |v| v.len() as u64),
+                    commit_version: true,
+                });
+            }
+        }
+        entries.extend(locks.map(|(lock_key, lock)| lock_entry(lock_key, lock)));
+        entries
+    }
+
     /// Returns the largest timestamp any read or status check has announced so far
     pub fn max_ts(&self) -> u64 {
         self.max_ts
@@ -79,9 +118,45 @@ impl MvccStore {
         }
     }
 
+    /// Replaces `max_ts`: the cluster layer keeps one `max_ts` per store (TiKV's
+    /// `ConcurrencyManager` is per store) and installs the serving store's before each
+    /// command.
+    pub fn set_max_ts(&mut self, ts: u64) {
+        self.max_ts = ts;
+    }
+
+    /// The pessimistic locks (not yet prewritten) on keys in `[start, end)` (empty end =
+    /// unbounded): `(key, start_ts, for_update_ts)` in key order.
+    pub fn pessimistic_locks_in(&self, start: &[u8], end: &[u8]) -> Vec<(Bytes, u64, u64)> {
+        self.locks_in_range(start, end)
+            .filter(|(_, lock)| lock.is_pessimistic())
+            .map(|(key, lock)| (key.clone(), lock.start_ts, lock.for_update_ts))
+            .collect()
+    }
+
+    /// Removes the pessimistic lock of `start_ts` on `key` without a trace (no rollback
+    /// record, no waiter woken), as a TiKV leader's in-memory lock table is lost; returns
+    /// whether there was one.
+    pub fn lose_pessimistic_lock(&mut self, key: &[u8], start_ts: u64) -> bool {
+        let lost = self
+            .locks
+            .get(key)
+            .is_some_and(|lock| lock.is_pessimistic() && lock.start_ts == start_ts);
+        if lost {
+            self.locks.remove(key);
+        }
+        lost
+    }
+
     /// Returns and forgets the locks released by commands since the last call
     pub fn take_released_locks(&mut self) -> Vec<ReleasedLock> {
         std::mem::take(&mut self.released)
+    }
+
+    /// Returns and forgets the locks that commands placed on unlocked keys since the last call
+    /// (TiKV's `new_acquired_locks`, which refresh the lock-wait information of waiters).
+    pub fn take_new_locks(&mut self) -> Vec<kvrpcpb::LockInfo> {
+        std::mem::take(&mut self.new_locks)
     }
 
     /// Returns and forgets the keys whose locks were released since the last call
@@ -104,10 +179,12 @@ impl MvccStore {
     ) -> Result<T, E> {
         self.undo.clear();
         self.pending_released.clear();
+        self.pending_new_locks.clear();
         let result = command(self);
         match &result {
             Ok(_) => {
                 self.undo.clear();
+                self.new_locks.append(&mut self.pending_new_locks);
                 for released in std::mem::take(&mut self.pending_released) {
                     if released.pessimistic {
                         // A finished pessimistic transaction waits for nobody any more.
@@ -138,9 +215,38 @@ impl MvccStore {
                     commit_ts,
                     previous,
                 } => self.set_write(key, commit_ts, previous),
+                Undo::Shared { key, previous } => match previous {
+                    Some(shared) => {
+                        self.shared_locks.insert(key, shared);
+                    }
+                    None => {
+                        self.shared_locks.remove(&key);
+                    }
+                },
             }
         }
         self.pending_released.clear();
+        self.pending_new_locks.clear();
+    }
+
+    /// The locks on keys in `[start, end)` (empty end = unbounded), in key order.
+    pub(super) fn locks_in_range<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Bytes, &'a Lock)> + 'a {
+        use std::ops::Bound;
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        // An inverted range is empty (BTreeMap::range would panic on it).
+        let valid = end.is_empty() || start < end;
+        valid
+            .then(|| self.locks.range::<[u8], _>((Bound::Included(start), upper)))
+            .into_iter()
+            .flatten()
     }
 
     pub(super) fn load_lock(&self, key: &[u8]) -> Option<&Lock> {
@@ -148,6 +254,9 @@ impl MvccStore {
     }
 
     pub(super) fn put_lock(&mut self, key: &Bytes, lock: Lock) {
+        if !self.locks.contains_key(key) {
+            self.pending_new_locks.push(lock.lock_info(key));
+        }
         let previous = self.locks.insert(key.clone(), lock);
         self.undo.push(Undo::Lock {
             key: key.clone(),
@@ -165,6 +274,50 @@ impl MvccStore {
                 pessimistic: previous.is_pessimistic_txn(),
             });
             self.undo.push(Undo::Lock {
+                key: key.clone(),
+                previous: Some(previous),
+            });
+        }
+    }
+
+    pub(super) fn load_shared_locks(&self, key: &[u8]) -> Option<&SharedLocks> {
+        self.shared_locks.get(key)
+    }
+
+    /// Writes the key's shared locks; a new set counts as a newly acquired lock.
+    pub(super) fn put_shared_locks(&mut self, key: &Bytes, shared: SharedLocks) {
+        if !self.shared_locks.contains_key(key) {
+            self.pending_new_locks.push(shared.lock_info(key));
+        }
+        let previous = self.shared_locks.insert(key.clone(), shared);
+        self.undo.push(Undo::Shared {
+            key: key.clone(),
+            previous,
+        });
+    }
+
+    /// Writes back what is left of a key's shared locks after the transaction `start_ts` left
+    /// them; when none is left the key is unlocked and waiters may be woken, as TiKV only
+    /// reports a released lock when the whole set is gone.
+    pub(super) fn write_back_shared_locks(
+        &mut self,
+        key: &Bytes,
+        shared: SharedLocks,
+        start_ts: u64,
+        commit_ts: u64,
+    ) {
+        if !shared.locks.is_empty() {
+            self.put_shared_locks(key, shared);
+            return;
+        }
+        if let Some(previous) = self.shared_locks.remove(key) {
+            self.pending_released.push(ReleasedLock {
+                key: key.clone(),
+                start_ts,
+                commit_ts,
+                pessimistic: true,
+            });
+            self.undo.push(Undo::Shared {
                 key: key.clone(),
                 previous: Some(previous),
             });
@@ -309,6 +462,29 @@ pub(super) enum CommitRecord {
     None { overlapped: Option<Write> },
 }
 
+/// The shared locks on one key (TiKV's `SharedLocks`): one sub-lock per holding transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct SharedLocks {
+    /// No new holder may join any more: set when an exclusive lock request met the set, so
+    /// that the exclusive request is not starved.
+    pub(super) shrink_only: bool,
+    /// Sub-locks by start ts: pessimistic locks, or Lock locks once prewritten.
+    pub(super) locks: BTreeMap<u64, Lock>,
+}
+
+impl SharedLocks {
+    /// The wire form TiKV gives a shared lock: type `SharedLock` and the key on the outside,
+    /// every holder in `shared_lock_infos` (here in start ts order).
+    pub(super) fn lock_info(&self, key: &Bytes) -> kvrpcpb::LockInfo {
+        kvrpcpb::LockInfo {
+            key: key.clone(),
+            lock_type: kvrpcpb::Op::SharedLock as i32,
+            shared_lock_infos: self.locks.values().map(|l| l.lock_info(key)).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// The kind of a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum LockType {
@@ -441,6 +617,15 @@ impl Write {
     }
 }
 
+/// A lock as the split checker sees it: key and value bytes in the lock CF.
+fn lock_entry(key: &Bytes, lock: &Lock) -> crate::cluster::SplitEntry {
+    crate::cluster::SplitEntry {
+        key: key.clone(),
+        size: key.len() as u64 + lock.value.as_ref().map_or(0, |v| v.len() as u64),
+        commit_version: false,
+    }
+}
+
 /// The physical (millisecond) part of a TSO timestamp.
 pub(super) fn physical(ts: u64) -> u64 {
     ts >> 18
@@ -457,6 +642,10 @@ enum Undo {
         commit_ts: u64,
         previous: Option<Write>,
     },
+    Shared {
+        key: Bytes,
+        previous: Option<SharedLocks>,
+    },
 }
 
 /// Rejects an empty key, which no TiKV command accepts.
@@ -466,4 +655,9 @@ pub(super) fn check_key(key: &Bytes) -> Result<(), TxnError> {
     } else {
         Ok(())
     }
+}
+
+/// Whether `key` lies in `[start, end)` (empty end = unbounded).
+pub(super) fn key_in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    key >= start && (end.is_empty() || key < end)
 }

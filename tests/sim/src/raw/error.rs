@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use tikv_proto::kvrpcpb::{ApiVersion, KeyError};
+use tikv_proto::kvrpcpb::KeyError;
+
+use crate::admission::AdmissionError;
 
 /// The raw command being served, named as TiKV's `CommandKind` names it in error texts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,33 +70,9 @@ impl fmt::Display for RawCommand {
 /// gives the `KeyError` TiKV attaches to the single pair of a failed scan or batch get.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RawError {
-    /// The request's `Context.api_version` is not one this store serves for raw commands.
-    ApiVersionNotMatched {
-        /// The command refused.
-        cmd: RawCommand,
-        /// The store's API version.
-        storage_api_version: ApiVersion,
-        /// The request's API version as sent (may be a number prost does not know).
-        req_api_version: i32,
-    },
-    /// In API V2, a key outside the raw key space (its first byte is not `'r'`).
-    InvalidKeyMode {
-        /// The command refused.
-        cmd: RawCommand,
-        /// The store's API version.
-        storage_api_version: ApiVersion,
-        /// The offending key, upper-case hex.
-        key: String,
-    },
-    /// In API V2, a range that is not inside the raw key space.
-    InvalidKeyRangeMode {
-        /// The command refused.
-        cmd: RawCommand,
-        /// The store's API version.
-        storage_api_version: ApiVersion,
-        /// Start and end of the offending range, upper-case hex (`None`: unbounded).
-        range: (Option<String>, Option<String>),
-    },
+    /// Refused by the checks raw and transactional commands share (API version, key mode,
+    /// key size).
+    Admission(AdmissionError),
     /// A column family other than `default`, `lock` or `write` (API V1 / V1TTL).
     InvalidCf(String),
     /// Any explicit column family in API V2, where raw requests may not name one.
@@ -105,13 +83,6 @@ pub enum RawError {
     TtlLenNotEqualsToPairs,
     /// `RawGetKeyTTL` on a store without TTL support (TiKV itself panics here).
     TtlNotSupported,
-    /// A key longer than the store's maximum key size.
-    KeyTooLarge {
-        /// The key's length in bytes.
-        size: usize,
-        /// The store's limit in bytes.
-        limit: usize,
-    },
     /// A batch scan whose ranges are empty or point the wrong way.
     InvalidKeyRanges,
     /// A delete range whose start is not below its (non-empty) end.
@@ -140,38 +111,11 @@ impl RawError {
     /// The error as TiKV's `{:?}` of its error enum prints it.
     fn debug_text(&self) -> String {
         match self {
-            Self::ApiVersionNotMatched {
-                cmd,
-                storage_api_version,
-                req_api_version,
-            } => format!(
-                "ApiVersionNotMatched {{ cmd: {cmd}, storage_api_version: {storage_api_version:?}, \
-                 req_api_version: {} }}",
-                api_version_name(*req_api_version)
-            ),
-            Self::InvalidKeyMode {
-                cmd,
-                storage_api_version,
-                key,
-            } => format!(
-                "InvalidKeyMode {{ cmd: {cmd}, storage_api_version: {storage_api_version:?}, \
-                 key: {key:?} }}"
-            ),
-            Self::InvalidKeyRangeMode {
-                cmd,
-                storage_api_version,
-                range,
-            } => format!(
-                "InvalidKeyRangeMode {{ cmd: {cmd}, storage_api_version: \
-                 {storage_api_version:?}, range: {range:?} }}"
-            ),
+            Self::Admission(err) => err.debug_text(),
             Self::InvalidCf(cf) => format!("InvalidCf({cf:?})"),
             Self::CfDeprecated(cf) => format!("CfDeprecated({cf:?})"),
             Self::TtlNotEnabled => "TtlNotEnabled".to_owned(),
             Self::TtlLenNotEqualsToPairs => "TtlLenNotEqualsToPairs".to_owned(),
-            Self::KeyTooLarge { size, limit } => {
-                format!("KeyTooLarge {{ size: {size}, limit: {limit} }}")
-            }
             // The rest are boxed string errors in TiKV, which debug-print as quoted text.
             Self::TtlNotSupported
             | Self::InvalidKeyRanges
@@ -184,34 +128,7 @@ impl RawError {
 impl fmt::Display for RawError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::ApiVersionNotMatched {
-                cmd,
-                storage_api_version,
-                req_api_version,
-            } => write!(
-                f,
-                "Api version in request does not match with TiKV storage, cmd: {cmd}, \
-                 storage: {storage_api_version:?}, request: {}",
-                api_version_name(*req_api_version)
-            ),
-            Self::InvalidKeyMode {
-                cmd,
-                storage_api_version,
-                key,
-            } => write!(
-                f,
-                "Key mode mismatched with the request mode, cmd: {cmd}, \
-                 storage: {storage_api_version:?}, key: {key}"
-            ),
-            Self::InvalidKeyRangeMode {
-                cmd,
-                storage_api_version,
-                range,
-            } => write!(
-                f,
-                "Key mode mismatched with the request mode, cmd: {cmd}, \
-                 storage: {storage_api_version:?}, range: {range:?}"
-            ),
+            Self::Admission(err) => err.fmt(f),
             Self::InvalidCf(cf) => write!(f, "invalid cf name: {cf}"),
             Self::CfDeprecated(cf) => write!(f, "cf is deprecated in API V2, cf name: {cf}"),
             Self::TtlNotEnabled => f.write_str("ttl is not enabled, but get put request with ttl"),
@@ -219,9 +136,6 @@ impl fmt::Display for RawError {
                 f.write_str("The length of ttls does not equal to the length of pairs")
             }
             Self::TtlNotSupported => f.write_str("get ttl on non-ttl store"),
-            Self::KeyTooLarge { size, limit } => {
-                write!(f, "max key size exceeded, size: {size}, limit: {limit}")
-            }
             Self::InvalidKeyRanges => f.write_str("Invalid KeyRanges"),
             Self::InvalidDeleteRange { start_key, end_key } => write!(
                 f,
@@ -236,21 +150,8 @@ impl fmt::Display for RawError {
 
 impl std::error::Error for RawError {}
 
-/// Spells an API version the way TiKV's debug output does (`V1`, `V1ttl`, `V2`, `V3`).
-fn api_version_name(version: i32) -> String {
-    match ApiVersion::try_from(version) {
-        Ok(known) => format!("{known:?}"),
-        Err(_) => version.to_string(),
+impl From<AdmissionError> for RawError {
+    fn from(err: AdmissionError) -> Self {
+        Self::Admission(err)
     }
-}
-
-/// Upper-case hex of a key, as TiKV prints keys in key-mode errors.
-pub(crate) fn hex_upper(key: &[u8]) -> String {
-    use fmt::Write as _;
-    let mut out = String::with_capacity(key.len() * 2);
-    for byte in key {
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{byte:02X}");
-    }
-    out
 }

@@ -45,7 +45,8 @@ pub use check::ColumnFamily;
 pub use crc64::{Crc64, checksum as crc64_checksum, pair_checksum};
 pub use error::{RawCommand, RawError};
 
-use check::{check_api_version, check_api_version_ranges, check_key_size, resolve_cf, ttl_enabled};
+use crate::admission::{check_api_version, check_api_version_ranges, check_key_size};
+use check::{resolve_cf, ttl_enabled};
 
 /// TiKV's default `storage.max-key-size`: 8 KiB.
 pub const DEFAULT_MAX_KEY_SIZE: usize = 8 * 1024;
@@ -582,6 +583,36 @@ impl RawStore {
         keys.sort();
         stats.middle_key = keys.get(keys.len() / 2).cloned();
         stats
+    }
+
+    /// Every live entry in `[start, end)` (empty end = unbounded) over all column families
+    /// at `now_ms`, in key order with keys as stored, as TiKV's split checker scans them:
+    /// key and value bytes, never a committed version (raw data lives outside the write CF,
+    /// so it splits regions by size only).
+    pub fn split_check_entries(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        now_ms: u64,
+    ) -> Vec<crate::cluster::SplitEntry> {
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let mut entries: Vec<crate::cluster::SplitEntry> = self
+            .cfs
+            .iter()
+            .flat_map(|cf| cf.range::<[u8], _>((Bound::Included(start), upper)))
+            .filter(|(_, cell)| cell.is_live(now_ms))
+            .map(|(key, cell)| crate::cluster::SplitEntry {
+                key: key.clone(),
+                size: (key.len() + cell.value.len()) as u64,
+                commit_version: false,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries
     }
 
     /// Counts the keys of a column family visible at `now_ms`.

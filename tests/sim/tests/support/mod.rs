@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod json;
+pub(crate) mod txn;
 
 use tikv_proto::pdpb;
 use tikv_proto::transport::ChannelConfig;

@@ -3,6 +3,7 @@
 mod async_commit;
 mod go_port;
 mod pessimistic;
+mod shared;
 mod status;
 
 use bytes::Bytes;

@@ -6,7 +6,7 @@ use tikv_proto::kvrpcpb::{
 };
 
 use super::{b, keys, lock_req, pessimistic_prewrite_req};
-use crate::mvcc::{DEFAULT_LOCK_WAIT_TIMEOUT_MS, LockAcquire, LockWait, MvccStore, key_hash};
+use crate::mvcc::{LockAcquire, LockWait, MvccStore, key_hash};
 
 fn waiting(req: kvrpcpb::PessimisticLockRequest) -> kvrpcpb::PessimisticLockRequest {
     kvrpcpb::PessimisticLockRequest {
@@ -172,8 +172,10 @@ fn force_lock_mode_locks_with_conflict() {
     assert!(!store.lock_done(&many).errors[0].abort.is_empty());
 }
 
+/// Follows TiKV's scheduler (`process_write_impl`), which replaces the key-wise result of a
+/// ForceLock request that may not wait by a whole-request KeyIsLocked: `errors` only.
 #[test]
-fn force_lock_no_wait_reports_failed_result() {
+fn force_lock_no_wait_answers_errors_without_results() {
     let mut store = MvccStore::new();
     store.lock_done(&lock_req(&["k"], "k", 5, 5));
     let req = kvrpcpb::PessimisticLockRequest {
@@ -181,11 +183,13 @@ fn force_lock_no_wait_reports_failed_result() {
         ..lock_req(&["k"], "k", 10, 10)
     };
     let resp = store.lock_done(&req);
-    assert_eq!(resp.results.len(), 1);
-    assert_eq!(resp.results[0].r#type, ResultType::LockResultFailed as i32);
+    assert!(resp.results.is_empty(), "{:?}", resp.results);
     assert_eq!(
-        resp.errors[0].locked.as_ref().map(|l| l.lock_version),
-        Some(5)
+        resp.errors
+            .iter()
+            .map(|e| e.locked.as_ref().map(|l| l.lock_version))
+            .collect::<Vec<_>>(),
+        vec![Some(5)]
     );
 }
 
@@ -194,7 +198,11 @@ fn lock_wait_wake_up_normal_mode_returns_write_conflict() {
     let mut store = MvccStore::new();
     store.lock_done(&lock_req(&["k"], "k", 5, 5));
     let wait = expect_wait(&mut store, &waiting(lock_req(&["k"], "k", 10, 10)));
-    assert_eq!(wait.wait_timeout_ms, DEFAULT_LOCK_WAIT_TIMEOUT_MS);
+    assert_eq!(
+        wait.requested_timeout_ms(),
+        None,
+        "0 asks for the default wait"
+    );
     assert_eq!(
         (wait.key.clone(), wait.lock_info.lock_version, wait.start_ts),
         (b("k"), 5, 10)
@@ -214,9 +222,7 @@ fn lock_wait_wake_up_normal_mode_returns_write_conflict() {
         (released[0].key.clone(), released[0].commit_ts),
         (b("k"), 8)
     );
-    let LockAcquire::Done(resp) = store.wake_up_lock_wait(wait, &released[0]) else {
-        panic!("normal mode finishes on wake-up");
-    };
+    let resp = store.lock_wait_woken(&wait, released[0].start_ts, released[0].commit_ts);
     let conflict = resp.errors[0].conflict.clone().expect("conflict");
     assert_eq!((conflict.conflict_ts, conflict.conflict_commit_ts), (5, 8));
     assert_eq!(conflict.reason, ConflictReason::PessimisticRetry as i32);
@@ -233,11 +239,11 @@ fn lock_wait_wake_up_force_lock_mode_retries() {
         ..lock_req(&["k"], "k", 10, 10)
     };
     let wait = expect_wait(&mut store, &req);
-    assert_eq!(wait.wait_timeout_ms, 300);
+    assert_eq!(wait.requested_timeout_ms(), Some(300));
     store.must_prewrite(&pessimistic_prewrite_req(&[("k", "v")], "k", 5, 5));
     store.must_commit_ok(&["k"], 5, 12);
-    let released = store.take_released_locks();
-    let LockAcquire::Done(resp) = store.wake_up_lock_wait(wait, &released[0]) else {
+    assert_eq!(store.take_released_locks().len(), 1);
+    let LockAcquire::Done(resp) = store.resume_lock_wait(wait) else {
         panic!("the lock is free now");
     };
     assert_eq!(
@@ -259,7 +265,7 @@ fn lock_wait_timeout_reports_key_is_locked() {
     req.is_first_lock = false;
     let wait = expect_wait(&mut store, &req);
     assert!(store.deadlock_detector().is_waiting(10));
-    let resp = store.lock_wait_timed_out(&wait);
+    let resp = store.lock_wait_timed_out(&wait, 0);
     assert_eq!(
         resp.errors[0].locked.as_ref().map(|l| l.lock_version),
         Some(5)

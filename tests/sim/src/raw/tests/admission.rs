@@ -9,6 +9,7 @@ use tikv_proto::kvrpcpb::{
 };
 
 use super::Harness;
+use crate::admission::AdmissionError;
 use crate::raw::{RawError, RawStore};
 
 fn ctx(version: ApiVersion) -> Option<Context> {
@@ -399,10 +400,10 @@ fn writes_refuse_keys_over_the_size_limit() {
 
 #[test]
 fn errors_display_tikv_texts() {
-    let err = RawError::KeyTooLarge {
+    let err = RawError::Admission(AdmissionError::KeyTooLarge {
         size: 9000,
         limit: 8192,
-    };
+    });
     assert_eq!(
         err.to_string(),
         "max key size exceeded, size: 9000, limit: 8192"
@@ -412,11 +413,11 @@ fn errors_display_tikv_texts() {
         "Error(KeyTooLarge { size: 9000, limit: 8192 })"
     );
     assert_eq!(RawError::InvalidKeyRanges.to_string(), "Invalid KeyRanges");
-    let err = RawError::InvalidKeyMode {
-        cmd: crate::raw::RawCommand::Get,
+    let err = RawError::Admission(AdmissionError::InvalidKeyMode {
+        cmd: crate::raw::RawCommand::Get.into(),
         storage_api_version: ApiVersion::V2,
         key: "78".to_owned(),
-    };
+    });
     assert_eq!(
         err.key_error().abort,
         r#"Error(InvalidKeyMode { cmd: raw_get, storage_api_version: V2, key: "78" })"#
