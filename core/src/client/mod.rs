@@ -109,6 +109,25 @@ impl Client {
         snapshot::Snapshot::new(self.handle.clone(), ts)
     }
 
+    /// Resolves other transactions' `locks` met by a transaction that started at
+    /// `caller_start_ts` (client-go's `LockResolver.ResolveLocks`): settled transactions'
+    /// locks are committed or rolled back, expired ones rolled back, and the answer says how
+    /// long until the soonest lock still alive expires (0: none is).
+    ///
+    /// Errors when a status check or resolution fails within its backoff budget, or with
+    /// [`Error::InvalidArgument`] for a shared-lock wrapper (resolve its holders' locks).
+    pub async fn resolve_locks(
+        &self,
+        caller_start_ts: Timestamp,
+        locks: Vec<crate::error::LockInfo>,
+    ) -> Result<crate::resolver::ResolveOutcome, Error> {
+        let command = crate::command::TxnCommand::ResolveLocks {
+            caller_start_ts,
+            locks,
+        };
+        self.handle.call(command.resolve_call()).await
+    }
+
     /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).
     ///
     /// Errors when PD cannot be reached within its backoff budget.

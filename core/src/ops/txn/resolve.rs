@@ -417,7 +417,7 @@ impl ResolveTxn {
         match self.backoff.next_sleep(
             BackoffKind::TxnNotFound,
             cx.rng(),
-            &format_args!("transaction {} not found on its primary", self.txn),
+            format_args!("transaction {} not found on its primary", self.txn),
         ) {
             Ok(sleep) => {
                 cx.wake_at(cx.now() + sleep);

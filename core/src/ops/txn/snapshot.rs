@@ -378,7 +378,7 @@ fn after_resolve(
             BackoffKind::TxnLockFast,
             ms_before_expiry,
             cx.rng(),
-            &format_args!("{keys} keys locked by a live transaction"),
+            format_args!("{keys} keys locked by a live transaction"),
         )
         .map_err(Error::from)?;
     Ok(Some(cx.now() + sleep))

@@ -15,6 +15,7 @@ use crate::time::Time;
 fn core() -> Core {
     let config = Config {
         store_refresh_interval: std::time::Duration::ZERO,
+        pd_member_refresh_interval: std::time::Duration::ZERO,
         ..Config::default()
     };
     Core::new(config, vec!["pd:2379".into()], Time::ZERO).unwrap_or_else(|err| panic!("{err}"))
