@@ -328,13 +328,8 @@ impl Operation for ReadKeys {
         if !matches!(self.stage, Stage::Resolving(id) if id == child) {
             return Next::Pending(self);
         }
-        let outcome = match result {
-            Ok(Output::Resolved(outcome)) => outcome,
-            Ok(other) => {
-                return Next::Done(Err(Error::UnexpectedResponse(format!(
-                    "lock resolution produced {other:?}"
-                ))));
-            }
+        let outcome = match resolution(result) {
+            Ok(outcome) => outcome,
             Err(err) => return Next::Done(Err(err)),
         };
         self.learned.merge(&outcome.sets);
@@ -359,6 +354,17 @@ impl Operation for ReadKeys {
                 }
             },
         )
+    }
+}
+
+/// What a lock-resolution child finished with.
+fn resolution(result: Result<Output, Error>) -> Result<crate::resolver::ResolveOutcome, Error> {
+    match result {
+        Ok(Output::Resolved(outcome)) => Ok(outcome),
+        Ok(other) => Err(Error::UnexpectedResponse(format!(
+            "lock resolution produced {other:?}"
+        ))),
+        Err(err) => Err(err),
     }
 }
 
@@ -662,13 +668,8 @@ impl Operation for ScanKeys {
         if !matches!(self.stage, Stage::Resolving(id) if id == child) {
             return Next::Pending(self);
         }
-        let outcome = match result {
-            Ok(Output::Resolved(outcome)) => outcome,
-            Ok(other) => {
-                return Next::Done(Err(Error::UnexpectedResponse(format!(
-                    "lock resolution produced {other:?}"
-                ))));
-            }
+        let outcome = match resolution(result) {
+            Ok(outcome) => outcome,
             Err(err) => return Next::Done(Err(err)),
         };
         self.learned.merge(&outcome.sets);

@@ -1,21 +1,38 @@
 //! Walks over a [`MemDb`]: its keys with values, with flags, and its snapshot.
 
 use std::collections::btree_map;
-use std::ops::Bound;
+use std::ops::RangeBounds;
 
 use bytes::Bytes;
 
 use super::memdb::{Entry, entry_ref};
 use super::{BufferValue, EntryRef, MemDb};
 
-/// Whether `BTreeMap::range` accepts the bounds (it panics on an inverted range) and they
-/// can hold a key.
-pub(super) fn is_nonempty((start, end): (Bound<&[u8]>, Bound<&[u8]>)) -> bool {
-    match (start, end) {
-        (Bound::Included(a), Bound::Included(b)) => a <= b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
-        | (Bound::Excluded(a), Bound::Included(b)) => a < b,
-        _ => true,
+// The walks of a buffer: constructors here, on top of the buffer's range lookup, so the
+// buffer itself does not depend on its iterators.
+impl MemDb {
+    /// The keys with values (puts and deletes) in `range`, in key order; `.rev()` walks
+    /// them backwards. Keys that only carry flags are skipped. A range whose start lies
+    /// after its end is empty.
+    pub fn iter<R: RangeBounds<[u8]>>(&self, range: R) -> Iter<'_> {
+        Iter::new(self.range(range))
+    }
+
+    /// The keys with values in `range`, last first: `iter(range).rev()`.
+    pub fn iter_reverse<R: RangeBounds<[u8]>>(&self, range: R) -> std::iter::Rev<Iter<'_>> {
+        self.iter(range).rev()
+    }
+
+    /// Every buffered key in `range` with its value (if any) and flags, in key order; this
+    /// is what commit turns into mutations.
+    pub fn iter_with_flags<R: RangeBounds<[u8]>>(&self, range: R) -> IterWithFlags<'_> {
+        IterWithFlags::new(self.range(range))
+    }
+
+    /// The keys with values in `range` as they were before the outer staging level opened
+    /// (client-go's snapshot iterator), in key order; `.rev()` walks them backwards.
+    pub fn snapshot_iter<R: RangeBounds<[u8]>>(&self, range: R) -> SnapshotIter<'_> {
+        SnapshotIter::new(self, self.range(range))
     }
 }
 

@@ -7,11 +7,7 @@ use std::ops::RangeBounds;
 
 use bytes::Bytes;
 
-use super::iter::is_nonempty;
-use super::{
-    BufferError, BufferSnapshot, BufferValue, FlagsOp, Iter, IterWithFlags, KeyFlags, MAX_KEY_LEN,
-    SizeLimits, SnapshotIter,
-};
+use super::{BufferError, BufferSnapshot, BufferValue, FlagsOp, KeyFlags, MAX_KEY_LEN, SizeLimits};
 
 /// A transaction's write buffer (client-go's memdb): an ordered map from key to value and
 /// flags, with nested staging levels. See the [module documentation](super) for the model.
@@ -546,25 +542,11 @@ impl MemDb {
         self.snapshot_seq += 1;
     }
 
-    /// The keys with values (puts and deletes) in `range`, in key order; `.rev()` walks
-    /// them backwards. Keys that only carry flags are skipped. A range whose start lies
-    /// after its end is empty.
-    pub fn iter<R: RangeBounds<[u8]>>(&self, range: R) -> Iter<'_> {
-        Iter::new(self.range(range))
-    }
-
-    /// The keys with values in `range`, last first: `iter(range).rev()`.
-    pub fn iter_reverse<R: RangeBounds<[u8]>>(&self, range: R) -> std::iter::Rev<Iter<'_>> {
-        self.iter(range).rev()
-    }
-
-    /// Every buffered key in `range` with its value (if any) and flags, in key order; this
-    /// is what commit turns into mutations.
-    pub fn iter_with_flags<R: RangeBounds<[u8]>>(&self, range: R) -> IterWithFlags<'_> {
-        IterWithFlags::new(self.range(range))
-    }
-
-    fn range<R: RangeBounds<[u8]>>(&self, range: R) -> Option<btree_map::Range<'_, Bytes, Entry>> {
+    /// The entries in `range` (`None` for a range `BTreeMap::range` would refuse).
+    pub(super) fn range<R: RangeBounds<[u8]>>(
+        &self,
+        range: R,
+    ) -> Option<btree_map::Range<'_, Bytes, Entry>> {
         let bounds = (range.start_bound(), range.end_bound());
         is_nonempty(bounds).then(|| self.entries.range::<[u8], _>(bounds))
     }
@@ -646,12 +628,6 @@ impl MemDb {
             .and_then(|entry| self.snapshot_value(entry))
     }
 
-    /// The keys with values in `range` as they were before the outer staging level opened
-    /// (client-go's snapshot iterator), in key order; `.rev()` walks them backwards.
-    pub fn snapshot_iter<R: RangeBounds<[u8]>>(&self, range: R) -> SnapshotIter<'_> {
-        SnapshotIter::new(self, self.range(range))
-    }
-
     /// A checked view of the buffer as it was before the outer staging level opened
     /// (client-go's `GetSnapshot`): reads through it fail once that view may have changed,
     /// so they can be interleaved with writes in a level. See [`BufferSnapshot`].
@@ -689,5 +665,17 @@ pub(super) fn entry_ref<'a>(key: &'a Bytes, entry: &'a Entry) -> EntryRef<'a> {
         key,
         value: entry.value.as_ref(),
         flags: entry.flags,
+    }
+}
+
+/// Whether `BTreeMap::range` accepts the bounds (it panics on an inverted range) and they
+/// can hold a key.
+fn is_nonempty((start, end): (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>)) -> bool {
+    use std::ops::Bound;
+    match (start, end) {
+        (Bound::Included(a), Bound::Included(b)) => a <= b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b)) => a < b,
+        _ => true,
     }
 }
