@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use crate::error::Error;
+use crate::ops::txn::commit::{CommitOutcome, CommitRequest};
 use crate::ops::txn::{ReadOptions, SnapshotRead};
 use crate::oracle::Timestamp;
 use crate::resolver::{ResolveOutcome, TxnStatus};
@@ -71,6 +72,14 @@ pub enum TxnCommand {
         /// The locks (keys in the request key space, as TiKV reported them).
         locks: Vec<crate::error::LockInfo>,
     },
+    /// Begin a transaction at `start_ts`, or at a fresh TSO timestamp: answers the start
+    /// timestamp and the machine time it began at.
+    Begin {
+        /// The start timestamp, when the caller fixes it.
+        start_ts: Option<Timestamp>,
+    },
+    /// Commit a transaction's writes.
+    Commit(Box<CommitRequest>),
 }
 
 /// PD and TSO queries.
@@ -295,6 +304,22 @@ impl TxnCommand {
     pub(crate) fn read_call(self) -> Call<SnapshotRead> {
         Call::new(Command::Txn(self), |output| match output {
             Output::Read(read) => Some(read),
+            _ => None,
+        })
+    }
+
+    /// A call of [`TxnCommand::Begin`].
+    pub(crate) fn begin_call(self) -> Call<(Timestamp, crate::time::Time)> {
+        Call::new(Command::Txn(self), |output| match output {
+            Output::Begun { start_ts, at } => Some((start_ts, at)),
+            _ => None,
+        })
+    }
+
+    /// A call of [`TxnCommand::Commit`].
+    pub(crate) fn commit_call(self) -> Call<CommitOutcome> {
+        Call::new(Command::Txn(self), |output| match output {
+            Output::Committed(outcome) => Some(outcome),
             _ => None,
         })
     }
@@ -543,6 +568,15 @@ pub enum Output {
     TxnStatus(TxnStatus),
     /// What resolving locks found.
     Resolved(ResolveOutcome),
+    /// A transaction began.
+    Begun {
+        /// Its start timestamp.
+        start_ts: Timestamp,
+        /// The machine time it began at.
+        at: crate::time::Time,
+    },
+    /// A transaction committed.
+    Committed(CommitOutcome),
 }
 
 /// One region as a user sees it: its identity and the range of user keys it holds.
@@ -589,6 +623,8 @@ impl Output {
             Self::Read(_) => "Read",
             Self::TxnStatus(_) => "TxnStatus",
             Self::Resolved(_) => "Resolved",
+            Self::Begun { .. } => "Begun",
+            Self::Committed(_) => "Committed",
         }
     }
 }

@@ -123,6 +123,22 @@ pub struct Config {
     pub(crate) max_message_size: usize,
     /// How old a cached timestamp may be for a low-resolution read.
     pub(crate) low_resolution_ts_staleness: Duration,
+    /// Largest size of one prewrite or commit request's keys (and values).
+    pub(crate) txn_commit_batch_size: usize,
+    /// Most keys a transaction may have and still use async commit.
+    pub(crate) async_commit_keys_limit: usize,
+    /// Largest total key size a transaction may have and still use async commit.
+    pub(crate) async_commit_total_key_size_limit: u64,
+    /// How far past the transaction's age its async-commit `max_commit_ts` lies.
+    pub(crate) async_commit_safe_window: Duration,
+    /// Transactions larger than this keep their primary lock alive with heartbeats.
+    pub(crate) ttl_refreshed_txn_size: u64,
+    /// The longest a transaction keeps its locks alive by heartbeats.
+    pub(crate) max_txn_ttl: Duration,
+    /// The lock TTL of a small transaction.
+    pub(crate) default_lock_ttl: Duration,
+    /// The TTL a heartbeat extends a live transaction's lock by (heartbeats every half).
+    pub(crate) managed_lock_ttl: Duration,
 }
 
 /// The seed of a core built straight from a config whose seed was neither fixed nor drawn
@@ -155,6 +171,14 @@ impl Default for Config {
             tso_max_batch: 10_000,
             max_message_size: 1 << 30,
             low_resolution_ts_staleness: Duration::from_secs(2),
+            txn_commit_batch_size: 16 * 1024,
+            async_commit_keys_limit: 256,
+            async_commit_total_key_size_limit: 4 * 1024,
+            async_commit_safe_window: Duration::from_secs(2),
+            ttl_refreshed_txn_size: 32 * 1024 * 1024,
+            max_txn_ttl: Duration::from_secs(60 * 60),
+            default_lock_ttl: Duration::from_secs(3),
+            managed_lock_ttl: Duration::from_secs(20),
         }
     }
 }
@@ -344,6 +368,72 @@ impl Config {
         self.low_resolution_ts_staleness = staleness;
         self
     }
+
+    /// Sets the largest size (keys plus values for prewrite, keys for commit) of one
+    /// transactional write request (client-go `TxnCommitBatchSize`, 16 KiB): a region's
+    /// mutations are cut into requests of about this size.
+    #[must_use]
+    pub fn with_txn_commit_batch_size(mut self, bytes: usize) -> Self {
+        self.txn_commit_batch_size = bytes.max(1);
+        self
+    }
+
+    /// Sets the most keys a transaction may write and still use async commit (client-go
+    /// `AsyncCommit.KeysLimit`, 256).
+    #[must_use]
+    pub fn with_async_commit_keys_limit(mut self, keys: usize) -> Self {
+        self.async_commit_keys_limit = keys;
+        self
+    }
+
+    /// Sets the largest total key size a transaction may write and still use async commit
+    /// (client-go `AsyncCommit.TotalKeySizeLimit`, 4 KiB).
+    #[must_use]
+    pub fn with_async_commit_total_key_size_limit(mut self, bytes: u64) -> Self {
+        self.async_commit_total_key_size_limit = bytes;
+        self
+    }
+
+    /// Sets how far beyond the transaction's age an async-commit or 1PC commit timestamp
+    /// may lie (client-go `AsyncCommit.SafeWindow`, 2 s): `max_commit_ts` is the start
+    /// timestamp plus the age plus this window.
+    #[must_use]
+    pub fn with_async_commit_safe_window(mut self, window: Duration) -> Self {
+        self.async_commit_safe_window = window;
+        self
+    }
+
+    /// Sets the size above which a committing transaction keeps its primary lock alive
+    /// with heartbeats (client-go `TTLRefreshedTxnSize`, 32 MiB).
+    #[must_use]
+    pub fn with_ttl_refreshed_txn_size(mut self, bytes: u64) -> Self {
+        self.ttl_refreshed_txn_size = bytes;
+        self
+    }
+
+    /// Sets the longest a transaction keeps its locks alive by heartbeats (client-go
+    /// `MaxTxnTTL`, 1 hour).
+    #[must_use]
+    pub fn with_max_txn_ttl(mut self, ttl: Duration) -> Self {
+        self.max_txn_ttl = ttl;
+        self
+    }
+
+    /// Sets the lock TTL of a small transaction (client-go `defaultLockTTL`, 3 s); larger
+    /// ones get more, growing with the square root of their size.
+    #[must_use]
+    pub fn with_default_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.default_lock_ttl = ttl;
+        self
+    }
+
+    /// Sets the TTL a heartbeat gives a live transaction's primary lock beyond its age
+    /// (client-go `ManagedLockTTL`, 20 s); heartbeats go out every half of it.
+    #[must_use]
+    pub fn with_managed_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.managed_lock_ttl = ttl.max(Duration::from_millis(2));
+        self
+    }
 }
 
 /// Getters: each returns the knob its `with_*` method sets.
@@ -467,6 +557,46 @@ impl Config {
     /// How old a cached timestamp may be for a low-resolution read.
     pub fn low_resolution_ts_staleness(&self) -> Duration {
         self.low_resolution_ts_staleness
+    }
+
+    /// The largest size of one transactional write request.
+    pub fn txn_commit_batch_size(&self) -> usize {
+        self.txn_commit_batch_size
+    }
+
+    /// The most keys an async-commit transaction may write.
+    pub fn async_commit_keys_limit(&self) -> usize {
+        self.async_commit_keys_limit
+    }
+
+    /// The largest total key size an async-commit transaction may write.
+    pub fn async_commit_total_key_size_limit(&self) -> u64 {
+        self.async_commit_total_key_size_limit
+    }
+
+    /// How far beyond the transaction's age an async-commit timestamp may lie.
+    pub fn async_commit_safe_window(&self) -> Duration {
+        self.async_commit_safe_window
+    }
+
+    /// The size above which a committing transaction heartbeats its primary lock.
+    pub fn ttl_refreshed_txn_size(&self) -> u64 {
+        self.ttl_refreshed_txn_size
+    }
+
+    /// The longest a transaction keeps its locks alive by heartbeats.
+    pub fn max_txn_ttl(&self) -> Duration {
+        self.max_txn_ttl
+    }
+
+    /// The lock TTL of a small transaction.
+    pub fn default_lock_ttl(&self) -> Duration {
+        self.default_lock_ttl
+    }
+
+    /// The TTL a heartbeat gives a live transaction's primary lock beyond its age.
+    pub fn managed_lock_ttl(&self) -> Duration {
+        self.managed_lock_ttl
     }
 }
 

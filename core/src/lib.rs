@@ -130,10 +130,14 @@ pub mod time;
 pub mod txn;
 mod wait;
 
-pub use client::{Client, range_task, raw_client, regions, snapshot};
+pub use client::{Client, range_task, raw_client, regions, snapshot, transaction};
 pub use command::{KeyLocation, KeyMode, MAX_RAW_SCAN_LIMIT, RawChecksum, SplitOutcome};
 pub use config::{ApiVersion, Config};
 pub use error::Error;
+pub use ops::txn::commit::{
+    Assertion, AssertionLevel, CommitMode, CommitOptions, CommitOutcome, CommitRequest,
+    DiskFullOpt, Mutation, MutationOp,
+};
 pub use ops::txn::{IsolationLevel, Priority, ReadOptions, SnapshotRead, TxnEntry};
 pub use ops::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE, SPLIT_BATCH_KEY_LIMIT};
 pub use oracle::Timestamp;
@@ -142,5 +146,6 @@ pub use regions::Regions;
 pub use resolver::{ReadLockSets, ResolveOutcome, TxnAction, TxnStatus};
 pub use runtime::Runtime;
 pub use snapshot::{Scanner, Snapshot};
+pub use transaction::{CommitCallback, CommitInfo, KvFilter, Transaction, TransactionOptions};
 pub use tikv_proto as proto;
 pub use time::Time;

@@ -80,6 +80,14 @@ pub(crate) trait Operation: std::fmt::Debug + Send {
         let _ = (cx, child, result);
         self.waiting()
     }
+
+    /// The user stopped waiting for this root operation. `None` (the default) drops it and
+    /// its children; `Some(next)` keeps it running detached (its end is heard by nobody),
+    /// for work that must not stop half-way, such as a commit.
+    fn on_cancel(self: Box<Self>, cx: &mut Cx<'_>) -> Option<Next> {
+        let _ = cx;
+        None
+    }
 }
 
 /// Who an operation reports to when it ends.
@@ -310,6 +318,14 @@ impl<'a> Cx<'a> {
     pub(crate) fn spawn_child(&mut self, child: Box<dyn Operation>) -> OpId {
         let id = self.services.next_op_id();
         self.services.spawned.push((id, Parent::Op(self.op), child));
+        id
+    }
+
+    /// Starts `op` in the background: it reports to nobody and outlives this operation
+    /// (the rest of a commit after the user has the answer).
+    pub(crate) fn spawn_detached(&mut self, op: Box<dyn Operation>) -> OpId {
+        let id = self.services.next_op_id();
+        self.services.spawned.push((id, Parent::Detached, op));
         id
     }
 

@@ -7,6 +7,7 @@ pub mod range_task;
 pub mod raw_client;
 pub mod regions;
 pub mod snapshot;
+pub mod transaction;
 
 pub use key_range::KeyRange;
 
@@ -101,6 +102,25 @@ impl Client {
     /// [`RawClient::regions`](crate::RawClient::regions).
     pub fn regions(&self) -> regions::Regions {
         regions::Regions::new(self.handle.clone(), crate::command::KeyMode::Txn)
+    }
+
+    /// Begins an optimistic transaction at a fresh TSO timestamp (client-go's
+    /// `KVStore.Begin`).
+    ///
+    /// Errors when PD cannot give a timestamp within its backoff budget.
+    pub async fn begin(&self) -> Result<transaction::Transaction, Error> {
+        self.begin_with(transaction::TransactionOptions::new()).await
+    }
+
+    /// Begins an optimistic transaction with `options` (start timestamp, isolation, async
+    /// commit, 1PC, ...).
+    ///
+    /// Errors when PD cannot give a timestamp within its backoff budget.
+    pub async fn begin_with(
+        &self,
+        options: transaction::TransactionOptions,
+    ) -> Result<transaction::Transaction, Error> {
+        transaction::Transaction::begin(self.handle.clone(), options).await
     }
 
     /// A read-only view of the transactional key space as of `ts` (client-go's

@@ -225,7 +225,7 @@ impl Snapshot {
         Ok(entries.into_iter().map(pair).collect())
     }
 
-    fn options(&self) -> ReadOptions {
+    pub(crate) fn options(&self) -> ReadOptions {
         let mut options = self.options.clone();
         options.locks = self.learned_now();
         options
@@ -238,7 +238,7 @@ impl Snapshot {
         }
     }
 
-    async fn read(&self, command: TxnCommand) -> Result<Vec<TxnEntry>, Error> {
+    pub(crate) async fn read(&self, command: TxnCommand) -> Result<Vec<TxnEntry>, Error> {
         let SnapshotRead { entries, learned } = self.handle.call(command.read_call()).await?;
         if !learned.is_empty() {
             let mut sets = match self.learned.lock() {

@@ -86,6 +86,34 @@ pub enum Error {
         /// The cluster's transaction safe point.
         safe_point: Timestamp,
     },
+    /// TSO did not pass the timestamp a commit must wait for (client-go's
+    /// `ErrCommitTSLag`) within the wait allowed.
+    #[error("TSO timestamp {tso} does not pass the commit wait {wait_until}")]
+    CommitTsLag {
+        /// The timestamp the commit had to pass.
+        wait_until: Timestamp,
+        /// The last timestamp TSO gave.
+        tso: Timestamp,
+    },
+    /// The transaction ran longer than a transaction may (24 hours) and was rolled back.
+    #[error("transaction {start_ts} is too old to commit at {commit_ts}")]
+    TxnTooOld {
+        /// Its start timestamp.
+        start_ts: Timestamp,
+        /// The commit timestamp it would have had.
+        commit_ts: Timestamp,
+    },
+    /// The transaction already committed or rolled back: it takes no more reads, writes
+    /// or commits (client-go's `ErrInvalidTxn`).
+    #[error("transaction {start_ts} is finished")]
+    TxnFinished {
+        /// Its start timestamp.
+        start_ts: Timestamp,
+    },
+    /// The write buffer refused a write (key or entry too large, transaction too large,
+    /// staging misuse).
+    #[error(transparent)]
+    Buffer(#[from] crate::txn::buffer::BufferError),
     /// The client has been shut down.
     #[error("client closed")]
     Closed,

@@ -189,7 +189,30 @@ impl Core {
     /// finishes with no event, and answers still coming for it are dropped.
     pub fn cancel(&mut self, now: Time, op: OpId) {
         self.advance(now);
-        self.remove_tree(op);
+        let Some(slot) = self.ops.get_mut(&op) else {
+            return;
+        };
+        let Some(running) = slot.op.take() else {
+            return;
+        };
+        match running.on_cancel(&mut Cx::new(op, &mut self.services)) {
+            None => self.remove_tree(op),
+            Some(next) => {
+                // It keeps running, reporting to nobody.
+                if let Some(slot) = self.ops.get_mut(&op) {
+                    slot.parent = Parent::Detached;
+                }
+                match next {
+                    Next::Pending(running) => {
+                        if let Some(slot) = self.ops.get_mut(&op) {
+                            slot.op = Some(running);
+                        }
+                    }
+                    Next::Done(result) => self.finish(op, result),
+                }
+                self.run();
+            }
+        }
     }
 
     /// The next request to send, if any.

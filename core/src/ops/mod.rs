@@ -225,6 +225,13 @@ fn build_txn(
             },
             locks,
         )),
+        TxnCommand::Begin { start_ts } => Box::new(txn::commit::Begin::new(start_ts)),
+        TxnCommand::Commit(request) => Box::new(txn::commit::Committer::new(
+            *request,
+            space,
+            config,
+            cx.now(),
+        )?),
     })
 }
 

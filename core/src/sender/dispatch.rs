@@ -96,6 +96,20 @@ pub(crate) struct Dispatch {
     retried: bool,
     /// Leader hints followed without a backoff in between.
     leader_hops: u32,
+    /// Writes whose outcome matters when a call fails in transport (see
+    /// [`Dispatch::tracking_undetermined`]); `None` for everything else.
+    undetermined: Option<Box<Undetermined>>,
+}
+
+/// Which items' last attempt failed in transport, so that their write may have applied
+/// without the dispatch hearing of it (client-go's sender `rpcError`).
+#[derive(Debug, Default)]
+struct Undetermined {
+    items: Items,
+    last_error: Option<RpcError>,
+    /// TiKV's undetermined-result region error is retried instead of failing (the write is
+    /// idempotent and nothing is decided by it).
+    retry_region_error: bool,
 }
 
 /// Leader hints followed in a row before backing off.
@@ -124,7 +138,32 @@ impl Dispatch {
             timeout,
             retried: false,
             leader_hops: 0,
+            undetermined: None,
         }
+    }
+
+    /// This dispatch remembers which items' last attempt failed in transport, for
+    /// [`undetermined_error`](Self::undetermined_error). With `retry_region_error`, TiKV's
+    /// undetermined-result region error is backed off and retried like a region miss
+    /// (writes whose repetition is harmless and which decide nothing, such as a two-phase
+    /// prewrite); without it, the dispatch fails with [`Error::Undetermined`].
+    pub(crate) fn tracking_undetermined(mut self, retry_region_error: bool) -> Self {
+        self.undetermined = Some(Box::new(Undetermined {
+            retry_region_error,
+            ..Undetermined::default()
+        }));
+        self
+    }
+
+    /// The transport error of an item whose last attempt failed in transport and got no
+    /// answer since: its write may have applied. `None` when every item was answered (or
+    /// tracking is off).
+    pub(crate) fn undetermined_error(&self) -> Option<&RpcError> {
+        let tracked = self.undetermined.as_deref()?;
+        if tracked.items.is_empty() {
+            return None;
+        }
+        tracked.last_error.as_ref()
     }
 
     /// Advances the dispatch with `input`.
@@ -177,6 +216,14 @@ impl Dispatch {
             Reply::Pd(_) | Reply::Timestamp(_) => return self.progress(),
         }
         self.resume(cx, plan)
+    }
+
+    /// The routing keys of `items`.
+    pub(crate) fn keys_of(&self, items: &[usize]) -> SmallVec<[Bytes; 1]> {
+        items
+            .iter()
+            .filter_map(|&item| self.keys.get(item).cloned())
+            .collect()
     }
 
     /// Sends `items` again on the next drive (their answers asked for it: a lock that was
@@ -261,6 +308,14 @@ impl Dispatch {
                 ));
             }
             Err(err) => {
+                if let Some(tracked) = self.undetermined.as_deref_mut() {
+                    for &item in &sent.items {
+                        if !tracked.items.contains(&item) {
+                            tracked.items.push(item);
+                        }
+                    }
+                    tracked.last_error = Some(err.clone());
+                }
                 // client-go's onSendFail: forget what we knew about the route, back off, retry.
                 super::on_send_failure(cx.services(), &sent.route);
                 self.requeue(&sent.items);
@@ -274,9 +329,21 @@ impl Dispatch {
                 cx.cache()
                     .update_leader(sent.route.ver_id, &sent.route.peer);
             }
+            if let Some(tracked) = self.undetermined.as_deref_mut() {
+                // The store processed the items: a later answer settles an earlier lost one.
+                tracked.items.retain(|item| !sent.items.contains(item));
+            }
             return plan.absorb(&sent.items, &sent.route, response);
         };
         let mut retry = classify(sent.route.region.id, &region_error);
+        if self
+            .undetermined
+            .as_deref()
+            .is_some_and(|tracked| tracked.retry_region_error)
+            && matches!(retry, RegionRetry::Fail(Error::Undetermined(_)))
+        {
+            retry = RegionRetry::Backoff(BackoffKind::RegionMiss);
+        }
         super::apply_region_retry(cx.services(), &sent.route, &mut retry);
         match retry {
             RegionRetry::UpdateLeader { .. } => {

@@ -5,6 +5,7 @@
 //! read learns about other transactions' locks comes back with its result, and the handle
 //! that issued it (a snapshot or transaction) keeps that knowledge for its next reads.
 
+pub(crate) mod commit;
 pub(crate) mod plan;
 pub(crate) mod resolve;
 pub(crate) mod snapshot;
