@@ -134,6 +134,8 @@ pub use client::{Client, range_task, raw_client, regions, snapshot, transaction}
 pub use command::{KeyLocation, KeyMode, MAX_RAW_SCAN_LIMIT, RawChecksum, SplitOutcome};
 pub use config::{ApiVersion, Config};
 pub use error::Error;
+#[cfg(any(test, feature = "testing"))]
+pub use ops::txn::commit::CommitKnobs;
 pub use ops::txn::commit::{
     Assertion, AssertionLevel, CommitMode, CommitOptions, CommitOutcome, CommitRequest,
     DiskFullOpt, Mutation, MutationOp,
@@ -146,6 +148,6 @@ pub use regions::Regions;
 pub use resolver::{ReadLockSets, ResolveOutcome, TxnAction, TxnStatus};
 pub use runtime::Runtime;
 pub use snapshot::{Scanner, Snapshot};
-pub use transaction::{CommitCallback, CommitInfo, KvFilter, Transaction, TransactionOptions};
 pub use tikv_proto as proto;
 pub use time::Time;
+pub use transaction::{CommitCallback, CommitInfo, KvFilter, Transaction, TransactionOptions};

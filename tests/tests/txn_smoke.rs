@@ -27,19 +27,29 @@ async fn commit_read_conflict_async_and_one_pc() {
     // Two-phase commit across three regions.
     let mut txn = client.begin().await.unwrap_or_else(|err| panic!("{err}"));
     for key in ["a", "c", "e"] {
-        txn.put(key, format!("v-{key}")).unwrap_or_else(|err| panic!("{err}"));
+        txn.put(key, format!("v-{key}"))
+            .unwrap_or_else(|err| panic!("{err}"));
     }
-    assert_eq!(txn.get("c").await.unwrap_or_else(|err| panic!("{err}")), Some(b("v-c")));
+    assert_eq!(
+        txn.get("c").await.unwrap_or_else(|err| panic!("{err}")),
+        Some(b("v-c"))
+    );
     let commit_ts = txn
         .commit()
         .await
         .unwrap_or_else(|err| panic!("commit: {err}"))
         .unwrap_or_else(|| panic!("a write commits"));
     assert!(commit_ts > txn.start_ts());
-    assert_eq!(txn.commit_outcome().map(|o| o.mode), Some(CommitMode::TwoPhase));
+    assert_eq!(
+        txn.commit_outcome().map(|o| o.mode),
+        Some(CommitMode::TwoPhase)
+    );
 
     let reader = client.begin().await.unwrap_or_else(|err| panic!("{err}"));
-    let pairs = reader.scan("a"..="z", 10).await.unwrap_or_else(|err| panic!("{err}"));
+    let pairs = reader
+        .scan("a"..="z", 10)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
     let keys: Vec<Bytes> = pairs.iter().map(|p| p.key.clone()).collect();
     assert_eq!(keys, vec![b("a"), b("c"), b("e")]);
 
@@ -49,12 +59,19 @@ async fn commit_read_conflict_async_and_one_pc() {
     first.put("a", "1").unwrap_or_else(|err| panic!("{err}"));
     second.put("a", "2").unwrap_or_else(|err| panic!("{err}"));
     first.commit().await.unwrap_or_else(|err| panic!("{err}"));
-    let err = second.commit().await.err().unwrap_or_else(|| panic!("conflict expected"));
+    let err = second
+        .commit()
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("conflict expected"));
     assert!(
         matches!(err.key_error(), Some(KeyError::WriteConflict { .. })),
         "{err}"
     );
-    assert!(matches!(second.get("a").await, Err(Error::TxnFinished { .. })));
+    assert!(matches!(
+        second.get("a").await,
+        Err(Error::TxnFinished { .. })
+    ));
 
     // Async commit and 1PC.
     let mut txn = client
@@ -63,24 +80,47 @@ async fn commit_read_conflict_async_and_one_pc() {
         .unwrap_or_else(|err| panic!("{err}"));
     txn.put("a", "async").unwrap_or_else(|err| panic!("{err}"));
     txn.put("e", "async").unwrap_or_else(|err| panic!("{err}"));
-    txn.commit().await.unwrap_or_else(|err| panic!("async: {err}"));
-    assert_eq!(txn.commit_outcome().map(|o| o.mode), Some(CommitMode::AsyncCommit));
+    txn.commit()
+        .await
+        .unwrap_or_else(|err| panic!("async: {err}"));
+    assert_eq!(
+        txn.commit_outcome().map(|o| o.mode),
+        Some(CommitMode::AsyncCommit)
+    );
 
     let mut txn = client
         .begin_with(TransactionOptions::new().with_try_one_pc(true))
         .await
         .unwrap_or_else(|err| panic!("{err}"));
     txn.put("a", "1pc").unwrap_or_else(|err| panic!("{err}"));
-    txn.commit().await.unwrap_or_else(|err| panic!("1pc: {err}"));
-    assert_eq!(txn.commit_outcome().map(|o| o.mode), Some(CommitMode::OnePc));
+    txn.commit()
+        .await
+        .unwrap_or_else(|err| panic!("1pc: {err}"));
+    assert_eq!(
+        txn.commit_outcome().map(|o| o.mode),
+        Some(CommitMode::OnePc)
+    );
 
     let reader = client.begin().await.unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(reader.get("a").await.unwrap_or_else(|err| panic!("{err}")), Some(b("1pc")));
-    assert_eq!(reader.get("e").await.unwrap_or_else(|err| panic!("{err}")), Some(b("async")));
+    assert_eq!(
+        reader.get("a").await.unwrap_or_else(|err| panic!("{err}")),
+        Some(b("1pc"))
+    );
+    assert_eq!(
+        reader.get("e").await.unwrap_or_else(|err| panic!("{err}")),
+        Some(b("async"))
+    );
 
     // Insert of an existing key fails at prewrite.
     let mut txn = client.begin().await.unwrap_or_else(|err| panic!("{err}"));
     txn.insert("a", "dup").unwrap_or_else(|err| panic!("{err}"));
-    let err = txn.commit().await.err().unwrap_or_else(|| panic!("exists expected"));
-    assert!(matches!(err.key_error(), Some(KeyError::AlreadyExists { .. })), "{err}");
+    let err = txn
+        .commit()
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("exists expected"));
+    assert!(
+        matches!(err.key_error(), Some(KeyError::AlreadyExists { .. })),
+        "{err}"
+    );
 }

@@ -109,7 +109,8 @@ impl Client {
     ///
     /// Errors when PD cannot give a timestamp within its backoff budget.
     pub async fn begin(&self) -> Result<transaction::Transaction, Error> {
-        self.begin_with(transaction::TransactionOptions::new()).await
+        self.begin_with(transaction::TransactionOptions::new())
+            .await
     }
 
     /// Begins an optimistic transaction with `options` (start timestamp, isolation, async

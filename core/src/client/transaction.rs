@@ -201,6 +201,15 @@ impl TransactionOptions {
         self
     }
 
+    /// Sets the commit's test levers (client-go's commit failpoints); only with the
+    /// `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
+    #[must_use]
+    pub fn with_testing_knobs(mut self, knobs: crate::ops::txn::commit::CommitKnobs) -> Self {
+        self.commit.knobs = knobs;
+        self
+    }
+
     /// Calls `callback` when a commit ends.
     #[must_use]
     pub fn with_commit_callback(mut self, callback: CommitCallback) -> Self {
@@ -488,7 +497,10 @@ impl Transaction {
     /// transaction wrote any of them since this one started (optimistic `LockKeys`).
     ///
     /// Errors like [`put`](Self::put).
-    pub fn lock_keys<K: Into<Bytes>>(&mut self, keys: impl IntoIterator<Item = K>) -> Result<(), Error> {
+    pub fn lock_keys<K: Into<Bytes>>(
+        &mut self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<(), Error> {
         self.check_active()?;
         for key in keys {
             let key = non_empty(key.into())?;

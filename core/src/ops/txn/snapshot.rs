@@ -358,7 +358,9 @@ impl Operation for ReadKeys {
 }
 
 /// What a lock-resolution child finished with.
-pub(crate) fn resolution(result: Result<Output, Error>) -> Result<crate::resolver::ResolveOutcome, Error> {
+pub(crate) fn resolution(
+    result: Result<Output, Error>,
+) -> Result<crate::resolver::ResolveOutcome, Error> {
     match result {
         Ok(Output::Resolved(outcome)) => Ok(outcome),
         Ok(other) => Err(Error::UnexpectedResponse(format!(

@@ -177,7 +177,12 @@ struct HeartbeatPlan {
 }
 
 impl Plan for HeartbeatPlan {
-    fn build(&mut self, items: &[usize], _route: &Route, send: &mut dyn FnMut(Items, StoreRequest)) {
+    fn build(
+        &mut self,
+        items: &[usize],
+        _route: &Route,
+        send: &mut dyn FnMut(Items, StoreRequest),
+    ) {
         send(
             Items::from_slice(items),
             StoreRequest::TxnHeartBeat(self.request.clone()),

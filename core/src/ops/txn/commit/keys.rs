@@ -137,7 +137,12 @@ impl KeysPlan {
 }
 
 impl Plan for KeysPlan {
-    fn build(&mut self, items: &[usize], _route: &Route, send: &mut dyn FnMut(Items, StoreRequest)) {
+    fn build(
+        &mut self,
+        items: &[usize],
+        _route: &Route,
+        send: &mut dyn FnMut(Items, StoreRequest),
+    ) {
         let runs = batch::by_size(items.len(), self.batch_limit, |i| {
             items
                 .get(i)
@@ -190,7 +195,9 @@ impl Plan for KeysPlan {
                         "commit ts rejected on a key that is not the primary".to_owned(),
                     ));
                 }
-                if min_commit_ts.version().saturating_sub(attempted_commit_ts.version())
+                if min_commit_ts
+                    .version()
+                    .saturating_sub(attempted_commit_ts.version())
                     > MAX_COMMIT_TS_GAP
                 {
                     return Err(KeyError::CommitTsExpired {

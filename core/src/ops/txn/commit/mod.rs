@@ -38,6 +38,8 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 use tikv_proto::kvrpcpb;
 
+#[cfg(any(test, feature = "testing"))]
+pub use types::CommitKnobs;
 pub use types::{
     Assertion, AssertionLevel, CommitMode, CommitOptions, CommitOutcome, CommitRequest,
     DiskFullOpt, Mutation, MutationOp,
@@ -92,6 +94,34 @@ pub(crate) fn lock_ttl_ms(config: &Config, size: u64, elapsed_ms: u64) -> u64 {
         ttl = grown.clamp(default, millis(config.managed_lock_ttl).max(default));
     }
     ttl.saturating_add(elapsed_ms)
+}
+
+/// The lock TTL a test fixed, if any.
+fn knob_lock_ttl(options: &CommitOptions) -> Option<u64> {
+    #[cfg(any(test, feature = "testing"))]
+    {
+        options.knobs.lock_ttl_ms
+    }
+    #[cfg(not(any(test, feature = "testing")))]
+    {
+        let _ = options;
+        None
+    }
+}
+
+/// Whether test lever `$field` of `$options` is set (never, without the `testing`
+/// feature).
+macro_rules! knob {
+    ($options:expr, $field:ident) => {{
+        #[cfg(any(test, feature = "testing"))]
+        let set = $options.knobs.$field;
+        #[cfg(not(any(test, feature = "testing")))]
+        let set = {
+            let _ = &$options;
+            false
+        };
+        set
+    }};
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -219,7 +249,8 @@ impl Committer {
         let shape = PrewriteShape {
             start_ts,
             primary: primary.clone(),
-            lock_ttl: lock_ttl_ms(config, size, elapsed_ms),
+            lock_ttl: knob_lock_ttl(&options)
+                .unwrap_or_else(|| lock_ttl_ms(config, size, elapsed_ms)),
             max_commit_ts,
             assertion_level: options.assertion_level_proto(),
             context: context.clone(),
@@ -397,6 +428,9 @@ impl Committer {
             );
             return self.outcome(commit_ts, CommitMode::AsyncCommit);
         }
+        if knob!(self.options, stop_after_prewrite) {
+            return self.outcome(Timestamp::from_version(0), CommitMode::TwoPhase);
+        }
         if self.abandoned {
             // Nobody waits for the answer and nothing is decided yet: undo.
             self.roll_back(cx);
@@ -434,15 +468,30 @@ impl Committer {
 
     /// Rolls back every key in the background, primary first.
     fn roll_back(&mut self, cx: &mut Cx<'_>) {
+        if knob!(self.options, skip_cleanup) {
+            return;
+        }
         let all: Vec<usize> = (0..self.keys.len()).collect();
         self.finish_keys(cx, KeysAction::Rollback, &all, true);
     }
 
-    fn finish_keys(&self, cx: &mut Cx<'_>, action: KeysAction, items: &[usize], primary_first: bool) {
+    fn finish_keys(
+        &self,
+        cx: &mut Cx<'_>,
+        action: KeysAction,
+        items: &[usize],
+        primary_first: bool,
+    ) {
         if items.is_empty() {
             return;
         }
-        let keys: Vec<Bytes> = items.iter().filter_map(|&i| self.keys.get(i).cloned()).collect();
+        if matches!(action, KeysAction::Commit { .. }) && knob!(self.options, skip_secondaries) {
+            return;
+        }
+        let keys: Vec<Bytes> = items
+            .iter()
+            .filter_map(|&i| self.keys.get(i).cloned())
+            .collect();
         let routing: SmallVec<[Bytes; 1]> = items
             .iter()
             .filter_map(|&i| self.routing.get(i).cloned())
@@ -470,7 +519,11 @@ impl Committer {
 
     /// The commit timestamp arrived: commit the primary's batch.
     fn commit_primary(mut self: Box<Self>, cx: &mut Cx<'_>, commit_ts: Timestamp) -> Next {
-        if commit_ts.physical_ms().saturating_sub(self.start_ts.physical_ms()) > MAX_TXN_TIME_USE_MS {
+        if commit_ts
+            .physical_ms()
+            .saturating_sub(self.start_ts.physical_ms())
+            > MAX_TXN_TIME_USE_MS
+        {
             self.roll_back(cx);
             return Next::Done(Err(Error::TxnTooOld {
                 start_ts: self.start_ts,
@@ -485,7 +538,10 @@ impl Committer {
             },
             self.start_ts,
             self.primary.clone(),
-            items.iter().filter_map(|&i| self.keys.get(i).cloned()).collect(),
+            items
+                .iter()
+                .filter_map(|&i| self.keys.get(i).cloned())
+                .collect(),
             self.context.clone(),
             self.batch_limit,
         );
@@ -626,8 +682,8 @@ fn validate(start_ts: Timestamp, mutations: &[Mutation], primary: &Bytes) -> Res
 
 impl Operation for Committer {
     fn on_start(self: Box<Self>, cx: &mut Cx<'_>) -> Next {
-        let linearizable = !self.options.causal_consistency
-            || self.options.commit_wait_until_tso.is_some();
+        let linearizable =
+            !self.options.causal_consistency || self.options.commit_wait_until_tso.is_some();
         if (self.tried_async || self.tried_one_pc) && linearizable {
             return self.ask_timestamp(cx, TsPurpose::MinCommit);
         }
@@ -746,12 +802,12 @@ impl Operation for Begin {
 
     fn on_reply(self: Box<Self>, cx: &mut Cx<'_>, id: RequestId, reply: Reply) -> Next {
         match reply {
-            Reply::Timestamp(result) if self.call == Some(id) => Next::Done(result.map(|start_ts| {
-                Output::Begun {
+            Reply::Timestamp(result) if self.call == Some(id) => {
+                Next::Done(result.map(|start_ts| Output::Begun {
                     start_ts,
                     at: cx.now(),
-                }
-            })),
+                }))
+            }
             _ => Next::Pending(self),
         }
     }

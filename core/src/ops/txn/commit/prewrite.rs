@@ -147,7 +147,11 @@ impl PrewritePlan {
         }
     }
 
-    fn on_success(&mut self, items: &[usize], response: &kvrpcpb::PrewriteResponse) -> Result<(), Error> {
+    fn on_success(
+        &mut self,
+        items: &[usize],
+        response: &kvrpcpb::PrewriteResponse,
+    ) -> Result<(), Error> {
         if self.primary_item.is_some_and(|p| items.contains(&p)) {
             self.primary_done = true;
         }
@@ -177,7 +181,11 @@ impl PrewritePlan {
         Ok(())
     }
 
-    fn on_key_errors(&mut self, items: &[usize], errors: &[kvrpcpb::KeyError]) -> Result<(), Error> {
+    fn on_key_errors(
+        &mut self,
+        items: &[usize],
+        errors: &[kvrpcpb::KeyError],
+    ) -> Result<(), Error> {
         let start_ts = self.shape.start_ts;
         for err in errors {
             let mut met: Vec<LockInfo> = Vec::new();
@@ -215,7 +223,12 @@ impl PrewritePlan {
 }
 
 impl Plan for PrewritePlan {
-    fn build(&mut self, items: &[usize], _route: &Route, send: &mut dyn FnMut(Items, StoreRequest)) {
+    fn build(
+        &mut self,
+        items: &[usize],
+        _route: &Route,
+        send: &mut dyn FnMut(Items, StoreRequest),
+    ) {
         if items.len() != self.mutations.len() {
             // More than one region: one request cannot carry the transaction.
             self.one_pc = false;
@@ -229,7 +242,9 @@ impl Plan for PrewritePlan {
         if runs.len() > 1 {
             self.one_pc = false;
         }
-        let regrouped = items.iter().any(|&i| self.built.get(i).copied().unwrap_or(false));
+        let regrouped = items
+            .iter()
+            .any(|&i| self.built.get(i).copied().unwrap_or(false));
         let txn_size = if regrouped {
             u64::MAX
         } else {

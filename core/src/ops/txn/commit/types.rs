@@ -203,6 +203,29 @@ pub struct CommitOptions {
     pub txn_source: u64,
     /// How strictly TiKV checks the mutations' assertions.
     pub assertion_level: AssertionLevel,
+    /// Test levers (client-go's commit failpoints).
+    #[cfg(any(test, feature = "testing"))]
+    pub knobs: CommitKnobs,
+}
+
+/// Levers that stop a commit part-way, for tests that need what a crashed or slow client
+/// leaves behind (client-go's commit failpoints). Only with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitKnobs {
+    /// A two-phase commit stops once every key is prewritten, leaving the locks: the
+    /// commit answers a zero commit timestamp (client-go `beforeCommit` failing plus
+    /// `commitFailedSkipCleanup`).
+    pub stop_after_prewrite: bool,
+    /// The keys committed after the decision (2PC secondaries, every async-commit key)
+    /// are left locked (client-go `asyncCommitDoNothing`, `beforeCommitSecondaries`
+    /// "skip").
+    pub skip_secondaries: bool,
+    /// A failed commit leaves its prewritten locks (client-go `commitFailedSkipCleanup`).
+    pub skip_cleanup: bool,
+    /// The locks' TTL in milliseconds, instead of the computed one (client-go
+    /// `twoPCShortLockTTL`).
+    pub lock_ttl_ms: Option<u64>,
 }
 
 impl Default for CommitOptions {
@@ -221,6 +244,8 @@ impl Default for CommitOptions {
             disk_full_opt: DiskFullOpt::NotAllowedOnFull,
             txn_source: 0,
             assertion_level: AssertionLevel::Off,
+            #[cfg(any(test, feature = "testing"))]
+            knobs: CommitKnobs::default(),
         }
     }
 }
