@@ -273,7 +273,9 @@ impl Core {
         if self.entities.len() > 0 {
             left.push(format!("{} entities", self.entities.len()));
         }
-        self.services.out.leftovers(&mut left);
+        self.services
+            .out
+            .leftovers(&mut left, &|op| self.ops.contains_key(&op));
         self.services.waits.leftovers(&mut left);
         self.services.pd.leftovers(&mut left);
         self.services.resolver.leftovers(&mut left);
