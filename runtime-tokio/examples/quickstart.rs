@@ -6,33 +6,16 @@
 //!
 //! Run with `cargo run -p tikv-tokio --example quickstart`.
 
+mod common;
+
 use std::time::Duration;
 
 use tikv_core::{Config, KeyTtl};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Keep the embedded cluster alive until the end of main.
-    let mut _embedded = None;
-    let endpoints: Vec<String> = match std::env::var("PD_ENDPOINTS") {
-        Ok(endpoints) => endpoints.split(',').map(|e| e.trim().to_owned()).collect(),
-        Err(_) => {
-            let server = tikv_sim::SimServer::start(tikv_sim::SimConfig::default()).await?;
-            server.with(|sim| {
-                for key in ["b", "m", "t"] {
-                    let _ = sim.cluster.split_at(key.as_bytes());
-                }
-            });
-            println!(
-                "started an embedded simulated cluster: PD at {}, {} stores",
-                server.pd_address(),
-                server.store_addresses().len()
-            );
-            let pd = server.pd_address().to_owned();
-            _embedded = Some(server);
-            vec![pd]
-        }
-    };
+    // The embedded cluster (when PD_ENDPOINTS is unset) lives until the end of main.
+    let (endpoints, _embedded) = common::cluster(&["b", "m", "t"]).await?;
 
     let client = tikv_tokio::connect(endpoints, Config::default())?;
     let raw = client.raw();

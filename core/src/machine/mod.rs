@@ -39,7 +39,9 @@ use crate::time::Time;
 
 pub use crate::command::{Command, Output};
 #[cfg(any(test, feature = "testing"))]
-pub use crate::command::{KeyMode, MaintenanceCommand, PdCommand, RawCommand, RegionCommand};
+pub use crate::command::{
+    KeyMode, MaintenanceCommand, PdCommand, RawCommand, RegionCommand, TxnCommand,
+};
 pub use crate::outbox::{OpId, RequestId, Transmit};
 
 /// A fact the machine reports.
