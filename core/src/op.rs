@@ -121,6 +121,8 @@ pub(crate) struct Services {
     pub(crate) cache: RegionCache,
     /// What the lock resolver learned about other transactions.
     pub(crate) resolver: crate::resolver::Resolver,
+    /// The cached transaction safe point reads are checked against.
+    pub(crate) safe_point: crate::ops::visibility::SafePointCache,
     /// Stores with a liveness probe out (the region request sender's own state).
     pub(crate) probing: std::collections::BTreeSet<u64>,
     /// Operations started during the current input, for the machine to run.
@@ -148,6 +150,7 @@ impl Services {
                 ttl_jitter: config.region_cache_ttl_jitter,
             }),
             probing: std::collections::BTreeSet::new(),
+            safe_point: crate::ops::visibility::SafePointCache::default(),
             resolver: crate::resolver::Resolver::default(),
             rng: Rng::new(seed),
             config,
@@ -296,6 +299,11 @@ impl<'a> Cx<'a> {
             Readiness::Parked => KeyspaceWait::Parked(waiter.call),
             Readiness::Failed(err) => KeyspaceWait::Failed(err),
         }
+    }
+
+    /// The transaction safe point, if fetched recently enough to trust.
+    pub(crate) fn safe_point(&self, now: Time) -> Option<Timestamp> {
+        self.services.safe_point.fresh(now)
     }
 
     /// The keyspace id in use (API V2), once loaded.

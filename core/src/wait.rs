@@ -32,6 +32,8 @@ pub(crate) enum WaitKey {
     /// Another operation's status check of the transaction that started at this
     /// timestamp (the lock resolver's coalescing).
     TxnStatus(u64),
+    /// The transaction safe point being fetched for reads (see `ops::visibility`).
+    SafePoint,
 }
 
 /// One parked call: the operation and the id its answer will carry.

@@ -39,6 +39,10 @@ use crate::time::Time;
 
 pub use crate::command::{Command, Output};
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(
+    test,
+    allow(unused_imports, reason = "for fuzz targets and the tests crate")
+)]
 pub use crate::command::{
     KeyMode, MaintenanceCommand, PdCommand, RawCommand, RegionCommand, TxnCommand,
 };

@@ -13,6 +13,7 @@ mod locate;
 mod raw;
 mod split;
 pub(crate) mod txn;
+pub(crate) mod visibility;
 
 use crate::command::{Command, KeyMode, MaintenanceCommand, PdCommand, RegionCommand, TxnCommand};
 use crate::error::Error;
@@ -104,6 +105,30 @@ fn command_needs_keyspace(command: &Command) -> bool {
 }
 
 fn build(command: Command, cx: &Cx<'_>) -> Box<dyn Operation> {
+    // Snapshot reads first check the GC safe point (client-go's `CheckVisibility`).
+    let read_ts = match &command {
+        Command::Txn(
+            TxnCommand::Get { options, .. }
+            | TxnCommand::BatchGet { options, .. }
+            | TxnCommand::Scan { options, .. },
+        ) => Some(options.ts),
+        _ => None,
+    };
+    if let Some(start_ts) = read_ts {
+        match cx.safe_point(cx.now()) {
+            Some(safe_point) => {
+                if let Err(err) = visibility::check(start_ts, safe_point) {
+                    return Box::new(Failed(err));
+                }
+            }
+            None => return Box::new(visibility::CheckSafePoint::new(command, start_ts)),
+        }
+    }
+    build_checked(command, cx)
+}
+
+/// The operation of `command`, its safe point (if any) already checked.
+pub(crate) fn build_checked(command: Command, cx: &Cx<'_>) -> Box<dyn Operation> {
     match try_build(command, cx) {
         Ok(op) => op,
         Err(err) => Box::new(Failed(err)),
