@@ -71,6 +71,16 @@ pub enum TxnCommand {
         /// The locks (keys in the request key space, as TiKV reported them).
         locks: Vec<crate::error::LockInfo>,
     },
+    /// Resolve other transactions' locks met by a read at `caller_start_ts` (client-go's
+    /// `LockResolver.ResolveLocksForRead`): answers how long until the soonest lock that
+    /// still blocks the read expires, and which transactions the read may skip or read
+    /// through.
+    ResolveLocksForRead {
+        /// The read timestamp.
+        caller_start_ts: Timestamp,
+        /// The locks (keys in the request key space, as TiKV reported them).
+        locks: Vec<crate::error::LockInfo>,
+    },
 }
 
 /// PD and TSO queries.
@@ -299,7 +309,7 @@ impl TxnCommand {
         })
     }
 
-    /// A call of [`TxnCommand::ResolveLocks`].
+    /// A call of [`TxnCommand::ResolveLocks`] or [`TxnCommand::ResolveLocksForRead`].
     pub(crate) fn resolve_call(self) -> Call<ResolveOutcome> {
         Call::new(Command::Txn(self), |output| match output {
             Output::Resolved(outcome) => Some(outcome),

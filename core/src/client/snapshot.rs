@@ -138,6 +138,30 @@ impl Snapshot {
         Ok(entries.into_iter().map(pair).collect())
     }
 
+    /// Like [`batch_get`](Self::batch_get), each pair with the timestamp its value was
+    /// committed at (client-go's `BatchGet` with `WithReturnCommitTS`).
+    ///
+    /// Errors like [`get`](Self::get).
+    pub async fn batch_get_with_commit_ts<K: Into<Bytes>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<(KvPair, Timestamp)>, Error> {
+        let keys: Vec<Bytes> = keys.into_iter().map(Into::into).collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut options = self.options();
+        options.need_commit_ts = true;
+        let entries = self.read(TxnCommand::BatchGet { keys, options }).await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let commit_ts = entry.commit_ts.unwrap_or(Timestamp::from_version(0));
+                (pair(entry), commit_ts)
+            })
+            .collect())
+    }
+
     /// Up to `limit` pairs of `range`, in key order.
     ///
     /// Errors like [`get`](Self::get).

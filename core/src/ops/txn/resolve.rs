@@ -20,6 +20,7 @@
 //! until the soonest live lock expires, and for readers which transactions to skip
 //! (rolled back, pushed, committed after the read) or read through (committed before it).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -170,10 +171,17 @@ impl Operation for ResolveLocks {
         match result {
             Ok(Output::TxnStatus(status)) => {
                 // Two children of one transaction (mixed lock flavours): keep the more
-                // decided answer.
-                let entry = self.statuses.entry(txn).or_default();
-                if status.is_settled() || !entry.is_settled() {
-                    *entry = status;
+                // decided answer. (A default status reads as rolled back: never start
+                // from one, or a live transaction would be taken for a rolled-back one.)
+                match self.statuses.entry(txn) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(status);
+                    }
+                    Entry::Occupied(mut slot) => {
+                        if status.is_settled() || !slot.get().is_settled() {
+                            slot.insert(status);
+                        }
+                    }
                 }
             }
             Ok(other) => {
@@ -515,10 +523,10 @@ impl ResolveTxn {
     ) -> Next {
         while let Some((mut dispatch, mut plan)) = queue.pop_front() {
             match dispatch.start(cx, &mut plan) {
-                Progress::Failed(err) => return self.done(cx, Err(err)),
+                Progress::Failed(err) => return self.cleanup_failed(cx, status, err),
                 Progress::Done => {
                     if let Err(err) = resolve_errors(&mut plan) {
-                        return self.done(cx, Err(err));
+                        return self.cleanup_failed(cx, status, err);
                     }
                 }
                 Progress::Pending => {
@@ -532,6 +540,18 @@ impl ResolveTxn {
             }
         }
         self.done(cx, Ok(status))
+    }
+
+    /// Committing or rolling back the locks failed although the transaction's fate is
+    /// known. A writer must fail (the locks are still in its way); a reader need not: it
+    /// skips or reads through the locks by the status alone, and the locks are cleaned up
+    /// by whoever meets them next (client-go's read-path cleanup ignores its errors too).
+    fn cleanup_failed(self: Box<Self>, cx: &mut Cx<'_>, status: TxnStatus, err: Error) -> Next {
+        if self.params.for_read {
+            self.done(cx, Ok(status))
+        } else {
+            self.done(cx, Err(err))
+        }
     }
 
     fn check_secondaries(mut self: Box<Self>, cx: &mut Cx<'_>, status: TxnStatus) -> Next {
@@ -674,9 +694,9 @@ impl ResolveTxn {
                     }
                     Progress::Done => match resolve_errors(plan) {
                         Ok(()) => self.resolve_next(cx, status, queue),
-                        Err(err) => self.done(cx, Err(err)),
+                        Err(err) => self.cleanup_failed(cx, status, err),
                     },
-                    Progress::Failed(err) => self.done(cx, Err(err)),
+                    Progress::Failed(err) => self.cleanup_failed(cx, status, err),
                 }
             }
             Stage::Sleeping { current_ts } => match input {

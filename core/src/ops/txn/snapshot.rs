@@ -157,16 +157,26 @@ impl Plan for ReadPlan {
                     return Err(KeyError::from_proto(err).into());
                 }
                 for pair in r.pairs {
-                    let Some(&item) = self.index.get(&pair.key) else {
-                        continue;
-                    };
                     if let Some(err) = &pair.error {
+                        // TiKV leaves the key of a failed pair empty: a lock names its key.
                         match KeyError::from_proto(err) {
-                            KeyError::Locked(lock) => self.locked.push((item, lock)),
+                            KeyError::Locked(lock) => {
+                                let Some(&item) = self.index.get(&lock.key) else {
+                                    // Read as "not found", the key would silently vanish.
+                                    return Err(Error::UnexpectedResponse(format!(
+                                        "a lock on {:?}, which the batch get did not ask for",
+                                        lock.key
+                                    )));
+                                };
+                                self.locked.push((item, lock));
+                            }
                             other => return Err(other.into()),
                         }
                         continue;
                     }
+                    let Some(&item) = self.index.get(&pair.key) else {
+                        continue;
+                    };
                     let key = self.space.user_key(pair.key)?;
                     self.found.insert(
                         item,
@@ -284,7 +294,9 @@ impl ReadKeys {
         let params = ResolveParams {
             caller_start_ts: self.options.ts,
             for_read: true,
-            lite: true,
+            // As client-go: a point get resolves only the keys it met; a batch get resolves
+            // a big transaction's locks region by region, since it likely meets more.
+            lite: self.plan.point,
             pessimistic_region_resolve: false,
             space: self.space.clone(),
             timeout: config.read_timeout_short,
@@ -619,7 +631,8 @@ impl ScanKeys {
         let params = ResolveParams {
             caller_start_ts: self.options.ts,
             for_read: true,
-            lite: true,
+            // As client-go's scanner: big transactions region by region.
+            lite: false,
             pessimistic_region_resolve: false,
             space: self.space.clone(),
             timeout: config.read_timeout_short,
