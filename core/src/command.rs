@@ -549,8 +549,13 @@ pub enum Output {
     Count(u64),
     /// What a snapshot read found.
     Read(SnapshotRead),
-    /// A transaction's status.
-    TxnStatus(TxnStatus),
+    /// A transaction's status as a lock resolution found it.
+    TxnStatus {
+        /// The status.
+        status: TxnStatus,
+        /// Milliseconds until its locks expire (0 once they have, or once it is settled).
+        ms_left: u64,
+    },
     /// What resolving locks found.
     Resolved(ResolveOutcome),
 }
@@ -597,7 +602,7 @@ impl Output {
             Self::Locations(_) => "Locations",
             Self::Count(_) => "Count",
             Self::Read(_) => "Read",
-            Self::TxnStatus(_) => "TxnStatus",
+            Self::TxnStatus { .. } => "TxnStatus",
             Self::Resolved(_) => "Resolved",
         }
     }
