@@ -14,6 +14,7 @@
 //! simulation (`tests/snapshot_simulation.rs`), where time is virtual.
 //!
 //! - [`snapshot`] ports `integration_tests/snapshot_test.go`.
+//! - [`snapshot_fail`] ports the read tests of `integration_tests/snapshot_fail_test.go`.
 //! - [`scan`] ports `integration_tests/scan_test.go` and `scan_mock_test.go`.
 //! - [`lock`] ports the read and lock-resolution tests of `integration_tests/lock_test.go`.
 //! - [`resolver`] checks every path of the lock resolver as a read takes it, with no Go
@@ -25,6 +26,7 @@ pub mod lock;
 pub mod resolver;
 pub mod scan;
 pub mod snapshot;
+pub mod snapshot_fail;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -279,6 +281,9 @@ macro_rules! for_each_snapshot_test {
         $m!(test_point_get_skip_txn_lock);
         $m!(test_snapshot_thread_safe);
         $m!(test_rc_read);
+        // integration_tests/snapshot_fail_test.go
+        $m!(test_batch_get_response_key_error);
+        $m!(test_scan_response_key_error);
         // integration_tests/scan_test.go, scan_mock_test.go
         $m!(test_scan);
         $m!(test_scan_multiple_regions);
@@ -321,3 +326,5 @@ pub use resolver::*;
 pub use scan::*;
 #[doc(hidden)]
 pub use snapshot::*;
+#[doc(hidden)]
+pub use snapshot_fail::*;

@@ -428,3 +428,101 @@ fn trace_of_a_read_resolving_a_committed_lock() {
     assert_eq!(ok(&sim, "get", value), Some(b("new")));
     insta::assert_snapshot!(sim.trace().join("\n"));
 }
+
+/// A scan over two regions meets a live lock TiKV will not push in the second: the first
+/// region's rows are kept, the scan waits until the lock expired, and reads on from the
+/// same place (in batches of 2, so the lock sits in the middle of a batch).
+#[test]
+fn scan_waits_for_a_live_lock_in_its_second_region() {
+    let mut sim = cluster(1);
+    sim.with(|cluster| {
+        let boundary = tikv_proto::codec::encode_bytes(b"m");
+        if let Err(err) = cluster.cluster.split_at(&boundary) {
+            panic!("{err}");
+        }
+    });
+    let ttl_ms = 800;
+    let start_ts = write(&sim, |w| {
+        w.put(&[
+            ("a", "a0"),
+            ("b", "b0"),
+            ("n", "n0"),
+            ("o", "o0"),
+            ("p", "p0"),
+        ]);
+        let start_ts = w.ts();
+        w.prewrite(
+            &Prewrite::new(start_ts, "o")
+                .put("o", "o1")
+                .ttl(ttl_ms)
+                .min_commit_ts(0),
+        );
+        start_ts
+    });
+    let ts = timestamp(&mut sim);
+    let snapshot = sim.client().snapshot(ts);
+    let scanned = run(&mut sim, async {
+        let mut scanner = snapshot.scanner("a"..="z", 2);
+        let mut all = Vec::new();
+        while let Some(batch) = scanner.next_batch().await? {
+            all.extend(batch);
+        }
+        Ok::<_, Error>(all)
+    });
+    let pairs: Vec<(Bytes, Bytes)> = ok(&sim, "scan", scanned)
+        .into_iter()
+        .map(|pair| (pair.key, pair.value))
+        .collect();
+    let expected: Vec<(Bytes, Bytes)> = [
+        ("a", "a0"),
+        ("b", "b0"),
+        ("n", "n0"),
+        ("o", "o0"),
+        ("p", "p0"),
+    ]
+    .iter()
+    .map(|(k, v)| (b(k), b(v)))
+    .collect();
+    assert_eq!(pairs, expected);
+    let ended = sim.wall_ms();
+    let expiry = expiry_ms(start_ts, ttl_ms);
+    assert!(
+        (expiry..expiry + 100).contains(&ended),
+        "ended at {ended}, expiry {expiry}"
+    );
+}
+
+/// The region of a locked key splits while the read is resolving the lock (the status check
+/// is held 50 ms): the read's second Get meets EpochNotMatch, routes again and reads the
+/// committed value.
+#[test]
+fn read_routes_again_when_the_region_splits_during_resolution() {
+    let mut sim = cluster(1);
+    write(&sim, |w| {
+        w.put(&[("k", "old")]);
+        w.lock_key(b"k", b"new", b"p", b"new", 3_000, true, false);
+    });
+    let ts = timestamp(&mut sim);
+    sim.with(|cluster| {
+        cluster.faults.inject(tikv_sim::faults::FaultRule::command(
+            "KvCheckTxnStatus",
+            tikv_sim::faults::FaultAction::Delay(50),
+            1,
+        ));
+    });
+    let snapshot = sim.client().snapshot(ts);
+    let mut read = Box::pin(snapshot.get("k"));
+    let at = sim.now() + Duration::from_millis(20);
+    assert!(run_until(&mut sim, &mut read, at).is_none());
+    assert_eq!(sent(&sim, "KvCheckTxnStatus"), 1);
+    sim.with(|cluster| {
+        let boundary = tikv_proto::codec::encode_bytes(b"j");
+        if let Err(err) = cluster.cluster.split_at(&boundary) {
+            panic!("{err}");
+        }
+    });
+    let value = run(&mut sim, read);
+    assert_eq!(ok(&sim, "get", value), Some(b("new")));
+    let trace = sim.trace().join("\n");
+    assert!(trace.contains("EpochNotMatch"), "{trace}");
+}

@@ -78,6 +78,9 @@ struct ReadPlan {
     keys: Vec<Bytes>,
     found: BTreeMap<usize, TxnEntry>,
     locked: Vec<(usize, LockInfo)>,
+    /// Items to read again with the locked ones, without a lock of their own (the other
+    /// keys of a request that failed as a whole on a lock).
+    retry: Vec<usize>,
     /// Request keys answered, mapped back to items.
     index: BTreeMap<Bytes, usize>,
     space: KeySpace,
@@ -153,8 +156,18 @@ impl Plan for ReadPlan {
             }
             StoreResponse::BatchGet(r) => {
                 if let Some(err) = &r.error {
-                    // A request-level key error stops the whole read (not a per-key lock).
-                    return Err(KeyError::from_proto(err).into());
+                    // A whole-request error (the pairs are incomplete). A lock (TiKV's check
+                    // of in-memory locks fails a whole read) is resolved and every key of
+                    // the request read again, as client-go does; anything else ends the read.
+                    return match KeyError::from_proto(err) {
+                        KeyError::Locked(lock) => {
+                            let (first, rest) = items.split_first().unwrap_or((&0, &[]));
+                            self.locked.push((*first, lock));
+                            self.retry.extend_from_slice(rest);
+                            Ok(())
+                        }
+                        other => Err(other.into()),
+                    };
                 }
                 for pair in r.pairs {
                     if let Some(err) = &pair.error {
@@ -234,6 +247,7 @@ impl ReadKeys {
             keys: request_keys.clone(),
             found: BTreeMap::new(),
             locked: Vec::new(),
+            retry: Vec::new(),
             index: index.clone(),
             space: space.clone(),
         };
@@ -288,7 +302,8 @@ impl ReadKeys {
             }
             locked = keep;
         }
-        let items: Vec<usize> = locked.iter().map(|(item, _)| *item).collect();
+        let mut items: Vec<usize> = locked.iter().map(|(item, _)| *item).collect();
+        items.append(&mut self.plan.retry);
         let locks: Vec<LockInfo> = locked.into_iter().map(|(_, lock)| lock).collect();
         let config = cx.config();
         let params = ResolveParams {
@@ -564,7 +579,12 @@ impl ScanKeys {
             return Err(Error::UnexpectedResponse("not a scan answer".into()));
         };
         if let Some(err) = &r.error {
-            return Err(KeyError::from_proto(err).into());
+            // A whole-request error (the pairs are incomplete): a lock is resolved and the
+            // batch read again, as client-go's scanner does.
+            return match KeyError::from_proto(err) {
+                KeyError::Locked(lock) => Ok(vec![lock]),
+                other => Err(other.into()),
+            };
         }
         let mut locks = Vec::new();
         for pair in &r.pairs {
