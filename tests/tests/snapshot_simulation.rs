@@ -526,3 +526,239 @@ fn read_routes_again_when_the_region_splits_during_resolution() {
     let trace = sim.trace().join("\n");
     assert!(trace.contains("EpochNotMatch"), "{trace}");
 }
+
+/// What happens to one transaction of [`random_reads_match_a_model_of_the_history`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Every key committed.
+    Committed,
+    /// The primary committed, the secondaries left locked.
+    PrimaryCommitted,
+    /// Rolled back.
+    RolledBack,
+    /// Left locked with TTL 1 ms: rolled back by whoever meets it.
+    Expired,
+    /// Left locked with async commit and TTL 1 ms, every lock there: committed at its
+    /// `min_commit_ts` by whoever meets it.
+    AsyncExpired,
+    /// Left locked for a minute: pushed past readers, invisible to them.
+    Alive,
+}
+
+/// Random transactions over 20 keys in three regions, each with a random fate (committed,
+/// primary only committed, rolled back, expired, expired async commit, alive), then rounds
+/// of concurrent random reads (gets, batch gets, scans forward and reverse, batched
+/// scanners) at timestamps taken between the transactions and at the end. Every read must
+/// see exactly the versions a model of the history says were committed at or before its
+/// timestamp, however the locks it meets are resolved and in whatever order.
+#[test]
+fn random_reads_match_a_model_of_the_history() {
+    for seed in seeds(&[1, 2, 3, 4, 5]).unwrap_or_else(|err| panic!("{err}")) {
+        random_history_then_reads(seed, false);
+    }
+}
+
+/// The same, while the chaos schedule splits and merges regions, moves leaders, stops and
+/// restarts stores and injects region errors under the reads.
+#[test]
+fn random_reads_match_a_model_of_the_history_under_chaos() {
+    for seed in seeds(&[1, 2, 3]).unwrap_or_else(|err| panic!("{err}")) {
+        random_history_then_reads(seed, true);
+    }
+}
+
+fn random_history_then_reads(seed: u64, chaos: bool) {
+    use std::collections::{BTreeMap, BTreeSet};
+    use tikv_core::rand::Rng;
+    {
+        let mut sim = cluster(seed);
+        sim.with(|cluster| {
+            for split in [b"k07".as_slice(), b"k14".as_slice()] {
+                if let Err(err) = cluster
+                    .cluster
+                    .split_at(&tikv_proto::codec::encode_bytes(split))
+                {
+                    panic!("{err}");
+                }
+            }
+        });
+        let mut rng = Rng::new(seed);
+        let keys: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
+        // Committed versions per key: (commit_ts, value).
+        let mut versions: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+        let mut locked: BTreeSet<String> = BTreeSet::new();
+        let mut read_points: Vec<u64> = Vec::new();
+        let fates = [
+            Fate::Committed,
+            Fate::Committed,
+            Fate::PrimaryCommitted,
+            Fate::RolledBack,
+            Fate::Expired,
+            Fate::AsyncExpired,
+            Fate::Alive,
+        ];
+        for txn in 0..30 {
+            let free: Vec<&String> = keys.iter().filter(|k| !locked.contains(*k)).collect();
+            if free.is_empty() {
+                break;
+            }
+            let count = usize::try_from(rng.between(1, 4))
+                .unwrap_or(1)
+                .min(free.len());
+            let mut chosen: Vec<String> = Vec::new();
+            while chosen.len() < count {
+                let key = free[usize::try_from(rng.below(free.len() as u64)).unwrap_or(0)];
+                if !chosen.contains(key) {
+                    chosen.push(key.clone());
+                }
+            }
+            let fate = fates[usize::try_from(rng.below(fates.len() as u64)).unwrap_or(0)];
+            let value = format!("t{txn}");
+            let primary = chosen[0].clone();
+            write(&sim, |w| {
+                let start_ts = w.ts();
+                let mut prewrite = Prewrite::new(start_ts, &primary).ttl(match fate {
+                    Fate::Expired | Fate::AsyncExpired => 1,
+                    _ => 60_000,
+                });
+                for key in &chosen {
+                    prewrite = prewrite.put(key, &value);
+                }
+                if fate == Fate::AsyncExpired {
+                    prewrite = prewrite.async_commit();
+                }
+                let done = w.prewrite(&prewrite);
+                match fate {
+                    Fate::Committed | Fate::PrimaryCommitted => {
+                        let commit_ts = w.ts();
+                        let committed: Vec<&String> = if fate == Fate::Committed {
+                            chosen.iter().collect()
+                        } else {
+                            vec![&primary]
+                        };
+                        w.commit(start_ts, &committed, commit_ts);
+                        for key in &chosen {
+                            versions
+                                .entry(key.clone())
+                                .or_default()
+                                .push((commit_ts, value.clone()));
+                        }
+                        if fate == Fate::PrimaryCommitted {
+                            locked.extend(chosen.iter().skip(1).cloned());
+                        }
+                    }
+                    Fate::RolledBack => w.rollback(start_ts, &chosen),
+                    Fate::AsyncExpired => {
+                        for key in &chosen {
+                            versions
+                                .entry(key.clone())
+                                .or_default()
+                                .push((done.min_commit_ts, value.clone()));
+                        }
+                        locked.extend(chosen.iter().cloned());
+                    }
+                    Fate::Expired | Fate::Alive => locked.extend(chosen.iter().cloned()),
+                }
+                read_points.push(w.ts());
+            });
+        }
+        // Every short TTL runs out.
+        if let Err(err) = sim.sleep(Duration::from_millis(10)) {
+            panic!("{err}");
+        }
+        read_points.push(timestamp(&mut sim).version());
+        if chaos {
+            sim.start_chaos(tikv_tests::simulation::Chaos {
+                split_keys: ["k03", "k05", "k10", "k12", "k17"]
+                    .iter()
+                    .map(|k| Bytes::from(tikv_proto::codec::encode_bytes(k.as_bytes())))
+                    .collect(),
+                ..tikv_tests::simulation::Chaos::default()
+            });
+        }
+
+        let model = |ts: u64, key: &str| -> Option<Bytes> {
+            versions.get(key).and_then(|list| {
+                list.iter()
+                    .filter(|(commit_ts, _)| *commit_ts <= ts)
+                    .max_by_key(|(commit_ts, _)| *commit_ts)
+                    .map(|(_, value)| b(value))
+            })
+        };
+        for round in 0..8 {
+            let mut reads = Vec::new();
+            for _ in 0..6 {
+                let ts =
+                    read_points[usize::try_from(rng.below(read_points.len() as u64)).unwrap_or(0)];
+                let lo = usize::try_from(rng.below(20)).unwrap_or(0);
+                let hi = usize::try_from(rng.between(lo as u64 + 1, 20)).unwrap_or(20);
+                let kind = rng.below(5);
+                reads.push((ts, lo, hi, kind));
+            }
+            let client = sim.client().clone();
+            let keys_ref = &keys;
+            let results = run(
+                &mut sim,
+                futures_util::future::join_all(reads.iter().map(|&(ts, lo, hi, kind)| {
+                    let snapshot = client.snapshot(Timestamp::from_version(ts));
+                    async move {
+                        let range: Vec<Bytes> = keys_ref[lo..hi].iter().map(|k| b(k)).collect();
+                        let start = range[0].clone();
+                        let end = keys_ref.get(hi).map_or_else(|| b("l"), |k| b(k));
+                        let pairs: Result<Vec<(Bytes, Bytes)>, Error> = match kind {
+                            0 => snapshot
+                                .get(start.clone())
+                                .await
+                                .map(|v| v.map(|v| (start.clone(), v)).into_iter().collect()),
+                            1 => snapshot
+                                .batch_get(range.clone())
+                                .await
+                                .map(|p| p.into_iter().map(|p| (p.key, p.value)).collect()),
+                            2 => snapshot
+                                .scan(start.clone()..end.clone(), 100)
+                                .await
+                                .map(|p| p.into_iter().map(|p| (p.key, p.value)).collect()),
+                            3 => snapshot
+                                .scan_reverse(start.clone()..end.clone(), 100)
+                                .await
+                                .map(|p| p.into_iter().map(|p| (p.key, p.value)).collect()),
+                            _ => {
+                                let mut scanner = snapshot.scanner(start.clone()..end.clone(), 3);
+                                let mut all = Vec::new();
+                                loop {
+                                    match scanner.next_batch().await {
+                                        Ok(Some(batch)) => {
+                                            all.extend(batch.into_iter().map(|p| (p.key, p.value)));
+                                        }
+                                        Ok(None) => break Ok(all),
+                                        Err(err) => break Err(err),
+                                    }
+                                }
+                            }
+                        };
+                        pairs
+                    }
+                })),
+            );
+            for ((ts, lo, hi, kind), result) in reads.iter().zip(results) {
+                let got = ok(&sim, "read", result);
+                let span: &[String] = if *kind == 0 {
+                    &keys[*lo..=*lo]
+                } else {
+                    &keys[*lo..*hi]
+                };
+                let mut expected: Vec<(Bytes, Bytes)> = span
+                    .iter()
+                    .filter_map(|k| model(*ts, k).map(|v| (b(k), v)))
+                    .collect();
+                if *kind == 3 {
+                    expected.reverse();
+                }
+                assert_eq!(
+                    got, expected,
+                    "seed {seed} round {round}: read kind {kind} of [{lo}, {hi}) at {ts}"
+                );
+            }
+        }
+    }
+}
