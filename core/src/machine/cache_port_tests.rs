@@ -32,13 +32,6 @@ fn contains(region: &metapb::Region, key: &[u8]) -> bool {
     region.start_key.as_ref() <= key && (region.end_key.is_empty() || key < region.end_key.as_ref())
 }
 
-fn contains_by_end(region: &metapb::Region, key: &[u8]) -> bool {
-    if key.is_empty() {
-        return region.end_key.is_empty();
-    }
-    region.start_key.as_ref() < key && (region.end_key.is_empty() || key <= region.end_key.as_ref())
-}
-
 /// Whether `region` overlaps `[start, end)` (an empty `end` is unbounded).
 fn overlaps(region: &metapb::Region, start: &[u8], end: &[u8]) -> bool {
     (end.is_empty() || region.start_key.as_ref() < end)
