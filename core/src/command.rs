@@ -80,6 +80,16 @@ pub enum TxnCommand {
     },
     /// Commit a transaction's writes.
     Commit(Box<CommitRequest>),
+    /// Resolve other transactions' locks met by a read at `caller_start_ts` (client-go's
+    /// `LockResolver.ResolveLocksForRead`): answers how long until the soonest lock that
+    /// still blocks the read expires, and which transactions the read may skip or read
+    /// through.
+    ResolveLocksForRead {
+        /// The read timestamp.
+        caller_start_ts: Timestamp,
+        /// The locks (keys in the request key space, as TiKV reported them).
+        locks: Vec<crate::error::LockInfo>,
+    },
 }
 
 /// PD and TSO queries.
@@ -324,7 +334,7 @@ impl TxnCommand {
         })
     }
 
-    /// A call of [`TxnCommand::ResolveLocks`].
+    /// A call of [`TxnCommand::ResolveLocks`] or [`TxnCommand::ResolveLocksForRead`].
     pub(crate) fn resolve_call(self) -> Call<ResolveOutcome> {
         Call::new(Command::Txn(self), |output| match output {
             Output::Resolved(outcome) => Some(outcome),
@@ -564,8 +574,13 @@ pub enum Output {
     Count(u64),
     /// What a snapshot read found.
     Read(SnapshotRead),
-    /// A transaction's status.
-    TxnStatus(TxnStatus),
+    /// A transaction's status as a lock resolution found it.
+    TxnStatus {
+        /// The status.
+        status: TxnStatus,
+        /// Milliseconds until its locks expire (0 once they have, or once it is settled).
+        ms_left: u64,
+    },
     /// What resolving locks found.
     Resolved(ResolveOutcome),
     /// A transaction began.
@@ -621,7 +636,7 @@ impl Output {
             Self::Locations(_) => "Locations",
             Self::Count(_) => "Count",
             Self::Read(_) => "Read",
-            Self::TxnStatus(_) => "TxnStatus",
+            Self::TxnStatus { .. } => "TxnStatus",
             Self::Resolved(_) => "Resolved",
             Self::Begun { .. } => "Begun",
             Self::Committed(_) => "Committed",

@@ -7,6 +7,11 @@
 //! - [`pd_suite`]: the client against PD as a group (leader failover, broken Tso streams,
 //!   idle PD connections), run under every runtime (see `tests/pd_tokio.rs` and
 //!   `tests/pd_async_std.rs`).
+//! - [`snapshot_suite`]: client-go's snapshot, scan and lock-resolution tests and the lock
+//!   resolver's paths, run under every runtime (see `tests/snapshot_tokio.rs` and
+//!   `tests/snapshot_async_std.rs`).
+//! - [`txn_fixture`]: places committed data and locks in a simulated cluster directly, as
+//!   client-go's committer would leave them.
 //! - [`certs`]: throwaway TLS certificates for tests.
 //! - [`simulation`]: the real client on a simulated runtime (a seeded executor with virtual
 //!   time whose channels reach the simulated cluster in-process), with a raw workload under
@@ -18,7 +23,9 @@ pub mod certs;
 pub mod pd_suite;
 pub mod rawkv_suite;
 pub mod simulation;
+pub mod snapshot_suite;
 pub mod transport_suite;
+pub mod txn_fixture;
 
 /// The user guide's examples, compiled (and the runnable ones run) as doc tests so that the
 /// guide cannot drift from the API.

@@ -306,6 +306,12 @@ impl Simulation {
         self.runtime.executor().now()
     }
 
+    /// The wall clock of the cluster and the client now, in ms since the Unix epoch
+    /// ([`EPOCH_MS`] at virtual time zero): what lock TTLs and timestamps are judged by.
+    pub fn wall_ms(&self) -> u64 {
+        EPOCH_MS + self.now().as_micros() / 1_000
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> usize {
         self.runtime.executor().steps()

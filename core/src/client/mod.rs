@@ -149,6 +149,26 @@ impl Client {
         self.handle.call(command.resolve_call()).await
     }
 
+    /// Resolves other transactions' `locks` met by a read at `caller_start_ts` (client-go's
+    /// `LockResolver.ResolveLocksForRead`): like [`resolve_locks`](Self::resolve_locks),
+    /// and the answer also says which transactions the read may now skip (rolled back,
+    /// pushed past the read, or committed after it: `sets.resolved`) or read through
+    /// (committed at or before it: `sets.committed`); `ms_before_expiry` counts only locks
+    /// that still block the read.
+    ///
+    /// Errors like [`resolve_locks`](Self::resolve_locks).
+    pub async fn resolve_locks_for_read(
+        &self,
+        caller_start_ts: Timestamp,
+        locks: Vec<crate::error::LockInfo>,
+    ) -> Result<crate::resolver::ResolveOutcome, Error> {
+        let command = crate::command::TxnCommand::ResolveLocksForRead {
+            caller_start_ts,
+            locks,
+        };
+        self.handle.call(command.resolve_call()).await
+    }
+
     /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).
     ///
     /// Errors when PD cannot be reached within its backoff budget.

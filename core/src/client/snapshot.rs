@@ -98,7 +98,8 @@ impl Snapshot {
 
     /// The value of `key` and when it was committed, or `None` when it does not exist.
     ///
-    /// Errors like [`get`](Self::get).
+    /// Errors like [`get`](Self::get), and with [`Error::UnexpectedResponse`] when TiKV
+    /// answers a value without its commit timestamp.
     pub async fn get_with_commit_ts(
         &self,
         key: impl Into<Bytes>,
@@ -111,10 +112,11 @@ impl Snapshot {
                 options,
             })
             .await?;
-        Ok(entries.into_iter().next().map(|entry| {
-            let commit_ts = entry.commit_ts.unwrap_or(Timestamp::from_version(0));
-            (entry.value, commit_ts)
-        }))
+        entries
+            .into_iter()
+            .next()
+            .map(|entry| Ok((entry.value, required_commit_ts(entry.commit_ts)?)))
+            .transpose()
     }
 
     /// The pairs of those of `keys` that exist, in key order; keys that do not exist are
@@ -136,6 +138,30 @@ impl Snapshot {
             })
             .await?;
         Ok(entries.into_iter().map(pair).collect())
+    }
+
+    /// Like [`batch_get`](Self::batch_get), each pair with the timestamp its value was
+    /// committed at (client-go's `BatchGet` with `WithReturnCommitTS`).
+    ///
+    /// Errors like [`get_with_commit_ts`](Self::get_with_commit_ts).
+    pub async fn batch_get_with_commit_ts<K: Into<Bytes>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<(KvPair, Timestamp)>, Error> {
+        let keys: Vec<Bytes> = keys.into_iter().map(Into::into).collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut options = self.options();
+        options.need_commit_ts = true;
+        let entries = self.read(TxnCommand::BatchGet { keys, options }).await?;
+        entries
+            .into_iter()
+            .map(|entry| {
+                let commit_ts = required_commit_ts(entry.commit_ts)?;
+                Ok((pair(entry), commit_ts))
+            })
+            .collect()
     }
 
     /// Up to `limit` pairs of `range`, in key order.
@@ -251,6 +277,14 @@ impl Snapshot {
     }
 }
 
+/// The commit timestamp a read asked for; TiKV always sends one (client-go's
+/// `checkCommitTSRequired` fails the read the same way when it does not).
+fn required_commit_ts(commit_ts: Option<Timestamp>) -> Result<Timestamp, Error> {
+    commit_ts.ok_or_else(|| {
+        Error::UnexpectedResponse("commit timestamp is required but not returned".to_owned())
+    })
+}
+
 fn pair(entry: TxnEntry) -> KvPair {
     KvPair {
         key: entry.key,
@@ -320,5 +354,20 @@ impl Scanner {
             return Ok(None);
         }
         Ok(Some(pairs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_timestamp_asked_for_must_come_back() {
+        let ts = Timestamp::from_version(42);
+        assert_eq!(required_commit_ts(Some(ts)).ok(), Some(ts));
+        assert!(matches!(
+            required_commit_ts(None),
+            Err(Error::UnexpectedResponse(message)) if message.contains("required")
+        ));
     }
 }

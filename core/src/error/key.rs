@@ -321,6 +321,14 @@ impl KeyError {
 mod tests {
     use super::*;
 
+    /// Ports client-go's `TestNewLockZeroTTL` (lock_test.go): a lock TiKV reports without a
+    /// TTL has TTL 0 (which the resolver reads as "resolve unconditionally").
+    #[test]
+    fn test_new_lock_zero_ttl() {
+        let lock = LockInfo::from_proto(&kvrpcpb::LockInfo::default());
+        assert_eq!(lock.ttl_ms, 0);
+    }
+
     #[test]
     fn lock_errors_carry_the_lock() {
         let err = kvrpcpb::KeyError {

@@ -32,13 +32,6 @@ fn contains(region: &metapb::Region, key: &[u8]) -> bool {
     region.start_key.as_ref() <= key && (region.end_key.is_empty() || key < region.end_key.as_ref())
 }
 
-fn contains_by_end(region: &metapb::Region, key: &[u8]) -> bool {
-    if key.is_empty() {
-        return region.end_key.is_empty();
-    }
-    region.start_key.as_ref() < key && (region.end_key.is_empty() || key <= region.end_key.as_ref())
-}
-
 /// Whether `region` overlaps `[start, end)` (an empty `end` is unbounded).
 fn overlaps(region: &metapb::Region, start: &[u8], end: &[u8]) -> bool {
     (end.is_empty() || region.start_key.as_ref() < end)
@@ -348,9 +341,16 @@ impl Cluster {
                 PdResponse::GetRegion(self.region_response(found))
             }
             PdRequest::GetPrevRegion(r) => {
+                // PD's `searchPrev`: the region right before the one holding the key, if it
+                // ends where that one starts (not the region "ending at" the key).
                 let found = (0..self.regions.len())
-                    .find(|&i| contains_by_end(&self.regions[i].meta, &r.region_key))
-                    .and_then(|i| self.reported(i));
+                    .find(|&i| contains(&self.regions[i].meta, &r.region_key))
+                    .map(|i| self.regions[i].meta.start_key.clone())
+                    .filter(|start| !start.is_empty())
+                    .and_then(|start| {
+                        (0..self.regions.len()).find(|&j| self.regions[j].meta.end_key == start)
+                    })
+                    .and_then(|j| self.reported(j));
                 PdResponse::GetPrevRegion(self.region_response(found))
             }
             PdRequest::GetRegionById(r) => {
@@ -1386,4 +1386,41 @@ fn region_epoch_ahead_of_tikv() {
     );
     assert!(outcome.requests("pd.").is_empty(), "{:#?}", outcome.sent);
     assert_eq!(core.leftovers(), Vec::<String>::new());
+}
+
+/// A reverse walk asks PD for the region holding its key, and for the one before only when
+/// the key starts a region (client-go's `loadRegion` with `isEndKey`): PD's GetPrevRegion
+/// answers the region before the one holding the key, wherever in it the key is, so asking
+/// it first for a key inside a region found the wrong region, again and again.
+#[test]
+fn reverse_lookups_ask_for_the_region_holding_the_key() {
+    let mut cluster = Cluster::new(1);
+    cluster.split_at("m");
+    let mut core = core();
+    let scan = Command::Raw(RawCommand::Scan {
+        start: bytes("z"),
+        end: bytes("a"),
+        limit: 10,
+        key_only: false,
+        reverse: true,
+        cf: String::new(),
+    });
+    let outcome = run_ok(&mut core, &mut cluster, Time::ZERO, scan);
+    let lookups: Vec<&str> = outcome
+        .sent
+        .iter()
+        .map(|s| s.what.as_str())
+        .filter(|what| what.starts_with("pd.GetRegion") || what.starts_with("pd.GetPrevRegion"))
+        .collect();
+    assert_eq!(
+        lookups,
+        [
+            "pd.GetRegion key=\"z\"",
+            "pd.GetRegion key=\"m\"",
+            "pd.GetPrevRegion key=\"m\""
+        ],
+        "{:#?}",
+        outcome.sent
+    );
+    assert_eq!(outcome.served_regions().len(), 2);
 }

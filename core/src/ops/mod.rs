@@ -236,20 +236,11 @@ fn build_txn(
         TxnCommand::ResolveLocks {
             caller_start_ts,
             locks,
-        } => Box::new(txn::resolve::ResolveLocks::new(
-            txn::resolve::ResolveParams {
-                caller_start_ts,
-                for_read: false,
-                lite: false,
-                pessimistic_region_resolve: false,
-                space: space.clone(),
-                timeout,
-                budget: std::time::Duration::from_secs(40),
-                max_execution_ms: u64::try_from(config.max_write_execution.as_millis())
-                    .unwrap_or(u64::MAX),
-            },
+        } => resolve_op(caller_start_ts, locks, false, space, cx),
+        TxnCommand::ResolveLocksForRead {
+            caller_start_ts,
             locks,
-        )),
+        } => resolve_op(caller_start_ts, locks, true, space, cx),
         TxnCommand::Begin { start_ts } => Box::new(txn::commit::Begin::new(start_ts)),
         TxnCommand::Commit(request) => Box::new(txn::commit::Committer::new(
             *request,
@@ -258,6 +249,33 @@ fn build_txn(
             cx.now(),
         )?),
     })
+}
+
+/// The lock resolution behind [`TxnCommand::ResolveLocks`] (for a writer) and
+/// [`TxnCommand::ResolveLocksForRead`]: never lite, as client-go's `ResolveLocks` and
+/// `ResolveLocksForRead(.., lite = false)` are, so big transactions resolve region by region.
+fn resolve_op(
+    caller_start_ts: crate::oracle::Timestamp,
+    locks: Vec<crate::error::LockInfo>,
+    for_read: bool,
+    space: &KeySpace,
+    cx: &Cx<'_>,
+) -> Box<dyn Operation> {
+    let config = cx.config();
+    Box::new(txn::resolve::ResolveLocks::new(
+        txn::resolve::ResolveParams {
+            caller_start_ts,
+            for_read,
+            lite: false,
+            pessimistic_region_resolve: false,
+            space: space.clone(),
+            timeout: config.read_timeout_short,
+            budget: std::time::Duration::from_secs(40),
+            max_execution_ms: u64::try_from(config.max_write_execution.as_millis())
+                .unwrap_or(u64::MAX),
+        },
+        locks,
+    ))
 }
 
 /// A command waiting for the keyspace (API V2) before it can be built: its keys carry the

@@ -96,10 +96,15 @@ impl PdService {
             return;
         }
         let request = pdpb::GetRegionRequest {
-            region_key: key,
+            region_key: key.clone(),
             ..Default::default()
         };
-        let request = if reverse {
+        // The region "ending at" a key is the one holding it, unless the key starts a
+        // region: client-go's `loadRegion` asks for the region holding the key first and
+        // for the one before only then (PD's GetPrevRegion answers the region before the
+        // one holding the key, wherever in it the key is). An empty key (the end of the key
+        // space) has no region holding it.
+        let request = if reverse && key.is_empty() {
             PdRequest::GetPrevRegion(request)
         } else {
             PdRequest::GetRegion(request)
@@ -187,10 +192,23 @@ impl PdService {
             self.retry(cx, pending, err);
             return;
         }
+        let starts_at_key = response
+            .region
+            .as_ref()
+            .is_some_and(|region| region.start_key == key);
         let now = cx.out.now();
         if let Err(err) = cache_region(cx.cache, cx.rng, response, now) {
             // A stale answer (a lagging PD) or a region without peers: ask again later.
             self.retry(cx, pending, Error::RegionUnavailable(err.to_string()));
+            return;
+        }
+        if reverse && starts_at_key && matches!(pending.request, PdRequest::GetRegion(_)) {
+            // The key starts this region: the waiters need the one before it.
+            let request = PdRequest::GetPrevRegion(pdpb::GetRegionRequest {
+                region_key: key.clone(),
+                ..Default::default()
+            });
+            self.send(cx, Purpose::Region { key, reverse }, request);
             return;
         }
         for waiter in cx.waits.take(&WaitKey::Region { key, reverse }) {

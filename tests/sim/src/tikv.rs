@@ -732,6 +732,14 @@ fn context_failure(request: &TikvRequest, err: ContextError) -> Execution {
 
 /// A response of `request`'s type carrying `err` as its key error, for the commands that
 /// report key errors.
+/// A pair carrying only `error`, as TiKV answers a failed key.
+fn error_pair(error: &Option<Box<kvrpcpb::KeyError>>) -> kvrpcpb::KvPair {
+    kvrpcpb::KvPair {
+        error: error.clone(),
+        ..Default::default()
+    }
+}
+
 fn key_error_response(request: &TikvRequest, err: kvrpcpb::KeyError) -> Option<TikvResponse> {
     let TikvRequest::Batch(cmd) = request else {
         return None;
@@ -743,11 +751,15 @@ fn key_error_response(request: &TikvRequest, err: kvrpcpb::KeyError) -> Option<T
             error: one,
             ..Default::default()
         }),
+        // TiKV repeats a whole-request error in the first pair of a scan or batch get, for
+        // older clients (`future_scan`, `future_batch_get` in `server/service/kv.rs`).
         Req::Scan(_) => Resp::Scan(kvrpcpb::ScanResponse {
+            pairs: vec![error_pair(&one)],
             error: one,
             ..Default::default()
         }),
         Req::BatchGet(_) => Resp::BatchGet(kvrpcpb::BatchGetResponse {
+            pairs: vec![error_pair(&one)],
             error: one,
             ..Default::default()
         }),

@@ -20,6 +20,7 @@
 //! until the soonest live lock expires, and for readers which transactions to skip
 //! (rolled back, pushed, committed after the read) or read through (committed before it).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -73,7 +74,7 @@ pub(crate) struct ResolveLocks {
     locks: Vec<LockInfo>,
     /// Children still running, and the transaction each resolves.
     running: BTreeMap<OpId, u64>,
-    statuses: BTreeMap<u64, TxnStatus>,
+    statuses: BTreeMap<u64, CheckedStatus>,
 }
 
 impl ResolveLocks {
@@ -87,20 +88,20 @@ impl ResolveLocks {
         }
     }
 
-    fn outcome(&self, wall_ms: u64) -> ResolveOutcome {
+    fn outcome(&self) -> ResolveOutcome {
         let caller = self.params.caller_start_ts;
         let mut soonest: Option<u64> = None;
-        let mut note = |left: i64| {
-            let left = u64::try_from(left).unwrap_or(0);
+        let mut note = |left: u64| {
             soonest = Some(soonest.map_or(left, |s| s.min(left)));
         };
         let mut sets = ReadLockSets::default();
         for lock in &self.locks {
-            let Some(status) = self.statuses.get(&lock.lock_ts.version()) else {
+            let Some(checked) = self.statuses.get(&lock.lock_ts.version()) else {
                 continue;
             };
+            let status = &checked.status;
             if !self.params.for_read && status.ttl_ms != 0 {
-                note(lock.lock_ts.until_expired(status.ttl_ms, wall_ms));
+                note(checked.ms_left);
                 continue;
             }
             let committed_after = status.commit_ts.is_some_and(|ts| ts > caller);
@@ -116,7 +117,7 @@ impl ResolveLocks {
                     sets.committed.push(lock.lock_ts);
                 }
             } else {
-                note(lock.lock_ts.until_expired(status.ttl_ms, wall_ms));
+                note(checked.ms_left);
             }
         }
         ResolveOutcome {
@@ -160,7 +161,7 @@ impl Operation for ResolveLocks {
 
     fn on_child_done(
         mut self: Box<Self>,
-        cx: &mut Cx<'_>,
+        _cx: &mut Cx<'_>,
         child: OpId,
         result: Result<Output, Error>,
     ) -> Next {
@@ -168,12 +169,20 @@ impl Operation for ResolveLocks {
             return Next::Pending(self);
         };
         match result {
-            Ok(Output::TxnStatus(status)) => {
+            Ok(Output::TxnStatus { status, ms_left }) => {
+                let checked = CheckedStatus { status, ms_left };
                 // Two children of one transaction (mixed lock flavours): keep the more
-                // decided answer.
-                let entry = self.statuses.entry(txn).or_default();
-                if status.is_settled() || !entry.is_settled() {
-                    *entry = status;
+                // decided answer. (A default status reads as rolled back: never start
+                // from one, or a live transaction would be taken for a rolled-back one.)
+                match self.statuses.entry(txn) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(checked);
+                    }
+                    Entry::Occupied(mut slot) => {
+                        if checked.status.is_settled() || !slot.get().status.is_settled() {
+                            slot.insert(checked);
+                        }
+                    }
                 }
             }
             Ok(other) => {
@@ -184,11 +193,18 @@ impl Operation for ResolveLocks {
             Err(err) => return Next::Done(Err(err)),
         }
         if self.running.is_empty() {
-            Next::Done(Ok(Output::Resolved(self.outcome(cx.wall_ms()))))
+            Next::Done(Ok(Output::Resolved(self.outcome())))
         } else {
             Next::Pending(self)
         }
     }
+}
+
+/// A transaction's status as one child found it, with how long its locks have left.
+#[derive(Debug)]
+struct CheckedStatus {
+    status: TxnStatus,
+    ms_left: u64,
 }
 
 fn is_pessimistic(lock: &LockInfo) -> bool {
@@ -210,6 +226,9 @@ struct ResolveTxn {
     force_sync_commit: bool,
     /// Backs off `TxnNotFound` answers.
     backoff: Backoffer,
+    /// The `current_ts` of the last status check, and whether it came fresh from TSO (not
+    /// from the low-resolution cache): TiKV judged the lock's TTL by it.
+    checked_at: Option<(Timestamp, bool)>,
     stage: Stage,
 }
 
@@ -260,6 +279,7 @@ impl ResolveTxn {
             rollback_if_not_exist: false,
             force_sync_commit: false,
             backoff: Backoffer::new(millis(STATUS_CHECK_BUDGET)),
+            checked_at: None,
             stage: Stage::Look,
         }
     }
@@ -275,11 +295,36 @@ impl ResolveTxn {
     fn done(self: Box<Self>, cx: &mut Cx<'_>, result: Result<TxnStatus, Error>) -> Next {
         // Whatever happened, a check this operation claimed is over.
         let op = cx.op();
+        let wall_ms = cx.wall_ms();
         let services = cx.services();
         services
             .resolver
             .forget(op, &mut services.waits, &mut services.out);
-        Next::Done(result.map(Output::TxnStatus))
+        Next::Done(result.map(|status| {
+            let ms_left = self.ms_left(&status, wall_ms);
+            Output::TxnStatus { status, ms_left }
+        }))
+    }
+
+    /// How long the transaction's locks have left: by this client's clock, or, when TiKV
+    /// found alive a lock this clock calls expired (PD's clock behind ours; the check used
+    /// a fresh timestamp, see `checked`), by the timestamp TiKV judged with, so the caller
+    /// backs off instead of asking again at once.
+    fn ms_left(&self, status: &TxnStatus, wall_ms: u64) -> u64 {
+        if status.ttl_ms == 0 || status.is_committed() {
+            return 0;
+        }
+        let by_wall = self.txn.until_expired(status.ttl_ms, wall_ms);
+        if by_wall > 0 {
+            return u64::try_from(by_wall).unwrap_or(0);
+        }
+        match self.checked_at {
+            Some((ts, _)) if ts != Timestamp::MAX => {
+                let by_tikv = self.txn.until_expired(status.ttl_ms, ts.physical_ms());
+                u64::try_from(by_tikv).unwrap_or(0).max(1)
+            }
+            _ => 0,
+        }
     }
 
     /// Looks for a settled status, else checks (or waits for whoever checks).
@@ -298,7 +343,7 @@ impl ResolveTxn {
         }
         if self.locks.iter().any(|lock| lock.ttl_ms == 0) {
             // TTL 0 is TiKV's "resolve unconditionally": check as if at the end of time.
-            return self.check(cx, Timestamp::from_version(u64::MAX));
+            return self.check(cx, Timestamp::MAX, true);
         }
         let staleness = cx.config().low_resolution_ts_staleness;
         let oldest = crate::time::Time::from_micros(
@@ -307,7 +352,7 @@ impl ResolveTxn {
                 .saturating_sub(u64::try_from(staleness.as_micros()).unwrap_or(u64::MAX)),
         );
         match cx.recent_timestamp(oldest) {
-            Some(ts) => self.check(cx, ts),
+            Some(ts) => self.check(cx, ts, false),
             None => {
                 let call = cx.timestamp();
                 self.stage = Stage::CurrentTs { call };
@@ -316,7 +361,9 @@ impl ResolveTxn {
         }
     }
 
-    fn check(mut self: Box<Self>, cx: &mut Cx<'_>, current_ts: Timestamp) -> Next {
+    /// Sends CheckTxnStatus at `current_ts` (`fresh`: just drawn from TSO).
+    fn check(mut self: Box<Self>, cx: &mut Cx<'_>, current_ts: Timestamp, fresh: bool) -> Next {
+        self.checked_at = Some((current_ts, fresh));
         let mut request = kvrpcpb::CheckTxnStatusRequest {
             primary_key: self.primary.clone(),
             lock_ts: self.txn.version(),
@@ -351,7 +398,7 @@ impl ResolveTxn {
 
     /// The status check answered.
     fn checked(
-        self: Box<Self>,
+        mut self: Box<Self>,
         cx: &mut Cx<'_>,
         current_ts: Timestamp,
         plan: &mut KeyedPlan,
@@ -382,6 +429,24 @@ impl ResolveTxn {
             };
         }
         let status = TxnStatus::from_check(&response);
+        let async_commit = status
+            .primary_lock
+            .as_ref()
+            .is_some_and(|lock| lock.use_async_commit);
+        let fresh = self.checked_at.is_some_and(|(_, fresh)| fresh);
+        if status.ttl_ms != 0
+            && !status.is_committed()
+            && !async_commit
+            && !fresh
+            && self.txn.is_expired(status.ttl_ms, cx.wall_ms())
+        {
+            // TiKV judged the TTL by a cached timestamp older than the lock's expiry by
+            // this client's clock: check again at a fresh one rather than have the caller
+            // retry (at once, the lock being expired) until the cache is renewed.
+            let call = cx.timestamp();
+            self.stage = Stage::CurrentTs { call };
+            return Next::Pending(self);
+        }
         cx.services().resolver.remember(self.txn, &status);
         self.end_check(cx);
         self.after_status(cx, status)
@@ -401,7 +466,8 @@ impl ResolveTxn {
         if self.txn.is_expired(lock_ttl, wall_ms) {
             // The primary's prewrite can no longer arrive in time: write the rollback.
             self.rollback_if_not_exist = true;
-            return self.check(cx, current_ts);
+            let fresh = self.checked_at.is_some_and(|(_, fresh)| fresh);
+            return self.check(cx, current_ts, fresh);
         }
         if self.pessimistic {
             // A rolled-back pessimistic transaction may leave locks that outlive its
@@ -515,10 +581,10 @@ impl ResolveTxn {
     ) -> Next {
         while let Some((mut dispatch, mut plan)) = queue.pop_front() {
             match dispatch.start(cx, &mut plan) {
-                Progress::Failed(err) => return self.done(cx, Err(err)),
+                Progress::Failed(err) => return self.cleanup_failed(cx, status, err),
                 Progress::Done => {
                     if let Err(err) = resolve_errors(&mut plan) {
-                        return self.done(cx, Err(err));
+                        return self.cleanup_failed(cx, status, err);
                     }
                 }
                 Progress::Pending => {
@@ -532,6 +598,18 @@ impl ResolveTxn {
             }
         }
         self.done(cx, Ok(status))
+    }
+
+    /// Committing or rolling back the locks failed although the transaction's fate is
+    /// known. A writer must fail (the locks are still in its way); a reader need not: it
+    /// skips or reads through the locks by the status alone, and the locks are cleaned up
+    /// by whoever meets them next (client-go's read-path cleanup ignores its errors too).
+    fn cleanup_failed(self: Box<Self>, cx: &mut Cx<'_>, status: TxnStatus, err: Error) -> Next {
+        if self.params.for_read {
+            self.done(cx, Ok(status))
+        } else {
+            self.done(cx, Err(err))
+        }
     }
 
     fn check_secondaries(mut self: Box<Self>, cx: &mut Cx<'_>, status: TxnStatus) -> Next {
@@ -674,13 +752,16 @@ impl ResolveTxn {
                     }
                     Progress::Done => match resolve_errors(plan) {
                         Ok(()) => self.resolve_next(cx, status, queue),
-                        Err(err) => self.done(cx, Err(err)),
+                        Err(err) => self.cleanup_failed(cx, status, err),
                     },
-                    Progress::Failed(err) => self.done(cx, Err(err)),
+                    Progress::Failed(err) => self.cleanup_failed(cx, status, err),
                 }
             }
             Stage::Sleeping { current_ts } => match input {
-                DispatchInput::Timer => self.check(cx, current_ts),
+                DispatchInput::Timer => {
+                    let fresh = self.checked_at.is_some_and(|(_, fresh)| fresh);
+                    self.check(cx, current_ts, fresh)
+                }
                 _ => {
                     self.stage = Stage::Sleeping { current_ts };
                     Next::Pending(self)
@@ -710,7 +791,7 @@ impl Operation for ResolveTxn {
                 self.look(cx)
             }
             (Stage::CurrentTs { call }, Reply::Timestamp(result)) if *call == id => match result {
-                Ok(ts) => self.check(cx, ts),
+                Ok(ts) => self.check(cx, ts, true),
                 Err(err) => self.done(cx, Err(err)),
             },
             (_, reply) => self.drive(cx, DispatchInput::Reply(id, reply)),

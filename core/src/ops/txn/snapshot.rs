@@ -78,6 +78,9 @@ struct ReadPlan {
     keys: Vec<Bytes>,
     found: BTreeMap<usize, TxnEntry>,
     locked: Vec<(usize, LockInfo)>,
+    /// Items to read again with the locked ones, without a lock of their own (the other
+    /// keys of a request that failed as a whole on a lock).
+    retry: Vec<usize>,
     /// Request keys answered, mapped back to items.
     index: BTreeMap<Bytes, usize>,
     space: KeySpace,
@@ -153,20 +156,40 @@ impl Plan for ReadPlan {
             }
             StoreResponse::BatchGet(r) => {
                 if let Some(err) = &r.error {
-                    // A request-level key error stops the whole read (not a per-key lock).
-                    return Err(KeyError::from_proto(err).into());
+                    // A whole-request error (the pairs are incomplete). A lock (TiKV's check
+                    // of in-memory locks fails a whole read) is resolved and every key of
+                    // the request read again, as client-go does; anything else ends the read.
+                    return match KeyError::from_proto(err) {
+                        KeyError::Locked(lock) => {
+                            let (first, rest) = items.split_first().unwrap_or((&0, &[]));
+                            self.locked.push((*first, lock));
+                            self.retry.extend_from_slice(rest);
+                            Ok(())
+                        }
+                        other => Err(other.into()),
+                    };
                 }
                 for pair in r.pairs {
-                    let Some(&item) = self.index.get(&pair.key) else {
-                        continue;
-                    };
                     if let Some(err) = &pair.error {
+                        // TiKV leaves the key of a failed pair empty: a lock names its key.
                         match KeyError::from_proto(err) {
-                            KeyError::Locked(lock) => self.locked.push((item, lock)),
+                            KeyError::Locked(lock) => {
+                                let Some(&item) = self.index.get(&lock.key) else {
+                                    // Read as "not found", the key would silently vanish.
+                                    return Err(Error::UnexpectedResponse(format!(
+                                        "a lock on {:?}, which the batch get did not ask for",
+                                        lock.key
+                                    )));
+                                };
+                                self.locked.push((item, lock));
+                            }
                             other => return Err(other.into()),
                         }
                         continue;
                     }
+                    let Some(&item) = self.index.get(&pair.key) else {
+                        continue;
+                    };
                     let key = self.space.user_key(pair.key)?;
                     self.found.insert(
                         item,
@@ -224,6 +247,7 @@ impl ReadKeys {
             keys: request_keys.clone(),
             found: BTreeMap::new(),
             locked: Vec::new(),
+            retry: Vec::new(),
             index: index.clone(),
             space: space.clone(),
         };
@@ -278,13 +302,16 @@ impl ReadKeys {
             }
             locked = keep;
         }
-        let items: Vec<usize> = locked.iter().map(|(item, _)| *item).collect();
+        let mut items: Vec<usize> = locked.iter().map(|(item, _)| *item).collect();
+        items.append(&mut self.plan.retry);
         let locks: Vec<LockInfo> = locked.into_iter().map(|(_, lock)| lock).collect();
         let config = cx.config();
         let params = ResolveParams {
             caller_start_ts: self.options.ts,
             for_read: true,
-            lite: true,
+            // As client-go: a point get resolves only the keys it met; a batch get resolves
+            // a big transaction's locks region by region, since it likely meets more.
+            lite: self.plan.point,
             pessimistic_region_resolve: false,
             space: self.space.clone(),
             timeout: config.read_timeout_short,
@@ -554,7 +581,12 @@ impl ScanKeys {
             return Err(Error::UnexpectedResponse("not a scan answer".into()));
         };
         if let Some(err) = &r.error {
-            return Err(KeyError::from_proto(err).into());
+            // A whole-request error (the pairs are incomplete): a lock is resolved and the
+            // batch read again, as client-go's scanner does.
+            return match KeyError::from_proto(err) {
+                KeyError::Locked(lock) => Ok(vec![lock]),
+                other => Err(other.into()),
+            };
         }
         let mut locks = Vec::new();
         for pair in &r.pairs {
@@ -621,7 +653,8 @@ impl ScanKeys {
         let params = ResolveParams {
             caller_start_ts: self.options.ts,
             for_read: true,
-            lite: true,
+            // As client-go's scanner: big transactions region by region.
+            lite: false,
             pessimistic_region_resolve: false,
             space: self.space.clone(),
             timeout: config.read_timeout_short,
