@@ -348,8 +348,15 @@ impl Cluster {
                 PdResponse::GetRegion(self.region_response(found))
             }
             PdRequest::GetPrevRegion(r) => {
+                // PD's `searchPrev`: the region right before the one holding the key (not
+                // the one ending at the key, unless the key is a boundary).
                 let found = (0..self.regions.len())
-                    .find(|&i| contains_by_end(&self.regions[i].meta, &r.region_key))
+                    .find(|&i| contains(&self.regions[i].meta, &r.region_key))
+                    .and_then(|holder| {
+                        let start = self.regions[holder].meta.start_key.clone();
+                        (0..self.regions.len())
+                            .find(|&i| !start.is_empty() && self.regions[i].meta.end_key == start)
+                    })
                     .and_then(|i| self.reported(i));
                 PdResponse::GetPrevRegion(self.region_response(found))
             }
@@ -1386,4 +1393,53 @@ fn region_epoch_ahead_of_tikv() {
     );
     assert!(outcome.requests("pd.").is_empty(), "{:#?}", outcome.sent);
     assert_eq!(core.leftovers(), Vec::<String>::new());
+}
+
+/// A reverse scan whose upper bound lies inside a region locates that region with
+/// `GetRegion`, and asks `GetPrevRegion` only at a region's start, as client-go's
+/// `loadRegion` does for end keys: PD's `GetPrevRegion` answers the region before the one
+/// *holding* the key, so asked for a key inside a region it names a region that does not
+/// end there. Found by the bank simulation, where a reverse scan after a merge asked PD the
+/// same question forever.
+#[test]
+fn reverse_scan_from_inside_a_region_locates_by_the_holding_region() {
+    let mut cluster = Cluster::new(2);
+    let regions = split_alternating(&mut cluster, &["a", "b", "c"]);
+    let mut core = core();
+    let outcome = run_ok(
+        &mut core,
+        &mut cluster,
+        Time::ZERO,
+        Command::Raw(RawCommand::Scan {
+            start: bytes("b5"),
+            end: Bytes::new(),
+            limit: 10,
+            key_only: false,
+            reverse: true,
+            cf: String::new(),
+        }),
+    );
+    // [b, c), then [a, b), then [, a): downward from the region holding "b5".
+    assert_eq!(
+        outcome.served_regions(),
+        vec![regions[2], regions[1], regions[0]],
+        "{:#?}",
+        outcome.sent
+    );
+    assert!(contains_by_end(cluster.region(regions[2]), b"b5"));
+    let lookups: Vec<&str> = outcome
+        .sent
+        .iter()
+        .filter(|s| s.what.starts_with("pd.Get"))
+        .map(|s| s.what.as_str())
+        .collect();
+    assert_eq!(
+        lookups.len(),
+        lookups.iter().collect::<BTreeSet<_>>().len(),
+        "no lookup repeats: {lookups:#?}"
+    );
+    assert!(
+        !lookups.contains(&"pd.GetPrevRegion key=\"b5\""),
+        "{lookups:#?}"
+    );
 }
