@@ -157,16 +157,30 @@ impl Plan for ReadPlan {
                     return Err(KeyError::from_proto(err).into());
                 }
                 for pair in r.pairs {
+                    if let Some(err) = &pair.error {
+                        let lock = match KeyError::from_proto(err) {
+                            KeyError::Locked(lock) => lock,
+                            other => return Err(other.into()),
+                        };
+                        // TiKV leaves an error pair's key empty: the locked key is the
+                        // lock's (client-go reads `lock.Key` too).
+                        let key = if pair.key.is_empty() {
+                            &lock.key
+                        } else {
+                            &pair.key
+                        };
+                        let Some(&item) = self.index.get(key) else {
+                            return Err(Error::UnexpectedResponse(format!(
+                                "a batch get met a lock on {:?}, a key it did not ask for",
+                                String::from_utf8_lossy(key)
+                            )));
+                        };
+                        self.locked.push((item, lock));
+                        continue;
+                    }
                     let Some(&item) = self.index.get(&pair.key) else {
                         continue;
                     };
-                    if let Some(err) = &pair.error {
-                        match KeyError::from_proto(err) {
-                            KeyError::Locked(lock) => self.locked.push((item, lock)),
-                            other => return Err(other.into()),
-                        }
-                        continue;
-                    }
                     let key = self.space.user_key(pair.key)?;
                     self.found.insert(
                         item,
