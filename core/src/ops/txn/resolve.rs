@@ -170,10 +170,17 @@ impl Operation for ResolveLocks {
         match result {
             Ok(Output::TxnStatus(status)) => {
                 // Two children of one transaction (mixed lock flavours): keep the more
-                // decided answer.
-                let entry = self.statuses.entry(txn).or_default();
-                if status.is_settled() || !entry.is_settled() {
-                    *entry = status;
+                // decided answer. (Not through a default entry: a default status reads
+                // as rolled back, and would hide a live transaction.)
+                match self.statuses.entry(txn) {
+                    std::collections::btree_map::Entry::Vacant(entry) => {
+                        entry.insert(status);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut entry) => {
+                        if status.is_settled() || !entry.get().is_settled() {
+                            entry.insert(status);
+                        }
+                    }
                 }
             }
             Ok(other) => {
