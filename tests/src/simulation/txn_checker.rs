@@ -14,7 +14,9 @@
 //!
 //! With every outcome settled, the checks are those of snapshot isolation:
 //! - write-write conflicts are refused: two committed transactions that wrote the same key
-//!   do not overlap (one committed before the other started);
+//!   do not overlap (one committed at or before the other's start timestamp: TiKV reads
+//!   at `ts` see commits at `commit_ts <= ts`, and an async-commit or 1PC commit timestamp
+//!   may equal a timestamp TSO hands out later);
 //! - every read returns the latest write committed at or before its snapshot's timestamp
 //!   (a read of an aborted write is a dirty read, of a write committed after the snapshot
 //!   a read from the future, of an older write a stale read; one snapshot's reads all
@@ -270,8 +272,9 @@ fn settle(
     committed
 }
 
-/// Consecutive committed writers of a key must not overlap: the later one started after
-/// the earlier one committed (then no two writers of the key overlap at all).
+/// Consecutive committed writers of a key must not overlap: the later one's start timestamp
+/// is at or after the earlier one's commit timestamp (then no two writers of the key
+/// overlap at all).
 fn check_write_overlaps(
     chains: &BTreeMap<&Bytes, Vec<(Settled, &Bytes)>>,
     violations: &mut Vec<TxnViolation>,
@@ -279,7 +282,7 @@ fn check_write_overlaps(
     for (key, chain) in chains {
         for pair in chain.windows(2) {
             let (earlier, later) = (pair[0].0, pair[1].0);
-            if later.start_ts <= earlier.commit_ts {
+            if later.start_ts < earlier.commit_ts {
                 violations.push(TxnViolation {
                     txn: later.txn,
                     kind: "write-write overlap",
