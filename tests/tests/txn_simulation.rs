@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tikv_tests::simulation::bank::{BankWorkload, run_bank_workload};
 use tikv_tests::simulation::seeds;
+use tikv_tests::simulation::txn_checker::Outcome;
 
 /// The seeds of the bank run: `TIKV_SIM_SEED` alone when set, else `1..=count` with the
 /// count from `TIKV_SIM_TXN_SEEDS` (default `default_count`).
@@ -84,10 +85,79 @@ fn check_bank(seeds: &[u64], workload: &BankWorkload, verbose: bool) {
     );
 }
 
+/// The bank under chaos, a few hundred seeds (CI's share; `TIKV_SIM_TXN_SEEDS` for more).
 #[test]
 fn bank_under_chaos_keeps_snapshot_isolation() {
-    let seeds = bank_seeds(8);
-    check_bank(&seeds, &BankWorkload::default(), true);
+    let seeds = bank_seeds(300);
+    check_bank(&seeds, &BankWorkload::default(), seeds.len() <= 20);
+}
+
+/// The recorded long run: 10,000 seeds (docs/performance.md has the command and result).
+/// Run it with `cargo test --release -p tikv-tests --test txn_simulation -- --ignored`.
+#[test]
+#[ignore = "10,000 seeds: about 90 s in a release build"]
+fn bank_ten_thousand_seeds() {
+    let seeds = bank_seeds(10_000);
+    check_bank(&seeds, &BankWorkload::default(), false);
+}
+
+#[test]
+fn bank_same_seed_gives_the_same_trace() {
+    let workload = BankWorkload {
+        txns: 20,
+        ..BankWorkload::default()
+    };
+    let seed = seeds(&[7]).unwrap_or_else(|err| panic!("{err}"))[0];
+    println!("simulation seed {seed} (replay: TIKV_SIM_SEED={seed})");
+    let first = run_bank_workload(seed, &workload).unwrap_or_else(|err| panic!("{err}"));
+    let second = run_bank_workload(seed, &workload).unwrap_or_else(|err| panic!("{err}"));
+    assert!(first.trace.len() > 100, "{}", first.trace.len());
+    assert_eq!(first.trace, second.trace);
+    assert_eq!(first.history, second.history);
+    let other = run_bank_workload(seed + 1, &workload).unwrap_or_else(|err| panic!("{err}"));
+    assert_ne!(first.trace, other.trace);
+}
+
+/// A planted bug: a store acknowledges one transaction's commit without applying it
+/// (tikv-sim's `AckWithoutApply` on `KvCommit`). The transaction's locks stay, resolvers
+/// roll them back once they expire, and the acknowledged transfer is gone: the checker
+/// reports the lost commit (and the reads that no longer see it), though the bank still
+/// balances.
+#[test]
+fn checker_catches_an_acknowledged_commit_that_was_never_applied() {
+    use tikv_sim::faults::{FaultAction, FaultRule};
+    let workload = BankWorkload {
+        chaos: false,
+        reply_loss_per_mille: 0,
+        stop_percent: 0,
+        two_phase_only: true,
+        ..BankWorkload::default()
+    };
+    let clean = run_bank_workload(1, &workload).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(clean.violations, Vec::new(), "the same run without the bug");
+    let planted = BankWorkload {
+        planted: vec![FaultRule::command(
+            "KvCommit",
+            FaultAction::AckWithoutApply,
+            1,
+        )],
+        ..workload
+    };
+    let report = run_bank_workload(1, &planted).unwrap_or_else(|err| panic!("{err}"));
+    let kinds: Vec<&str> = report.violations.iter().map(|v| v.kind).collect();
+    assert!(kinds.contains(&"lost commit"), "{:#?}", report.violations);
+    assert!(!kinds.contains(&"bank total"), "{:#?}", report.violations);
+    // The lost transfer is one the client was told had committed.
+    let lost = report
+        .violations
+        .iter()
+        .find(|v| v.kind == "lost commit")
+        .map(|v| v.txn);
+    let record = report.history.iter().find(|r| Some(r.id) == lost);
+    assert!(
+        record.is_some_and(|r| matches!(r.outcome, Outcome::Committed(_))),
+        "{record:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,18 +298,14 @@ fn read_meets_a_live_async_commit_lock_and_waits_for_it() {
         Some(CommitMode::AsyncCommit)
     );
     let got = read(&mut sim, &["a", "c"]);
-    assert_eq!(
-        got,
-        pairs(&[("a", "1"), ("c", "1")]),
-        "{}",
-        sim.trace().join("\n")
-    );
     let trace = sim.trace().join("\n");
+    assert_eq!(got, pairs(&[("a", "1"), ("c", "1")]), "{trace}");
     assert!(trace.contains("KvCheckSecondaryLocks"), "{trace}");
     assert!(
         trace.contains(&format!("commit={}", commit_ts.version())),
         "{trace}"
     );
+    insta::assert_snapshot!(trace);
 }
 
 /// A 1PC prewrite that commits but whose reply is lost, retried after the region split
@@ -276,4 +342,139 @@ fn lost_one_pc_reply_then_split_is_undetermined() {
         read(&mut sim, &["a", "c"]),
         pairs(&[("a", "1"), ("c", "1")])
     );
+}
+
+/// A two-phase commit over three regions: prewrites to every region at once, a commit
+/// timestamp, the primary's commit, then the secondaries in the background (client-go's
+/// `twoPhaseCommitter.execute`).
+#[test]
+fn two_phase_commit_over_three_regions() {
+    let mut sim = scenario(&["b", "d"], &["a", "c", "e"]);
+    let mut txn = begin(
+        &mut sim,
+        TransactionOptions::new(),
+        &[("a", "1"), ("c", "1"), ("e", "1")],
+    );
+    commit(&mut sim, &mut txn);
+    let outcome = txn.commit_outcome();
+    assert_eq!(outcome.map(|o| o.mode), Some(CommitMode::TwoPhase));
+    let trace = sim.trace().join("\n");
+    assert_eq!(trace.matches("KvPrewrite").count(), 3, "{trace}");
+    // The primary's commit is answered before any secondary's is sent.
+    let lines = sim.trace();
+    let commits: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("KvCommit"))
+        .collect();
+    assert_eq!(commits.len(), 3, "{trace}");
+    assert!(lines[commits[0]].contains("[a]"), "{trace}");
+    let id = lines[commits[0]]
+        .split_whitespace()
+        .find(|word| word.starts_with('#'))
+        .unwrap_or_default()
+        .to_owned();
+    let answered = lines
+        .iter()
+        .position(|line| line.contains(&format!("<- {id} ")))
+        .unwrap_or(usize::MAX);
+    assert!(commits[1] > answered && commits[2] > answered, "{trace}");
+    insta::assert_snapshot!(trace);
+    assert_eq!(
+        read(&mut sim, &["a", "c", "e"]),
+        pairs(&[("a", "1"), ("c", "1"), ("e", "1")])
+    );
+}
+
+/// An async commit over two regions: the commit floor from TSO, prewrites carrying the
+/// secondaries on the primary, the commit timestamp the largest `min_commit_ts` answered,
+/// the user answered at once, every key committed in the background.
+#[test]
+fn async_commit_over_two_regions() {
+    let mut sim = scenario(&["b"], &["a", "c"]);
+    let mut txn = begin(
+        &mut sim,
+        TransactionOptions::new().with_async_commit(true),
+        &[("a", "1"), ("c", "1")],
+    );
+    let commit_ts = commit(&mut sim, &mut txn);
+    assert_eq!(
+        txn.commit_outcome().map(|o| o.mode),
+        Some(CommitMode::AsyncCommit)
+    );
+    let trace = sim.trace().join("\n");
+    assert!(trace.contains(" async"), "{trace}");
+    assert!(
+        trace.contains(&format!("min_commit={}", commit_ts.version())),
+        "{trace}"
+    );
+    insta::assert_snapshot!(trace);
+    assert_eq!(
+        read(&mut sim, &["a", "c"]),
+        pairs(&[("a", "1"), ("c", "1")])
+    );
+}
+
+/// 1PC asked for keys in two regions: one request cannot carry them, so the commit falls
+/// back to two phases (client-go's `checkOnePC` / the prewrite's fallback), and says so.
+#[test]
+fn one_pc_over_two_regions_falls_back_to_two_phases() {
+    let mut sim = scenario(&["b"], &["a", "c"]);
+    let mut txn = begin(
+        &mut sim,
+        TransactionOptions::new().with_try_one_pc(true),
+        &[("a", "1"), ("c", "1")],
+    );
+    commit(&mut sim, &mut txn);
+    let outcome = txn.commit_outcome().unwrap_or_else(|| panic!("no outcome"));
+    assert_eq!(outcome.mode, CommitMode::TwoPhase);
+    assert!(outcome.one_pc_fallback);
+    let trace = sim.trace().join("\n");
+    assert!(!trace.contains(" 1pc"), "{trace}");
+    assert!(trace.contains("KvCommit"), "{trace}");
+    insta::assert_snapshot!(trace);
+    assert_eq!(
+        read(&mut sim, &["a", "c"]),
+        pairs(&[("a", "1"), ("c", "1")])
+    );
+}
+
+/// A writer stops after prewriting (its locks live 100 ms); a reader after that meets the
+/// secondary's lock, checks the primary (TiKV's `CheckTxnStatus` rolls the expired
+/// transaction back), resolves the secondary's lock alone (lite), and reads what was there
+/// before (client-go `LockResolver.ResolveLocks` for a read).
+#[test]
+fn read_meets_an_expired_lock_and_resolves_it() {
+    let mut sim = scenario(&["b"], &["a", "c"]);
+    let mut before = begin(&mut sim, TransactionOptions::new(), &[("c", "0")]);
+    commit(&mut sim, &mut before);
+    let knobs = CommitKnobs {
+        stop_after_prewrite: true,
+        lock_ttl_ms: Some(100),
+        ..CommitKnobs::default()
+    };
+    let mut writer = begin(
+        &mut sim,
+        TransactionOptions::new().with_testing_knobs(knobs),
+        &[("a", "1"), ("c", "1")],
+    );
+    sim.note("commit, stopping after the prewrite");
+    let stopped = sim
+        .block_on(writer.commit())
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(stopped, Ok(Some(tikv_core::Timestamp::from_version(0))));
+    sim.sleep(Duration::from_millis(200))
+        .unwrap_or_else(|err| panic!("{err}"));
+    sim.note("read c");
+    let client = sim.client().clone();
+    let value = sim
+        .block_on(async move {
+            let txn = client.begin().await?;
+            txn.get("c").await
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(value, Ok(Some(bytes("0"))));
+    let trace = sim.trace().join("\n");
+    assert!(trace.contains("Locked(c by"), "{trace}");
+    assert!(trace.contains("action=TtlExpireRollback"), "{trace}");
+    assert!(trace.contains("KvResolveLock region="), "{trace}");
+    insta::assert_snapshot!(trace);
 }

@@ -24,13 +24,14 @@ use futures_util::future::{Either, select};
 use tikv_core::rand::Rng;
 use tikv_core::{Client, CommitKnobs, CommitMode, Error, Runtime as _, Time, TransactionOptions};
 use tikv_proto::kvrpcpb;
+use tikv_sim::faults::FaultRule;
 
 use super::txn_checker::{self, Outcome, TxnRecord, TxnViolation, Version, bank_value};
 use super::workload::chaos_client_config;
 use super::{Chaos, Network, Setup, SimError, SimRuntime, Simulation, Tracer};
 
 /// The shape of a bank run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BankWorkload {
     /// Clients running transactions one after another, concurrently with each other.
     pub clients: usize,
@@ -52,6 +53,11 @@ pub struct BankWorkload {
     pub chaos: bool,
     /// Whether the chaos schedule stops and restarts stores.
     pub stop_stores: bool,
+    /// Transfers commit in two phases only (no async commit, no 1PC).
+    pub two_phase_only: bool,
+    /// Fault rules armed once the deposit committed (a planted bug, for showing that the
+    /// checker catches it).
+    pub planted: Vec<FaultRule>,
 }
 
 impl Default for BankWorkload {
@@ -67,6 +73,8 @@ impl Default for BankWorkload {
             max_think: Duration::from_millis(5),
             chaos: true,
             stop_stores: true,
+            two_phase_only: false,
+            planted: Vec::new(),
         }
     }
 }
@@ -190,6 +198,10 @@ fn run_on(sim: &mut Simulation, workload: &BankWorkload) -> Result<BankReport, S
         ))));
     }
     lock(&state).history.push(deposit);
+    for rule in &workload.planted {
+        let rule = rule.clone();
+        sim.with(|cluster| cluster.faults.inject(rule));
+    }
 
     if workload.chaos {
         sim.start_chaos(Chaos {
@@ -435,6 +447,7 @@ impl Bank {
             let from = rng.below(count) as usize;
             let to = (from + 1 + rng.below(count - 1) as usize) % count as usize;
             let mode = match rng.below(4) {
+                _ if self.workload.two_phase_only => Mode::TwoPhase,
                 0 => Mode::TwoPhase,
                 1 => Mode::Async,
                 2 => Mode::OnePc,
