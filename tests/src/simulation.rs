@@ -16,12 +16,14 @@
 //! trace of stable text lines with virtual times; the same seed gives the same trace (seeds
 //! come from [`seeds`], which honours `TIKV_SIM_SEED`).
 
+pub mod bank;
 mod chaos;
 pub mod checker;
 mod describe;
 pub mod executor;
 pub mod ops;
 pub mod runtime;
+pub mod txn_checker;
 pub mod workload;
 mod world;
 
@@ -356,6 +358,12 @@ impl Simulation {
     /// Client connections alive now, per address.
     pub fn open_connections(&self) -> std::collections::BTreeMap<String, usize> {
         lock(&self.world).open_connections().clone()
+    }
+
+    /// Changes how the network behaves from now on (messages already under way keep
+    /// their latency).
+    pub fn set_network(&mut self, network: Network) {
+        lock(&self.world).set_network(network);
     }
 
     /// Breaks a BatchCommands stream at one of its messages (see [`StreamFault`]).

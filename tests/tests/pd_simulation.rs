@@ -335,3 +335,49 @@ fn raw_workload_with_pd_failover_loses_no_acknowledged_write() {
         assert!(timestamps > 0, "seed {seed}: no timestamp asked");
     }
 }
+
+/// A Tso stream whose answer never comes is given up once the request's deadline passed:
+/// the next timestamp goes over a new stream. PD answers a Tso stream in order, so a
+/// stream that misses one answer can answer nothing after it (client-go's TSO dispatcher
+/// cancels a stream that misses its deadline and opens a new one). Found by the bank
+/// simulation, where a lost answer left every later answer matched to the request before
+/// it, so every timestamp after it timed out.
+#[test]
+fn tso_stream_that_misses_an_answer_is_replaced() {
+    let mut sim = group(1, Vec::new(), Config::default());
+    must_timestamp(&mut sim);
+    let reliable = Network {
+        min_latency: Duration::from_millis(1),
+        max_latency: Duration::from_millis(1),
+        reply_loss_per_mille: 0,
+    };
+    // The next answer is lost, and only that one.
+    sim.set_network(Network {
+        reply_loss_per_mille: 1_000,
+        ..reliable.clone()
+    });
+    let client = sim.client().clone();
+    let mut first = Box::pin(async move { client.current_timestamp().await });
+    let executor = sim.runtime().executor().clone();
+    let until = executor.now() + Duration::from_millis(100);
+    let polled = sim.block_on(async {
+        futures_util::future::select(first.as_mut(), executor.sleep_until(until)).await;
+    });
+    assert!(polled.is_ok());
+    sim.set_network(reliable);
+    // The lost answer's request fails or is retried; either way timestamps come again.
+    let _ = sim
+        .block_on(first)
+        .unwrap_or_else(|err| panic!("{err}\n{}", sim.trace().join("\n")));
+    let started = sim.now();
+    for _ in 0..3 {
+        must_timestamp(&mut sim);
+    }
+    assert!(
+        sim.now().saturating_since(started) < Duration::from_secs(1),
+        "timestamps came only after {:?}:\n{}",
+        sim.now() - started,
+        sim.trace().join("\n")
+    );
+    assert!(sim.net_log().tso_streams.values().sum::<usize>() >= 2);
+}

@@ -36,6 +36,7 @@ use crate::machine::{RequestId, Transmit};
 use crate::config::Config;
 use crate::rpc::{PdResponse, Request, Response, StoreResponse};
 use crate::runtime::Runtime;
+use crate::time::Time;
 
 /// What connection tasks send the driver: every reply they have at hand (one BatchCommands
 /// response carries many), so the driver's channel moves once per message, not per reply.
@@ -337,7 +338,7 @@ fn close_queue(rx: &mut mpsc::UnboundedReceiver<Vec<Transmit>>) -> Option<Vec<Tr
 struct IdleTimer<R: Runtime> {
     runtime: R,
     timeout: std::time::Duration,
-    last_active: crate::time::Time,
+    last_active: Time,
     extensions: u32,
     sleep: Option<rpc::BoxFuture<'static, ()>>,
 }
@@ -426,11 +427,12 @@ const MAX_PENDING_PER_STREAM: usize = 65_536;
 /// The sending half of a Tso stream and the ids of its requests, in order.
 type TsoStream<C> = (<C as Channel>::Sender, TsoOrder);
 
-/// Request ids waiting on one Tso stream, in the order PD answers them, shared with its
-/// receiver task; `None` once the receiver has ended (PD ended the stream, possibly with an
-/// error and before any request was waiting): the stream is dead and the next TSO request
-/// opens a new one, as the PD client's dispatcher does after a stream error.
-type TsoOrder = Arc<Mutex<Option<VecDeque<u64>>>>;
+/// Request ids waiting on one Tso stream, in the order PD answers them, with the time each
+/// one's deadline passes, shared with its receiver task; `None` once the receiver has ended
+/// (PD ended the stream, possibly with an error and before any request was waiting) or the
+/// stream was given up: the stream is dead and the next TSO request opens a new one, as the
+/// PD client's dispatcher does after a stream error.
+type TsoOrder = Arc<Mutex<Option<VecDeque<(u64, Time)>>>>;
 
 /// Request ids waiting on one BatchCommands stream, shared with its receiver task; `None` once
 /// the receiver has ended (the stream is dead and must be replaced).
@@ -921,13 +923,14 @@ async fn pd_task<R: Runtime>(
                 }
             };
             if matches!(*request, crate::rpc::PdRequest::Tso(_)) {
+                let deadline = runtime.now() + transmit.timeout;
                 send_tso(
                     &runtime,
                     &tasks,
                     &connected,
                     &mut tso,
                     &replies,
-                    transmit.id,
+                    (transmit.id, deadline),
                     framed,
                 )
                 .await;
@@ -958,23 +961,58 @@ async fn pd_task<R: Runtime>(
     }
 }
 
-/// Sends one TSO request on the connection's Tso stream, opening the stream first when there
-/// is none or it died (its receiver ended); a failure answers the request.
+/// Sends one TSO request (its id and the time its deadline passes) on the connection's Tso
+/// stream, opening the stream first when there is none, it died (its receiver ended), or it
+/// stalled (a request on it is past its deadline: PD answers in order, so nothing after it
+/// can be answered either; the PD client's dispatcher likewise cancels a stream that misses
+/// its deadline); a failure answers the request.
 async fn send_tso<R: Runtime>(
     runtime: &R,
     tasks: &Tasks,
     connected: &R::Channel,
     tso: &mut Option<TsoStream<R::Channel>>,
     replies: &mpsc::UnboundedSender<Replies>,
-    id: RequestId,
+    (id, deadline): (RequestId, Time),
     framed: Framed,
 ) {
+    if let Some((_, order)) = tso.as_ref() {
+        // A stalled stream is marked dead (its receiver stops at the next answer); the
+        // machine gave up on its requests already, so their failures are only for order.
+        let now = runtime.now();
+        let stalled: Vec<u64> = order
+            .lock()
+            .map(|mut order| {
+                let overdue = order
+                    .as_ref()
+                    .and_then(VecDeque::front)
+                    .is_some_and(|(_, due)| *due <= now);
+                match (overdue, order.take()) {
+                    (true, Some(waiting)) => waiting.into_iter().map(|(id, _)| id).collect(),
+                    (_, taken) => {
+                        *order = taken;
+                        Vec::new()
+                    }
+                }
+            })
+            .unwrap_or_default();
+        if !stalled.is_empty() {
+            let _ = replies.unbounded_send(
+                stalled
+                    .into_iter()
+                    .map(|id| {
+                        let err = RpcError::ConnectionLost("tso stream stalled".into());
+                        (RequestId(id), Err(err))
+                    })
+                    .collect(),
+            );
+        }
+    }
     // Registered before the send, under the lock the receiver takes when it ends: either
     // the receiver is still running and answers or fails the id, or the stream is dead.
     let register = |order: &TsoOrder| {
         order.lock().is_ok_and(|mut order| match order.as_mut() {
             Some(order) => {
-                order.push_back(id.0);
+                order.push_back((id.0, deadline));
                 true
             }
             None => false,
@@ -1019,7 +1057,7 @@ async fn send_tso<R: Runtime>(
         let taken = order.lock().is_ok_and(|mut order| {
             order.as_mut().is_some_and(|order| {
                 let before = order.len();
-                order.retain(|waiting| *waiting != id.0);
+                order.retain(|(waiting, _)| *waiting != id.0);
                 order.len() != before
             })
         });
@@ -1047,7 +1085,7 @@ async fn tso_receiver<C: Channel>(
             .lock()
             .ok()
             .and_then(|mut o| o.as_mut().and_then(VecDeque::pop_front));
-        let Some(id) = next else {
+        let Some((id, _)) = next else {
             break RpcError::Protocol("TSO response without a request".into());
         };
         let result = rpc::decode::<pdpb::TsoResponse>(payload)
@@ -1056,7 +1094,11 @@ async fn tso_receiver<C: Channel>(
     };
     let orphans: Vec<u64> = order
         .lock()
-        .map(|mut o| o.take().map(Vec::from).unwrap_or_default())
+        .map(|mut o| {
+            o.take()
+                .map(|o| o.into_iter().map(|(id, _)| id).collect())
+                .unwrap_or_default()
+        })
         .unwrap_or_default();
     if !orphans.is_empty() {
         let _ = replies.unbounded_send(

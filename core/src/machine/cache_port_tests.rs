@@ -32,6 +32,13 @@ fn contains(region: &metapb::Region, key: &[u8]) -> bool {
     region.start_key.as_ref() <= key && (region.end_key.is_empty() || key < region.end_key.as_ref())
 }
 
+fn contains_by_end(region: &metapb::Region, key: &[u8]) -> bool {
+    if key.is_empty() {
+        return region.end_key.is_empty();
+    }
+    region.start_key.as_ref() < key && (region.end_key.is_empty() || key <= region.end_key.as_ref())
+}
+
 /// Whether `region` overlaps `[start, end)` (an empty `end` is unbounded).
 fn overlaps(region: &metapb::Region, start: &[u8], end: &[u8]) -> bool {
     (end.is_empty() || region.start_key.as_ref() < end)
@@ -341,16 +348,16 @@ impl Cluster {
                 PdResponse::GetRegion(self.region_response(found))
             }
             PdRequest::GetPrevRegion(r) => {
-                // PD's `searchPrev`: the region right before the one holding the key, if it
-                // ends where that one starts (not the region "ending at" the key).
+                // PD's `searchPrev`: the region right before the one holding the key (not
+                // the one ending at the key, unless the key is a boundary).
                 let found = (0..self.regions.len())
                     .find(|&i| contains(&self.regions[i].meta, &r.region_key))
-                    .map(|i| self.regions[i].meta.start_key.clone())
-                    .filter(|start| !start.is_empty())
-                    .and_then(|start| {
-                        (0..self.regions.len()).find(|&j| self.regions[j].meta.end_key == start)
+                    .and_then(|holder| {
+                        let start = self.regions[holder].meta.start_key.clone();
+                        (0..self.regions.len())
+                            .find(|&i| !start.is_empty() && self.regions[i].meta.end_key == start)
                     })
-                    .and_then(|j| self.reported(j));
+                    .and_then(|i| self.reported(i));
                 PdResponse::GetPrevRegion(self.region_response(found))
             }
             PdRequest::GetRegionById(r) => {
@@ -1388,6 +1395,54 @@ fn region_epoch_ahead_of_tikv() {
     assert_eq!(core.leftovers(), Vec::<String>::new());
 }
 
+/// A reverse scan whose upper bound lies inside a region locates that region with
+/// `GetRegion`, and asks `GetPrevRegion` only at a region's start, as client-go's
+/// `loadRegion` does for end keys: PD's `GetPrevRegion` answers the region before the one
+/// *holding* the key, so asked for a key inside a region it names a region that does not
+/// end there. Found by the bank simulation, where a reverse scan after a merge asked PD the
+/// same question forever.
+#[test]
+fn reverse_scan_from_inside_a_region_locates_by_the_holding_region() {
+    let mut cluster = Cluster::new(2);
+    let regions = split_alternating(&mut cluster, &["a", "b", "c"]);
+    let mut core = core();
+    let outcome = run_ok(
+        &mut core,
+        &mut cluster,
+        Time::ZERO,
+        Command::Raw(RawCommand::Scan {
+            start: bytes("b5"),
+            end: Bytes::new(),
+            limit: 10,
+            key_only: false,
+            reverse: true,
+            cf: String::new(),
+        }),
+    );
+    // [b, c), then [a, b), then [, a): downward from the region holding "b5".
+    assert_eq!(
+        outcome.served_regions(),
+        vec![regions[2], regions[1], regions[0]],
+        "{:#?}",
+        outcome.sent
+    );
+    assert!(contains_by_end(cluster.region(regions[2]), b"b5"));
+    let lookups: Vec<&str> = outcome
+        .sent
+        .iter()
+        .filter(|s| s.what.starts_with("pd.Get"))
+        .map(|s| s.what.as_str())
+        .collect();
+    assert_eq!(
+        lookups.len(),
+        lookups.iter().collect::<BTreeSet<_>>().len(),
+        "no lookup repeats: {lookups:#?}"
+    );
+    assert!(
+        !lookups.contains(&"pd.GetPrevRegion key=\"b5\""),
+        "{lookups:#?}"
+    );
+}
 /// A reverse walk asks PD for the region holding its key, and for the one before only when
 /// the key starts a region (client-go's `loadRegion` with `isEndKey`): PD's GetPrevRegion
 /// answers the region before the one holding the key, wherever in it the key is, so asking

@@ -95,15 +95,15 @@ impl PdService {
             self.send(cx, purpose, request);
             return;
         }
+        // A reverse lookup asks for the region holding the key first, and for the one
+        // before it only when that region starts at the key, as client-go's `loadRegion`
+        // does: PD's GetPrevRegion answers the region before the one *holding* the key,
+        // which is not the one ending at the key when the key is inside a region. An empty
+        // key (the end of the key space) has no region holding it.
         let request = pdpb::GetRegionRequest {
             region_key: key.clone(),
             ..Default::default()
         };
-        // The region "ending at" a key is the one holding it, unless the key starts a
-        // region: client-go's `loadRegion` asks for the region holding the key first and
-        // for the one before only then (PD's GetPrevRegion answers the region before the
-        // one holding the key, wherever in it the key is). An empty key (the end of the key
-        // space) has no region holding it.
         let request = if reverse && key.is_empty() {
             PdRequest::GetPrevRegion(request)
         } else {
@@ -196,19 +196,40 @@ impl PdService {
             .region
             .as_ref()
             .is_some_and(|region| region.start_key == key);
+        let asked_prev = matches!(pending.request, PdRequest::GetPrevRegion(_));
         let now = cx.out.now();
-        if let Err(err) = cache_region(cx.cache, cx.rng, response, now) {
-            // A stale answer (a lagging PD) or a region without peers: ask again later.
-            self.retry(cx, pending, Error::RegionUnavailable(err.to_string()));
-            return;
-        }
-        if reverse && starts_at_key && matches!(pending.request, PdRequest::GetRegion(_)) {
-            // The key starts this region: the waiters need the one before it.
-            let request = PdRequest::GetPrevRegion(pdpb::GetRegionRequest {
-                region_key: key.clone(),
+        let cached = match cache_region(cx.cache, cx.rng, response, now) {
+            Ok(cached) => cached,
+            Err(err) => {
+                // A stale answer (a lagging PD) or a region without peers: ask again later.
+                self.retry(cx, pending, Error::RegionUnavailable(err.to_string()));
+                return;
+            }
+        };
+        if reverse && !asked_prev && starts_at_key && !key.is_empty() {
+            // The region holding the key starts there: the one wanted ends there.
+            let mut pending = pending;
+            pending.request = PdRequest::GetPrevRegion(pdpb::GetRegionRequest {
+                region_key: key,
                 ..Default::default()
             });
-            self.send(cx, Purpose::Region { key, reverse }, request);
+            self.dispatch(cx, pending);
+            return;
+        }
+        let fits = if reverse {
+            cached.contains_by_end(&key)
+        } else {
+            cached.contains(&key)
+        };
+        if !fits {
+            // An answer that does not cover the key (the regions changed between two
+            // lookups): ask again after a backoff rather than waking waiters that would
+            // only ask again at once.
+            let err = Error::RegionUnavailable(format!(
+                "PD's region does not cover key {:?}",
+                String::from_utf8_lossy(&key)
+            ));
+            self.retry(cx, pending, err);
             return;
         }
         for waiter in cx.waits.take(&WaitKey::Region { key, reverse }) {

@@ -31,9 +31,11 @@ pub enum FaultAction {
     /// found before the command runs are answered as usual, and so is a pessimistic lock
     /// request that waits for another lock (its answer comes later, unchanged).
     UndeterminedAfterApply,
-    /// A lost write: answer a raw command as if it ran (with the answer it would have
-    /// given), but leave the raw data as it was, as a store that acknowledges a write it
-    /// never persists would. Checkers of acknowledged writes must catch it.
+    /// A lost write: answer a command as if it ran (with the answer it would have given),
+    /// but leave the raw data and the transactional store as they were, as a store that
+    /// acknowledges a write it never persists would (a transaction's commit acknowledged
+    /// this way leaves its locks, which resolvers later roll back). Checkers of
+    /// acknowledged writes must catch it.
     AckWithoutApply,
 }
 

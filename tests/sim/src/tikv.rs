@@ -364,10 +364,15 @@ impl Sim {
                 };
             }
             Some(FaultAction::AckWithoutApply) => {
-                // Run it for its answer, then forget what it wrote.
-                let before = self.raw.clone();
+                // Run it for its answer, then forget what it wrote (raw data and the
+                // transactional store alike; timestamps the store saw stay seen).
+                let raw = self.raw.clone();
+                let mvcc = self.mvcc.clone();
                 let execution = self.execute_after_delay(store_id, request, now_ms);
-                self.raw = before;
+                let max_ts = self.mvcc.max_ts();
+                self.raw = raw;
+                self.mvcc = mvcc;
+                self.mvcc.update_max_ts(max_ts);
                 return execution;
             }
             None => {}

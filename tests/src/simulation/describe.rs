@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use prost::Message;
 use tikv_core::Error;
-use tikv_core::rpc::{Request, Response};
+use tikv_core::rpc::{Request, Response, StoreRequest, StoreResponse};
 use tikv_proto::rpc::RpcError;
-use tikv_proto::{errorpb, pdpb};
+use tikv_proto::{errorpb, kvrpcpb, pdpb};
 use tikv_sim::faults::FaultAction;
 
 use super::ClusterFault;
@@ -14,10 +14,10 @@ use super::ops::{Answer, Op};
 /// A short, stable description of a cluster fault for traces.
 pub fn describe_fault(fault: &ClusterFault) -> String {
     match fault {
-        ClusterFault::Split(key) => format!("split at {}", text(key)),
-        ClusterFault::MergeRight(key) => format!("merge right of {:?}", text(key)),
+        ClusterFault::Split(key) => format!("split at {}", region_key_text(key)),
+        ClusterFault::MergeRight(key) => format!("merge right of {:?}", region_key_text(key)),
         ClusterFault::TransferLeader { key, store_id } => {
-            format!("leader of {:?} to store {store_id}", text(key))
+            format!("leader of {:?} to store {store_id}", region_key_text(key))
         }
         ClusterFault::StopStore(id) => format!("stop store {id}"),
         ClusterFault::RestartStore(id) => format!("restart store {id}"),
@@ -86,7 +86,11 @@ pub(super) fn describe_request(request: &Request) -> String {
     match request {
         Request::Store(store) => {
             let region = store.context().map_or(0, |context| context.region_id);
-            format!("{} region={region}", store.name())
+            format!(
+                "{} region={region}{}",
+                store.name(),
+                describe_txn_request(store)
+            )
         }
         Request::Health(_) => "health.Check".to_owned(),
         Request::Pd(pd) => match pd.encode(usize::MAX) {
@@ -101,10 +105,189 @@ pub(super) fn describe_reply(reply: &Result<Response, RpcError>) -> String {
     match reply {
         Ok(Response::Store(response)) => match response.region_error() {
             Some(err) => format!("region error {}", describe_region_error(err)),
-            None => "ok".to_owned(),
+            None => format!("ok{}", describe_txn_response(response)),
         },
         Ok(Response::Pd(_) | Response::Health(_)) => "ok".to_owned(),
         Err(err) => format!("error: {err}"),
+    }
+}
+
+/// The arguments that matter of a transactional store request (keys, timestamps, commit
+/// flavour); empty for raw and other commands, whose traces stay short.
+fn describe_txn_request(request: &StoreRequest) -> String {
+    match request {
+        StoreRequest::Prewrite(r) => {
+            let keys: Vec<Bytes> = r.mutations.iter().map(|m| m.key.clone()).collect();
+            let mut flags = String::new();
+            if r.use_async_commit {
+                flags.push_str(" async");
+            }
+            if r.try_one_pc {
+                flags.push_str(" 1pc");
+            }
+            format!(
+                " {} primary={} start={}{flags}",
+                keys_text(&keys),
+                text(&r.primary_lock),
+                r.start_version
+            )
+        }
+        StoreRequest::Commit(r) => format!(
+            " {} start={} commit={}",
+            keys_text(&r.keys),
+            r.start_version,
+            r.commit_version
+        ),
+        StoreRequest::BatchRollback(r) => {
+            format!(" {} start={}", keys_text(&r.keys), r.start_version)
+        }
+        StoreRequest::Cleanup(r) => format!(" {} start={}", text(&r.key), r.start_version),
+        StoreRequest::Get(r) => format!(
+            " {} at={}{}",
+            text(&r.key),
+            r.version,
+            lock_sets(r.context.as_ref())
+        ),
+        StoreRequest::BatchGet(r) => format!(
+            " {} at={}{}",
+            keys_text(&r.keys),
+            r.version,
+            lock_sets(r.context.as_ref())
+        ),
+        StoreRequest::Scan(r) => format!(
+            " [{}, {}){} at={}{}",
+            text(&r.start_key),
+            text(&r.end_key),
+            if r.reverse { " reverse" } else { "" },
+            r.version,
+            lock_sets(r.context.as_ref())
+        ),
+        StoreRequest::CheckTxnStatus(r) => format!(
+            " primary={} lock={} caller={}",
+            text(&r.primary_key),
+            r.lock_ts,
+            r.caller_start_ts
+        ),
+        StoreRequest::CheckSecondaryLocks(r) => {
+            format!(" {} start={}", keys_text(&r.keys), r.start_version)
+        }
+        StoreRequest::ResolveLock(r) => format!(
+            " {} start={} commit={}",
+            keys_text(&r.keys),
+            r.start_version,
+            r.commit_version
+        ),
+        StoreRequest::TxnHeartBeat(r) => format!(
+            " primary={} start={} ttl={}",
+            text(&r.primary_lock),
+            r.start_version,
+            r.advise_lock_ttl
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The lock sets a read carries (transactions it may skip or read through), when any.
+fn lock_sets(context: Option<&kvrpcpb::Context>) -> String {
+    let Some(context) = context else {
+        return String::new();
+    };
+    let mut out = String::new();
+    if !context.resolved_locks.is_empty() {
+        out.push_str(&format!(" skip={:?}", context.resolved_locks));
+    }
+    if !context.committed_locks.is_empty() {
+        out.push_str(&format!(" read_through={:?}", context.committed_locks));
+    }
+    out
+}
+
+/// A key error, briefly: the lock met (key, holder) or the error's kind.
+fn describe_key_error(err: &kvrpcpb::KeyError) -> String {
+    if let Some(lock) = &err.locked {
+        return format!(
+            "Locked({} by {}{})",
+            text(&lock.key),
+            lock.lock_version,
+            if lock.use_async_commit { " async" } else { "" }
+        );
+    }
+    if let Some(conflict) = &err.conflict {
+        return format!(
+            "WriteConflict({} with {} committed at {})",
+            text(&conflict.key),
+            conflict.conflict_ts,
+            conflict.conflict_commit_ts
+        );
+    }
+    if err.already_exist.is_some() {
+        return "AlreadyExists".to_owned();
+    }
+    if err.commit_ts_expired.is_some() {
+        return "CommitTsExpired".to_owned();
+    }
+    if err.txn_not_found.is_some() {
+        return "TxnNotFound".to_owned();
+    }
+    if !err.abort.is_empty() {
+        return format!("Abort({})", err.abort);
+    }
+    if !err.retryable.is_empty() {
+        return format!("Retryable({})", err.retryable);
+    }
+    "KeyError".to_owned()
+}
+
+/// What a transactional store answer says beyond `ok`: key errors, the status found, the
+/// timestamps a prewrite chose; empty for raw and other commands.
+fn describe_txn_response(response: &StoreResponse) -> String {
+    let errors = |errors: &mut dyn Iterator<Item = &kvrpcpb::KeyError>| {
+        let errors: Vec<String> = errors.map(describe_key_error).collect();
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", errors.join(","))
+        }
+    };
+    match response {
+        StoreResponse::Prewrite(r) => {
+            let mut out = errors(&mut r.errors.iter());
+            if r.one_pc_commit_ts != 0 {
+                out.push_str(&format!(" 1pc commit={}", r.one_pc_commit_ts));
+            } else if r.min_commit_ts != 0 {
+                out.push_str(&format!(" min_commit={}", r.min_commit_ts));
+            }
+            out
+        }
+        StoreResponse::Commit(r) => errors(&mut r.error.as_deref().into_iter()),
+        StoreResponse::BatchRollback(r) => errors(&mut r.error.as_deref().into_iter()),
+        StoreResponse::ResolveLock(r) => errors(&mut r.error.as_deref().into_iter()),
+        StoreResponse::Get(r) => {
+            let out = errors(&mut r.error.as_deref().into_iter());
+            if out.is_empty() && r.not_found {
+                " not found".to_owned()
+            } else {
+                out
+            }
+        }
+        StoreResponse::BatchGet(r) => {
+            errors(&mut r.pairs.iter().filter_map(|p| p.error.as_deref()))
+        }
+        StoreResponse::Scan(r) => errors(&mut r.pairs.iter().filter_map(|p| p.error.as_deref())),
+        StoreResponse::CheckTxnStatus(r) => {
+            let out = errors(&mut r.error.as_deref().into_iter());
+            let action = kvrpcpb::Action::try_from(r.action)
+                .map_or_else(|_| format!("{}", r.action), |a| format!("{a:?}"));
+            format!(
+                "{out} action={action} ttl={} commit={}",
+                r.lock_ttl, r.commit_version
+            )
+        }
+        StoreResponse::CheckSecondaryLocks(r) => {
+            let out = errors(&mut r.error.as_deref().into_iter());
+            format!("{out} locks={} commit={}", r.locks.len(), r.commit_ts)
+        }
+        _ => String::new(),
     }
 }
 
@@ -116,7 +299,7 @@ fn describe_pd_request(path: &str, payload: &Bytes) -> String {
             .map(|r| format!(" count={}", r.count))
             .ok(),
         "GetRegion" | "GetPrevRegion" => pdpb::GetRegionRequest::decode(payload.clone())
-            .map(|r| format!(" key={:?}", text(&r.region_key)))
+            .map(|r| format!(" key={:?}", region_key_text(&r.region_key)))
             .ok(),
         "GetRegionByID" => pdpb::GetRegionByIdRequest::decode(payload.clone())
             .map(|r| format!(" id={}", r.region_id))
@@ -131,6 +314,15 @@ fn describe_pd_request(path: &str, payload: &Bytes) -> String {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A region key as text: a memcomparable-encoded key (the transactional key space's
+/// boundaries) as the key it encodes, anything else as it is.
+fn region_key_text(key: &[u8]) -> String {
+    match tikv_proto::codec::decode_bytes(key) {
+        Ok((decoded, rest)) if rest.is_empty() && !key.is_empty() => text(&decoded),
+        _ => text(key),
+    }
 }
 
 fn keys_text(keys: &[Bytes]) -> String {

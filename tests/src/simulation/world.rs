@@ -230,6 +230,11 @@ impl World {
         at
     }
 
+    /// Changes how the network behaves from now on.
+    pub(crate) fn set_network(&mut self, network: Network) {
+        self.network = network;
+    }
+
     /// Whether the network loses a reply now.
     pub(crate) fn reply_lost(&mut self) -> bool {
         let loss = self.network.reply_loss_per_mille;

@@ -16,7 +16,7 @@ use super::txn_status::TxnStatusCache;
 /// returns the response with `region_error` unset. A command either applies all its changes
 /// or none (like a TiKV write batch). Reads at a timestamp and some status checks raise the
 /// store's `max_ts`, which async commit and 1PC use to pick commit timestamps.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct MvccStore {
     pub(super) locks: BTreeMap<Bytes, Lock>,
     /// Keys held by shared locks. A key is in at most one of `locks` and `shared_locks`, as
@@ -631,7 +631,7 @@ pub(super) fn physical(ts: u64) -> u64 {
     ts >> 18
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Undo {
     Lock {
         key: Bytes,

@@ -188,6 +188,9 @@ pub(crate) struct Committer {
     max_execution_ms: u64,
     /// The caller stopped waiting: a two-phase commit not yet deciding rolls back instead.
     abandoned: bool,
+    /// A 1PC prewrite's reply was lost (the transport error): that attempt may have
+    /// committed the transaction, at a timestamp only it knew.
+    one_pc_reply_lost: Option<String>,
 }
 
 impl Committer {
@@ -289,6 +292,7 @@ impl Committer {
             timeout: config.read_timeout_short,
             max_execution_ms,
             abandoned: false,
+            one_pc_reply_lost: None,
         })
     }
 
@@ -342,7 +346,13 @@ impl Committer {
     }
 
     fn drive_prewrite(mut self: Box<Self>, cx: &mut Cx<'_>, input: DispatchInput) -> Next {
+        let one_pc = self.plan.one_pc;
         let progress = self.prewrite.handle(cx, input, &mut self.plan);
+        if one_pc && self.one_pc_reply_lost.is_none() {
+            // 1PC sends one request, and a retry is built only after a backoff: a transport
+            // failure seen while 1PC is still on is the 1PC request's.
+            self.one_pc_reply_lost = self.prewrite.undetermined_error().map(ToString::to_string);
+        }
         self.maybe_keep_alive(cx);
         match progress {
             Progress::Pending => Next::Pending(self),
@@ -408,6 +418,16 @@ impl Committer {
             }
             let commit_ts = Timestamp::from_version(self.plan.one_pc_commit_ts);
             return self.outcome(commit_ts, CommitMode::OnePc);
+        }
+        if let Some(lost) = self.one_pc_reply_lost.take() {
+            // The retry fell back to two phases (the region split meanwhile), but the lost
+            // 1PC attempt may have committed: TiKV then takes the two-phase prewrite and
+            // commit as repeats and answers success, and the commit timestamp reported would
+            // not be the one the data carries. Leave the locks, if any, to resolvers.
+            return Next::Done(Err(Error::Undetermined(format!(
+                "a 1PC prewrite's reply was lost ({lost}) and the commit fell back to two \
+                 phases: the 1PC attempt may have committed"
+            ))));
         }
         if self.plan.async_commit {
             // Decided: every key is prewritten, so the transaction is committed at the
