@@ -170,10 +170,17 @@ impl Operation for ResolveLocks {
         match result {
             Ok(Output::TxnStatus(status)) => {
                 // Two children of one transaction (mixed lock flavours): keep the more
-                // decided answer.
-                let entry = self.statuses.entry(txn).or_default();
-                if status.is_settled() || !entry.is_settled() {
-                    *entry = status;
+                // decided answer. (A default status reads as rolled back, so the first
+                // answer is taken as it is, never weighed against one.)
+                match self.statuses.entry(txn) {
+                    std::collections::btree_map::Entry::Vacant(vacant) => {
+                        vacant.insert(status);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut occupied) => {
+                        if status.is_settled() || !occupied.get().is_settled() {
+                            occupied.insert(status);
+                        }
+                    }
                 }
             }
             Ok(other) => {

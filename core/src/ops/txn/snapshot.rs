@@ -157,16 +157,26 @@ impl Plan for ReadPlan {
                     return Err(KeyError::from_proto(err).into());
                 }
                 for pair in r.pairs {
-                    let Some(&item) = self.index.get(&pair.key) else {
-                        continue;
-                    };
                     if let Some(err) = &pair.error {
                         match KeyError::from_proto(err) {
-                            KeyError::Locked(lock) => self.locked.push((item, lock)),
+                            KeyError::Locked(lock) => {
+                                // TiKV leaves an error pair's key empty: the lock names it.
+                                let key = if pair.key.is_empty() {
+                                    &lock.key
+                                } else {
+                                    &pair.key
+                                };
+                                if let Some(&item) = self.index.get(key) {
+                                    self.locked.push((item, lock));
+                                }
+                            }
                             other => return Err(other.into()),
                         }
                         continue;
                     }
+                    let Some(&item) = self.index.get(&pair.key) else {
+                        continue;
+                    };
                     let key = self.space.user_key(pair.key)?;
                     self.found.insert(
                         item,

@@ -183,3 +183,172 @@ fn concurrent_reads_meeting_one_transaction_share_its_status_check() {
     }
     assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
 }
+
+/// Drives `core` until its operations end, answering store requests with `answer` (and
+/// everything else with the scripted responder), jumping to each next timer; returns the
+/// user events.
+fn drive(core: &mut Core, answer: &mut dyn FnMut(&StoreRequest) -> StoreResponse) -> Vec<Event> {
+    let mut responder = Responder::default();
+    let mut events = Vec::new();
+    let mut now = Time::ZERO;
+    for _ in 0..200 {
+        let mut replies = Vec::new();
+        while let Some(transmit) = core.poll_transmit() {
+            let reply = match &transmit.request {
+                Request::Store(request) => Ok(Response::Store(Box::new(answer(request)))),
+                _ => responder.answer(&transmit),
+            };
+            replies.push((transmit.id, reply));
+        }
+        while let Some(event) = core.poll_event() {
+            events.push(event);
+        }
+        if replies.is_empty() {
+            if core.ops_in_flight() == 0 {
+                return events;
+            }
+            match core.poll_timeout() {
+                Some(at) => {
+                    now = at;
+                    core.handle_timeout(at);
+                }
+                None => panic!("stuck: {:?}", core.leftovers()),
+            }
+        }
+        for (id, reply) in replies {
+            core.handle_reply(now, id, reply);
+        }
+    }
+    panic!("no end: {:?}", core.leftovers());
+}
+
+/// A read meeting the lock of a live async-commit transaction (its status check neither
+/// pushes it nor finds it settled) waits for the lock and reads again without skipping
+/// it: a transaction that is only alive is not one the read may read past. (Found by the
+/// port of client-go's `TestPointGetWithAsyncCommit`: the live status was lost to a
+/// default one, which reads as rolled back.)
+#[test]
+fn a_read_waits_for_a_live_async_commit_lock_instead_of_skipping_it() {
+    let wall_ms = 1_700_000_000_000;
+    let lock_ts = Timestamp::compose(wall_ms, 1).version();
+    let mut core = core();
+    core.handle_wall_clock(wall_ms);
+    core.handle_command(
+        Time::ZERO,
+        Command::Txn(TxnCommand::Get {
+            key: Bytes::from_static(b"k"),
+            options: ReadOptions::at(Timestamp::from_version(u64::MAX)),
+        }),
+    );
+    let mut async_lock = lock(b"k", b"k", lock_ts);
+    if let Some(info) = async_lock.locked.as_mut() {
+        info.use_async_commit = true;
+    }
+    let mut gets: Vec<Vec<u64>> = Vec::new();
+    let events = drive(&mut core, &mut |request| match request {
+        StoreRequest::Get(r) => {
+            let context = r.context.clone().unwrap_or_default();
+            gets.push(context.resolved_locks.clone());
+            if gets.len() == 1 {
+                StoreResponse::Get(kvrpcpb::GetResponse {
+                    error: Some(Box::new(async_lock.clone())),
+                    ..Default::default()
+                })
+            } else {
+                // The transaction committed meanwhile.
+                StoreResponse::Get(kvrpcpb::GetResponse {
+                    value: Bytes::from_static(b"new"),
+                    ..Default::default()
+                })
+            }
+        }
+        StoreRequest::CheckTxnStatus(_) => {
+            StoreResponse::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
+                lock_ttl: 3_000,
+                action: kvrpcpb::Action::NoAction as i32,
+                lock_info: async_lock.locked.clone(),
+                ..Default::default()
+            })
+        }
+        other => panic!("unexpected request {other:?}"),
+    });
+    assert_eq!(
+        gets,
+        vec![Vec::<u64>::new(), Vec::new()],
+        "the lock is never skipped"
+    );
+    let [Event::Done(_, Ok(Output::Read(read)))] = events.as_slice() else {
+        panic!("one successful read, got {events:?}");
+    };
+    assert_eq!(read.entries[0].value.as_ref(), b"new");
+    assert!(read.learned.resolved.is_empty());
+}
+
+/// A batch get whose answer reports a locked key in an error pair without a key (TiKV
+/// leaves it empty) takes the key from the lock, resolves it and reads it again, instead
+/// of dropping it from the result. (Found by the port of client-go's
+/// `TestBatchGetUsingAsyncAPI`.)
+#[test]
+fn a_batch_get_takes_a_locked_pairs_key_from_its_lock() {
+    let mut core = core();
+    core.handle_wall_clock(1_700_000_000_000);
+    core.handle_command(
+        Time::ZERO,
+        Command::Txn(TxnCommand::BatchGet {
+            keys: vec![Bytes::from_static(b"k1"), Bytes::from_static(b"k2")],
+            options: ReadOptions::at(Timestamp::from_version(100)),
+        }),
+    );
+    let mut batches: Vec<Vec<Bytes>> = Vec::new();
+    let events = drive(&mut core, &mut |request| match request {
+        StoreRequest::BatchGet(r) => {
+            batches.push(r.keys.clone());
+            let committed = r
+                .context
+                .as_ref()
+                .is_some_and(|c| c.committed_locks.contains(&50));
+            let pairs = r
+                .keys
+                .iter()
+                .map(|key| {
+                    if key.as_ref() == b"k1" && !committed {
+                        kvrpcpb::KvPair {
+                            error: Some(Box::new(lock(b"k1", b"k1", 50))),
+                            ..Default::default()
+                        }
+                    } else {
+                        kvrpcpb::KvPair {
+                            key: key.clone(),
+                            value: key.clone(),
+                            ..Default::default()
+                        }
+                    }
+                })
+                .collect();
+            StoreResponse::BatchGet(kvrpcpb::BatchGetResponse {
+                pairs,
+                ..Default::default()
+            })
+        }
+        StoreRequest::CheckTxnStatus(_) => {
+            StoreResponse::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
+                commit_version: 60,
+                ..Default::default()
+            })
+        }
+        StoreRequest::ResolveLock(_) => StoreResponse::ResolveLock(Default::default()),
+        other => panic!("unexpected request {other:?}"),
+    });
+    assert_eq!(
+        batches,
+        vec![
+            vec![Bytes::from_static(b"k1"), Bytes::from_static(b"k2")],
+            vec![Bytes::from_static(b"k1")],
+        ]
+    );
+    let [Event::Done(_, Ok(Output::Read(read)))] = events.as_slice() else {
+        panic!("one successful read, got {events:?}");
+    };
+    let keys: Vec<&[u8]> = read.entries.iter().map(|e| e.key.as_ref()).collect();
+    assert_eq!(keys, vec![&b"k1"[..], &b"k2"[..]]);
+}
