@@ -7,6 +7,9 @@
 //! - [`pd_suite`]: the client against PD as a group (leader failover, broken Tso streams,
 //!   idle PD connections), run under every runtime (see `tests/pd_tokio.rs` and
 //!   `tests/pd_async_std.rs`).
+//! - [`txn_suite`]: client-go's transaction tests of the write side (2PC, 1PC, async
+//!   commit, their failures, isolation, commit options), run under every runtime (see
+//!   `tests/txn_tokio.rs` and `tests/txn_async_std.rs`).
 //! - [`certs`]: throwaway TLS certificates for tests.
 //! - [`simulation`]: the real client on a simulated runtime (a seeded executor with virtual
 //!   time whose channels reach the simulated cluster in-process), with a raw workload under
@@ -19,6 +22,7 @@ pub mod pd_suite;
 pub mod rawkv_suite;
 pub mod simulation;
 pub mod transport_suite;
+pub mod txn_suite;
 
 /// The user guide's examples, compiled (and the runnable ones run) as doc tests so that the
 /// guide cannot drift from the API.
