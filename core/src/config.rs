@@ -139,6 +139,8 @@ pub struct Config {
     pub(crate) default_lock_ttl: Duration,
     /// The TTL a heartbeat extends a live transaction's lock by (heartbeats every half).
     pub(crate) managed_lock_ttl: Duration,
+    /// How long snapshot reads trust a fetched transaction safe point.
+    pub(crate) txn_safe_point_refresh: Duration,
 }
 
 /// The seed of a core built straight from a config whose seed was neither fixed nor drawn
@@ -179,6 +181,7 @@ impl Default for Config {
             max_txn_ttl: Duration::from_secs(60 * 60),
             default_lock_ttl: Duration::from_secs(3),
             managed_lock_ttl: Duration::from_secs(20),
+            txn_safe_point_refresh: Duration::from_secs(10),
         }
     }
 }
@@ -434,6 +437,14 @@ impl Config {
         self.managed_lock_ttl = ttl.max(Duration::from_millis(2));
         self
     }
+
+    /// Sets how long snapshot reads trust a fetched transaction safe point before asking
+    /// PD again (client-go `gcSafePointUpdateInterval`, 10 s); zero asks on every read.
+    #[must_use]
+    pub fn with_txn_safe_point_refresh(mut self, interval: Duration) -> Self {
+        self.txn_safe_point_refresh = interval;
+        self
+    }
 }
 
 /// Getters: each returns the knob its `with_*` method sets.
@@ -597,6 +608,11 @@ impl Config {
     /// The TTL a heartbeat gives a live transaction's primary lock beyond its age.
     pub fn managed_lock_ttl(&self) -> Duration {
         self.managed_lock_ttl
+    }
+
+    /// How long snapshot reads trust a fetched transaction safe point.
+    pub fn txn_safe_point_refresh(&self) -> Duration {
+        self.txn_safe_point_refresh
     }
 }
 

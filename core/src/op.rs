@@ -303,7 +303,9 @@ impl<'a> Cx<'a> {
 
     /// The transaction safe point, if fetched recently enough to trust.
     pub(crate) fn safe_point(&self, now: Time) -> Option<Timestamp> {
-        self.services.safe_point.fresh(now)
+        self.services
+            .safe_point
+            .fresh(now, self.services.config.txn_safe_point_refresh)
     }
 
     /// The keyspace id in use (API V2), once loaded.

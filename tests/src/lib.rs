@@ -12,6 +12,9 @@
 //!   `tests/snapshot_async_std.rs`).
 //! - [`txn_fixture`]: places committed data and locks in a simulated cluster directly, as
 //!   client-go's committer would leave them.
+//! - [`txn_suite`]: client-go's transaction tests of the write side (2PC, 1PC, async
+//!   commit, their failures, isolation, commit options), run under every runtime (see
+//!   `tests/txn_tokio.rs` and `tests/txn_async_std.rs`).
 //! - [`certs`]: throwaway TLS certificates for tests.
 //! - [`simulation`]: the real client on a simulated runtime (a seeded executor with virtual
 //!   time whose channels reach the simulated cluster in-process), with a raw workload under
@@ -26,6 +29,7 @@ pub mod simulation;
 pub mod snapshot_suite;
 pub mod transport_suite;
 pub mod txn_fixture;
+pub mod txn_suite;
 
 /// The user guide's examples, compiled (and the runnable ones run) as doc tests so that the
 /// guide cannot drift from the API.

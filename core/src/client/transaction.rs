@@ -607,10 +607,14 @@ impl Transaction {
         self.state = State::Committed;
         let start_ts = self.start_ts();
         let (mutations, primary, size) = self.mutations()?;
-        let primary = match primary {
-            Some(primary) if !mutations.is_empty() => primary,
-            // Only prewrite-only checks or nothing at all: nothing to commit.
-            _ => {
+        // Only existence checks (keys inserted, then deleted again): they are still
+        // prewritten, so that a key that exists fails the commit as in client-go, with the
+        // first key as the primary; nothing is committed after them.
+        let checks_only = primary.is_none();
+        let primary = match (primary, mutations.first()) {
+            (Some(primary), _) => primary,
+            (None, Some(first)) => first.key.clone(),
+            (None, None) => {
                 self.notify(&Ok(None));
                 return Ok(None);
             }
@@ -628,6 +632,9 @@ impl Transaction {
             .call(TxnCommand::Commit(Box::new(request)).commit_call())
             .await;
         let result = result.map(|outcome| {
+            if checks_only {
+                return None;
+            }
             self.outcome = Some(outcome);
             Some(outcome)
         });

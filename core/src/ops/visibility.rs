@@ -26,8 +26,6 @@ use crate::rpc::{PdRequest, PdResponse};
 use crate::time::Time;
 use crate::wait::WaitKey;
 
-/// How long a fetched safe point is trusted (client-go `gcSafePointUpdateInterval`).
-pub(crate) const SAFE_POINT_FRESH: Duration = Duration::from_secs(10);
 /// The keyspace id PD's GC state takes for "no keyspace" (API V1).
 const NULL_KEYSPACE_ID: u32 = 0xFFFF_FFFF;
 
@@ -41,10 +39,10 @@ pub(crate) struct SafePointCache {
 }
 
 impl SafePointCache {
-    /// The safe point, if fetched within [`SAFE_POINT_FRESH`] of `now`.
-    pub(crate) fn fresh(&self, now: Time) -> Option<Timestamp> {
+    /// The safe point, if fetched less than `trusted_for` before `now`.
+    pub(crate) fn fresh(&self, now: Time, trusted_for: Duration) -> Option<Timestamp> {
         self.value
-            .filter(|(_, at)| now.saturating_since(*at) < SAFE_POINT_FRESH)
+            .filter(|(_, at)| now.saturating_since(*at) < trusted_for)
             .map(|(safe_point, _)| safe_point)
     }
 }

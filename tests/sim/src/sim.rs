@@ -71,6 +71,21 @@ pub struct Sim {
     transport_load: BTreeMap<u64, u64>,
     /// BatchCommands messages and entries each store received.
     batch_traffic: BTreeMap<u64, BatchTraffic>,
+    /// Stores whose disk is (almost) full.
+    disk_usage: BTreeMap<u64, DiskUsage>,
+}
+
+/// How full a store's disk is (TiKV's `DiskUsage`): a leader on a full disk refuses the
+/// writes whose `disk_full_opt` does not allow that much.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiskUsage {
+    /// Room enough: every write proceeds.
+    #[default]
+    Normal,
+    /// Past the almost-full threshold: only writes allowed on an almost full disk proceed.
+    AlmostFull,
+    /// Full: no write proceeds.
+    AlreadyFull,
 }
 
 /// What one store received over BatchCommands streams.
@@ -112,6 +127,7 @@ impl Sim {
             ready: VecDeque::new(),
             transport_load: BTreeMap::new(),
             batch_traffic: BTreeMap::new(),
+            disk_usage: BTreeMap::new(),
         })
     }
 
@@ -143,6 +159,21 @@ impl Sim {
             .get(&store_id)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Sets how full `store_id`'s disk is: a leader there refuses the writes its usage does
+    /// not allow with a `DiskFull` region error.
+    pub fn set_disk_usage(&mut self, store_id: u64, usage: DiskUsage) {
+        if usage == DiskUsage::Normal {
+            self.disk_usage.remove(&store_id);
+        } else {
+            self.disk_usage.insert(store_id, usage);
+        }
+    }
+
+    /// How full `store_id`'s disk is.
+    pub fn disk_usage(&self, store_id: u64) -> DiskUsage {
+        self.disk_usage.get(&store_id).copied().unwrap_or_default()
     }
 
     /// Makes every request to `store_id` take `latency_ms` longer (0 = normal speed).

@@ -445,6 +445,9 @@ impl Sim {
                 return context_failure(&request, ContextError::Region(Box::new(err)));
             }
         }
+        if let Some(err) = self.refuse_on_full_disk(store_id, &request, &context) {
+            return context_failure(&request, ContextError::Region(Box::new(err)));
+        }
         let region = self
             .cluster
             .region(context.region_id)
@@ -461,6 +464,44 @@ impl Sim {
             self.note_write(region.id, keys, bytes, now_ms);
         }
         execution
+    }
+
+    /// TiKV's `check_normal_proposal_with_disk_full_opt` for the leader's own disk: a write
+    /// is refused with `DiskFull` when the leader's disk is full, or almost full and the
+    /// request does not allow that. (The followers' disks, which TiKV also weighs, are not
+    /// modelled.)
+    fn refuse_on_full_disk(
+        &self,
+        store_id: u64,
+        request: &TikvRequest,
+        context: &kvrpcpb::Context,
+    ) -> Option<errorpb::Error> {
+        use crate::sim::DiskUsage;
+        if !proposes(request) {
+            return None;
+        }
+        let usage = self.disk_usage(store_id);
+        let opt = kvrpcpb::DiskFullOpt::try_from(context.disk_full_opt)
+            .unwrap_or(kvrpcpb::DiskFullOpt::NotAllowedOnFull);
+        let allowed = match usage {
+            DiskUsage::Normal => true,
+            DiskUsage::AlmostFull => opt != kvrpcpb::DiskFullOpt::NotAllowedOnFull,
+            DiskUsage::AlreadyFull => false,
+        };
+        if allowed {
+            return None;
+        }
+        let reason = format!(
+            "propose failed: tikv disk full, cmd diskFullOpt={opt:?}, leader diskUsage={usage:?}"
+        );
+        Some(errorpb::Error {
+            message: reason.clone(),
+            disk_full: Some(errorpb::DiskFull {
+                store_id: vec![store_id],
+                reason,
+            }),
+            ..Default::default()
+        })
     }
 
     fn unsafe_destroy_range(
@@ -826,6 +867,34 @@ fn key_error_response(request: &TikvRequest, err: kvrpcpb::KeyError) -> Option<T
 }
 
 /// Whether a request writes data (what can make a region grow).
+/// Whether TiKV proposes `request` through raft (it writes), so that a leader on a full
+/// disk checks its `disk_full_opt` first. Status checks, which write only sometimes, are
+/// left out.
+fn proposes(request: &TikvRequest) -> bool {
+    match request {
+        TikvRequest::Batch(cmd) => matches!(
+            cmd,
+            Req::RawPut(_)
+                | Req::RawBatchPut(_)
+                | Req::RawDelete(_)
+                | Req::RawBatchDelete(_)
+                | Req::RawDeleteRange(_)
+                | Req::Prewrite(_)
+                | Req::Commit(_)
+                | Req::Cleanup(_)
+                | Req::BatchRollback(_)
+                | Req::ResolveLock(_)
+                | Req::TxnHeartBeat(_)
+                | Req::PessimisticLock(_)
+                | Req::PessimisticRollback(_)
+                | Req::Flush(_)
+                | Req::DeleteRange(_)
+        ),
+        TikvRequest::RawCas(_) => true,
+        _ => false,
+    }
+}
+
 fn is_write(request: &TikvRequest) -> bool {
     match request {
         TikvRequest::Batch(cmd) => matches!(

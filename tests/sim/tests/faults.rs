@@ -180,3 +180,48 @@ fn resource_manager_grants_what_is_asked() {
     );
     assert!(lookup("nope").error.is_some());
 }
+
+/// Follows TiKV's `Peer::check_normal_proposal_with_disk_full_opt` (the leader's own disk):
+/// an almost full disk refuses writes unless they allow it, a full disk refuses every write,
+/// and reads go on.
+#[test]
+fn a_full_disk_refuses_writes_its_usage_does_not_allow() {
+    use tikv_sim::sim::DiskUsage;
+    let mut sim = sim();
+    let (store, request) = put(&sim, "k", "v");
+    sim.set_disk_usage(store, DiskUsage::AlmostFull);
+    assert_eq!(sim.disk_usage(store), DiskUsage::AlmostFull);
+    let refused = |execution: Execution| match execution {
+        Execution::Done(TikvResponse::Batch(Resp::RawPut(r))) => r
+            .region_error
+            .and_then(|e| e.disk_full)
+            .map(|full| full.store_id),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refused(sim.execute(store, request.clone(), NOW_MS)),
+        Some(vec![store])
+    );
+    assert_eq!(
+        get(&mut sim, "k"),
+        None,
+        "reads go on, the write did not apply"
+    );
+
+    let mut allowed = request.clone();
+    if let TikvRequest::Batch(Req::RawPut(r)) = &mut allowed {
+        if let Some(ctx) = r.context.as_mut() {
+            ctx.disk_full_opt = kvrpcpb::DiskFullOpt::AllowedOnAlmostFull as i32;
+        }
+    }
+    assert_eq!(refused(sim.execute(store, allowed.clone(), NOW_MS)), None);
+    assert_eq!(get(&mut sim, "k"), Some(Bytes::from_static(b"v")));
+
+    sim.set_disk_usage(store, DiskUsage::AlreadyFull);
+    assert_eq!(
+        refused(sim.execute(store, allowed.clone(), NOW_MS)),
+        Some(vec![store])
+    );
+    sim.set_disk_usage(store, DiskUsage::Normal);
+    assert_eq!(refused(sim.execute(store, request, NOW_MS)), None);
+}

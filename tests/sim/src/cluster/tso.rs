@@ -70,6 +70,9 @@ impl Timestamp {
 pub(crate) struct TsoAllocator {
     last: Timestamp,
     paused: bool,
+    /// Allocations left that keep the last physical part instead of following the clock
+    /// (PD's `updateTimestamp` stalled); `u32::MAX` stalls until restarted.
+    stalled: u32,
 }
 
 impl TsoAllocator {
@@ -91,7 +94,14 @@ impl TsoAllocator {
             .unwrap_or(max_physical)
             .min(max_physical);
         let mut next = self.last;
-        if now > next.physical_ms {
+        // A stalled clock leaves the physical part where it is; only the logical part
+        // counts on (PD's `generateTSO` while `updateTimestamp` does not run). The very
+        // first timestamp still takes the clock: PD syncs it at startup.
+        let stalled = self.stalled > 0 && next.physical_ms != 0;
+        if stalled && self.stalled != u32::MAX {
+            self.stalled -= 1;
+        }
+        if now > next.physical_ms && !stalled {
             next = Timestamp {
                 physical_ms: now,
                 logical: 0,
@@ -116,6 +126,10 @@ impl TsoAllocator {
     pub(crate) fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
     }
+
+    pub(crate) fn stall(&mut self, allocations: u32) {
+        self.stalled = allocations;
+    }
 }
 
 impl super::Cluster {
@@ -133,6 +147,15 @@ impl super::Cluster {
     /// [`TsoError::Paused`].
     pub fn set_tso_paused(&mut self, paused: bool) {
         self.tso.set_paused(paused);
+    }
+
+    /// Stalls the TSO's clock for the next `requests` Tso requests (`u32::MAX`: until
+    /// called again; 0 restarts it): they keep the physical part of the last timestamp and
+    /// only count up the logical part, as PD's timestamps do while its physical-time update
+    /// loop does not run (a slow etcd). Tests use it to hand out timestamps in a known
+    /// order: each stalled request of `count` moves the logical part by exactly `count`.
+    pub fn stall_tso(&mut self, requests: u32) {
+        self.tso.stall(requests);
     }
 }
 
@@ -185,6 +208,36 @@ mod tests {
             }
         );
         assert!(second > first);
+    }
+
+    /// Follows PD's `timestampOracle::generateTSO` while `updateTimestamp` does not run: the
+    /// physical part stays, the logical part counts by the batch size.
+    #[test]
+    fn a_stalled_clock_only_counts_logical() {
+        let mut tso = TsoAllocator::default();
+        let first = tso.allocate(1, 5_000).unwrap();
+        tso.stall(2);
+        let second = tso.allocate(1, 6_000).unwrap();
+        let third = tso.allocate(3, 7_000).unwrap();
+        assert_eq!(second.physical_ms, first.physical_ms);
+        assert_eq!(second.logical, first.logical + 1);
+        assert_eq!(third.physical_ms, first.physical_ms);
+        assert_eq!(third.logical, second.logical + 3);
+        // Two requests stalled; the third follows the clock again.
+        let fourth = tso.allocate(1, 8_000).unwrap();
+        assert_eq!(
+            fourth,
+            Timestamp {
+                physical_ms: 8_000,
+                logical: 1
+            }
+        );
+        tso.stall(u32::MAX);
+        for _ in 0..5 {
+            assert_eq!(tso.allocate(1, 9_000).unwrap().physical_ms, 8_000);
+        }
+        tso.stall(0);
+        assert_eq!(tso.allocate(1, 9_000).unwrap().physical_ms, 9_000);
     }
 
     #[test]

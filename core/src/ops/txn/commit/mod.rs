@@ -109,6 +109,23 @@ fn knob_lock_ttl(options: &CommitOptions) -> Option<u64> {
     }
 }
 
+/// The backoff budget of the prewrites or the primary's commit: `default`, unless a test
+/// lowered it.
+fn knob_budget(options: &CommitOptions, default: Duration) -> Duration {
+    #[cfg(any(test, feature = "testing"))]
+    {
+        options
+            .knobs
+            .max_backoff_ms
+            .map_or(default, Duration::from_millis)
+    }
+    #[cfg(not(any(test, feature = "testing")))]
+    {
+        let _ = options;
+        default
+    }
+}
+
 /// Whether test lever `$field` of `$options` is set (never, without the `testing`
 /// feature).
 macro_rules! knob {
@@ -215,10 +232,14 @@ impl Committer {
         } = request;
         validate(start_ts, &mutations, &primary)?;
         let key_total: u64 = mutations.iter().map(|m| m.key.len() as u64).sum();
+        // Existence checks alone decide nothing: they are prewritten in two phases and
+        // nothing is committed after them.
+        let checks_only = mutations.iter().all(|m| m.op == MutationOp::CheckNotExists);
         let tried_async = options.async_commit
+            && !checks_only
             && mutations.len() <= config.async_commit_keys_limit
             && key_total <= config.async_commit_total_key_size_limit;
-        let tried_one_pc = options.try_one_pc;
+        let tried_one_pc = options.try_one_pc && !checks_only;
         let elapsed_ms = millis(now.saturating_since(begun_at));
         let max_execution_ms = millis(config.max_write_execution);
         let context = options.context(max_execution_ms);
@@ -262,10 +283,11 @@ impl Committer {
             for_update_ts: 0,
         };
         let plan = PrewritePlan::new(shape, wire, actions, tried_async, tried_one_pc, 0);
+        let prewrite_budget = knob_budget(&options, PREWRITE_BUDGET);
         let prewrite = Dispatch::new(
             routing.iter().cloned().collect(),
             false,
-            PREWRITE_BUDGET,
+            prewrite_budget,
             config.read_timeout_short,
         )
         .tracking_undetermined(!tried_async && !tried_one_pc);
@@ -284,7 +306,7 @@ impl Committer {
             prewrite,
             plan,
             commit: None,
-            lock_backoff: Backoffer::new(millis(PREWRITE_BUDGET)),
+            lock_backoff: Backoffer::new(millis(prewrite_budget)),
             lag_backoff: None,
             keep_alive: None,
             context,
@@ -448,7 +470,9 @@ impl Committer {
             );
             return self.outcome(commit_ts, CommitMode::AsyncCommit);
         }
-        if knob!(self.options, stop_after_prewrite) {
+        if knob!(self.options, stop_after_prewrite) || self.committed_items.is_empty() {
+            // Nothing to commit (only existence checks were prewritten), or a test stops
+            // here: no commit timestamp.
             return self.outcome(Timestamp::from_version(0), CommitMode::TwoPhase);
         }
         if self.abandoned {
@@ -572,7 +596,7 @@ impl Committer {
                 .filter_map(|&i| self.routing.get(i).cloned())
                 .collect(),
             false,
-            COMMIT_BUDGET,
+            knob_budget(&self.options, COMMIT_BUDGET),
             self.timeout,
         )
         .tracking_undetermined(false);
@@ -689,9 +713,12 @@ fn validate(start_ts: Timestamp, mutations: &[Mutation], primary: &Bytes) -> Res
     if mutations.iter().any(|m| m.key.is_empty()) {
         return Err(Error::InvalidArgument("empty key".to_owned()));
     }
+    // The primary is a written key; only a commit of existence checks alone (client-go
+    // prewrites those with the first key as the primary) has none to choose from.
+    let checks_only = mutations.iter().all(|m| m.op == MutationOp::CheckNotExists);
     if !mutations
         .iter()
-        .any(|m| m.key == *primary && m.op != MutationOp::CheckNotExists)
+        .any(|m| m.key == *primary && (checks_only || m.op != MutationOp::CheckNotExists))
     {
         return Err(Error::InvalidArgument(
             "the primary must be one of the written keys".to_owned(),

@@ -742,3 +742,82 @@ fn commits_refuse_bad_requests() {
         assert!(matches!(failed(&events), Error::InvalidArgument(_)));
     }
 }
+
+/// A commit of existence checks alone (keys inserted, then deleted) is prewritten with
+/// its first key as the primary, in two phases whatever was asked, and commits nothing;
+/// a key that exists fails it (client-go's `TestDeleteAllYourWrites`).
+#[test]
+fn a_commit_of_existence_checks_alone_is_prewritten_and_commits_nothing() {
+    let checks = |options: CommitOptions| {
+        let mutations: Vec<Mutation> = ["a", "b"]
+            .iter()
+            .map(|k| Mutation::new(super::MutationOp::CheckNotExists, key(k), Bytes::new()))
+            .collect();
+        CommitRequest {
+            start_ts: Timestamp::from_version(START),
+            begun_at: Time::ZERO,
+            size: 2,
+            primary: key("a"),
+            mutations,
+            options,
+        }
+    };
+    let mut core = core_with(Config::default());
+    commit(&mut core, checks(one_pc_options()));
+    let (seen, events) = drive(&mut core, &mut |_| None);
+    assert_eq!(committed(&events).commit_ts.version(), 0);
+    assert_eq!(
+        seen,
+        vec!["prewrite [a,b] async=false 1pc=false secondaries=[]"]
+    );
+
+    commit(&mut core, checks(async_options()));
+    let (seen, events) = drive(&mut core, &mut |request| match request {
+        StoreRequest::Prewrite(_) => Some(Ok(StoreResponse::Prewrite(kvrpcpb::PrewriteResponse {
+            errors: vec![kvrpcpb::KeyError {
+                already_exist: Some(kvrpcpb::AlreadyExist { key: key("b") }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }))),
+        _ => None,
+    });
+    assert!(
+        matches!(
+            failed(&events).key_error(),
+            Some(KeyError::AlreadyExists { .. })
+        ),
+        "{events:?}"
+    );
+    assert_eq!(
+        seen[0],
+        "prewrite [a,b] async=false 1pc=false secondaries=[]"
+    );
+}
+
+/// The `max_backoff_ms` knob bounds the primary's commit: a commit failing in transport
+/// for ever gives up after that much backoff, not after 40 s.
+#[test]
+fn a_lowered_budget_ends_a_failing_commit_sooner() {
+    let failing = |options: CommitOptions| {
+        let mut core = core_with(Config::default());
+        commit(&mut core, request(&["a"], options));
+        let (seen, events) = drive(&mut core, &mut |request| match request {
+            StoreRequest::Commit(_) => Some(Err(RpcError::ConnectionLost("injected".into()))),
+            _ => None,
+        });
+        assert!(failed(&events).is_undetermined());
+        seen.iter()
+            .filter(|line| line.starts_with("commit"))
+            .count()
+    };
+    let lowered = failing(CommitOptions {
+        knobs: CommitKnobs {
+            max_backoff_ms: Some(500),
+            ..CommitKnobs::default()
+        },
+        ..CommitOptions::default()
+    });
+    let default = failing(CommitOptions::default());
+    assert!(lowered < default, "{lowered} attempts vs {default}");
+}

@@ -226,6 +226,10 @@ pub struct CommitKnobs {
     /// The locks' TTL in milliseconds, instead of the computed one (client-go
     /// `twoPCShortLockTTL`).
     pub lock_ttl_ms: Option<u64>,
+    /// The backoff budget of the prewrites and of the primary's commit in milliseconds,
+    /// instead of 40 s each (client-go's tests lower `CommitMaxBackoff` so that a commit
+    /// failing for good fails fast).
+    pub max_backoff_ms: Option<u64>,
 }
 
 impl Default for CommitOptions {
