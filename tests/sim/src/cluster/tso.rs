@@ -113,6 +113,10 @@ impl TsoAllocator {
         self.last
     }
 
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     pub(crate) fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
     }
@@ -133,6 +137,11 @@ impl super::Cluster {
     /// [`TsoError::Paused`].
     pub fn set_tso_paused(&mut self, paused: bool) {
         self.tso.set_paused(paused);
+    }
+
+    /// Whether the TSO is paused.
+    pub fn is_tso_paused(&self) -> bool {
+        self.tso.is_paused()
     }
 }
 
