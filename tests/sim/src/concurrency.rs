@@ -281,10 +281,16 @@ impl Sim {
     /// Takes the cluster's leadership and shape changes, then lets new leaders sync their
     /// `max_ts` (see the [`crate::concurrency`] module docs).
     pub(crate) fn observe_cluster(&mut self, now_ms: u64) {
+        self.take_cluster_changes();
+        self.sync_max_ts(now_ms);
+    }
+
+    /// Takes the cluster's leadership and shape changes into what the stores keep in memory
+    /// (without the max-ts sync, which needs the TSO).
+    pub(crate) fn take_cluster_changes(&mut self) {
         for change in self.cluster.take_changes() {
             self.apply_change(change);
         }
-        self.sync_max_ts(now_ms);
     }
 
     fn apply_change(&mut self, change: RegionChange) {

@@ -492,7 +492,9 @@ struct PdHttp {
 
 impl HttpHandler for PdHttp {
     fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        let sim = self.shared.sim();
+        let mut sim = self.shared.sim();
+        // Reports due by now reach PD before it answers (the min resolved ts).
+        sim.advance_clock(now_ms());
         let url = sim
             .cluster
             .pd_member(self.member_id)

@@ -307,10 +307,12 @@ impl Sim {
         &self.lock_manager
     }
 
-    /// Moves the simulated clock to `now_ms` (never backwards) and runs the replica work
-    /// (resolved-ts rounds, min-resolved-ts reports) due by then.
+    /// Moves the simulated clock to `now_ms` (never backwards), takes the cluster's region
+    /// changes, and runs the replica work (resolved-ts rounds, min-resolved-ts reports) due
+    /// by then.
     pub(crate) fn advance_clock(&mut self, now_ms: u64) {
         self.clock_ms = self.clock_ms.max(now_ms);
+        self.take_cluster_changes();
         self.run_replica_work(self.clock_ms);
     }
 

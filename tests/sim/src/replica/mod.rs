@@ -46,6 +46,10 @@ use std::collections::{BTreeMap, VecDeque};
 pub(crate) use replica_read::ReadGate;
 pub use replica_read::{READ_WAIT_ID_BASE, data_is_not_ready};
 
+/// The index a region's log starts at, for a region from bootstrap or a split (TiKV's
+/// `RAFT_INIT_LOG_INDEX`); index 0 means "nothing" to a read progress.
+pub const RAFT_INIT_LOG_INDEX: u64 = 5;
+
 /// TiKV's default `resolved-ts.advance-ts-interval`.
 pub const DEFAULT_ADVANCE_TS_INTERVAL_MS: u64 = 20_000;
 
@@ -121,7 +125,7 @@ pub struct PeerReadState {
 }
 
 /// One region's log as its leader sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct RegionLog {
     /// The index of the last committed (and, on the leader, applied) entry.
     commit_index: u64,
@@ -129,6 +133,16 @@ struct RegionLog {
     entries: VecDeque<(u64, u64)>,
     /// The leader's resolved ts (it never decreases while the region lives).
     resolved_ts: u64,
+}
+
+impl Default for RegionLog {
+    fn default() -> Self {
+        Self {
+            commit_index: RAFT_INIT_LOG_INDEX,
+            entries: VecDeque::new(),
+            resolved_ts: 0,
+        }
+    }
 }
 
 /// One peer's apply and read progress (TiKV's `RegionReadProgressCore`).
@@ -263,9 +277,11 @@ impl Replicas {
             .unwrap_or(self.config.apply_lag)
     }
 
-    /// The commit index of `region_id` (0 before its first write).
+    /// The commit index of `region_id` ([`RAFT_INIT_LOG_INDEX`] before its first write).
     pub fn commit_index(&self, region_id: u64) -> u64 {
-        self.logs.get(&region_id).map_or(0, |log| log.commit_index)
+        self.logs
+            .get(&region_id)
+            .map_or(RAFT_INIT_LOG_INDEX, |log| log.commit_index)
     }
 
     /// The resolved ts of `region_id`'s leader (0 before its first round).

@@ -7,7 +7,6 @@ use bytes::Bytes;
 use tikv_proto::kvrpcpb;
 
 use super::REPORT_INTERVAL_MS;
-use crate::cluster::LOGICAL_BITS;
 use crate::concurrency::txn_range;
 use crate::mvcc::TxnState;
 use crate::sim::Sim;
@@ -65,9 +64,8 @@ impl Sim {
         if self.cluster.is_tso_paused() || self.cluster.pd_leader().is_none() {
             return;
         }
-        // Below every timestamp the TSO hands out later: logical 0 of a millisecond is
-        // never handed out, and later ones are above the last one.
-        let min_ts = self.cluster.last_ts().to_u64().max(at_ms << LOGICAL_BITS);
+        // Below every timestamp the TSO hands out later.
+        let min_ts = self.cluster.ts_floor(at_ms).to_u64();
         let running: Vec<u64> = self
             .cluster
             .stores()

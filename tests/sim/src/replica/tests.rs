@@ -102,21 +102,26 @@ fn followers_apply_with_their_lag() {
             entries: 2,
         },
     );
+    const INIT: u64 = RAFT_INIT_LOG_INDEX;
     for (i, at) in [1_000, 1_010, 1_020, 1_030].into_iter().enumerate() {
         replicas.append(9, 1, &[1, 2, 3], at);
-        assert_eq!(replicas.peer(9, 1).applied_index, i as u64 + 1);
+        assert_eq!(replicas.peer(9, 1).applied_index, INIT + i as u64 + 1);
     }
     replicas.catch_up(9, 2, 1_105);
-    assert_eq!(replicas.peer(9, 2).applied_index, 1);
-    assert_eq!(replicas.applied_at(9, 2, 3), Some(1_120));
+    assert_eq!(replicas.peer(9, 2).applied_index, INIT + 1);
+    assert_eq!(replicas.applied_at(9, 2, INIT + 3), Some(1_120));
     replicas.catch_up(9, 2, 1_130);
-    assert_eq!(replicas.peer(9, 2).applied_index, 4);
+    assert_eq!(replicas.peer(9, 2).applied_index, INIT + 4);
     replicas.catch_up(9, 3, 5_000);
-    assert_eq!(replicas.peer(9, 3).applied_index, 2);
-    assert_eq!(replicas.applied_at(9, 3, 3), None, "held back by entries");
+    assert_eq!(replicas.peer(9, 3).applied_index, INIT + 2);
+    assert_eq!(
+        replicas.applied_at(9, 3, INIT + 3),
+        None,
+        "held back by entries"
+    );
     // Applied entries are forgotten once every peer has them.
     replicas.prune(9);
-    assert_eq!(replicas.logs[&9].entries.front(), Some(&(3, 1_020)));
+    assert_eq!(replicas.logs[&9].entries.front(), Some(&(INIT + 3, 1_020)));
 }
 
 /// Follows TiKV's `RegionReadProgress::merge_safe_ts`: after a merge the target's peers
@@ -128,8 +133,9 @@ fn merge_takes_the_smaller_safe_ts() {
     replicas.append(2, 1, &[1, 2], 10);
     replicas.catch_up(1, 2, 10);
     replicas.catch_up(2, 2, 10);
-    replicas.progress_mut(1, 2).update_safe_ts(1, 500);
-    replicas.progress_mut(2, 2).update_safe_ts(1, 300);
+    let index = RAFT_INIT_LOG_INDEX + 1;
+    replicas.progress_mut(1, 2).update_safe_ts(index, 500);
+    replicas.progress_mut(2, 2).update_safe_ts(index, 300);
     replicas.progress_mut(2, 2).read_index_safe_ts = 700;
     replicas.merged(1, 2);
     assert_eq!(replicas.peer(2, 2).safe_ts, 300);
