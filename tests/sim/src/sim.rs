@@ -316,6 +316,11 @@ impl Sim {
         self.run_replica_work(self.clock_ms);
     }
 
+    /// The latest `now_ms` the cluster has seen.
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
     /// The replicas' state: what each peer applied, resolved and safe ts, PD's min resolved
     /// ts.
     pub fn replicas(&self) -> &Replicas {

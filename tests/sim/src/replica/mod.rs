@@ -371,17 +371,16 @@ impl Replicas {
         if applied >= cap {
             return;
         }
-        // The newest entry old enough to be applied by now.
-        let mut reached = applied;
-        for &(index, committed_ms) in &log.entries {
-            if index <= applied {
-                continue;
-            }
-            if index > cap || committed_ms.saturating_add(lag.delay_ms) > now_ms {
-                break;
-            }
-            reached = index;
-        }
+        // Entries are consecutive and committed in time order: the ones old enough by now
+        // are a prefix.
+        let old_enough = log.entries.partition_point(|(_, committed_ms)| {
+            committed_ms.saturating_add(lag.delay_ms) <= now_ms
+        });
+        let reached = match old_enough.checked_sub(1).and_then(|i| log.entries.get(i)) {
+            Some((index, _)) => (*index).min(cap),
+            // Nothing in the log is old enough, or everything the log still holds is.
+            None => applied,
+        };
         if reached > applied {
             self.progress_mut(region_id, store_id)
                 .update_applied(reached);
@@ -396,11 +395,9 @@ impl Replicas {
         if index > log.commit_index.saturating_sub(lag.entries) {
             return None;
         }
-        let committed_ms = log
-            .entries
-            .iter()
-            .find(|(i, _)| *i == index)
-            .map(|(_, ms)| *ms)?;
+        let first = log.entries.front()?.0;
+        let position = usize::try_from(index.checked_sub(first)?).ok()?;
+        let (_, committed_ms) = log.entries.get(position)?;
         Some(committed_ms.saturating_add(lag.delay_ms))
     }
 

@@ -34,7 +34,7 @@ impl Sim {
             self.replicas.next_report_ms = Some(now_ms.saturating_add(REPORT_INTERVAL_MS));
             return;
         }
-        let floor = now_ms.saturating_sub(2 * interval.max(REPORT_INTERVAL_MS));
+        let floor = now_ms.saturating_sub(interval.max(REPORT_INTERVAL_MS).saturating_mul(2));
         skip_to(&mut self.replicas.next_round_ms, floor, interval);
         skip_to(&mut self.replicas.next_report_ms, floor, REPORT_INTERVAL_MS);
         // Bounded: each pass moves one of the two schedules forward by at least 1 ms.
@@ -98,13 +98,16 @@ impl Sim {
                 .progress_mut(view.id, leader_store)
                 .update_safe_ts(index, resolved);
             for store_id in &view.peer_stores {
-                if *store_id == leader_store || !running.contains(store_id) {
+                if *store_id == leader_store {
                     continue;
                 }
                 replicas.catch_up(view.id, *store_id, at_ms);
-                replicas
-                    .progress_mut(view.id, *store_id)
-                    .update_safe_ts(index, resolved);
+                // A stopped store gets no word from the leader.
+                if running.contains(store_id) {
+                    replicas
+                        .progress_mut(view.id, *store_id)
+                        .update_safe_ts(index, resolved);
+                }
             }
             replicas.retain_peers(view.id, &view.peer_stores);
             replicas.prune(view.id);
@@ -235,7 +238,7 @@ impl Sim {
 /// phase), so that long quiet spells cost nothing.
 fn skip_to(next: &mut Option<u64>, floor: u64, period: u64) {
     if let Some(at) = next {
-        if *at + period <= floor {
+        if period > 0 && at.saturating_add(period) <= floor {
             let ticks = (floor - *at) / period;
             *at += ticks * period;
         }

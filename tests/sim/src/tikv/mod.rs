@@ -503,8 +503,10 @@ impl Sim {
         self.leave_store(store_id);
         if proposes {
             let peer_stores: Vec<u64> = region.peers.iter().map(|peer| peer.store_id).collect();
+            // The clock, not the request's time, so that the log's times never go back.
+            let clock_ms = self.clock_ms();
             self.replicas
-                .append(region.id, store_id, &peer_stores, now_ms);
+                .append(region.id, store_id, &peer_stores, clock_ms);
         }
         if let Some((keys, bytes)) = written {
             // TiKV's split checker runs on a tick once enough was written; here the write
