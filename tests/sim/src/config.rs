@@ -248,7 +248,7 @@ const FLAGS: &[Flag] = &[
         name: "--pd-members",
         value: "N",
         key: "sim.pd-members",
-        help: "PD members (default 1; more are not modelled yet)",
+        help: "PD members, the first one leading (default 1)",
     },
     Flag {
         name: "--keyspaces",

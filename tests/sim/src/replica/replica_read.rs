@@ -174,31 +174,7 @@ impl Sim {
             let Some(wait) = self.replicas.waits.get(&id).cloned() else {
                 continue;
             };
-            let read_index = match wait.read_index {
-                Some(index) => index,
-                None => match self.read_index(wait.region_id, wait.read_ts) {
-                    Some(index) => {
-                        if let Some(stored) = self.replicas.waits.get_mut(&id) {
-                            stored.read_index = Some(index);
-                        }
-                        index
-                    }
-                    None => continue,
-                },
-            };
-            let is_leader = self
-                .cluster
-                .region(wait.region_id)
-                .and_then(|region| region.leader())
-                .is_some_and(|peer| peer.store_id == wait.store_id);
-            self.replicas
-                .catch_up(wait.region_id, wait.store_id, now_ms);
-            let applied = self
-                .replicas
-                .peer(wait.region_id, wait.store_id)
-                .applied_index;
-            let still_valid = self.read_wait_still_valid(&wait);
-            if applied < read_index && !is_leader && still_valid {
+            if self.read_wait_still_valid(&wait) && !self.read_wait_caught_up(id, &wait, now_ms) {
                 continue;
             }
             self.replicas.waits.remove(&id);
@@ -209,6 +185,36 @@ impl Sim {
                 self.push_ready(id, response);
             }
         }
+    }
+
+    /// Whether a waiting read's replica has applied its read index (asking the leader for
+    /// the read index first if it had none), or has become the leader.
+    fn read_wait_caught_up(&mut self, id: u64, wait: &ReadWait, now_ms: u64) -> bool {
+        let read_index = match wait.read_index {
+            Some(index) => index,
+            None => match self.read_index(wait.region_id, wait.read_ts) {
+                Some(index) => {
+                    if let Some(stored) = self.replicas.waits.get_mut(&id) {
+                        stored.read_index = Some(index);
+                    }
+                    index
+                }
+                None => return false,
+            },
+        };
+        let is_leader = self
+            .cluster
+            .region(wait.region_id)
+            .and_then(|region| region.leader())
+            .is_some_and(|peer| peer.store_id == wait.store_id);
+        self.replicas
+            .catch_up(wait.region_id, wait.store_id, now_ms);
+        is_leader
+            || self
+                .replicas
+                .peer(wait.region_id, wait.store_id)
+                .applied_index
+                >= read_index
     }
 
     /// Whether the waiting read's replica still holds the region with the epoch the read
