@@ -4,11 +4,15 @@
 //! store up and cluster id; for transactional commands TiKV's storage checks (API version,
 //! key mode, key size: [`crate::admission`]) and, for reads, the `max_ts` update before the
 //! snapshot; then store, region, peer, leader, term, epoch and keys in range (see
-//! [`crate::cluster::Cluster::check_context`]); then the command's own refusals (a `max_ts`
-//! update past its limit, an async-commit prewrite to a leader that has not synced). The
-//! command runs against the one shared storage, the MVCC store (with the serving store's
-//! `max_ts` installed, see [`crate::concurrency`]) for transactional commands and the raw
-//! store for raw ones. Range commands (and ResolveLock / PessimisticRollback without keys)
+//! [`crate::cluster::Cluster::check_context`]; writes only on the leader); a read on a
+//! follower or learner then passes the safe-ts check of a stale read or waits for the read
+//! index of a replica read (see [`crate::replica`]); then the command's own refusals (a
+//! `max_ts` update past its limit, an async-commit prewrite to a leader that has not
+//! synced). The command runs against the one shared storage, the MVCC store (with the
+//! serving store's `max_ts` and transaction status cache installed, see
+//! [`crate::concurrency`]) for transactional commands and the raw store for raw ones; a
+//! write appends an entry to its region's log. Range commands (and ResolveLock /
+//! PessimisticRollback without keys)
 //! are clamped to the region they were sent to, as TiKV's region snapshots clamp them, so a
 //! scan returns only what that region holds. Region errors go into the response's
 //! `region_error`, as TiKV sends them.
