@@ -217,6 +217,15 @@ pub enum ClusterFault {
     ElectPdLeader,
     /// End every open Tso stream with an error from the server's side.
     BreakTsoStreams,
+    /// Change how far the followers and learners on a store trail their leaders, as a
+    /// follower that slows down or catches up (waiting replica reads it lets through are
+    /// answered).
+    ApplyLag {
+        /// The store (`None`: every store without a lag of its own).
+        store_id: Option<u64>,
+        /// The new lag.
+        lag: tikv_sim::replica::ApplyLag,
+    },
     /// One tick of the chaos schedule: a random fault, then the next tick.
     Chaos,
 }

@@ -197,6 +197,43 @@ fn leader_on_a_restarted_store_is_reached_again() {
     );
 }
 
+/// A scheduled `ApplyLag` fault slows a store's followers down at its virtual time (what
+/// `Sim::set_apply_lag` does to TiKV's apply progress) and is traced like any fault.
+#[test]
+fn apply_lag_fault_changes_a_followers_lag_at_its_time() {
+    use tikv_sim::replica::ApplyLag;
+    let mut sim = scenario();
+    run(&mut sim, Op::put("k1", "v"));
+    let lag = ApplyLag {
+        delay_ms: 500,
+        entries: 0,
+    };
+    let at = sim.now() + Duration::from_millis(100);
+    sim.schedule(
+        at,
+        ClusterFault::ApplyLag {
+            store_id: Some(2),
+            lag,
+        },
+    );
+    assert_eq!(
+        sim.with(|cluster| cluster.replicas().apply_lag(2)),
+        ApplyLag::default()
+    );
+    sim.sleep(Duration::from_millis(200))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(sim.with(|cluster| cluster.replicas().apply_lag(2)), lag);
+    assert_eq!(
+        sim.with(|cluster| cluster.replicas().apply_lag(3)),
+        ApplyLag::default()
+    );
+    assert!(
+        trace_text(&sim).contains("fault apply lag of store 2 to 500 ms, 0 entries: set"),
+        "{}",
+        trace_text(&sim)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Workloads under chaos, judged by the history checker.
 // ---------------------------------------------------------------------------------------------

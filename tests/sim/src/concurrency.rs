@@ -1,6 +1,6 @@
 //! What each TiKV store keeps in memory for transactions beside its data: the concurrency
-//! manager's `max_ts` and its limit, the max-ts sync status of the regions it leads, and the
-//! leaders' in-memory pessimistic lock tables.
+//! manager's `max_ts` and its limit, the max-ts sync status of the regions it leads, the
+//! leaders' in-memory pessimistic lock tables, and the store's transaction status cache.
 //!
 //! - **`max_ts` per store** (TiKV's `ConcurrencyManager`, one per store): every non-stale
 //!   read the store serves raises it, and async-commit / 1PC prewrites take their
@@ -28,6 +28,13 @@
 //!   `invalidate_locks_before_transfer_leader` and `on_split_invalidate_locks` cases). With
 //!   [`Concurrency::set_in_memory_pessimistic_locks`] off, locks are written through raft
 //!   (TiKV's pipelined mode) and never lost: the model applies every write at once.
+//! - **Transaction status cache per store** (TiKV's `TxnStatusCache`, part of each store's
+//!   storage): a store learns a transaction's outcome from the commands it runs (commits,
+//!   1PC, status checks, `ResolveLock` with keys) and from a `BroadcastTxnStatus` sent to
+//!   it, and only that store knows it: a pessimistic prewrite of a transaction the serving
+//!   store knows committed is treated as a retry, and a leader's resolved ts counts a
+//!   pipelined transaction's locks from the `min_commit_ts` its own cache holds. The shared
+//!   MVCC store runs each command with the serving store's cache installed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,6 +45,7 @@ use tikv_proto::kvrpcpb::{self, RequestOrigin};
 use tikv_proto::tikvpb::batch_commands_request::request::Cmd as Req;
 
 use crate::cluster::{LOGICAL_BITS, RegionChange};
+use crate::mvcc::{TxnState, TxnStatusCache};
 use crate::sim::Sim;
 
 /// TiKV's default `storage.max-ts.max-drift`: how far (ms) a timestamp may run ahead of PD's
@@ -64,6 +72,8 @@ pub struct Concurrency {
     durable_pruned_len: usize,
     /// Pending failures to carry in-memory locks over a leader change, split or merge.
     lock_loss: Vec<LockLoss>,
+    /// Each store's transaction status cache (TiKV keeps one in each store's storage).
+    txn_status: BTreeMap<u64, TxnStatusCache>,
 }
 
 /// A pending failure to carry in-memory pessimistic locks over a region change.
@@ -86,6 +96,7 @@ impl Default for Concurrency {
             durable_locks: BTreeMap::new(),
             durable_pruned_len: 0,
             lock_loss: Vec::new(),
+            txn_status: BTreeMap::new(),
         }
     }
 }
@@ -144,7 +155,32 @@ impl Concurrency {
         true
     }
 
-    fn raise(&mut self, store_id: u64, ts: u64) {
+    /// What `store_id`'s transaction status cache knows about the transaction `start_ts`
+    /// (TiKV's `TxnStatusCache::get`: the large-transaction half first).
+    pub fn txn_status(&self, store_id: u64, start_ts: u64) -> Option<TxnState> {
+        self.txn_status
+            .get(&store_id)
+            .and_then(|cache| cache.get(start_ts))
+    }
+
+    /// `store_id`'s transaction status cache, if it has learnt anything yet.
+    pub(crate) fn txn_status_cache(&self, store_id: u64) -> Option<&TxnStatusCache> {
+        self.txn_status.get(&store_id)
+    }
+
+    /// `store_id`'s transaction status cache, created empty on first use.
+    pub(crate) fn txn_status_cache_mut(&mut self, store_id: u64) -> &mut TxnStatusCache {
+        self.txn_status.entry(store_id).or_default()
+    }
+
+    /// Whether pessimistic locks are kept in the leaders' memory (then they are not written
+    /// through raft).
+    pub(crate) fn in_memory_pessimistic_locks(&self) -> bool {
+        self.in_memory_locks
+    }
+
+    /// Raises `store_id`'s `max_ts` to `ts` (`u64::MAX` is ignored, as TiKV ignores it).
+    pub(crate) fn raise(&mut self, store_id: u64, ts: u64) {
         if ts == u64::MAX {
             return;
         }
@@ -232,7 +268,7 @@ fn invalid_max_ts_update(ts: u64, limit: u64) -> errorpb::Error {
 }
 
 /// A region's range (boundary space) in the key space of transactional keys.
-fn txn_range(start: &Bytes, end: &Bytes) -> (Bytes, Bytes) {
+pub(crate) fn txn_range(start: &Bytes, end: &Bytes) -> (Bytes, Bytes) {
     let decode = |boundary: &Bytes| {
         codec::decode_region_key(boundary)
             .map(Bytes::from)
@@ -245,10 +281,16 @@ impl Sim {
     /// Takes the cluster's leadership and shape changes, then lets new leaders sync their
     /// `max_ts` (see the [`crate::concurrency`] module docs).
     pub(crate) fn observe_cluster(&mut self, now_ms: u64) {
+        self.take_cluster_changes();
+        self.sync_max_ts(now_ms);
+    }
+
+    /// Takes the cluster's leadership and shape changes into what the stores keep in memory
+    /// (without the max-ts sync, which needs the TSO).
+    pub(crate) fn take_cluster_changes(&mut self) {
         for change in self.cluster.take_changes() {
             self.apply_change(change);
         }
-        self.sync_max_ts(now_ms);
     }
 
     fn apply_change(&mut self, change: RegionChange) {
@@ -257,9 +299,12 @@ impl Sim {
                 region_id,
                 start_key,
                 end_key,
+                to_store,
                 ..
             } => {
                 self.concurrency.unsynced.insert(region_id);
+                // A peer that becomes leader first applies everything committed.
+                self.replicas.became_leader(region_id, to_store);
                 // The old leader proposes its in-memory locks before it hands over.
                 self.carry_locks(&[region_id], &start_key, &end_key, true);
             }
@@ -288,6 +333,7 @@ impl Sim {
                 // PrepareMerge.
                 self.concurrency.unsynced.remove(&source_id);
                 self.concurrency.unsynced.insert(target_id);
+                self.replicas.merged(source_id, target_id);
                 self.carry_locks(&[source_id, target_id], &source_start, &source_end, true);
             }
             RegionChange::StoreStopped { led, .. } => {
@@ -295,8 +341,9 @@ impl Sim {
                     self.lose_in_memory_locks(&start, &end);
                 }
             }
-            RegionChange::StoreRestarted { led, .. } => {
+            RegionChange::StoreRestarted { store_id, led } => {
                 self.concurrency.unsynced.extend(led);
+                self.replicas.store_restarted(store_id);
             }
         }
     }
@@ -427,15 +474,20 @@ impl Sim {
         self.check_max_ts_update(write_update(cmd), now_ms)
     }
 
-    /// Installs `store_id`'s `max_ts` in the shared MVCC store for one command.
+    /// Installs `store_id`'s `max_ts` and transaction status cache in the shared MVCC store
+    /// for one command.
     pub(crate) fn enter_store(&mut self, store_id: u64) {
         self.mvcc.set_max_ts(self.concurrency.max_ts(store_id));
+        self.mvcc
+            .swap_txn_status_cache(self.concurrency.txn_status_cache_mut(store_id));
     }
 
-    /// Keeps what the command did to `max_ts` as `store_id`'s.
+    /// Keeps what the command did to `max_ts` and to the cache as `store_id`'s.
     pub(crate) fn leave_store(&mut self, store_id: u64) {
         let max_ts = self.mvcc.max_ts();
         self.concurrency.max_ts.insert(store_id, max_ts);
+        self.mvcc
+            .swap_txn_status_cache(self.concurrency.txn_status_cache_mut(store_id));
     }
 
     /// After a PessimisticLock: with in-memory locking off, the locks it took went through

@@ -21,6 +21,7 @@ use crate::cluster::{
     is_valid_keyspace_name, is_valid_label_key, is_valid_label_value,
 };
 use crate::lock_manager::{DEFAULT_WAIT_FOR_LOCK_TIMEOUT_MS, PessimisticTxnConfig};
+use crate::replica::{ApplyLag, DEFAULT_ADVANCE_TS_INTERVAL_MS, ReplicaConfig};
 use crate::server::split_points;
 use crate::sim::{Sim, SimConfig};
 
@@ -226,10 +227,28 @@ const FLAGS: &[Flag] = &[
         help: "failure-domain label keys, outermost first (zone,host)",
     },
     Flag {
+        name: "--apply-lag",
+        value: "DURATION",
+        key: "sim.apply-lag",
+        help: "followers and learners apply entries this late (default 0ms)",
+    },
+    Flag {
+        name: "--apply-lag-entries",
+        value: "N",
+        key: "sim.apply-lag-entries",
+        help: "followers and learners stay N entries behind (default 0)",
+    },
+    Flag {
+        name: "--advance-ts-interval",
+        value: "DURATION",
+        key: "resolved-ts.advance-ts-interval",
+        help: "how often leaders advance resolved ts (default 20s)",
+    },
+    Flag {
         name: "--pd-members",
         value: "N",
         key: "sim.pd-members",
-        help: "PD members (default 1; more are not modelled yet)",
+        help: "PD members, the first one leading (default 1)",
     },
     Flag {
         name: "--keyspaces",
@@ -290,8 +309,9 @@ pub fn usage() -> String {
     }
     text.push_str(
         "\nConfig files use TiKV's and PD's section and key names ([coprocessor],\n\
-         [raftstore], [pessimistic-txn], [storage], [server], [replication], [keyspace]) and\n\
-         [sim] for the rest; keys tikv-sim does not model are listed and ignored.",
+         [raftstore], [pessimistic-txn], [storage], [server], [resolved-ts], [replication],\n\
+         [keyspace]) and [sim] for the rest; keys tikv-sim does not model are listed and\n\
+         ignored.",
     );
     text
 }
@@ -309,6 +329,9 @@ struct Options {
     labels: Option<Vec<(String, String)>>,
     store_labels: Option<Vec<Vec<(String, String)>>>,
     location_labels: Option<Vec<String>>,
+    apply_lag_ms: Option<u64>,
+    apply_lag_entries: Option<u64>,
+    advance_ts_interval_ms: Option<u64>,
     pd_members: Option<u32>,
     keyspaces: Option<Vec<String>>,
     keyspace_level_gc: Option<bool>,
@@ -435,6 +458,11 @@ fn apply_flag(options: &mut Options, name: &str, value: &str) -> Result<(), Conf
             );
         }
         "--location-labels" => options.location_labels = Some(split_list(value)),
+        "--apply-lag" => options.apply_lag_ms = Some(parse_duration_ms(name, value)?),
+        "--apply-lag-entries" => options.apply_lag_entries = Some(parse_u64(name, value)?),
+        "--advance-ts-interval" => {
+            options.advance_ts_interval_ms = Some(parse_duration_ms(name, value)?);
+        }
         "--pd-members" => options.pd_members = Some(parse_count(name, value)?),
         "--keyspaces" => options.keyspaces = Some(split_list(value)),
         "--keyspace-level-gc" => options.keyspace_level_gc = Some(true),
@@ -628,6 +656,11 @@ fn apply_key(options: &mut Options, name: &str, value: &toml::Value) -> Result<b
             );
         }
         "sim.keyspace-level-gc" => options.keyspace_level_gc = Some(toml_bool(name, value)?),
+        "sim.apply-lag" => options.apply_lag_ms = Some(toml_duration_ms(name, value)?),
+        "sim.apply-lag-entries" => options.apply_lag_entries = Some(toml_u64(name, value)?),
+        "resolved-ts.advance-ts-interval" => {
+            options.advance_ts_interval_ms = Some(toml_duration_ms(name, value)?);
+        }
         "sim.legacy-gc" => options.legacy_gc = Some(toml_bool(name, value)?),
         "sim.split-keys" => {
             options.split_keys = Some(
@@ -662,10 +695,7 @@ fn apply_key(options: &mut Options, name: &str, value: &toml::Value) -> Result<b
             options.split.region_split_check_diff = Some(toml_size(name, value)?);
         }
         "pessimistic-txn.wait-for-lock-timeout" => {
-            let toml::Value::String(text) = value else {
-                return Err(invalid(name, "expected a duration string such as \"1s\""));
-            };
-            options.wait_for_lock_timeout_ms = Some(parse_duration_ms(name, text)?);
+            options.wait_for_lock_timeout_ms = Some(toml_duration_ms(name, value)?);
         }
         "server.labels" => options.labels = Some(toml_labels(name, value)?),
         "keyspace.pre-alloc" => options.keyspaces = Some(toml_strings(name, value)?),
@@ -695,6 +725,14 @@ fn toml_count(name: &str, value: &toml::Value, min: u32) -> Result<u32, ConfigEr
         .ok()
         .filter(|n| (min..=MAX_COUNT).contains(n))
         .ok_or_else(|| invalid(name, format!("expected {min} to {MAX_COUNT}, got {n}")))
+}
+
+/// A duration: a `ReadableDuration` string, as TiKV writes them.
+fn toml_duration_ms(name: &str, value: &toml::Value) -> Result<u64, ConfigError> {
+    let toml::Value::String(text) = value else {
+        return Err(invalid(name, "expected a duration string such as \"1s\""));
+    };
+    parse_duration_ms(name, text)
 }
 
 fn toml_bool(name: &str, value: &toml::Value) -> Result<bool, ConfigError> {
@@ -845,6 +883,12 @@ fn finish(options: Options) -> Result<Settings, ConfigError> {
             format!("{key:?} is not a valid label key"),
         ));
     }
+    let advance_ts_interval_ms = options
+        .advance_ts_interval_ms
+        .unwrap_or(DEFAULT_ADVANCE_TS_INTERVAL_MS);
+    if advance_ts_interval_ms == 0 {
+        return Err(invalid("resolved-ts.advance-ts-interval", "can't be zero"));
+    }
     let keyspaces = options.keyspaces.unwrap_or_default();
     if let Some(name) = keyspaces.iter().find(|name| {
         *name != crate::cluster::DEFAULT_KEYSPACE_NAME && !is_valid_keyspace_name(name)
@@ -871,6 +915,13 @@ fn finish(options: Options) -> Result<Settings, ConfigError> {
             pessimistic_txn: PessimisticTxnConfig {
                 wait_for_lock_timeout_ms: wait_ms,
                 ..PessimisticTxnConfig::default()
+            },
+            replicas: ReplicaConfig {
+                apply_lag: ApplyLag {
+                    delay_ms: options.apply_lag_ms.unwrap_or(0),
+                    entries: options.apply_lag_entries.unwrap_or(0),
+                },
+                advance_ts_interval_ms,
             },
         },
         split_keys: options.split_keys.unwrap_or_default(),

@@ -68,6 +68,9 @@ fn no_arguments_give_tikv_and_pd_defaults() {
     assert_eq!(settings.sim.pessimistic_txn.wait_for_lock_timeout_ms, 1000);
     assert_eq!(settings.sim.cluster.pd_members, 1);
     assert_eq!(settings.sim.api_version, ApiVersion::V1);
+    // TiKV's `resolved-ts.advance-ts-interval`, and followers that keep up.
+    assert_eq!(settings.sim.replicas.advance_ts_interval_ms, 20_000);
+    assert_eq!(settings.sim.replicas.apply_lag, ApplyLag::default());
     assert_eq!(
         settings.sim.cluster.split_policy.region_split_size,
         DEFAULT_REGION_SPLIT_SIZE
@@ -108,6 +111,11 @@ fn every_flag_is_parsed() {
         "zone=z1,host=h1;;zone=z3,host=h3",
         "--location-labels",
         "zone,host",
+        "--apply-lag",
+        "150ms",
+        "--apply-lag-entries",
+        "3",
+        "--advance-ts-interval=2s",
         "--pd-members",
         "1",
         "--keyspaces",
@@ -150,6 +158,16 @@ fn every_flag_is_parsed() {
         ]
     );
     assert_eq!(cluster.location_labels, vec!["zone", "host"]);
+    assert_eq!(
+        settings.sim.replicas,
+        ReplicaConfig {
+            apply_lag: ApplyLag {
+                delay_ms: 150,
+                entries: 3,
+            },
+            advance_ts_interval_ms: 2_000,
+        }
+    );
     assert_eq!(settings.sim.cluster.pd_members, 1);
     assert_eq!(settings.keyspaces, vec!["ks1", "ks2"]);
     assert!(settings.keyspace_level_gc);
@@ -224,6 +242,15 @@ fn bad_arguments_are_errors() {
         (&["--pd-members", "0"], |e| {
             matches!(e, ConfigError::InvalidValue { .. })
         }),
+        (&["--apply-lag", "5"], |e| {
+            matches!(e, ConfigError::InvalidValue { .. })
+        }),
+        (&["--apply-lag-entries", "-1"], |e| {
+            matches!(e, ConfigError::InvalidValue { .. })
+        }),
+        (&["--advance-ts-interval", "0s"], |e| {
+            matches!(e, ConfigError::InvalidValue { .. })
+        }),
         (&["--keyspaces", "has space"], |e| {
             matches!(e, ConfigError::InvalidValue { .. })
         }),
@@ -260,10 +287,15 @@ fn config_file_uses_tikv_and_pd_keys() {
         keyspace-level-gc = true
         legacy-gc = true
         split-keys = ["m"]
+        apply-lag = "1s"
+        apply-lag-entries = 2
 
         [storage]
         api-version = 1
         enable-ttl = true
+
+        [resolved-ts]
+        advance-ts-interval = "5s"
 
         [coprocessor]
         region-split-keys = 7
@@ -330,6 +362,16 @@ fn config_file_uses_tikv_and_pd_keys() {
     assert_eq!(settings.keyspaces, vec!["a", "b"]);
     assert!(settings.keyspace_level_gc && !cluster.cap_gc_safe_point_by_txn_safe_point);
     assert_eq!(settings.split_keys, vec![b"m".to_vec()]);
+    assert_eq!(
+        settings.sim.replicas,
+        ReplicaConfig {
+            apply_lag: ApplyLag {
+                delay_ms: 1_000,
+                entries: 2,
+            },
+            advance_ts_interval_ms: 5_000,
+        }
+    );
     assert!(settings.ignored.is_empty(), "{:?}", settings.ignored);
     // PD also takes location labels as one comma-separated string.
     let settings = toml_ok("[replication]\nlocation-labels = \"zone,host\"");

@@ -6,8 +6,9 @@
 //!
 //! All ports share one [`Sim`] behind a mutex (the machine is cheap to step; the lock is never
 //! held across an await). BatchCommands streams are answered entry by entry: everything that
-//! finishes at once goes back in one response message, and parked pessimistic lock requests
-//! are answered later on the same stream, out of order, as TiKV does.
+//! finishes at once goes back in one response message, and parked requests (pessimistic
+//! lock waits, replica reads waiting for their read index) are answered later on the same
+//! stream, out of order, as TiKV does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -492,7 +493,9 @@ struct PdHttp {
 
 impl HttpHandler for PdHttp {
     fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        let sim = self.shared.sim();
+        let mut sim = self.shared.sim();
+        // Reports due by now reach PD before it answers (the min resolved ts).
+        sim.advance_clock(now_ms());
         let url = sim
             .cluster
             .pd_member(self.member_id)

@@ -1,11 +1,13 @@
 //! [`Sim`]: the whole simulated cluster as one deterministic value.
 //!
 //! PD and region metadata ([`Cluster`]), the storage every store shares (one MVCC store and
-//! one raw store: replication is not modelled, every peer sees the same data), what each
-//! store keeps in memory for transactions ([`Concurrency`]: its `max_ts`, the max-ts sync of
-//! new leaders, in-memory pessimistic locks), injected faults, and TiKV's lock manager
-//! ([`LockManager`]) with the pessimistic lock requests waiting for other transactions'
-//! locks. Wall-clock time comes in as `now_ms`; nothing reads the environment.
+//! one raw store: every peer reads the same data), what each store keeps in memory for
+//! transactions ([`Concurrency`]: its `max_ts`, the max-ts sync of new leaders, in-memory
+//! pessimistic locks, its transaction status cache), the replicas' apply and read progress
+//! ([`Replicas`]: apply lag, read index, resolved and safe ts), injected faults, and TiKV's
+//! lock manager ([`LockManager`]) with the pessimistic lock requests waiting for other
+//! transactions' locks. Wall-clock time comes in as `now_ms`; nothing reads the
+//! environment.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,8 +19,10 @@ use crate::cluster::{Cluster, ClusterConfig, ClusterError, KeyMode, SplitEntry};
 use crate::concurrency::Concurrency;
 use crate::faults::Faults;
 use crate::lock_manager::{LockManager, LockManagerEvent, PessimisticTxnConfig, Waiter};
+use crate::mvcc::TxnState;
 use crate::mvcc::{LockAcquire, LockWaitUpdate, MvccStore, ReleasedLock};
 use crate::raw::RawStore;
+use crate::replica::{ApplyLag, ReplicaConfig, Replicas};
 use crate::tikv::{Execution, TikvResponse};
 
 /// How to build a [`Sim`].
@@ -31,6 +35,8 @@ pub struct SimConfig {
     pub api_version: ApiVersion,
     /// The stores' `[pessimistic-txn]` lock-waiting settings.
     pub pessimistic_txn: PessimisticTxnConfig,
+    /// Followers' and learners' apply lag and the resolved-ts interval.
+    pub replicas: ReplicaConfig,
 }
 
 impl Default for SimConfig {
@@ -39,6 +45,7 @@ impl Default for SimConfig {
             cluster: ClusterConfig::default(),
             api_version: ApiVersion::V1,
             pessimistic_txn: PessimisticTxnConfig::default(),
+            replicas: ReplicaConfig::default(),
         }
     }
 }
@@ -54,8 +61,11 @@ pub struct Sim {
     pub raw: RawStore,
     /// Injected faults.
     pub faults: Faults,
-    /// Each store's concurrency manager, max-ts sync status and in-memory pessimistic locks.
+    /// Each store's concurrency manager, max-ts sync status, in-memory pessimistic locks and
+    /// transaction status cache.
     pub concurrency: Concurrency,
+    /// What followers and learners applied, resolved and safe ts, waiting replica reads.
+    pub(crate) replicas: Replicas,
     api_version: ApiVersion,
     lock_manager: LockManager,
     /// The latest `now_ms` seen: lock-manager timers armed by a command start from it.
@@ -66,6 +76,7 @@ pub struct Sim {
     auto_split: bool,
     /// Bytes and keys written to each region since its last split check.
     split_check_diff: BTreeMap<u64, (u64, u64)>,
+    /// Answers of parked requests (lock waits, replica reads) not yet polled.
     ready: VecDeque<(u64, TikvResponse)>,
     /// The transport-layer load each store reports in BatchCommands responses.
     transport_load: BTreeMap<u64, u64>,
@@ -102,10 +113,15 @@ impl Sim {
     /// bounds are split at bootstrap, as PD's keyspace manager does.
     ///
     /// Errors when the cluster configuration is impossible (no stores, zero cluster id, no
-    /// PD member...) or the lock-waiting settings are refused as TiKV refuses them.
+    /// PD member...) or the lock-waiting or resolved-ts settings are refused as TiKV refuses
+    /// them.
     pub fn new(config: SimConfig) -> Result<Self, ClusterError> {
         config
             .pessimistic_txn
+            .validate()
+            .map_err(ClusterError::InvalidConfig)?;
+        config
+            .replicas
             .validate()
             .map_err(ClusterError::InvalidConfig)?;
         let mut cluster = config.cluster;
@@ -118,6 +134,7 @@ impl Sim {
             raw: RawStore::new(config.api_version),
             faults: Faults::default(),
             concurrency: Concurrency::default(),
+            replicas: Replicas::new(config.replicas),
             api_version: config.api_version,
             lock_manager: LockManager::new(config.pessimistic_txn),
             clock_ms: 0,
@@ -321,9 +338,37 @@ impl Sim {
         &self.lock_manager
     }
 
-    /// Moves the simulated clock to `now_ms` (never backwards).
+    /// Moves the simulated clock to `now_ms` (never backwards), takes the cluster's region
+    /// changes, and runs the replica work (resolved-ts rounds, min-resolved-ts reports) due
+    /// by then.
     pub(crate) fn advance_clock(&mut self, now_ms: u64) {
         self.clock_ms = self.clock_ms.max(now_ms);
+        self.take_cluster_changes();
+        self.run_replica_work(self.clock_ms);
+    }
+
+    /// The latest `now_ms` the cluster has seen.
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// The replicas' state: what each peer applied, resolved and safe ts, PD's min resolved
+    /// ts.
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
+    }
+
+    /// Sets the apply lag of the followers and learners on `store_id` (`None`: of every
+    /// store without a lag of its own), at run time; waiting replica reads that the new lag
+    /// lets through are answered (see [`Sim::poll_ready`]).
+    pub fn set_apply_lag(&mut self, store_id: Option<u64>, lag: ApplyLag) {
+        self.replicas.set_apply_lag(store_id, lag);
+        self.poll_read_waits(self.clock_ms);
+    }
+
+    /// What `store_id`'s transaction status cache knows about the transaction `start_ts`.
+    pub fn txn_status(&self, store_id: u64, start_ts: u64) -> Option<TxnState> {
+        self.concurrency.txn_status(store_id, start_ts)
     }
 
     pub(crate) fn pessimistic_lock(
@@ -417,11 +462,13 @@ impl Sim {
             .push_back((id, TikvResponse::Batch(Resp::PessimisticLock(response))));
     }
 
-    /// Runs the lock manager's timers due at `now_ms`: lock waits that time out (answered
-    /// KeyIsLocked) and delayed wake-ups (answered WriteConflict, or resumed in ForceLock
-    /// mode).
+    /// Runs the timers due at `now_ms`: the lock manager's (lock waits that time out,
+    /// answered KeyIsLocked, and delayed wake-ups, answered WriteConflict or resumed in
+    /// ForceLock mode), the replica work due by then, and replica reads whose replica has
+    /// caught up.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.advance_clock(now_ms);
+        self.poll_read_waits(self.clock_ms);
         while let Some(event) = self.lock_manager.pop_due(self.clock_ms) {
             match event {
                 LockManagerEvent::TimedOut(waiter) => {
@@ -452,14 +499,26 @@ impl Sim {
         }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must run next (wall-clock ms).
+    /// When [`handle_timeout`](Self::handle_timeout) must run next (wall-clock ms): the
+    /// lock manager's next deadline or the time a waiting replica read's replica catches up.
+    /// The periodic replica work needs no timer (it runs when the clock next moves).
     pub fn next_timeout_ms(&self) -> Option<u64> {
-        self.lock_manager.next_deadline_ms()
+        let locks = self.lock_manager.next_deadline_ms();
+        let reads = self.next_read_wake_ms();
+        match (locks, reads) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// KvBroadcastTxnStatus on `store_id`. TiKV updates its transaction status cache without
-    /// taking a snapshot, so no region, epoch or leader is checked; a stopped store fails it
-    /// as UNAVAILABLE.
+    /// Queues the answer of parked request `id`.
+    pub(crate) fn push_ready(&mut self, id: u64, response: TikvResponse) {
+        self.ready.push_back((id, response));
+    }
+
+    /// KvBroadcastTxnStatus on `store_id`: the statuses go into that store's transaction
+    /// status cache only. TiKV updates the cache without taking a snapshot, so no region,
+    /// epoch or leader is checked; a stopped store fails it as UNAVAILABLE.
     pub(crate) fn broadcast_txn_status(
         &mut self,
         store_id: u64,
@@ -475,8 +534,11 @@ impl Sim {
                 format!("store {store_id} is not running"),
             ));
         }
+        self.concurrency
+            .txn_status_cache_mut(store_id)
+            .apply_broadcast(request);
         Execution::Done(TikvResponse::Batch(Resp::BroadcastTxnStatus(
-            self.mvcc.broadcast_txn_status(request),
+            kvrpcpb::BroadcastTxnStatusResponse {},
         )))
     }
 

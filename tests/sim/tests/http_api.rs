@@ -411,3 +411,60 @@ fn json_reader_reads_and_rejects() {
         assert!(json::parse(bad).is_err(), "{bad:?}");
     }
 }
+
+/// Follows PD's `GetMinResolvedTS` handler (`/pd/api/v1/min-resolved-ts`) and TiKV's
+/// `get_store_safe_ts` over the wire: once the stores' resolved-ts workers have run and
+/// reported, PD's port answers the cluster's min resolved ts in PD's JSON shape and a
+/// store's gRPC port answers its safe ts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_resolved_ts_and_store_safe_ts_are_served() {
+    use tikv_proto::kvrpcpb;
+    use tikv_proto::tikvpb;
+    use tikv_sim::replica::ReplicaConfig;
+
+    let server = SimServer::start(SimConfig {
+        replicas: ReplicaConfig {
+            advance_ts_interval_ms: 100,
+            ..ReplicaConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    // The workers start with the clock; a second and a half later the stores have reported.
+    let (expected, store_1) = server.with(|sim| {
+        sim.handle_timeout(wall_ms);
+        sim.handle_timeout(wall_ms + 1_500);
+        let region = sim.cluster.regions().next().map(|r| r.id).unwrap_or(0);
+        (
+            sim.replicas().pd_min_resolved_ts(),
+            sim.replicas().peer(region, 1).safe_ts,
+        )
+    });
+    assert!(expected > 0);
+
+    let pd = server.pd_address().to_owned();
+    let answer = get(&pd, "/pd/api/v1/min-resolved-ts").await;
+    assert_eq!(answer.status, 200);
+    let body = answer.json();
+    assert_eq!(body["min_resolved_ts"].as_u64(), Some(expected));
+    assert_eq!(body["is_real_time"], Value::Bool(true));
+    assert_eq!(body["persist_interval"].as_str(), Some("1s"));
+
+    let (_, address) = server.store_addresses()[0].clone();
+    let channel = grpc_channel(&address).await;
+    let resp = call(
+        &channel,
+        tikvpb::tikv::GET_STORE_SAFE_TS,
+        &kvrpcpb::StoreSafeTsRequest::default(),
+        CallOptions::with_timeout(Duration::from_secs(5)),
+        usize::MAX,
+    )
+    .await
+    .expect("served");
+    assert!(resp.safe_ts >= store_1 && store_1 > 0, "{resp:?}");
+}

@@ -139,7 +139,7 @@ fn broadcast_txn_status_makes_late_prewrite_a_retry() {
         commit_version: 20,
         ..Default::default()
     });
-    assert_eq!(h.sim.mvcc.cached_txn_status(10), None);
+    assert_eq!(h.sim.txn_status(1, 10), None);
 
     h.broadcast(
         "r",
@@ -151,12 +151,61 @@ fn broadcast_txn_status_makes_late_prewrite_a_retry() {
         }],
     );
     assert_eq!(
-        h.sim.mvcc.cached_txn_status(10),
+        h.sim.txn_status(1, 10),
         Some(TxnState::Committed { commit_ts: 20 })
     );
     let resp = h.prewrite(late());
     assert!(resp.errors.is_empty(), "{resp:?}");
     assert!(h.scan_lock(u64::MAX, 0).is_empty(), "no stale lock");
+}
+
+/// Follows TiKV's `TxnStatusCache`, one per store's `Storage`: a `BroadcastTxnStatus` teaches
+/// the store it was sent to and no other, so after the leader moves the same late
+/// duplicate prewrite is handled normally and leaves a stale lock (the gap TiKV's
+/// `txn_status_cache` module docs describe, which the client closes by broadcasting to
+/// every store).
+#[test]
+fn txn_status_cache_is_kept_per_store() {
+    let mut h = TxnHarness::new();
+    h.must_lock(lock_req(&["r"], "r", 10, 10));
+    h.must_prewrite(pessimistic_prewrite(
+        &[
+            (Op::Put, "r", "v", PessimisticAction::DoPessimisticCheck),
+            (Op::Put, "i", "v", PessimisticAction::SkipPessimisticCheck),
+        ],
+        "r",
+        10,
+        10,
+    ));
+    h.sim.mvcc.resolve_lock(&kvrpcpb::ResolveLockRequest {
+        start_version: 10,
+        commit_version: 20,
+        ..Default::default()
+    });
+    h.broadcast(
+        "r",
+        vec![kvrpcpb::TxnStatus {
+            start_ts: 10,
+            commit_ts: 20,
+            is_completed: true,
+            ..Default::default()
+        }],
+    );
+    assert_eq!(
+        h.sim.txn_status(1, 10),
+        Some(TxnState::Committed { commit_ts: 20 })
+    );
+    assert_eq!(h.sim.txn_status(2, 10), None, "store 2 was not told");
+    let region = h.sim.cluster.regions().next().map(|r| r.id).unwrap();
+    h.sim.cluster.transfer_leader(region, 2).unwrap();
+    let resp = h.prewrite(pessimistic_prewrite(
+        &[(Op::Put, "i", "v", PessimisticAction::SkipPessimisticCheck)],
+        "r",
+        10,
+        10,
+    ));
+    assert!(resp.errors.is_empty(), "{resp:?}");
+    assert_eq!(h.scan_lock(u64::MAX, 0).len(), 1, "a stale lock on store 2");
 }
 
 /// Follows TiKV's `future_broadcast_txn_status` over gRPC: the unary KvBroadcastTxnStatus
@@ -188,8 +237,11 @@ async fn broadcast_txn_status_is_served_over_grpc_without_a_region() {
         .await
         .expect("served");
     }
-    assert_eq!(
-        server.with(|sim| sim.mvcc.cached_txn_status(10)),
-        Some(TxnState::Committed { commit_ts: 20 })
-    );
+    for (store_id, _) in server.store_addresses() {
+        assert_eq!(
+            server.with(|sim| sim.txn_status(store_id, 10)),
+            Some(TxnState::Committed { commit_ts: 20 }),
+            "store {store_id}"
+        );
+    }
 }

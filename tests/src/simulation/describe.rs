@@ -45,6 +45,13 @@ pub fn describe_fault(fault: &ClusterFault) -> String {
         ClusterFault::MovePdLeader(None) => "PD leader resigns".to_owned(),
         ClusterFault::ElectPdLeader => "elect a PD leader".to_owned(),
         ClusterFault::BreakTsoStreams => "break Tso streams".to_owned(),
+        ClusterFault::ApplyLag { store_id, lag } => {
+            let store = store_id.map_or("every store".to_owned(), |id| format!("store {id}"));
+            format!(
+                "apply lag of {store} to {} ms, {} entries",
+                lag.delay_ms, lag.entries
+            )
+        }
         ClusterFault::Chaos => "chaos".to_owned(),
     }
 }
@@ -68,6 +75,7 @@ pub fn describe_region_error(err: &errorpb::Error) -> String {
         (err.region_not_found.is_some(), "RegionNotFound"),
         (err.key_not_in_region.is_some(), "KeyNotInRegion"),
         (err.stale_command.is_some(), "StaleCommand"),
+        (err.data_is_not_ready.is_some(), "DataIsNotReady"),
         (err.store_not_match.is_some(), "StoreNotMatch"),
         (
             err.max_timestamp_not_synced.is_some(),

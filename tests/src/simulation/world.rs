@@ -679,6 +679,10 @@ impl World {
                 ));
                 Ok("armed".to_owned())
             }
+            ClusterFault::ApplyLag { store_id, lag } => {
+                self.sim.set_apply_lag(store_id, lag);
+                Ok("set".to_owned())
+            }
             ClusterFault::Chaos => Ok(self.chaos_tick()),
         };
         result.unwrap_or_else(|err| format!("refused: {err}"))

@@ -123,6 +123,15 @@ impl TsoAllocator {
         self.last
     }
 
+    /// Makes every later timestamp larger than `ts`, as if `ts` had been handed out.
+    pub(crate) fn raise_floor(&mut self, ts: Timestamp) {
+        self.last = self.last.max(ts);
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     pub(crate) fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
     }
@@ -156,6 +165,29 @@ impl super::Cluster {
     /// order: each stalled request of `count` moves the logical part by exactly `count`.
     pub fn stall_tso(&mut self, requests: u32) {
         self.tso.stall(requests);
+    }
+
+    /// Whether the TSO is paused.
+    pub fn is_tso_paused(&self) -> bool {
+        self.tso.is_paused()
+    }
+
+    /// A timestamp for a store at `now_ms` that takes nothing from the TSO's sequence: the
+    /// larger of the last one handed out and `now_ms` with logical 0 (a value the TSO never
+    /// hands out), which every later timestamp is made to exceed. What TiKV's resolved-ts
+    /// worker fetches from PD each round; taking it this way leaves the timestamps clients
+    /// get unchanged.
+    pub(crate) fn ts_floor(&mut self, now_ms: u64) -> Timestamp {
+        let max_physical = (u64::MAX >> LOGICAL_BITS) as i64;
+        let at = Timestamp {
+            physical_ms: i64::try_from(now_ms)
+                .unwrap_or(max_physical)
+                .min(max_physical),
+            logical: 0,
+        };
+        let ts = self.tso.last().max(at);
+        self.tso.raise_floor(ts);
+        ts
     }
 }
 

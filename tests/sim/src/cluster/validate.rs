@@ -3,10 +3,12 @@
 //!
 //! Order (TiKV's, spread over its service, storage and raftstore layers): the store must be
 //! running (else the connection fails), the context's cluster id must match when set, then
-//! StoreNotMatch → RegionNotFound → MismatchPeerId → NotLeader (followers serve
-//! `replica_read` and `stale_read`) → StaleCommand (a context `term` two or more elections
-//! behind the region's) → missing epoch → EpochNotMatch (only `version` is
-//! compared; `conf_ver` is not checked for KV commands) → KeyNotInRegion.
+//! StoreNotMatch → RegionNotFound → MismatchPeerId → NotLeader (followers and learners
+//! serve reads marked `replica_read` or `stale_read`; a write, or a ScanLock marked only
+//! `replica_read`, gets NotLeader there: raftstore proposes writes on the leader alone) →
+//! StaleCommand (a context `term` two or more elections behind the region's) → missing
+//! epoch → EpochNotMatch (only `version` is compared; `conf_ver` is not checked for KV
+//! commands) → KeyNotInRegion.
 
 use bytes::Bytes;
 use tikv_proto::codec::encode_bytes;
@@ -61,6 +63,21 @@ pub enum Touched<'a> {
     },
 }
 
+/// What a request does with its region, which decides whether a peer that is not the
+/// leader may take it (raftstore's `RequestInspector::inspect`: writes are proposed, reads
+/// with the stale-read flag are stale reads, reads marked `replica_read` go through read
+/// index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A read a follower or learner serves when it is marked `replica_read` or `stale_read`.
+    Read,
+    /// A read TiKV takes `replica_read` away from (ScanLock): off the leader only a stale
+    /// read passes.
+    LeaderRead,
+    /// A write or admin command: only the leader proposes it, whatever the flags say.
+    Write,
+}
+
 /// Why a store refuses a request before executing it.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -98,16 +115,20 @@ fn region_error(message: String) -> errorpb::Error {
 impl Cluster {
     /// Validates a request's context on store `store_id` as TiKV does (see the module docs
     /// for the order). `touched` lists the request's keys and ranges, compared after mapping
-    /// them with `mode`.
+    /// them with `mode`; `access` says whether a follower may take the request.
+    ///
+    /// Errors with the region error TiKV answers, or with [`ContextError::StoreUnavailable`]
+    /// / [`ContextError::ClusterIdMismatch`] for a call that fails as a whole.
     pub fn check_context(
         &self,
         store_id: u64,
         ctx: &kvrpcpb::Context,
         touched: &[Touched<'_>],
         mode: KeyMode,
+        access: Access,
     ) -> Result<(), ContextError> {
         self.check_store(store_id, ctx)?;
-        self.check_region(store_id, ctx, touched, mode)
+        self.check_region(store_id, ctx, touched, mode, access)
             .map_err(ContextError::Region)
     }
 
@@ -137,6 +158,7 @@ impl Cluster {
         ctx: &kvrpcpb::Context,
         touched: &[Touched<'_>],
         mode: KeyMode,
+        access: Access,
     ) -> Result<(), Box<errorpb::Error>> {
         let requested = ctx.peer.unwrap_or_default();
         if requested.store_id != store_id {
@@ -172,18 +194,13 @@ impl Cluster {
                 ..region_error(format!("mismatch peer id {} != {}", requested.id, local.id))
             }));
         }
-        if local.id != region.leader_peer_id && !ctx.replica_read && !ctx.stale_read {
-            let leader = region.leader().map(|peer| peer.to_proto());
-            return Err(Box::new(errorpb::Error {
-                not_leader: Some(errorpb::NotLeader {
-                    region_id: region.id,
-                    leader,
-                }),
-                ..region_error(format!(
-                    "peer is not leader for region {}, leader may {leader:?}",
-                    region.id
-                ))
-            }));
+        let off_leader_ok = match access {
+            Access::Read => ctx.replica_read || ctx.stale_read,
+            Access::LeaderRead => ctx.stale_read,
+            Access::Write => false,
+        };
+        if local.id != region.leader_peer_id && !off_leader_ok {
+            return Err(Box::new(not_leader(region)));
         }
         // raftstore's `check_term`: a request stamped with a term two or more elections old
         // was meant for a leadership that may be gone.
@@ -248,6 +265,21 @@ impl Cluster {
             }
         }
         out
+    }
+}
+
+/// The NotLeader error of `region`, with its leader as the hint (none while it has none).
+pub(crate) fn not_leader(region: &Region) -> errorpb::Error {
+    let leader = region.leader().map(|peer| peer.to_proto());
+    errorpb::Error {
+        not_leader: Some(errorpb::NotLeader {
+            region_id: region.id,
+            leader,
+        }),
+        ..region_error(format!(
+            "peer is not leader for region {}, leader may {leader:?}",
+            region.id
+        ))
     }
 }
 

@@ -41,7 +41,7 @@ fn check(
     ctx: &kvrpcpb::Context,
     touched: &[Touched<'_>],
 ) -> Result<(), ContextError> {
-    cluster.check_context(store_id, ctx, touched, KeyMode::Plain)
+    cluster.check_context(store_id, ctx, touched, KeyMode::Plain, Access::Read)
 }
 
 fn region_err(result: Result<(), ContextError>) -> errorpb::Error {
@@ -131,6 +131,8 @@ fn mismatch_peer_id_before_not_leader() {
     assert!(err.not_leader.is_none());
 }
 
+/// Follows raftstore's `Peer::propose` (a follower answers NotLeader with its leader as the
+/// hint) and `RequestInspector::inspect` (reads marked stale or replica reads may stay).
 #[test]
 fn not_leader_with_hint_unless_replica_or_stale_read() {
     let mut cluster = cluster();
@@ -152,6 +154,19 @@ fn not_leader_with_hint_unless_replica_or_stale_read() {
     let mut stale = ctx(&cluster, REGION, 6, 2);
     stale.stale_read = true;
     assert_eq!(check(&cluster, 2, &stale, &[]), Ok(()));
+
+    // Follows raftstore's `RequestInspector::inspect`: a write is proposed, and only a
+    // leader proposes, whatever flags the context carries; ScanLock loses `replica_read`.
+    for flagged in [&replica, &stale] {
+        let write = cluster.check_context(2, flagged, &[], KeyMode::Plain, Access::Write);
+        assert_eq!(region_err(write).not_leader.unwrap().leader.unwrap().id, 5);
+    }
+    let scan_lock = cluster.check_context(2, &replica, &[], KeyMode::Plain, Access::LeaderRead);
+    assert!(region_err(scan_lock).not_leader.is_some());
+    assert_eq!(
+        cluster.check_context(2, &stale, &[], KeyMode::Plain, Access::LeaderRead),
+        Ok(())
+    );
 
     cluster.transfer_leader(REGION, 2).unwrap();
     assert_eq!(
@@ -260,7 +275,15 @@ fn encoded_mode_compares_memcomparable_keys() {
     let boundary = KeyMode::Encoded.to_boundary(b"m");
     let left = cluster.split_at(&boundary).unwrap().unwrap();
     let ctx = ctx(&cluster, left, cluster.region(left).unwrap().peers[0].id, 1);
-    let encoded = |key| cluster.check_context(1, &ctx, &[Touched::Key(key)], KeyMode::Encoded);
+    let encoded = |key| {
+        cluster.check_context(
+            1,
+            &ctx,
+            &[Touched::Key(key)],
+            KeyMode::Encoded,
+            Access::Read,
+        )
+    };
     assert_eq!(encoded(b"l"), Ok(()));
     // "m\0" sorts after "m" in both spaces; the raw bytes of "m" alone sort before the
     // encoded boundary, so plain mode would accept it.

@@ -20,8 +20,10 @@ const PD_API: &str = "/pd/api/v1";
 impl Sim {
     /// Answers one request to PD's HTTP API; `pd_url` is the answering member's client URL
     /// (reported by `/health` for members whose URL was never set). Serves `GET`/`HEAD` of
-    /// `/pd/api/v1/health`, `/regions`, `/region/id/{id}`, `/stores`, `/store/{id}` and
-    /// `/config/replicate`; other methods on those paths get 405, other paths 404.
+    /// `/pd/api/v1/health`, `/regions`, `/region/id/{id}`, `/stores`, `/store/{id}`,
+    /// `/config/replicate`, `/min-resolved-ts` (with PD's optional `scope` query) and
+    /// `/min-resolved-ts/{store_id}`; other methods on those paths get 405, other paths 404.
+    /// The min resolved ts is what the stores last reported (see [`crate::replica`]).
     pub fn handle_pd_http(&self, request: &HttpRequest, pd_url: &str) -> HttpResponse {
         let Some(route) = request.path().strip_prefix(PD_API) else {
             return HttpResponse::not_found();
@@ -34,6 +36,10 @@ impl Sim {
             ["", "stores"] => Some(self.pd_stores()),
             ["", "store", id] => Some(self.pd_store(id)),
             ["", "config", "replicate"] => Some(self.pd_replication_config()),
+            ["", "min-resolved-ts"] => {
+                Some(self.pd_min_resolved_ts(query_param(&request.target, "scope")))
+            }
+            ["", "min-resolved-ts", id] => Some(self.pd_store_min_resolved_ts_json(id)),
             _ => None,
         };
         match answer {
@@ -106,6 +112,70 @@ impl Sim {
                 ("isolation-level", Json::str("")),
             ]),
         )
+    }
+
+    /// PD's `GetMinResolvedTS` handler: the cluster's min resolved ts; with `scope=cluster`
+    /// also every store's, with `scope=1,2` the minimum over those stores and each one's.
+    fn pd_min_resolved_ts(&self, scope: Option<String>) -> HttpResponse {
+        let cluster_value = self.replicas().pd_min_resolved_ts();
+        let (value, stores) = match scope.as_deref() {
+            None | Some("") => (cluster_value, None),
+            Some("cluster") => {
+                let ids: Vec<u64> = self.cluster.stores().map(|store| store.id).collect();
+                (cluster_value, Some(self.stores_min_resolved_ts(&ids).1))
+            }
+            Some(list) => {
+                let mut ids = Vec::new();
+                for id in list.split(',') {
+                    match id.parse::<u64>() {
+                        Ok(id) => ids.push(id),
+                        Err(_) => return HttpResponse::json(400, &Json::str(parse_uint_error(id))),
+                    }
+                }
+                let (min, stores) = self.stores_min_resolved_ts(&ids);
+                (min, Some(stores))
+            }
+        };
+        HttpResponse::json(200, &min_resolved_ts_json(value, stores))
+    }
+
+    /// PD's `GetStoreMinResolvedTS` handler for one store.
+    fn pd_store_min_resolved_ts_json(&self, id: &str) -> HttpResponse {
+        let Ok(id) = id.parse::<u64>() else {
+            return HttpResponse::json(400, &Json::str(parse_uint_error(id)));
+        };
+        HttpResponse::json(
+            200,
+            &min_resolved_ts_json(self.pd_store_min_resolved_ts(id), None),
+        )
+    }
+
+    /// PD's `GetStoreMinResolvedTS`: what the store last reported, or `u64::MAX` for a store
+    /// PD does not count (unknown, removed, or leading no region).
+    pub fn pd_store_min_resolved_ts(&self, store_id: u64) -> u64 {
+        let counted = self
+            .cluster
+            .store(store_id)
+            .is_some_and(|store| !store.is_tombstone())
+            && self
+                .cluster
+                .regions()
+                .any(|region| region.leader().is_some_and(|l| l.store_id == store_id));
+        if counted {
+            self.replicas().reported_min_resolved_ts(store_id)
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// PD's `GetMinResolvedTSByStoreIDs`: the minimum over `ids` and each one's value.
+    fn stores_min_resolved_ts(&self, ids: &[u64]) -> (u64, Vec<(u64, u64)>) {
+        let stores: Vec<(u64, u64)> = ids
+            .iter()
+            .map(|id| (*id, self.pd_store_min_resolved_ts(*id)))
+            .collect();
+        let min = stores.iter().map(|(_, ts)| *ts).min().unwrap_or(u64::MAX);
+        (min, stores)
     }
 
     fn pd_regions_json(&self) -> HttpResponse {
@@ -237,6 +307,65 @@ pub fn api_version_config(api_version: ApiVersion) -> Json {
             ("enable-ttl", Json::Bool(ttl)),
         ]),
     )])
+}
+
+/// PD's `MinResolvedTS` answer: `is_real_time` (persistence is on, every second),
+/// `min_resolved_ts`, `persist_interval`, and the per-store map (`null` without a scope;
+/// keys sorted as strings, as Go's encoder sorts a map's keys).
+fn min_resolved_ts_json(value: u64, stores: Option<Vec<(u64, u64)>>) -> Json {
+    let stores = match stores {
+        None => Json::Null,
+        Some(mut stores) => {
+            stores.sort_by_key(|(id, _)| id.to_string());
+            stores.dedup_by_key(|(id, _)| *id);
+            Json::object(
+                stores
+                    .into_iter()
+                    .map(|(id, ts)| (id.to_string(), Json::UInt(ts))),
+            )
+        }
+    };
+    Json::object([
+        ("is_real_time", Json::Bool(true)),
+        ("min_resolved_ts", Json::UInt(value)),
+        ("persist_interval", Json::str("1s")),
+        ("stores_min_resolved_ts", stores),
+    ])
+}
+
+/// Go's `strconv.ParseUint` error text, which PD answers a bad store id with.
+fn parse_uint_error(text: &str) -> String {
+    format!("strconv.ParseUint: parsing {text:?}: invalid syntax")
+}
+
+/// The (percent-decoded) value of query parameter `name` in a request target.
+fn query_param(target: &str, name: &str) -> Option<String> {
+    let (_, query) = target.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        match (byte, hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits make one byte (at most 0xFF).
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
+                i += 3;
+                continue;
+            }
+            (b'+', ..) => out.push(b' '),
+            (other, ..) => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn is_read(request: &HttpRequest) -> bool {

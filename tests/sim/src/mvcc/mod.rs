@@ -25,10 +25,11 @@
 //! key as TiKV's `SharedLocks`: several transactions hold sub-locks of one key, an exclusive
 //! request turns the set shrink-only and waits for it to empty, reads ignore it, and the key
 //! is released only when its last holder commits or rolls back. The transaction status
-//! cache ([`TxnState`]) is fed by commits, 1PC, status checks and `BroadcastTxnStatus`.
+//! cache ([`TxnState`]) is fed by commits, 1PC, status checks and `BroadcastTxnStatus`; the
+//! cluster layer keeps one per store and installs the serving store's before each command.
 //!
 //! Not modelled: txn-file fields, flashback, old values for CDC, TiKV's short/long value
-//! split, the large-transaction half of the status cache.
+//! split.
 
 mod actions;
 mod check;
@@ -47,5 +48,7 @@ mod tests;
 
 pub use deadlock::{DeadlockDetector, key_hash};
 pub use pessimistic::{LockAcquire, LockWait, LockWaitUpdate};
+pub use store::ResolverLocks;
 pub use store::{MvccStore, ReleasedLock};
+pub(crate) use txn_status::TxnStatusCache;
 pub use txn_status::{TXN_STATUS_CACHE_CAPACITY, TxnState};

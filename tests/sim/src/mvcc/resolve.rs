@@ -152,10 +152,7 @@ impl MvccStore {
         &mut self,
         req: &kvrpcpb::BroadcastTxnStatusRequest,
     ) -> kvrpcpb::BroadcastTxnStatusResponse {
-        for status in &req.txn_status {
-            self.txn_status
-                .upsert(status.start_ts, TxnState::from_status(status));
-        }
+        self.txn_status.apply_broadcast(req);
         kvrpcpb::BroadcastTxnStatusResponse {}
     }
 

@@ -34,6 +34,16 @@ pub struct MvccStore {
     new_locks: Vec<kvrpcpb::LockInfo>,
 }
 
+/// The locks of a range that keep its resolved ts back (see
+/// [`MvccStore::resolver_locks`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResolverLocks {
+    /// The smallest start ts of an ordinary Put or Delete lock.
+    pub oldest: Option<u64>,
+    /// Start ts of pipelined transactions holding Put or Delete locks.
+    pub large_txns: std::collections::BTreeSet<u64>,
+}
+
 /// A lock that a command removed, so that requests waiting on the key can be woken up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReleasedLock {
@@ -123,6 +133,34 @@ impl MvccStore {
     /// command.
     pub fn set_max_ts(&mut self, ts: u64) {
         self.max_ts = ts;
+    }
+
+    /// Swaps the store's transaction status cache with `other`: the cluster layer keeps one
+    /// cache per TiKV store and installs the serving store's around each command.
+    pub(crate) fn swap_txn_status_cache(&mut self, other: &mut TxnStatusCache) {
+        std::mem::swap(&mut self.txn_status, other);
+    }
+
+    /// The locks of `[start, end)` (empty end = unbounded) that keep a resolved ts back, as
+    /// TiKV's resolver tracks them: Put and Delete locks only (pessimistic, `Lock`-type and
+    /// shared locks never commit data), pipelined ones (generation above 0) by transaction.
+    pub fn resolver_locks(&self, start: &[u8], end: &[u8]) -> ResolverLocks {
+        let mut locks = ResolverLocks::default();
+        for (_, lock) in self.locks_in_range(start, end) {
+            if !matches!(lock.lock_type, LockType::Put | LockType::Delete) {
+                continue;
+            }
+            if lock.generation > 0 {
+                locks.large_txns.insert(lock.start_ts);
+            } else {
+                locks.oldest = Some(
+                    locks
+                        .oldest
+                        .map_or(lock.start_ts, |ts| ts.min(lock.start_ts)),
+                );
+            }
+        }
+        locks
     }
 
     /// The pessimistic locks (not yet prewritten) on keys in `[start, end)` (empty end =

@@ -1,10 +1,13 @@
 //! The transaction status cache (TiKV's `TxnStatusCache`): what a store has learnt about
 //! finished transactions, from its own commands and from `BroadcastTxnStatus`.
 //!
-//! TiKV reads it in one place: a pessimistic prewrite of a transaction the cache knows is
+//! TiKV reads it in two places: a pessimistic prewrite of a transaction the cache knows is
 //! committed is handled as a retried request, so that a late duplicate of a prewrite (of a
 //! key the client did not lock, whose constraint check is normally skipped) finds the commit
-//! record and succeeds without writing a stale lock.
+//! record and succeeds without writing a stale lock; and the resolved-ts resolver reads the
+//! `min_commit_ts` of ongoing large (pipelined) transactions from it.
+//!
+//! Every store has its own cache (see [`crate::concurrency`]).
 
 use std::collections::BTreeMap;
 
@@ -52,33 +55,48 @@ impl TxnState {
     }
 }
 
-/// The cache of one store. Only the "normal" half of TiKV's dual cache is kept: the half for
-/// ongoing large transactions (`min_commit_ts` above the start ts) feeds TiKV's resolved-ts
-/// tracking, which the model does not have.
-#[derive(Clone, Debug, Default)]
+/// The cache of one store, with TiKV's two halves: ongoing large transactions
+/// (`min_commit_ts` above the start ts, looked up first) and everything else.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TxnStatusCache {
     entries: BTreeMap<u64, TxnState>,
+    large: BTreeMap<u64, TxnState>,
 }
 
 impl TxnStatusCache {
-    /// Records `state` for `start_ts`. A final state (committed, rolled back) is never
-    /// replaced; an ongoing transaction whose `min_commit_ts` is above its start ts belongs to
-    /// the large-transaction half and is not recorded.
+    /// Records `state` for `start_ts` (TiKV's `TxnStatusCache::upsert`). An ongoing
+    /// transaction whose `min_commit_ts` is above its start ts goes to the large half, where
+    /// only a larger `min_commit_ts` replaces it; anything else goes to the normal half and
+    /// also finishes a large-half entry. A final state (committed, rolled back) is never
+    /// replaced.
     pub(crate) fn upsert(&mut self, start_ts: u64, state: TxnState) {
         if let TxnState::Ongoing { min_commit_ts } = state {
             if min_commit_ts > start_ts {
+                match self.large.get_mut(&start_ts) {
+                    Some(TxnState::Ongoing {
+                        min_commit_ts: existing,
+                    }) => *existing = (*existing).max(min_commit_ts),
+                    Some(_) => {}
+                    None => insert_capped(&mut self.large, start_ts, state),
+                }
                 return;
             }
         }
         match self.entries.get_mut(&start_ts) {
             Some(existing @ TxnState::Ongoing { .. }) => *existing = state,
             Some(_) => {}
-            None => {
-                self.entries.insert(start_ts, state);
-                if self.entries.len() > TXN_STATUS_CACHE_CAPACITY {
-                    self.entries.pop_first();
-                }
-            }
+            None => insert_capped(&mut self.entries, start_ts, state),
+        }
+        if let Some(existing @ TxnState::Ongoing { .. }) = self.large.get_mut(&start_ts) {
+            *existing = state;
+        }
+    }
+
+    /// Records every status of a `BroadcastTxnStatus` request (TiKV's
+    /// `update_txn_status_cache`).
+    pub(crate) fn apply_broadcast(&mut self, req: &kvrpcpb::BroadcastTxnStatusRequest) {
+        for status in &req.txn_status {
+            self.upsert(status.start_ts, TxnState::from_status(status));
         }
     }
 
@@ -95,8 +113,20 @@ impl TxnStatusCache {
         }
     }
 
-    /// What the cache knows about `start_ts`.
+    /// What the cache knows about `start_ts`: the large half first, as it is the newer
+    /// word on a large transaction.
     pub(crate) fn get(&self, start_ts: u64) -> Option<TxnState> {
-        self.entries.get(&start_ts).copied()
+        self.large
+            .get(&start_ts)
+            .or_else(|| self.entries.get(&start_ts))
+            .copied()
+    }
+}
+
+/// Inserts into one half, dropping the smallest start ts beyond the capacity.
+fn insert_capped(half: &mut BTreeMap<u64, TxnState>, start_ts: u64, state: TxnState) {
+    half.insert(start_ts, state);
+    if half.len() > TXN_STATUS_CACHE_CAPACITY {
+        half.pop_first();
     }
 }

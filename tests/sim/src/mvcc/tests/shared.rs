@@ -677,8 +677,8 @@ fn broadcast_txn_status_teaches_the_cache() {
 
 /// Follows TiKV's `TxnStatusCache::upsert` and `TxnState::from_ts`: rolled back wins over a
 /// commit ts, final states are never replaced, and an ongoing transaction with a
-/// `min_commit_ts` above its start ts belongs to the large-transaction cache the model does
-/// not keep.
+/// `min_commit_ts` above its start ts goes to the large-transaction half, where only a
+/// larger `min_commit_ts` replaces it and a final state finishes it.
 #[test]
 fn txn_status_cache_keeps_final_states() {
     let mut store = MvccStore::new();
@@ -696,8 +696,11 @@ fn txn_status_cache_keeps_final_states() {
             status(2, 0, 7, true),
             status(2, 0, 9, false),
             status(3, 8, 0, false),
+            status(3, 6, 0, false),
             status(4, 0, 6, false),
             status(4, 0, 0, true),
+            status(5, 9, 0, false),
+            status(5, 0, 12, false),
         ],
         ..Default::default()
     });
@@ -706,7 +709,14 @@ fn txn_status_cache_keeps_final_states() {
         Some(TxnState::Committed { commit_ts: 5 })
     );
     assert_eq!(store.cached_txn_status(2), Some(TxnState::RolledBack));
-    assert_eq!(store.cached_txn_status(3), None);
+    assert_eq!(
+        store.cached_txn_status(3),
+        Some(TxnState::Ongoing { min_commit_ts: 8 })
+    );
+    assert_eq!(
+        store.cached_txn_status(5),
+        Some(TxnState::Committed { commit_ts: 12 })
+    );
     assert_eq!(
         store.cached_txn_status(4),
         Some(TxnState::Committed { commit_ts: 6 })

@@ -4,11 +4,15 @@
 //! store up and cluster id; for transactional commands TiKV's storage checks (API version,
 //! key mode, key size: [`crate::admission`]) and, for reads, the `max_ts` update before the
 //! snapshot; then store, region, peer, leader, term, epoch and keys in range (see
-//! [`crate::cluster::Cluster::check_context`]); then the command's own refusals (a `max_ts`
-//! update past its limit, an async-commit prewrite to a leader that has not synced). The
-//! command runs against the one shared storage, the MVCC store (with the serving store's
-//! `max_ts` installed, see [`crate::concurrency`]) for transactional commands and the raw
-//! store for raw ones. Range commands (and ResolveLock / PessimisticRollback without keys)
+//! [`crate::cluster::Cluster::check_context`]; writes only on the leader); a read on a
+//! follower or learner then passes the safe-ts check of a stale read or waits for the read
+//! index of a replica read (see [`crate::replica`]); then the command's own refusals (a
+//! `max_ts` update past its limit, an async-commit prewrite to a leader that has not
+//! synced). The command runs against the one shared storage, the MVCC store (with the
+//! serving store's `max_ts` and transaction status cache installed, see
+//! [`crate::concurrency`]) for transactional commands and the raw store for raw ones; a
+//! write appends an entry to its region's log. Range commands (and ResolveLock /
+//! PessimisticRollback without keys)
 //! are clamped to the region they were sent to, as TiKV's region snapshots clamp them, so a
 //! scan returns only what that region holds. Region errors go into the response's
 //! `region_error`, as TiKV sends them.
@@ -24,9 +28,16 @@ use tikv_proto::tikvpb::batch_commands_request::request::Cmd as Req;
 use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
 use tikv_proto::{errorpb, metapb};
 
+mod classify;
+
+use classify::{
+    access, is_raw, is_write, key_error_response, proposes, read_ts, touched, written_size,
+};
+
 use crate::admission::refuse_txn_request;
-use crate::cluster::{ContextError, KeyMode, Touched};
+use crate::cluster::{Access, ContextError, KeyMode, Touched};
 use crate::faults::FaultAction;
+use crate::replica::ReadGate;
 use crate::sim::Sim;
 
 /// A request to a store: a BatchCommands arm, or a command only the unary API carries.
@@ -44,6 +55,8 @@ pub enum TikvRequest {
     SplitRegion(kvrpcpb::SplitRegionRequest),
     /// UnsafeDestroyRange (store-wide, no region).
     UnsafeDestroyRange(kvrpcpb::UnsafeDestroyRangeRequest),
+    /// GetStoreSafeTS (store-wide, no region).
+    StoreSafeTs(kvrpcpb::StoreSafeTsRequest),
 }
 
 /// A store's answer.
@@ -61,6 +74,8 @@ pub enum TikvResponse {
     SplitRegion(kvrpcpb::SplitRegionResponse),
     /// UnsafeDestroyRange.
     UnsafeDestroyRange(kvrpcpb::UnsafeDestroyRangeResponse),
+    /// GetStoreSafeTS.
+    StoreSafeTs(kvrpcpb::StoreSafeTsResponse),
 }
 
 /// What running a request produced.
@@ -208,6 +223,11 @@ impl TikvRequest {
                 .map(Self::UnsafeDestroyRange)
                 .map_err(internal);
         }
+        if path == tikvpb::tikv::GET_STORE_SAFE_TS.path() {
+            return kvrpcpb::StoreSafeTsRequest::decode(payload)
+                .map(Self::StoreSafeTs)
+                .map_err(internal);
+        }
         Err(Status::new(
             Code::Unimplemented,
             format!("unknown method {path}"),
@@ -224,6 +244,7 @@ impl TikvRequest {
             Self::RawChecksum(_) => tikvpb::tikv::RAW_CHECKSUM.desc.name,
             Self::SplitRegion(_) => tikvpb::tikv::SPLIT_REGION.desc.name,
             Self::UnsafeDestroyRange(_) => tikvpb::tikv::UNSAFE_DESTROY_RANGE.desc.name,
+            Self::StoreSafeTs(_) => tikvpb::tikv::GET_STORE_SAFE_TS.desc.name,
         }
     }
 
@@ -237,6 +258,7 @@ impl TikvRequest {
             Self::RawChecksum(r) => r.context.as_ref(),
             Self::SplitRegion(r) => r.context.as_ref(),
             Self::UnsafeDestroyRange(r) => r.context.as_ref(),
+            Self::StoreSafeTs(_) => None,
         }
     }
 
@@ -265,6 +287,8 @@ impl TikvRequest {
                     ..Default::default()
                 })
             }
+            // GetStoreSafeTS has no region error field.
+            Self::StoreSafeTs(_) => return None,
         })
     }
 }
@@ -284,6 +308,7 @@ impl TikvResponse {
             Self::RawChecksum(r) => r.encode_to_vec(),
             Self::SplitRegion(r) => r.encode_to_vec(),
             Self::UnsafeDestroyRange(r) => r.encode_to_vec(),
+            Self::StoreSafeTs(r) => r.encode_to_vec(),
         };
         Framed::from_payload(&payload, usize::MAX).map_err(internal)
     }
@@ -396,7 +421,6 @@ impl Sim {
         now_ms: u64,
     ) -> Execution {
         self.advance_clock(now_ms);
-        let context = request.context().cloned().unwrap_or_default();
         if let TikvRequest::UnsafeDestroyRange(req) = &request {
             return Execution::Done(TikvResponse::UnsafeDestroyRange(
                 self.unsafe_destroy_range(store_id, req),
@@ -405,8 +429,28 @@ impl Sim {
         if let TikvRequest::Batch(Req::BroadcastTxnStatus(req)) = &request {
             return self.broadcast_txn_status(store_id, req);
         }
+        if let TikvRequest::StoreSafeTs(req) = &request {
+            return self.store_safe_ts(store_id, req, now_ms);
+        }
         // New leaders, splits and merges first change what the stores keep in memory.
         self.observe_cluster(now_ms);
+        let execution = self.execute_checked(store_id, request, now_ms, false);
+        // A write may have brought a waiting replica read's replica far enough.
+        self.poll_read_waits(now_ms);
+        execution
+    }
+
+    /// Checks a request in TiKV's order and runs it. `read_index_granted` is set for a
+    /// replica read that already waited for its read index: it is not sent through read
+    /// index again (and has moved `max_ts` already).
+    pub(crate) fn execute_checked(
+        &mut self,
+        store_id: u64,
+        request: TikvRequest,
+        now_ms: u64,
+        read_index_granted: bool,
+    ) -> Execution {
+        let context = request.context().cloned().unwrap_or_default();
         let txn_cmd = match &request {
             TikvRequest::Batch(cmd) if !is_raw(cmd) => Some(cmd),
             _ => None,
@@ -425,8 +469,10 @@ impl Sim {
             {
                 return Execution::Done(TikvResponse::Batch(refused));
             }
-            if let Err(err) = self.before_snapshot(store_id, cmd, now_ms) {
-                return context_failure(&request, ContextError::Region(Box::new(err)));
+            if !read_index_granted {
+                if let Err(err) = self.before_snapshot(store_id, cmd, now_ms) {
+                    return context_failure(&request, ContextError::Region(Box::new(err)));
+                }
             }
         }
         let touched_keys = touched(&request);
@@ -434,11 +480,21 @@ impl Sim {
             .iter()
             .map(|key| Touched::Key(key.as_ref()))
             .collect();
+        let access = access(&request);
         if let Err(err) = self
             .cluster
-            .check_context(store_id, &context, &touched, mode)
+            .check_context(store_id, &context, &touched, mode, access)
         {
             return context_failure(&request, err);
+        }
+        if access != Access::Write && !read_index_granted {
+            match self.gate_read(store_id, &request, &context, read_ts(&request), now_ms) {
+                ReadGate::Serve => {}
+                ReadGate::Refuse(err) => {
+                    return context_failure(&request, ContextError::Region(Box::new(err)));
+                }
+                ReadGate::Wait(id) => return Execution::Parked(id),
+            }
         }
         if let TikvRequest::Batch(cmd) = &request {
             if let Err(err) = self.before_command(context.region_id, cmd, now_ms) {
@@ -455,9 +511,17 @@ impl Sim {
             .unwrap_or_default();
         let (region_start, region_end) = request_space_range(&region, mode);
         let written = is_write(&request).then(|| written_size(&request, &touched_keys));
+        let proposes = access == Access::Write && self.proposes_entry(&request);
         self.enter_store(store_id);
         let execution = self.run_command(request, &region_start, &region_end, now_ms);
         self.leave_store(store_id);
+        if proposes {
+            let peer_stores: Vec<u64> = region.peers.iter().map(|peer| peer.store_id).collect();
+            // The clock, not the request's time, so that the log's times never go back.
+            let clock_ms = self.clock_ms();
+            self.replicas
+                .append(region.id, store_id, &peer_stores, clock_ms);
+        }
         if let Some((keys, bytes)) = written {
             // TiKV's split checker runs on a tick once enough was written; here the write
             // itself counts towards the next check.
@@ -502,6 +566,13 @@ impl Sim {
             }),
             ..Default::default()
         })
+    }
+
+    /// Whether a write that passed the region checks goes through the region's raft log:
+    /// every write does, except pessimistic locks kept in the leader's memory.
+    fn proposes_entry(&self, request: &TikvRequest) -> bool {
+        !matches!(request, TikvRequest::Batch(Req::PessimisticLock(_)))
+            || !self.concurrency.in_memory_pessimistic_locks()
     }
 
     fn unsafe_destroy_range(
@@ -568,6 +639,10 @@ impl Sim {
                         ..Default::default()
                     },
                 ));
+            }
+            // Answered before any region check (see `execute_after_delay`).
+            TikvRequest::StoreSafeTs(req) => {
+                return Execution::Failed(internal(format!("unexpected {req:?}")));
             }
         };
         match cmd {
@@ -691,9 +766,6 @@ impl Sim {
             Req::BufferBatchGet(req) => {
                 batch(Resp::BufferBatchGet(self.mvcc.buffer_batch_get(&req)))
             }
-            Req::BroadcastTxnStatus(req) => batch(Resp::BroadcastTxnStatus(
-                self.mvcc.broadcast_txn_status(&req),
-            )),
             Req::Empty(req) => batch(Resp::Empty(tikvpb::BatchCommandsEmptyResponse {
                 test_id: req.test_id,
             })),
@@ -773,213 +845,5 @@ fn context_failure(request: &TikvRequest, err: ContextError) -> Execution {
             format!("cluster id mismatch: request {got}, store {expected}"),
         )),
         other => Execution::Failed(Status::new(Code::Unavailable, other.to_string())),
-    }
-}
-
-/// A response of `request`'s type carrying `err` as its key error, for the commands that
-/// report key errors.
-/// A pair carrying only `error`, as TiKV answers a failed key.
-fn error_pair(error: &Option<Box<kvrpcpb::KeyError>>) -> kvrpcpb::KvPair {
-    kvrpcpb::KvPair {
-        error: error.clone(),
-        ..Default::default()
-    }
-}
-
-fn key_error_response(request: &TikvRequest, err: kvrpcpb::KeyError) -> Option<TikvResponse> {
-    let TikvRequest::Batch(cmd) = request else {
-        return None;
-    };
-    let one = Some(Box::new(err.clone()));
-    let many = vec![err];
-    let response = match cmd {
-        Req::Get(_) => Resp::Get(kvrpcpb::GetResponse {
-            error: one,
-            ..Default::default()
-        }),
-        // TiKV repeats a whole-request error in the first pair of a scan or batch get, for
-        // older clients (`future_scan`, `future_batch_get` in `server/service/kv.rs`).
-        Req::Scan(_) => Resp::Scan(kvrpcpb::ScanResponse {
-            pairs: vec![error_pair(&one)],
-            error: one,
-            ..Default::default()
-        }),
-        Req::BatchGet(_) => Resp::BatchGet(kvrpcpb::BatchGetResponse {
-            pairs: vec![error_pair(&one)],
-            error: one,
-            ..Default::default()
-        }),
-        Req::Prewrite(_) => Resp::Prewrite(kvrpcpb::PrewriteResponse {
-            errors: many,
-            ..Default::default()
-        }),
-        Req::Commit(_) => Resp::Commit(kvrpcpb::CommitResponse {
-            error: one,
-            ..Default::default()
-        }),
-        Req::Cleanup(_) => Resp::Cleanup(kvrpcpb::CleanupResponse {
-            error: one,
-            ..Default::default()
-        }),
-        Req::BatchRollback(_) => Resp::BatchRollback(kvrpcpb::BatchRollbackResponse {
-            error: one,
-            ..Default::default()
-        }),
-        Req::ScanLock(_) => Resp::ScanLock(kvrpcpb::ScanLockResponse {
-            error: one,
-            ..Default::default()
-        }),
-        Req::ResolveLock(_) => Resp::ResolveLock(kvrpcpb::ResolveLockResponse {
-            error: one,
-            ..Default::default()
-        }),
-        Req::PessimisticLock(_) => Resp::PessimisticLock(kvrpcpb::PessimisticLockResponse {
-            errors: many,
-            ..Default::default()
-        }),
-        Req::PessimisticRollback(_) => {
-            Resp::PessimisticRollback(kvrpcpb::PessimisticRollbackResponse {
-                errors: many,
-                ..Default::default()
-            })
-        }
-        Req::CheckTxnStatus(_) => Resp::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
-            error: one,
-            ..Default::default()
-        }),
-        Req::TxnHeartBeat(_) => Resp::TxnHeartBeat(kvrpcpb::TxnHeartBeatResponse {
-            error: one,
-            ..Default::default()
-        }),
-        Req::CheckSecondaryLocks(_) => {
-            Resp::CheckSecondaryLocks(kvrpcpb::CheckSecondaryLocksResponse {
-                error: one,
-                ..Default::default()
-            })
-        }
-        Req::Flush(_) => Resp::Flush(kvrpcpb::FlushResponse {
-            errors: many,
-            ..Default::default()
-        }),
-        _ => return None,
-    };
-    Some(TikvResponse::Batch(response))
-}
-
-/// Whether a request writes data (what can make a region grow).
-/// Whether TiKV proposes `request` through raft (it writes), so that a leader on a full
-/// disk checks its `disk_full_opt` first. Status checks, which write only sometimes, are
-/// left out.
-fn proposes(request: &TikvRequest) -> bool {
-    match request {
-        TikvRequest::Batch(cmd) => matches!(
-            cmd,
-            Req::RawPut(_)
-                | Req::RawBatchPut(_)
-                | Req::RawDelete(_)
-                | Req::RawBatchDelete(_)
-                | Req::RawDeleteRange(_)
-                | Req::Prewrite(_)
-                | Req::Commit(_)
-                | Req::Cleanup(_)
-                | Req::BatchRollback(_)
-                | Req::ResolveLock(_)
-                | Req::TxnHeartBeat(_)
-                | Req::PessimisticLock(_)
-                | Req::PessimisticRollback(_)
-                | Req::Flush(_)
-                | Req::DeleteRange(_)
-        ),
-        TikvRequest::RawCas(_) => true,
-        _ => false,
-    }
-}
-
-fn is_write(request: &TikvRequest) -> bool {
-    match request {
-        TikvRequest::Batch(cmd) => matches!(
-            cmd,
-            Req::RawPut(_)
-                | Req::RawBatchPut(_)
-                | Req::Prewrite(_)
-                | Req::Commit(_)
-                | Req::Flush(_)
-        ),
-        TikvRequest::RawCas(_) => true,
-        _ => false,
-    }
-}
-
-/// How many keys and bytes a write request puts into its region (keys plus values), what
-/// TiKV's apply path adds to the region's split-check size diff.
-fn written_size(request: &TikvRequest, keys: &[Bytes]) -> (u64, u64) {
-    let key_bytes: u64 = keys.iter().map(|key| key.len() as u64).sum();
-    let value_bytes: u64 = match request {
-        TikvRequest::Batch(Req::RawPut(r)) => r.value.len() as u64,
-        TikvRequest::Batch(Req::RawBatchPut(r)) => {
-            r.pairs.iter().map(|pair| pair.value.len() as u64).sum()
-        }
-        TikvRequest::Batch(Req::Prewrite(r)) => {
-            r.mutations.iter().map(|m| m.value.len() as u64).sum()
-        }
-        TikvRequest::Batch(Req::Flush(r)) => r.mutations.iter().map(|m| m.value.len() as u64).sum(),
-        TikvRequest::RawCas(r) => r.value.len() as u64,
-        _ => 0,
-    };
-    (keys.len() as u64, key_bytes + value_bytes)
-}
-
-fn is_raw(cmd: &Req) -> bool {
-    matches!(
-        cmd,
-        Req::RawGet(_)
-            | Req::RawBatchGet(_)
-            | Req::RawPut(_)
-            | Req::RawBatchPut(_)
-            | Req::RawDelete(_)
-            | Req::RawBatchDelete(_)
-            | Req::RawScan(_)
-            | Req::RawDeleteRange(_)
-            | Req::RawBatchScan(_)
-            | Req::RawCoprocessor(_)
-    )
-}
-
-/// The keys whose region membership TiKV checks before executing (range commands check their
-/// start; the range itself is clamped to the region).
-fn touched(request: &TikvRequest) -> Vec<Bytes> {
-    let single = |key: &Bytes| vec![key.clone()];
-    match request {
-        TikvRequest::Batch(cmd) => match cmd {
-            Req::Get(r) => single(&r.key),
-            Req::BatchGet(r) => r.keys.clone(),
-            Req::Scan(r) if !r.reverse => single(&r.start_key),
-            Req::Prewrite(r) => r.mutations.iter().map(|m| m.key.clone()).collect(),
-            Req::Commit(r) => r.keys.clone(),
-            Req::Cleanup(r) => single(&r.key),
-            Req::BatchRollback(r) => r.keys.clone(),
-            Req::ResolveLock(r) => r.keys.clone(),
-            Req::RawGet(r) => single(&r.key),
-            Req::RawBatchGet(r) => r.keys.clone(),
-            Req::RawPut(r) => single(&r.key),
-            Req::RawBatchPut(r) => r.pairs.iter().map(|p| p.key.clone()).collect(),
-            Req::RawDelete(r) => single(&r.key),
-            Req::RawBatchDelete(r) => r.keys.clone(),
-            Req::RawScan(r) if !r.reverse => single(&r.start_key),
-            Req::RawDeleteRange(r) => single(&r.start_key),
-            Req::PessimisticLock(r) => r.mutations.iter().map(|m| m.key.clone()).collect(),
-            Req::PessimisticRollback(r) => r.keys.clone(),
-            Req::CheckTxnStatus(r) => single(&r.primary_key),
-            Req::TxnHeartBeat(r) => single(&r.primary_lock),
-            Req::CheckSecondaryLocks(r) => r.keys.clone(),
-            Req::Flush(r) => r.mutations.iter().map(|m| m.key.clone()).collect(),
-            Req::BufferBatchGet(r) => r.keys.clone(),
-            _ => Vec::new(),
-        },
-        TikvRequest::RawGetKeyTtl(r) => single(&r.key),
-        TikvRequest::RawCas(r) => single(&r.key),
-        TikvRequest::RawChecksum(_)
-        | TikvRequest::SplitRegion(_)
-        | TikvRequest::UnsafeDestroyRange(_) => Vec::new(),
     }
 }
