@@ -10,10 +10,11 @@ import (
 	"github.com/tikv/client-go/v2/rawkv"
 )
 
-// Raw scenario keys are `<prefix>raw/<scenario>/<nnn>`, nnn from 000 to 019. A test that
-// wants raw ranges across regions under API V2 splits the raw key space at
-// `<prefix>raw/<scenario>/010` for the scenarios in rawSplitScenarios (under API V1 the
-// harness's own split, through the transactional client, covers raw keys too).
+// Raw scenario keys are `<prefix>raw/<scenario>/<nnn>`, nnn from 000 to 019. client-go's
+// raw client cannot split regions, so the caller splits the raw key space at
+// `<prefix>raw/<scenario>/010` for the scenarios in rawSplitScenarios before the run (with
+// tikv-sim's `--split-keys`, or another client); a scenario whose keys lie in one region
+// fails and says so.
 var rawSplitScenarios = []string{"batch", "scan", "delete_range", "checksum"}
 
 const rawKeysPerScenario = 20
