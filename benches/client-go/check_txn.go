@@ -445,14 +445,38 @@ func (c *txnCheck) resolve(ctx context.Context, commitPrimary bool) error {
 	} else if !tikverr.IsErrNotFound(err) {
 		return fmt.Errorf("the secondary of an expired transaction reads %q, %v", entry.Value, err)
 	}
-	locks, err := tikv.StoreProbe{KVStore: c.store.KVStore}.ScanLocks(ctx, secondary, append(append([]byte{}, secondary...), 0), math.MaxUint64)
-	if err != nil {
-		return fmt.Errorf("scan locks: %w", err)
+	// A read resolves what it met in the background (client-go's ResolveLocksForRead), and
+	// judges expiry by a timestamp up to 2 s old: a lock younger than that may be read
+	// around rather than resolved. Resolve what is left as a caller would, until none is.
+	return c.resolveUntilGone(ctx, secondary, txn.StartTS())
+}
+
+// resolveUntilGone scans key's locks and resolves them with client-go's lock resolver
+// until none is left (bounded: the resolver's current ts is at most 2 s stale).
+func (c *txnCheck) resolveUntilGone(ctx context.Context, key []byte, startTS uint64) error {
+	end := append(append([]byte{}, key...), 0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		now, err := c.now(ctx)
+		if err != nil {
+			return err
+		}
+		locks, err := tikv.StoreProbe{KVStore: c.store.KVStore}.ScanLocks(ctx, key, end, now)
+		if err != nil {
+			return fmt.Errorf("scan locks: %w", err)
+		}
+		if len(locks) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%q is still locked by transaction %d", key, startTS)
+		}
+		bo := tikv.NewBackofferWithVars(ctx, 5000, nil)
+		if _, err := c.store.GetLockResolver().ResolveLocks(bo, now, locks); err != nil {
+			return fmt.Errorf("resolve locks: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	if len(locks) != 0 {
-		return fmt.Errorf("the secondary is still locked by %d after the read (start ts %d)", len(locks), txn.StartTS())
-	}
-	return nil
 }
 
 // prewriteOnly prewrites pairs in one transaction whose lock TTL is 1 ms, commits only the
