@@ -43,6 +43,7 @@ func (c *txnCheck) scenarios() []scenario {
 		{"txn_snapshot_old_ts", c.snapshotOldTS},
 		// Last: it moves the GC safe point to now, so older snapshots are gone after it.
 		{"gc_safe_point", c.gcSafePoint},
+		{"gc_saved_safe_point_in_pd_etcd", c.savedSafePoint},
 	}
 }
 
@@ -613,6 +614,35 @@ func (c *txnCheck) gcSafePoint(ctx context.Context) error {
 	}
 	if len(locks) != 0 {
 		return fmt.Errorf("%d locks below the safe point survived GC", len(locks))
+	}
+	return nil
+}
+
+// savedSafePoint writes the GC safe point where TiDB's GC worker saves it, PD's etcd, and
+// reads it back as client-go's KVStore does every 10 s (a store that cannot read it fails
+// every snapshot read after about 100 s).
+func (c *txnCheck) savedSafePoint(ctx context.Context) error {
+	probe := tikv.StoreProbe{KVStore: c.store.KVStore}
+	before, err := probe.LoadSafePoint()
+	if err != nil {
+		return fmt.Errorf("load the saved safe point: %w", err)
+	}
+	safePoint, err := c.now(ctx)
+	if err != nil {
+		return err
+	}
+	if before >= safePoint {
+		return fmt.Errorf("saved safe point %d is ahead of the TSO (%d)", before, safePoint)
+	}
+	if err := probe.SaveSafePoint(safePoint); err != nil {
+		return fmt.Errorf("save the safe point: %w", err)
+	}
+	after, err := probe.LoadSafePoint()
+	if err != nil {
+		return fmt.Errorf("load the saved safe point: %w", err)
+	}
+	if after != safePoint {
+		return fmt.Errorf("the saved safe point reads back as %d, want %d", after, safePoint)
 	}
 	return nil
 }
