@@ -20,6 +20,7 @@ func runCheck(args []string) int {
 	fs := flag.NewFlagSet("check", flag.ExitOnError)
 	o.register(fs)
 	only := fs.String("only", "", "run only the scenario of this name")
+	linger := fs.Duration("linger", 0, "keep the clients open this long after the scenarios, then read once more (shows client-go's background work against the cluster, with CLIENT_GO_LOG=info)")
 	group := fs.String("group", "all", "raw, txn or all: which scenarios to run (under API V1, raw region splits are not valid transactional keys and break a transactional client's whole-cluster walks, such as GC: run the groups on separate clusters)")
 	_ = fs.Parse(args)
 	if err := o.validate(); err != nil {
@@ -72,6 +73,17 @@ func runCheck(args []string) int {
 		err := runOne(ctx, s)
 		r.result(s.name, err)
 		fmt.Fprintf(os.Stderr, "%s took %v\n", s.name, time.Since(started))
+	}
+	if *linger > 0 {
+		time.Sleep(*linger)
+		r.result("read_after_linger", runOne(ctx, scenario{"read_after_linger", func(ctx context.Context) error {
+			ts, err := tc.now(ctx)
+			if err != nil {
+				return err
+			}
+			_, err = tc.read(ctx, ts, txnKey(&o, "linger", 0))
+			return err
+		}}))
 	}
 	return r.finish()
 }

@@ -76,7 +76,21 @@ func usage() {
 
 func main() {
 	// client-go logs every retry at info level; results are what this program prints.
-	log.SetLevel(zapcore.FatalLevel)
+	// CLIENT_GO_LOG=warn (or info, debug) shows client-go's own log on stderr.
+	level := zapcore.FatalLevel
+	if name := os.Getenv("CLIENT_GO_LOG"); name != "" {
+		if err := level.Set(name); err != nil {
+			fmt.Fprintf(os.Stderr, "CLIENT_GO_LOG: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	// pingcap/log writes to stdout by default; results own stdout, the log goes to stderr.
+	logger, props, err := log.InitLoggerWithWriteSyncer(&log.Config{Level: level.String()}, os.Stderr, os.Stderr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "logger: %v\n", err)
+		os.Exit(2)
+	}
+	log.ReplaceGlobals(logger, props)
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(2)
