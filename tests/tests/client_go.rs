@@ -37,8 +37,8 @@ const RAW_SPLIT_SCENARIOS: [&str; 4] = ["batch", "scan", "delete_range", "checks
 fn harness() -> Option<std::path::PathBuf> {
     match client_go::harness() {
         Ok(path) => Some(path),
-        Err(HarnessError::NoGo(reason)) => {
-            eprintln!("skipping the client-go tests: {reason}");
+        Err(err @ HarnessError::NoGo(_)) => {
+            eprintln!("skipping the client-go tests: {err}");
             None
         }
         Err(err) => panic!("{err}"),
