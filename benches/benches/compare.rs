@@ -1,4 +1,5 @@
-//! Our raw client and client-rust (`tikv-client` 0.4) side by side on one simulated cluster.
+//! Our raw client, client-rust (`tikv-client` 0.4) and client-go side by side on one
+//! simulated cluster.
 //!
 //! ```text
 //! cargo build --release -p tikv-sim
@@ -6,15 +7,20 @@
 //! ```
 //!
 //! The cluster is the release `tikv-sim` binary in its own process, so this process holds
-//! nothing but the two clients and their tokio runtime: the CPU time it burns is client CPU.
-//! Both clients talk to the same cluster, with the same regions and the same 1,000 pre-loaded
-//! keys, and run the same workloads through their own natural API.
+//! nothing but the two Rust clients and their tokio runtime: the CPU time it burns is client
+//! CPU. client-go runs in a third process, the Go harness of `benches/client-go` (its `bench`
+//! subcommand), built first with the `go` on the PATH; without Go the bench says so and
+//! compares the two Rust clients only. All clients talk to the same cluster, with the same
+//! regions and the same 1,000 pre-loaded keys, and run the same workloads through their own
+//! natural API.
 //!
-//! Before criterion's wall-clock groups run, a table of client CPU per operation is printed:
-//! each case runs a fixed number of operations per client (best of a few rounds, the two
-//! clients interleaved), reading this process's and the simulator's CPU time from
-//! `/proc/<pid>/stat` around it. `COMPARE_CPU_ROUNDS=0` skips it; `TIKV_SIM_BIN` points at a
-//! simulator binary other than `target/release/tikv-sim`. See docs/performance.md.
+//! Before criterion's wall-clock groups run, tables of throughput, latency (p50/p99) and
+//! client CPU per operation are printed: each case runs a fixed number of operations per
+//! client (best of a few rounds, the clients interleaved), reading each client process's and
+//! the simulator's CPU time from `/proc/<pid>/stat` around it. `COMPARE_CPU_ROUNDS=0` skips
+//! them; `TIKV_SIM_BIN` points at a simulator binary other than `target/release/tikv-sim`.
+//! criterion's groups compare the two Rust clients only (client-go is not in this process).
+//! See docs/performance.md.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
@@ -246,16 +252,25 @@ impl Case {
 }
 
 /// Runs `case` with `ops_per_caller` sequential operations on each of its callers (one tokio
-/// task each, so callers spread over the runtime's workers); returns the wall time.
-async fn run<C: Client>(client: &C, case: Case, ops_per_caller: u64) -> Duration {
+/// task each, so callers spread over the runtime's workers); returns the wall time and, when
+/// `timed`, every operation's latency.
+async fn run<C: Client>(
+    client: &C,
+    case: Case,
+    ops_per_caller: u64,
+    timed: bool,
+) -> (Duration, Vec<Duration>) {
     let started = Instant::now();
     let tasks: Vec<_> = (0..case.callers())
         .map(|caller| {
             let client = client.clone();
             tokio::spawn(async move {
                 let value = Bytes::from(vec![b'w'; VALUE_LEN]);
+                let mut latencies =
+                    Vec::with_capacity(if timed { ops_per_caller as usize } else { 0 });
                 for op in 0..ops_per_caller as usize {
                     let index = caller * 131 + op * 7;
+                    let op_started = timed.then(Instant::now);
                     match case {
                         Case::Get { .. } => client.get(key(index)).await,
                         Case::Put { .. } => client.put(key(index), value.clone()).await,
@@ -265,15 +280,30 @@ async fn run<C: Client>(client: &C, case: Case, ops_per_caller: u64) -> Duration
                         }
                         Case::Scan => client.scan().await,
                     }
+                    if let Some(op_started) = op_started {
+                        latencies.push(op_started.elapsed());
+                    }
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::new();
     for task in tasks {
-        task.await
-            .unwrap_or_else(|err| panic!("caller failed: {err}"));
+        latencies.extend(
+            task.await
+                .unwrap_or_else(|err| panic!("caller failed: {err}")),
+        );
     }
-    started.elapsed()
+    (started.elapsed(), latencies)
+}
+
+/// The `q` quantile of `sorted` latencies.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * q) as usize]
 }
 
 /// Everything the groups and the CPU table share.
@@ -282,6 +312,8 @@ struct Fixture {
     runtime: tokio::runtime::Runtime,
     ours: Ours,
     theirs: Theirs,
+    /// The client-go harness, when Go is on the PATH.
+    go: Option<PathBuf>,
 }
 
 fn fixture() -> Fixture {
@@ -312,11 +344,19 @@ fn fixture() -> Fixture {
         ours.scan().await;
         theirs.scan().await;
     });
+    let go = match tikv_tests::client_go::harness() {
+        Ok(binary) => Some(binary),
+        Err(err) => {
+            println!("client-go left out: {err}");
+            None
+        }
+    };
     Fixture {
         sim,
         runtime,
         ours,
         theirs,
+        go,
     }
 }
 
@@ -371,6 +411,8 @@ struct Measured {
     client_cpu: Duration,
     sim_cpu: Duration,
     other_cpu: Duration,
+    p50: Duration,
+    p99: Duration,
 }
 
 impl Measured {
@@ -398,20 +440,86 @@ fn measure<C: Client>(fixture: &Fixture, client: &C, case: Case, ticks: u64) -> 
     // A short warm-up so that connections and caches exist for both clients.
     fixture
         .runtime
-        .block_on(run(client, case, (per_caller / 20).max(1)));
+        .block_on(run(client, case, (per_caller / 20).max(1), false));
     let machine_before = machine_busy(ticks);
     let client_before = process_cpu("self", ticks);
     let sim_before = process_cpu(&sim_pid, ticks);
-    let wall = fixture.runtime.block_on(run(client, case, per_caller));
+    let (wall, mut latencies) = fixture
+        .runtime
+        .block_on(run(client, case, per_caller, true));
     let client_cpu = process_cpu("self", ticks).saturating_sub(client_before);
     let sim_cpu = process_cpu(&sim_pid, ticks).saturating_sub(sim_before);
     let machine = machine_busy(ticks).saturating_sub(machine_before);
+    latencies.sort_unstable();
     Measured {
         ops: per_caller * case.callers() as u64,
         wall,
         client_cpu,
         sim_cpu,
         other_cpu: machine.saturating_sub(client_cpu + sim_cpu),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+    }
+}
+
+impl Case {
+    /// The case's name and caller count as the Go harness's `bench` takes them.
+    fn go_args(self) -> [String; 4] {
+        let name = match self {
+            Self::Get { .. } => "get",
+            Self::Put { .. } => "put",
+            Self::BatchGet => "batch_get",
+            Self::Scan => "scan",
+        };
+        [
+            "--case".to_owned(),
+            name.to_owned(),
+            "--callers".to_owned(),
+            self.callers().to_string(),
+        ]
+    }
+}
+
+/// One round of `case` by client-go, in the harness's own process (which reads its own CPU
+/// time from /proc, as this process does for ours).
+fn measure_go(fixture: &Fixture, binary: &std::path::Path, case: Case, ticks: u64) -> Measured {
+    let mut args = vec![
+        "bench".to_owned(),
+        "--pd".to_owned(),
+        fixture.sim.pd.clone(),
+        "--ops-per-caller".to_owned(),
+        case.cpu_ops_per_caller().to_string(),
+        "--rounds".to_owned(),
+        "1".to_owned(),
+        "--sim-pid".to_owned(),
+        fixture.sim.pid().to_string(),
+    ];
+    args.extend(case.go_args());
+    let run = tikv_tests::client_go::run(binary, &args)
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()));
+    let round = run
+        .other
+        .iter()
+        .find_map(|line| line.strip_prefix("ROUND "))
+        .unwrap_or_else(|| panic!("client-go bench printed no round:\n{}", run.describe()));
+    let field = |name: &str| -> u64 {
+        round
+            .split_whitespace()
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in client-go's round `{round}`"))
+    };
+    let from_ticks = |count: u64| Duration::from_micros(count * 1_000_000 / ticks);
+    let client_cpu = from_ticks(field("client_cpu_ticks"));
+    let sim_cpu = from_ticks(field("sim_cpu_ticks"));
+    Measured {
+        ops: field("ops"),
+        wall: Duration::from_micros(field("wall_us")),
+        client_cpu,
+        sim_cpu,
+        other_cpu: from_ticks(field("machine_ticks")).saturating_sub(client_cpu + sim_cpu),
+        p50: Duration::from_micros(field("p50_us")),
+        p99: Duration::from_micros(field("p99_us")),
     }
 }
 
@@ -430,7 +538,17 @@ fn best(rounds: &[Measured]) -> (Measured, f64) {
     (leanest, fastest)
 }
 
-/// Prints the CPU-per-operation table (markdown, for docs/performance.md).
+/// The best round of each client for one case.
+struct Row {
+    case: Case,
+    /// (leanest round, fastest throughput) of ours, client-rust and client-go.
+    ours: (Measured, f64),
+    rust: (Measured, f64),
+    go: Option<(Measured, f64)>,
+}
+
+/// Prints the throughput, latency and CPU-per-operation tables (markdown, for
+/// docs/performance.md).
 fn cpu_table(fixture: &Fixture) {
     let rounds: usize = std::env::var("COMPARE_CPU_ROUNDS")
         .ok()
@@ -440,40 +558,95 @@ fn cpu_table(fixture: &Fixture) {
         return;
     }
     let ticks = clock_ticks_per_second();
+    let mut rows = Vec::new();
+    for case in Case::all() {
+        let mut ours = Vec::with_capacity(rounds);
+        let mut rust = Vec::with_capacity(rounds);
+        let mut go = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            ours.push(measure(fixture, &fixture.ours, case, ticks));
+            rust.push(measure(fixture, &fixture.theirs, case, ticks));
+            if let Some(binary) = &fixture.go {
+                go.push(measure_go(fixture, binary, case, ticks));
+            }
+        }
+        rows.push(Row {
+            case,
+            ours: best(&ours),
+            rust: best(&rust),
+            go: (!go.is_empty()).then(|| best(&go)),
+        });
+    }
+    let go_cell = |row: &Row, cell: &dyn Fn(&(Measured, f64)) -> String| {
+        row.go.as_ref().map_or_else(|| "-".to_owned(), cell)
+    };
     println!(
-        "\nclient CPU per operation (best of {rounds} rounds; tikv-sim pid {}):\n",
+        "\nthroughput (best of {rounds} rounds; tikv-sim pid {}):\n",
         fixture.sim.pid()
     );
     println!(
-        "| case | ops | ours ops/s | client-rust ops/s | ratio | ours client CPU µs/op | \
-         client-rust client CPU µs/op | ratio | ours sim CPU µs/op | client-rust sim CPU µs/op \
-         | other load, cores |"
+        "| case | ops | ours ops/s | client-rust ops/s | client-go ops/s | ours / client-rust | \
+         ours / client-go |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for case in Case::all() {
-        let mut ours = Vec::with_capacity(rounds);
-        let mut theirs = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
-            ours.push(measure(fixture, &fixture.ours, case, ticks));
-            theirs.push(measure(fixture, &fixture.theirs, case, ticks));
-        }
-        let (ours, ours_rate) = best(&ours);
-        let (theirs, theirs_rate) = best(&theirs);
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for row in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | \
-             {:.2} / {:.2} |",
-            case.label(),
-            ours.ops,
-            ours_rate,
-            theirs_rate,
-            ours_rate / theirs_rate,
+            "| {} | {} | {:.0} | {:.0} | {} | {:.2}x | {} |",
+            row.case.label(),
+            row.ours.0.ops,
+            row.ours.1,
+            row.rust.1,
+            go_cell(row, &|go| format!("{:.0}", go.1)),
+            row.ours.1 / row.rust.1,
+            go_cell(row, &|go| format!("{:.2}x", row.ours.1 / go.1)),
+        );
+    }
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    println!("\nlatency of the leanest round, p50 / p99 in µs:\n");
+    println!("| case | ours | client-rust | client-go |");
+    println!("|---|---:|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {:.0} / {:.0} | {:.0} / {:.0} | {} |",
+            row.case.label(),
+            micros(row.ours.0.p50),
+            micros(row.ours.0.p99),
+            micros(row.rust.0.p50),
+            micros(row.rust.0.p99),
+            go_cell(row, &|go| format!(
+                "{:.0} / {:.0}",
+                micros(go.0.p50),
+                micros(go.0.p99)
+            )),
+        );
+    }
+    println!(
+        "\nclient CPU per operation (leanest round; each client in its own process for client-go):\n"
+    );
+    println!(
+        "| case | ours client CPU µs/op | client-rust | client-go | client-rust / ours | \
+         client-go / ours | sim CPU µs/op ours / client-rust / client-go | other load, cores |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        let (ours, rust) = (&row.ours.0, &row.rust.0);
+        println!(
+            "| {} | {:.1} | {:.1} | {} | {:.2}x | {} | {:.1} / {:.1} / {} | {:.2} / {:.2} / {} |",
+            row.case.label(),
             ours.client_us_per_op(),
-            theirs.client_us_per_op(),
-            theirs.client_us_per_op() / ours.client_us_per_op(),
+            rust.client_us_per_op(),
+            go_cell(row, &|go| format!("{:.1}", go.0.client_us_per_op())),
+            rust.client_us_per_op() / ours.client_us_per_op(),
+            go_cell(row, &|go| format!(
+                "{:.2}x",
+                go.0.client_us_per_op() / ours.client_us_per_op()
+            )),
             ours.sim_us_per_op(),
-            theirs.sim_us_per_op(),
+            rust.sim_us_per_op(),
+            go_cell(row, &|go| format!("{:.1}", go.0.sim_us_per_op())),
             ours.other_cores(),
-            theirs.other_cores(),
+            rust.other_cores(),
+            go_cell(row, &|go| format!("{:.2}", go.0.other_cores())),
         );
     }
     println!();
@@ -488,7 +661,7 @@ fn bench_case<C: Client>(
 ) {
     let parameter = case.callers();
     group.bench_with_input(BenchmarkId::new(name, parameter), &case, |b, &case| {
-        b.iter_custom(|iters| fixture.runtime.block_on(run(client, case, iters)));
+        b.iter_custom(|iters| fixture.runtime.block_on(run(client, case, iters, false)).0);
     });
 }
 

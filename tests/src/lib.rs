@@ -16,6 +16,8 @@
 //!   commit, their failures, isolation, commit options), run under every runtime (see
 //!   `tests/txn_tokio.rs` and `tests/txn_async_std.rs`).
 //! - [`certs`]: throwaway TLS certificates for tests.
+//! - [`client_go`]: building and reading the client-go harness (`benches/client-go`), used
+//!   by `tests/client_go.rs` and the `compare` bench.
 //! - [`simulation`]: the real client on a simulated runtime (a seeded executor with virtual
 //!   time whose channels reach the simulated cluster in-process), with a raw workload under
 //!   chaos and a history checker.
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod client_go;
 pub mod pd_suite;
 pub mod rawkv_suite;
 pub mod simulation;

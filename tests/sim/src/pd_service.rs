@@ -5,9 +5,9 @@ use prost::Message;
 use tikv_proto::frame::Framed;
 use tikv_proto::grpc::health::v1 as health;
 use tikv_proto::status::{Code, Status};
-use tikv_proto::{keyspacepb, pdpb};
+use tikv_proto::{etcdserverpb, keyspacepb, pdpb};
 
-use crate::cluster::{PdCallContext, PdCallKind, PdError};
+use crate::cluster::{EtcdError, PdCallContext, PdCallKind, PdError};
 use crate::sim::Sim;
 
 fn decode<M: Message + Default>(payload: Bytes) -> Result<M, Status> {
@@ -19,6 +19,13 @@ fn encode<M: Message>(message: &M) -> Result<Framed, Status> {
 }
 
 fn pd<M: Message>(result: Result<M, PdError>) -> Result<Framed, Status> {
+    match result {
+        Ok(message) => encode(&message),
+        Err(err) => Err(err.to_status()),
+    }
+}
+
+fn etcd<M: Message>(result: Result<M, EtcdError>) -> Result<Framed, Status> {
     match result {
         Ok(message) => encode(&message),
         Err(err) => Err(err.to_status()),
@@ -158,6 +165,13 @@ impl Sim {
                 encode(&health::HealthCheckResponse {
                     status: health::health_check_response::ServingStatus::Serving as i32,
                 })
+            }
+            p if p == etcdserverpb::kv::RANGE.path() => {
+                etcd(c.handle_etcd_range(&decode(payload)?))
+            }
+            p if p == etcdserverpb::kv::PUT.path() => etcd(c.handle_etcd_put(&decode(payload)?)),
+            p if p == etcdserverpb::kv::DELETE_RANGE.path() => {
+                encode(&c.handle_etcd_delete_range(&decode(payload)?))
             }
             other if other.starts_with("/resource_manager.") => {
                 self.handle_resource_manager(other, payload)

@@ -97,7 +97,12 @@ impl PdCallKind {
             pd::SCAN_REGIONS.path(),
             pd::BATCH_SCAN_REGIONS.path(),
         ];
-        if any.contains(&path) || path.starts_with("/grpc.health.v1.") {
+        // Every etcd member serves the KV API (reads and writes reach etcd's raft leader
+        // inside etcd, whichever member PD elected).
+        if any.contains(&path)
+            || path.starts_with("/grpc.health.v1.")
+            || path.starts_with("/etcdserverpb.")
+        {
             Self::AnyMember
         } else if follower.contains(&path) {
             Self::FollowerAllowed

@@ -10,7 +10,8 @@
 //! - **Regions** ([`Region`]): ordered, non-overlapping, covering `["", "")`, each with an id,
 //!   an epoch, peers and a leader. Splits follow TiKV's right-derive rule, merges and peer
 //!   changes move the epoch as raftstore does (see `regions.rs`).
-//! - **PD** (`pd.rs`, `gc.rs`, `keyspace.rs`): `pdpb`/`keyspacepb` request in, response out.
+//! - **PD** (`pd.rs`, `gc.rs`, `keyspace.rs`, `etcd.rs`): `pdpb`/`keyspacepb` and etcd KV
+//!   requests in, responses out.
 //!   PD is a group of members with at most one leader (`members.rs`): elections, leader
 //!   moves, stopped members, and the role check that makes followers answer as PD's do.
 //!   PD's view can lag behind the stores: [`Cluster::hide_region_from_pd`] leaves a hole in
@@ -31,6 +32,7 @@
 mod autosplit;
 mod changes;
 mod codec;
+mod etcd;
 mod gc;
 mod keyspace;
 mod members;
@@ -50,6 +52,7 @@ pub use autosplit::{
     SplitPolicyError, SplitSettings,
 };
 pub use changes::RegionChange;
+pub use etcd::EtcdError;
 pub use gc::{GcError, NULL_KEYSPACE_ID};
 pub use keyspace::{
     DEFAULT_KEYSPACE_ID, DEFAULT_KEYSPACE_NAME, KeyspaceError, KeyspaceOptions,
@@ -281,6 +284,8 @@ pub struct Cluster {
     pub(crate) changes: Vec<RegionChange>,
     /// The PD members and their leader.
     pub(crate) pd: PdGroup,
+    /// PD's embedded etcd key-value store.
+    pub(crate) etcd: etcd::EtcdKv,
 }
 
 impl Cluster {
@@ -354,6 +359,7 @@ impl Cluster {
             keyspaces: Keyspaces::default(),
             changes: Vec::new(),
             pd: PdGroup::new(&config.pd_name, config.pd_member_id, config.pd_members),
+            etcd: etcd::EtcdKv::default(),
             config,
         };
         for index in 0..cluster.config.store_count as usize {
