@@ -3,10 +3,10 @@
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::ops::txn::commit::{CommitOutcome, CommitRequest};
 use crate::ops::txn::{ReadOptions, SnapshotRead};
 use crate::oracle::Timestamp;
 use crate::resolver::{ResolveOutcome, TxnStatus};
+use crate::txn::commit::{CommitOutcome, CommitRequest};
 
 /// Largest `limit` a raw scan accepts (client-go `MaxRawKVScanLimit`).
 pub const MAX_RAW_SCAN_LIMIT: u32 = 10_240;

@@ -125,6 +125,7 @@ pub mod region;
 mod resolver;
 pub mod rpc;
 pub mod runtime;
+mod safe_point;
 mod sender;
 pub mod time;
 pub mod txn;

@@ -122,7 +122,7 @@ pub(crate) struct Services {
     /// What the lock resolver learned about other transactions.
     pub(crate) resolver: crate::resolver::Resolver,
     /// The cached transaction safe point reads are checked against.
-    pub(crate) safe_point: crate::ops::visibility::SafePointCache,
+    pub(crate) safe_point: crate::safe_point::SafePointCache,
     /// Stores with a liveness probe out (the region request sender's own state).
     pub(crate) probing: std::collections::BTreeSet<u64>,
     /// Operations started during the current input, for the machine to run.
@@ -150,7 +150,7 @@ impl Services {
                 ttl_jitter: config.region_cache_ttl_jitter,
             }),
             probing: std::collections::BTreeSet::new(),
-            safe_point: crate::ops::visibility::SafePointCache::default(),
+            safe_point: crate::safe_point::SafePointCache::default(),
             resolver: crate::resolver::Resolver::default(),
             rng: Rng::new(seed),
             config,

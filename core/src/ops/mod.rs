@@ -117,7 +117,7 @@ fn build(command: Command, cx: &Cx<'_>) -> Box<dyn Operation> {
     if let Some(start_ts) = read_ts {
         match cx.safe_point(cx.now()) {
             Some(safe_point) => {
-                if let Err(err) = visibility::check(start_ts, safe_point) {
+                if let Err(err) = crate::safe_point::check(start_ts, safe_point) {
                     return Box::new(Failed(err));
                 }
             }

@@ -12,8 +12,6 @@
 //!  Awaiting ── answered ─► cache ─► the read (or TxnAbortedByGc)
 //! ```
 
-use std::time::Duration;
-
 use tikv_proto::pdpb;
 
 use super::build_checked;
@@ -23,40 +21,11 @@ use crate::op::{Cx, Next, Operation};
 use crate::oracle::Timestamp;
 use crate::outbox::{Reply, RequestId};
 use crate::rpc::{PdRequest, PdResponse};
-use crate::time::Time;
+use crate::safe_point::check;
 use crate::wait::WaitKey;
 
 /// The keyspace id PD's GC state takes for "no keyspace" (API V1).
 const NULL_KEYSPACE_ID: u32 = 0xFFFF_FFFF;
-
-/// The cached transaction safe point.
-#[derive(Debug, Default)]
-pub(crate) struct SafePointCache {
-    /// The last value and when it was fetched.
-    value: Option<(Timestamp, Time)>,
-    /// A PD call for it is out.
-    loading: bool,
-}
-
-impl SafePointCache {
-    /// The safe point, if fetched less than `trusted_for` before `now`.
-    pub(crate) fn fresh(&self, now: Time, trusted_for: Duration) -> Option<Timestamp> {
-        self.value
-            .filter(|(_, at)| now.saturating_since(*at) < trusted_for)
-            .map(|(safe_point, _)| safe_point)
-    }
-}
-
-/// `Err(TxnAbortedByGc)` when `start_ts` is below `safe_point`.
-pub(crate) fn check(start_ts: Timestamp, safe_point: Timestamp) -> Result<(), Error> {
-    if start_ts < safe_point {
-        return Err(Error::TxnAbortedByGc {
-            start_ts,
-            safe_point,
-        });
-    }
-    Ok(())
-}
 
 /// A read waiting for a fresh safe point before it runs.
 #[derive(Debug)]

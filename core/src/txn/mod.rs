@@ -6,3 +6,4 @@
 //!   store returns.
 
 pub mod buffer;
+pub mod commit;

@@ -34,7 +34,7 @@ pub enum IsolationLevel {
 }
 
 impl IsolationLevel {
-    fn to_proto(self) -> i32 {
+    pub(crate) fn to_proto(self) -> i32 {
         match self {
             Self::Si => kvrpcpb::IsolationLevel::Si as i32,
             Self::Rc => kvrpcpb::IsolationLevel::Rc as i32,
@@ -57,7 +57,7 @@ pub enum Priority {
 }
 
 impl Priority {
-    fn to_proto(self) -> i32 {
+    pub(crate) fn to_proto(self) -> i32 {
         match self {
             Self::Normal => kvrpcpb::CommandPri::Normal as i32,
             Self::Low => kvrpcpb::CommandPri::Low as i32,

@@ -30,7 +30,6 @@ pub(crate) mod keys;
 mod prewrite;
 #[cfg(test)]
 mod tests;
-mod types;
 
 use std::time::Duration;
 
@@ -39,8 +38,8 @@ use smallvec::SmallVec;
 use tikv_proto::kvrpcpb;
 
 #[cfg(any(test, feature = "testing"))]
-pub use types::CommitKnobs;
-pub use types::{
+pub use crate::txn::commit::CommitKnobs;
+pub use crate::txn::commit::{
     Assertion, AssertionLevel, CommitMode, CommitOptions, CommitOutcome, CommitRequest,
     DiskFullOpt, Mutation, MutationOp,
 };

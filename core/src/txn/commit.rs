@@ -1,4 +1,5 @@
-//! What a commit is asked to do and what it reports: mutations, commit options, outcome.
+//! What a commit is asked to do and what it reports: mutations, commit options, outcome
+//! (the data; the committer that acts on it is `ops::txn::commit`).
 
 use std::time::Duration;
 
