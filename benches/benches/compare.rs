@@ -25,13 +25,12 @@
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use std::future::Future;
-use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
+use tikv_benches::process::{self, Measured, SimProcess, best, clock_ticks_per_second};
 
 /// Keys `key-0000` ..= `key-0999` are pre-loaded; these split them into four regions.
 const SPLIT_KEYS: &str = "key-0250,key-0500,key-0750";
@@ -48,78 +47,6 @@ const CALLERS: [usize; 3] = [1, 64, 512];
 
 fn key(index: usize) -> String {
     format!("key-{:04}", index % KEY_COUNT)
-}
-
-/// The simulated cluster in a child process; dropping it closes its stdin, which stops it.
-struct Sim {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    pd: String,
-}
-
-impl Sim {
-    fn start() -> Self {
-        let binary = sim_binary();
-        let mut child = Command::new(&binary)
-            .args([
-                "--stores",
-                "3",
-                "--split-keys",
-                SPLIT_KEYS,
-                "--exit-on-stdin-eof",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot start {}: {err}; build it first with \
-                     `cargo build --release -p tikv-sim` (or set TIKV_SIM_BIN)",
-                    binary.display()
-                )
-            });
-        let stdin = child.stdin.take();
-        let stdout = child
-            .stdout
-            .take()
-            .unwrap_or_else(|| panic!("no stdout pipe"));
-        // Drain stdout to its end on a thread of its own: closing the pipe early would make
-        // the simulator's remaining writes fail, and it stops on that error.
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("PD_ENDPOINTS=") {
-                    let _ = sender.send(address.to_owned());
-                }
-            }
-        });
-        let pd = receiver
-            .recv()
-            .unwrap_or_else(|_| panic!("tikv-sim exited without printing PD_ENDPOINTS"));
-        Self { child, stdin, pd }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-
-/// `TIKV_SIM_BIN`, else `tikv-sim` in the release directory of the target directory.
-fn sim_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TIKV_SIM_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("release").join("tikv-sim")
 }
 
 /// The operations both clients run, each through its own API. Results are checked so that
@@ -298,17 +225,9 @@ async fn run<C: Client>(
     (started.elapsed(), latencies)
 }
 
-/// The `q` quantile of `sorted` latencies.
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * q) as usize]
-}
-
 /// Everything the groups and the CPU table share.
 struct Fixture {
-    sim: Sim,
+    sim: SimProcess,
     runtime: tokio::runtime::Runtime,
     ours: Ours,
     theirs: Theirs,
@@ -317,7 +236,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let sim = Sim::start();
+    let sim = SimProcess::start(&["--stores", "3", "--split-keys", SPLIT_KEYS]);
     // As many workers as cores (2 on the reference machine), the tokio default.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -360,106 +279,18 @@ fn fixture() -> Fixture {
     }
 }
 
-/// User + system CPU time of process `pid` (`self` for this one), from `/proc/<pid>/stat`.
-fn process_cpu(pid: &str, ticks_per_second: u64) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|err| panic!("reading /proc/{pid}/stat: {err}"));
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11..13]
-        .iter()
-        .map(|field| field.parse::<u64>().unwrap_or(0))
-        .sum();
-    Duration::from_micros(ticks * 1_000_000 / ticks_per_second)
-}
-
-/// Busy CPU time of the whole machine (user, nice, system, irq, softirq) from `/proc/stat`:
-/// what is left after the client and the simulator is other load sharing the cores.
-fn machine_busy(ticks_per_second: u64) -> Duration {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: u64 = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .enumerate()
-        // user, nice, system, (idle, iowait skipped), irq, softirq
-        .filter(|(index, _)| matches!(index, 0 | 1 | 2 | 5 | 6))
-        .map(|(_, field)| field.parse::<u64>().unwrap_or(0))
-        .sum();
-    Duration::from_micros(ticks * 1_000_000 / ticks_per_second)
-}
-
-/// `getconf CLK_TCK` (the unit of `/proc/<pid>/stat` times), 100 if that fails.
-fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100)
-}
-
-/// One measured run of the CPU table.
-#[derive(Clone, Copy, Debug)]
-struct Measured {
-    ops: u64,
-    wall: Duration,
-    client_cpu: Duration,
-    sim_cpu: Duration,
-    other_cpu: Duration,
-    p50: Duration,
-    p99: Duration,
-}
-
-impl Measured {
-    fn ops_per_second(&self) -> f64 {
-        self.ops as f64 / self.wall.as_secs_f64()
-    }
-
-    fn client_us_per_op(&self) -> f64 {
-        self.client_cpu.as_secs_f64() * 1e6 / self.ops as f64
-    }
-
-    fn sim_us_per_op(&self) -> f64 {
-        self.sim_cpu.as_secs_f64() * 1e6 / self.ops as f64
-    }
-
-    /// Cores' worth of CPU used by neither the client nor the simulator during the run.
-    fn other_cores(&self) -> f64 {
-        self.other_cpu.as_secs_f64() / self.wall.as_secs_f64()
-    }
-}
-
 fn measure<C: Client>(fixture: &Fixture, client: &C, case: Case, ticks: u64) -> Measured {
-    let sim_pid = fixture.sim.pid().to_string();
     let per_caller = case.cpu_ops_per_caller();
     // A short warm-up so that connections and caches exist for both clients.
     fixture
         .runtime
         .block_on(run(client, case, (per_caller / 20).max(1), false));
-    let machine_before = machine_busy(ticks);
-    let client_before = process_cpu("self", ticks);
-    let sim_before = process_cpu(&sim_pid, ticks);
-    let (wall, mut latencies) = fixture
-        .runtime
-        .block_on(run(client, case, per_caller, true));
-    let client_cpu = process_cpu("self", ticks).saturating_sub(client_before);
-    let sim_cpu = process_cpu(&sim_pid, ticks).saturating_sub(sim_before);
-    let machine = machine_busy(ticks).saturating_sub(machine_before);
-    latencies.sort_unstable();
-    Measured {
-        ops: per_caller * case.callers() as u64,
-        wall,
-        client_cpu,
-        sim_cpu,
-        other_cpu: machine.saturating_sub(client_cpu + sim_cpu),
-        p50: percentile(&latencies, 0.50),
-        p99: percentile(&latencies, 0.99),
-    }
+    let ops = per_caller * case.callers() as u64;
+    process::measure(fixture.sim.pid(), ops, ticks, || {
+        fixture
+            .runtime
+            .block_on(run(client, case, per_caller, true))
+    })
 }
 
 impl Case {
@@ -521,21 +352,6 @@ fn measure_go(fixture: &Fixture, binary: &std::path::Path, case: Case, ticks: u6
         p50: Duration::from_micros(field("p50_us")),
         p99: Duration::from_micros(field("p99_us")),
     }
-}
-
-/// Of several rounds, the one with the least client CPU per operation (the least disturbed
-/// by other load on the machine); throughput is taken from the fastest round.
-fn best(rounds: &[Measured]) -> (Measured, f64) {
-    let fastest = rounds
-        .iter()
-        .map(Measured::ops_per_second)
-        .fold(0.0, f64::max);
-    let leanest = rounds
-        .iter()
-        .copied()
-        .min_by(|a, b| a.client_us_per_op().total_cmp(&b.client_us_per_op()))
-        .unwrap_or_else(|| panic!("no rounds"));
-    (leanest, fastest)
 }
 
 /// The best round of each client for one case.

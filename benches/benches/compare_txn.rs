@@ -376,11 +376,17 @@ fn main() {
             // A short warm-up each, then the measured run.
             runtime.block_on(run(&ours, case, 1, 2 * round + 1_000));
             ours_rounds.push(measure(sim.pid(), ops, ticks, || {
-                runtime.block_on(run(&ours, case, per_caller, 2 * round))
+                (
+                    runtime.block_on(run(&ours, case, per_caller, 2 * round)),
+                    Vec::new(),
+                )
             }));
             runtime.block_on(run(&theirs, case, 1, 2 * round + 1_001));
             theirs_rounds.push(measure(sim.pid(), ops, ticks, || {
-                runtime.block_on(run(&theirs, case, per_caller, 2 * round + 1))
+                (
+                    runtime.block_on(run(&theirs, case, per_caller, 2 * round + 1)),
+                    Vec::new(),
+                )
             }));
         }
         let (ours_best, ours_rate) = best(&ours_rounds);

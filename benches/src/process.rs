@@ -146,6 +146,10 @@ pub struct Measured {
     pub sim_cpu: Duration,
     /// CPU time of everything else on the machine.
     pub other_cpu: Duration,
+    /// Median latency of one operation (zero when not recorded).
+    pub p50: Duration,
+    /// 99th-percentile latency of one operation (zero when not recorded).
+    pub p99: Duration,
 }
 
 impl Measured {
@@ -182,14 +186,35 @@ impl Measured {
     }
 }
 
-/// Measures `run` (which does `ops` operations and returns its wall time) with the CPU of
-/// this process, the simulator `sim_pid` and the machine read around it.
-pub fn measure(sim_pid: u32, ops: u64, ticks: u64, run: impl FnOnce() -> Duration) -> Measured {
+/// The `q` quantile of `sorted` latencies (zero for none).
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "an index into a slice, q in [0, 1]"
+    )]
+    let index = ((sorted.len() - 1) as f64 * q) as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Measures `run` (which does `ops` operations and returns its wall time and, when it
+/// records them, each operation's latency) with the CPU of this process, the simulator
+/// `sim_pid` and the machine read around it.
+pub fn measure(
+    sim_pid: u32,
+    ops: u64,
+    ticks: u64,
+    run: impl FnOnce() -> (Duration, Vec<Duration>),
+) -> Measured {
     let sim_pid = sim_pid.to_string();
     let machine_before = machine_busy(ticks);
     let client_before = process_cpu("self", ticks);
     let sim_before = process_cpu(&sim_pid, ticks);
-    let wall = run();
+    let (wall, mut latencies) = run();
     let client_cpu = process_cpu("self", ticks).saturating_sub(client_before);
     let sim_cpu = process_cpu(&sim_pid, ticks).saturating_sub(sim_before);
     let machine = machine_busy(ticks).saturating_sub(machine_before);
@@ -199,6 +224,11 @@ pub fn measure(sim_pid: u32, ops: u64, ticks: u64, run: impl FnOnce() -> Duratio
         client_cpu,
         sim_cpu,
         other_cpu: machine.saturating_sub(client_cpu + sim_cpu),
+        p50: {
+            latencies.sort_unstable();
+            percentile(&latencies, 0.50)
+        },
+        p99: percentile(&latencies, 0.99),
     }
 }
 

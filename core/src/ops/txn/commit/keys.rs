@@ -260,7 +260,7 @@ impl FinishKeys {
                     if rest.is_empty() {
                         return Next::Done(Ok(Output::Unit));
                     }
-                    let routing = self.dispatch_keys(&rest);
+                    let routing = self.dispatch.keys_of(&rest);
                     let keys = self.plan.keys_of(&rest);
                     self.plan.keys = keys;
                     self.dispatch = Dispatch::new(routing, false, self.budget, self.timeout);
@@ -269,10 +269,6 @@ impl FinishKeys {
                 Next::Done(Ok(Output::Unit))
             }
         }
-    }
-
-    fn dispatch_keys(&self, items: &[usize]) -> SmallVec<[Bytes; 1]> {
-        self.dispatch.keys_of(items)
     }
 }
 
