@@ -274,7 +274,7 @@ impl RegionCommand {
     /// A call of [`RegionCommand::SplitRegions`].
     pub(crate) fn split_call(self) -> Call<SplitOutcome> {
         Call::new(Command::Region(self), |output| match output {
-            Output::Split(outcome) => Some(outcome),
+            Output::Split(outcome) => Some(*outcome),
             _ => None,
         })
     }
@@ -313,7 +313,7 @@ impl TxnCommand {
     /// [`TxnCommand::Scan`]).
     pub(crate) fn read_call(self) -> Call<SnapshotRead> {
         Call::new(Command::Txn(self), |output| match output {
-            Output::Read(read) => Some(read),
+            Output::Read(read) => Some(*read),
             _ => None,
         })
     }
@@ -337,7 +337,7 @@ impl TxnCommand {
     /// A call of [`TxnCommand::ResolveLocks`] or [`TxnCommand::ResolveLocksForRead`].
     pub(crate) fn resolve_call(self) -> Call<ResolveOutcome> {
         Call::new(Command::Txn(self), |output| match output {
-            Output::Resolved(outcome) => Some(outcome),
+            Output::Resolved(outcome) => Some(*outcome),
             _ => None,
         })
     }
@@ -538,7 +538,8 @@ pub struct RawChecksum {
     pub total_bytes: u64,
 }
 
-/// What a finished operation produced.
+/// What a finished operation produced. Variants over a few words are boxed: every point
+/// operation moves its output through the machine, the driver and a channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Done, nothing to return.
@@ -563,7 +564,7 @@ pub enum Output {
     /// A timestamp from TSO.
     Timestamp(Timestamp),
     /// What a region split produced.
-    Split(SplitOutcome),
+    Split(Box<SplitOutcome>),
     /// Whether a region is being scattered.
     Scattering(bool),
     /// The cluster id.
@@ -573,16 +574,16 @@ pub enum Output {
     /// How many items (regions) an operation went through.
     Count(u64),
     /// What a snapshot read found.
-    Read(SnapshotRead),
+    Read(Box<SnapshotRead>),
     /// A transaction's status as a lock resolution found it.
     TxnStatus {
         /// The status.
-        status: TxnStatus,
+        status: Box<TxnStatus>,
         /// Milliseconds until its locks expire (0 once they have, or once it is settled).
         ms_left: u64,
     },
     /// What resolving locks found.
-    Resolved(ResolveOutcome),
+    Resolved(Box<ResolveOutcome>),
     /// A transaction began.
     Begun {
         /// Its start timestamp.

@@ -71,7 +71,9 @@ pub(crate) enum Reply {
     Rpc(Result<Response, RpcError>),
     /// PD's answer to a call the operation made through the PD service, after its
     /// discovery, failover and retry (header errors are left for the operation to read).
-    Pd(Result<PdResponse, Error>),
+    /// Boxed: PD answers are several hundred bytes and rare, while every store reply
+    /// moves through the same queue.
+    Pd(Result<Box<PdResponse>, Error>),
     /// A timestamp the operation asked TSO for.
     Timestamp(Result<Timestamp, Error>),
     /// What the operation waited for (a region or store lookup, the keyspace) is ready, or

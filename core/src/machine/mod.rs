@@ -443,3 +443,17 @@ impl Core {
         self.transition(id, |op, cx| op.on_start(cx));
     }
 }
+#[cfg(test)]
+mod size_tests {
+    /// Every point operation moves its reply, output and event by value through the
+    /// machine, the driver and a channel; a large variant (a PD answer, a lock's status)
+    /// made each of those moves a several-hundred-byte copy. Large variants are boxed.
+    #[test]
+    fn values_moved_per_operation_stay_small() {
+        use std::mem::size_of;
+        assert!(size_of::<crate::outbox::Reply>() <= 64);
+        assert!(size_of::<crate::command::Output>() <= 48);
+        assert!(size_of::<Result<crate::command::Output, crate::Error>>() <= 56);
+        assert!(size_of::<super::Event>() <= 64);
+    }
+}

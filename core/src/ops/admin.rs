@@ -271,7 +271,7 @@ impl Operation for AwaitPd {
         match reply {
             Reply::Pd(result) if id == self.call => Next::Done(pd_output(
                 self.answer,
-                result,
+                result.map(|response| *response),
                 cx.services().pd.cluster_id(),
             )),
             _ => Next::Pending(self),
@@ -404,7 +404,9 @@ impl Operation for OperatorWait {
 
     fn on_reply(self: Box<Self>, cx: &mut Cx<'_>, id: RequestId, reply: Reply) -> Next {
         match (self.state, reply) {
-            (Poll::Asking(call), Reply::Pd(result)) if call == id => self.on_answer(cx, result),
+            (Poll::Asking(call), Reply::Pd(result)) if call == id => {
+                self.on_answer(cx, result.map(|response| *response))
+            }
             _ => Next::Pending(self),
         }
     }

@@ -67,7 +67,9 @@ impl DestroyRangeOp {
             }
             State::Listing(call) => {
                 let result = match input {
-                    DispatchInput::Reply(id, Reply::Pd(result)) if id == *call => result,
+                    DispatchInput::Reply(id, Reply::Pd(result)) if id == *call => {
+                        result.map(|response| *response)
+                    }
                     _ => return None,
                 };
                 let stores = match result {

@@ -87,7 +87,9 @@ impl LocateOp {
                 self.by_id = Some((region_id, Some(call)));
                 return None;
             }
-            (Some(call), DispatchInput::Reply(id, Reply::Pd(result))) if id == call => result,
+            (Some(call), DispatchInput::Reply(id, Reply::Pd(result))) if id == call => {
+                result.map(|response| *response)
+            }
             (Some(_), _) => return None,
         };
         let response = match call {

@@ -106,7 +106,9 @@ impl SplitOp {
         if let Some(call) = self.scattering {
             return match input {
                 DispatchInput::Reply(id, Reply::Pd(result)) if id == call => {
-                    Some(Ok(Output::Split(self.outcome(scatter_error(result)))))
+                    Some(Ok(Output::Split(Box::new(
+                        self.outcome(scatter_error(result.map(|response| *response))),
+                    ))))
                 }
                 _ => None,
             };
@@ -130,7 +132,7 @@ impl SplitOp {
                     self.scattering = Some(call);
                     None
                 }
-                _ => Some(Ok(Output::Split(self.outcome(None)))),
+                _ => Some(Ok(Output::Split(Box::new(self.outcome(None))))),
             },
         }
     }

@@ -108,7 +108,7 @@ impl Operation for CheckSafePoint {
         }
         match reply {
             Reply::Pd(result) if self.asked => {
-                let result = result.and_then(|response| match response {
+                let result = result.and_then(|response| match *response {
                     PdResponse::GetGcState(r) => Ok(Timestamp::from_version(
                         r.gc_state.map_or(0, |state| state.txn_safe_point),
                     )),

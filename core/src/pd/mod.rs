@@ -263,7 +263,7 @@ impl PdService {
             // The operation reads the header itself (a region without an operator is an
             // answer, not a failure).
             cx.out
-                .deliver(waiter.op, waiter.call, Reply::Pd(Ok(response)));
+                .deliver(waiter.op, waiter.call, Reply::Pd(Ok(Box::new(response))));
             return;
         }
         if let Some(err) = header_error(&response) {

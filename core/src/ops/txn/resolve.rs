@@ -146,7 +146,7 @@ impl Operation for ResolveLocks {
                 .push(lock.clone());
         }
         if groups.is_empty() {
-            return Next::Done(Ok(Output::Resolved(ResolveOutcome::default())));
+            return Next::Done(Ok(Output::Resolved(Box::default())));
         }
         for ((txn, _), locks) in groups {
             let child = cx.spawn_child(Box::new(ResolveTxn::new(self.params.clone(), locks)));
@@ -170,7 +170,10 @@ impl Operation for ResolveLocks {
         };
         match result {
             Ok(Output::TxnStatus { status, ms_left }) => {
-                let checked = CheckedStatus { status, ms_left };
+                let checked = CheckedStatus {
+                    status: *status,
+                    ms_left,
+                };
                 // Two children of one transaction (mixed lock flavours): keep the more
                 // decided answer. (A default status reads as rolled back: never start
                 // from one, or a live transaction would be taken for a rolled-back one.)
@@ -193,7 +196,7 @@ impl Operation for ResolveLocks {
             Err(err) => return Next::Done(Err(err)),
         }
         if self.running.is_empty() {
-            Next::Done(Ok(Output::Resolved(self.outcome())))
+            Next::Done(Ok(Output::Resolved(Box::new(self.outcome()))))
         } else {
             Next::Pending(self)
         }
@@ -302,7 +305,10 @@ impl ResolveTxn {
             .forget(op, &mut services.waits, &mut services.out);
         Next::Done(result.map(|status| {
             let ms_left = self.ms_left(&status, wall_ms);
-            Output::TxnStatus { status, ms_left }
+            Output::TxnStatus {
+                status: Box::new(status),
+                ms_left,
+            }
         }))
     }
 

@@ -277,10 +277,10 @@ impl ReadKeys {
         let mut locked = std::mem::take(&mut self.plan.locked);
         if locked.is_empty() {
             let entries = std::mem::take(&mut self.plan.found).into_values().collect();
-            return Next::Done(Ok(Output::Read(SnapshotRead {
+            return Next::Done(Ok(Output::Read(Box::new(SnapshotRead {
                 entries,
                 learned: std::mem::take(&mut self.learned),
-            })));
+            }))));
         }
         if self.plan.point && self.options.ts.version() == u64::MAX {
             // A read at the latest timestamp waits only for the first lock it met; other
@@ -389,7 +389,7 @@ pub(crate) fn resolution(
     result: Result<Output, Error>,
 ) -> Result<crate::resolver::ResolveOutcome, Error> {
     match result {
-        Ok(Output::Resolved(outcome)) => Ok(outcome),
+        Ok(Output::Resolved(outcome)) => Ok(*outcome),
         Ok(other) => Err(Error::UnexpectedResponse(format!(
             "lock resolution produced {other:?}"
         ))),
@@ -540,10 +540,10 @@ impl ScanKeys {
             if self.step.is_none() {
                 if !self.more() {
                     let entries = std::mem::take(&mut self.entries);
-                    return Next::Done(Ok(Output::Read(SnapshotRead {
+                    return Next::Done(Ok(Output::Read(Box::new(SnapshotRead {
                         entries,
                         learned: std::mem::take(&mut self.learned),
-                    })));
+                    }))));
                 }
                 self.start_step();
                 input = Some(DispatchInput::Start);
