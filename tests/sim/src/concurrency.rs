@@ -313,7 +313,12 @@ impl Sim {
                 start_key,
                 end_key,
                 new_region_ids,
+                before,
             } => {
+                // The split is an entry of the region's log: each peer takes the new
+                // layout when it applies it.
+                self.replicas
+                    .split(&before, &new_region_ids, self.clock_ms());
                 // The new regions' peers on the leader's store campaign at once; the locks
                 // move into their in-memory tables.
                 self.concurrency
@@ -328,12 +333,15 @@ impl Sim {
                 target_id,
                 source_start,
                 source_end,
+                source,
+                target_before,
             } => {
                 // The target syncs after CommitMerge; the source proposed its locks before
                 // PrepareMerge.
                 self.concurrency.unsynced.remove(&source_id);
                 self.concurrency.unsynced.insert(target_id);
-                self.replicas.merged(source_id, target_id);
+                self.replicas
+                    .merge(&source, &target_before, self.clock_ms());
                 self.carry_locks(&[source_id, target_id], &source_start, &source_end, true);
             }
             RegionChange::StoreStopped { led, .. } => {
