@@ -27,7 +27,9 @@
 //!   fails ([`Concurrency::lose_locks_on_next_change`], TiKV's
 //!   `invalidate_locks_before_transfer_leader` and `on_split_invalidate_locks` cases). With
 //!   [`Concurrency::set_in_memory_pessimistic_locks`] off, locks are written through raft
-//!   (TiKV's pipelined mode) and never lost: the model applies every write at once.
+//!   (TiKV's pipelined mode, answered once proposed) and survive a leader's crash, except
+//!   those taken while a loss is armed for their region: their proposal has not committed
+//!   when the region next changes hands (or its leader stops), and they are lost.
 //! - **Transaction status cache per store** (TiKV's `TxnStatusCache`, part of each store's
 //!   storage): a store learns a transaction's outcome from the commands it runs (commits,
 //!   1PC, status checks, `ResolveLock` with keys) and from a `BroadcastTxnStatus` sent to
@@ -133,7 +135,9 @@ impl Concurrency {
     /// Makes the next `times` leader transfers, splits or merges of `region_id` (`None`: of
     /// any region) lose the in-memory pessimistic locks of the region instead of carrying
     /// them over, as when TiKV fails to propose them (the locks' owners then find them
-    /// missing at prewrite).
+    /// missing at prewrite). With in-memory locking off, pipelined locks the region takes
+    /// while the loss is armed are acknowledged but not committed, and the change loses
+    /// them too (the term moved on before their proposal committed).
     pub fn lose_locks_on_next_change(&mut self, region_id: Option<u64>, times: u32) {
         if times > 0 {
             self.lock_loss.push(LockLoss {
@@ -141,6 +145,13 @@ impl Concurrency {
                 remaining: times,
             });
         }
+    }
+
+    /// Whether a loss is pending for the next change of `region_id`.
+    fn lock_loss_armed(&self, region_id: u64) -> bool {
+        self.lock_loss
+            .iter()
+            .any(|rule| rule.remaining > 0 && rule.region_id.is_none_or(|id| id == region_id))
     }
 
     /// Consumes one pending loss for a change of any of `regions`.
@@ -313,7 +324,12 @@ impl Sim {
                 start_key,
                 end_key,
                 new_region_ids,
+                before,
             } => {
+                // The split is an entry of the region's log: each peer takes the new
+                // layout when it applies it.
+                self.replicas
+                    .split(&before, &new_region_ids, self.clock_ms());
                 // The new regions' peers on the leader's store campaign at once; the locks
                 // move into their in-memory tables.
                 self.concurrency
@@ -328,12 +344,15 @@ impl Sim {
                 target_id,
                 source_start,
                 source_end,
+                source,
+                target_before,
             } => {
                 // The target syncs after CommitMerge; the source proposed its locks before
                 // PrepareMerge.
                 self.concurrency.unsynced.remove(&source_id);
                 self.concurrency.unsynced.insert(target_id);
-                self.replicas.merged(source_id, target_id);
+                self.replicas
+                    .merge(&source, &target_before, self.clock_ms());
                 self.carry_locks(&[source_id, target_id], &source_start, &source_end, true);
             }
             RegionChange::StoreStopped { led, .. } => {
@@ -491,9 +510,15 @@ impl Sim {
     }
 
     /// After a PessimisticLock: with in-memory locking off, the locks it took went through
-    /// raft and are durable.
+    /// raft and are durable, unless a lock loss is armed for the region: then the lock was
+    /// acknowledged on proposal (TiKV's pipelined `ResponsePolicy::OnProposed`) and the
+    /// proposal is still in flight when the region next changes hands, which drops it.
     pub(crate) fn note_pessimistic_locks(&mut self, req: &kvrpcpb::PessimisticLockRequest) {
         if self.concurrency.in_memory_locks {
+            return;
+        }
+        let region_id = req.context.as_ref().map_or(0, |ctx| ctx.region_id);
+        if self.concurrency.lock_loss_armed(region_id) {
             return;
         }
         for m in &req.mutations {

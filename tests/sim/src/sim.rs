@@ -339,11 +339,14 @@ impl Sim {
     }
 
     /// Moves the simulated clock to `now_ms` (never backwards), takes the cluster's region
-    /// changes, and runs the replica work (resolved-ts rounds, min-resolved-ts reports) due
+    /// changes, lets followers apply the splits and merges their lag allows, and runs the
+    /// replica work (resolved-ts rounds, min-resolved-ts reports) due
     /// by then.
     pub(crate) fn advance_clock(&mut self, now_ms: u64) {
         self.clock_ms = self.clock_ms.max(now_ms);
         self.take_cluster_changes();
+        // Followers behind a split or merge apply it once their lag lets them.
+        self.replicas.catch_up_all(self.clock_ms);
         self.run_replica_work(self.clock_ms);
     }
 

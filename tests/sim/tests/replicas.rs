@@ -447,29 +447,65 @@ fn replica_read_waits_while_the_leader_is_down() {
     assert_eq!(answers[0].0, id);
 }
 
-/// Follows `Peer::read_index` and the epoch check a read runs when it is finally served: a
-/// replica read waiting for its follower when the region splits is answered EpochNotMatch.
+/// Follows `Peer::read_index`, `ApplyDelegate::exec_batch_split` and the epoch check a
+/// read runs when it is finally served (against the follower's own region): a replica read
+/// whose follower reaches the read index before it applies a later split is served as the
+/// old region; one sent after the split waits for an index past it, and once its follower
+/// has applied the split the old epoch gets EpochNotMatch.
 #[test]
 fn a_waiting_replica_read_meets_a_split() {
     let mut h = Harness::lagging(500, 0);
+    let committed_at = h.now_ms;
     h.put("k", "v");
+    let old = h.ctx("k", 2);
     let read_ts = h.ts();
-    let id = parked(h.get(2, "k", read_ts, |ctx| ctx.replica_read = true));
+    let first = parked(h.get(2, "k", read_ts, |ctx| ctx.replica_read = true));
+    h.advance(10);
     h.sim
         .cluster
         .split_at(&KeyMode::Encoded.to_boundary(b"m"))
         .unwrap();
     h.advance(1);
+    let split_at = h.now_ms;
+    // Sent with the epoch the client still has, after the split: it waits for the split's
+    // index.
+    let mut req = kvrpcpb::GetRequest {
+        context: Some(old),
+        key: b("k"),
+        version: read_ts,
+        ..Default::default()
+    };
+    if let Some(ctx) = req.context.as_mut() {
+        ctx.replica_read = true;
+    }
+    let second = parked(h.execute(2, TikvRequest::Batch(Req::Get(req))));
+    assert_eq!(h.sim.next_timeout_ms(), Some(committed_at + 500));
+
+    h.advance(committed_at + 500 - h.now_ms);
     let answers = h.ready();
     assert_eq!(answers.len(), 1);
-    assert_eq!(answers[0].0, id);
+    assert_eq!(answers[0].0, first);
+    let TikvResponse::Batch(Resp::Get(resp)) = &answers[0].1 else {
+        panic!("{answers:?}");
+    };
+    assert_eq!(
+        resp.value,
+        b("v"),
+        "served before the follower applied the split"
+    );
+
+    h.advance(split_at + 500 - h.now_ms);
+    let answers = h.ready();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].0, second);
     let TikvResponse::Batch(Resp::Get(resp)) = &answers[0].1 else {
         panic!("{answers:?}");
     };
     assert!(
         resp.region_error
             .as_ref()
-            .is_some_and(|e| e.epoch_not_match.is_some())
+            .is_some_and(|e| e.epoch_not_match.is_some()),
+        "{resp:?}"
     );
 }
 

@@ -716,6 +716,88 @@ fn pipelined_pessimistic_locks_survive_the_leader() {
     assert_eq!(sim.lose_in_memory_pessimistic_locks(region), 0);
 }
 
+/// Follows TiKV's scheduler in pipelined pessimistic lock mode (`ResponsePolicy::OnProposed`:
+/// the lock is answered once proposed, before it commits): when the region's leader changes
+/// before the proposal commits, the acknowledged lock is lost, on a leader transfer as on a
+/// split or merge; locks whose proposal committed survive. The owner finds the loss at
+/// prewrite (PessimisticLockNotFound when something newer was written).
+#[test]
+fn pipelined_pessimistic_locks_are_lost_when_the_leader_changes_before_they_commit() {
+    let mut sim = sim();
+    sim.concurrency.set_in_memory_pessimistic_locks(false);
+    let (left, right) = split(&mut sim, "m");
+    let start_ts = ts(&mut sim);
+    assert!(
+        pessimistic_lock(&mut sim, &["a"], "a", start_ts, start_ts)
+            .errors
+            .is_empty()
+    );
+    // From here the right region's proposals do not commit before its next change.
+    sim.concurrency.lose_locks_on_next_change(Some(right), 1);
+    for key in ["x", "z"] {
+        assert!(
+            pessimistic_lock(&mut sim, &[key], "a", start_ts, start_ts)
+                .errors
+                .is_empty(),
+            "acknowledged on proposal"
+        );
+    }
+    assert!(lock_on(&mut sim, "x").is_some());
+    sim.cluster.transfer_leader(right, 2).unwrap();
+    assert!(lock_on(&mut sim, "x").is_none() && lock_on(&mut sim, "z").is_none());
+    assert!(lock_on(&mut sim, "a").is_some(), "committed before: kept");
+
+    // The same on a split and a merge.
+    sim.concurrency.lose_locks_on_next_change(None, 1);
+    assert!(
+        pessimistic_lock(&mut sim, &["c"], "a", start_ts, start_ts)
+            .errors
+            .is_empty()
+    );
+    let (_, right_of_b) = split(&mut sim, "b");
+    assert!(lock_on(&mut sim, "c").is_none(), "lost with the split");
+    assert!(lock_on(&mut sim, "a").is_some());
+    sim.concurrency
+        .lose_locks_on_next_change(Some(right_of_b), 1);
+    assert!(
+        pessimistic_lock(&mut sim, &["d"], "a", start_ts, start_ts)
+            .errors
+            .is_empty()
+    );
+    sim.cluster.merge(right_of_b, right).unwrap();
+    assert!(lock_on(&mut sim, "d").is_none(), "lost with the merge");
+
+    // Something newer was written to x: the owner's prewrite finds its lock missing.
+    let other_start = ts(&mut sim);
+    assert!(
+        prewrite(&mut sim, &["x"], "x", other_start, |_| {})
+            .errors
+            .is_empty()
+    );
+    let other_commit = ts(&mut sim);
+    assert!(
+        commit(&mut sim, &["x"], other_start, other_commit)
+            .error
+            .is_none()
+    );
+    let lost = prewrite(&mut sim, &["x"], "a", start_ts, |req| {
+        req.for_update_ts = start_ts;
+        req.pessimistic_actions = vec![
+            kvrpcpb::prewrite_request::PessimisticAction::DoPessimisticCheck
+                as i32;
+            req.mutations.len()
+        ];
+    });
+    assert!(
+        lost.errors
+            .first()
+            .is_some_and(|e| e.abort.contains("pessimistic lock not found")),
+        "{:?}",
+        lost.errors
+    );
+    assert!(left != right);
+}
+
 /// A write applied whose reply is kvproto's `UndeterminedResult` region error (the answer
 /// client-go's mock stores give after applying a commit; TiKV's scheduler aborts the process
 /// on an undetermined write instead). The commit is there for the next reader.

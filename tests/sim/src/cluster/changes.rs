@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::Cluster;
+use super::{Cluster, Region};
 
 /// One leadership or shape change. Ranges are in region-boundary key space.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +35,9 @@ pub enum RegionChange {
         end_key: Bytes,
         /// The regions created.
         new_region_ids: Vec<u64>,
+        /// The region as it was before the split (range, epoch, peers and leader): what a
+        /// follower that has not applied the split still holds.
+        before: Region,
     },
     /// `source_id` merged into `target_id`.
     Merged {
@@ -46,6 +49,11 @@ pub enum RegionChange {
         source_start: Bytes,
         /// The source's range end (empty = unbounded).
         source_end: Bytes,
+        /// The source as it was before the merge.
+        source: Region,
+        /// The target as it was before the merge: what a follower that has not applied
+        /// the merge still holds.
+        target_before: Region,
     },
     /// A store's process stopped: what it kept only in memory is gone.
     StoreStopped {

@@ -65,6 +65,7 @@ pub use pd::PdError;
 pub use regions::{FIRST_ELECTED_TERM, Peer, Region, RegionEpoch};
 pub use stores::{Store, StoreState, is_valid_label_key, is_valid_label_value};
 pub use tso::{LOGICAL_BITS, MAX_LOGICAL, Timestamp, TsoError};
+pub(crate) use validate::HeldRegions;
 pub(crate) use validate::not_leader;
 pub use validate::{Access, ContextError, KeyMode, Touched};
 

@@ -266,6 +266,7 @@ impl Cluster {
             start_key: range_start,
             end_key: range_end,
             new_region_ids: new_ids.clone(),
+            before: region,
         });
         Ok(new_ids)
     }
@@ -313,6 +314,8 @@ impl Cluster {
         // PrepareMerge bumps the source's version before CommitMerge reads it.
         let source_version = source.epoch.version + 1;
         let (source_start, source_end) = (source.start_key.clone(), source.end_key.clone());
+        let source_before = source.clone();
+        let target_before = target.clone();
         let mut target = target.clone();
         target.epoch.version = source_version.max(target.epoch.version) + 1;
         self.remove_region(source_id);
@@ -328,6 +331,8 @@ impl Cluster {
             target_id,
             source_start,
             source_end,
+            source: source_before,
+            target_before,
         });
         Ok(())
     }

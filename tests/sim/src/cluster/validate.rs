@@ -102,6 +102,23 @@ pub enum ContextError {
     Region(Box<errorpb::Error>),
 }
 
+/// The regions one store holds, when that differs from the current layout (a follower
+/// that has not applied a split or merge yet).
+pub(crate) struct HeldRegions<'a> {
+    /// The store's own copy of the context's region (`None` when the store has no peer of
+    /// it yet).
+    pub(crate) local: Option<&'a Region>,
+    /// Every region the store holds, in key order (for the neighbours an EpochNotMatch
+    /// carries).
+    pub(crate) all: &'a [Region],
+}
+
+/// A store's copy of the context's region, and how to find the store's regions left of it.
+struct Held<'a> {
+    local: Option<&'a Region>,
+    left_of: &'a dyn Fn(&Region) -> Vec<Region>,
+}
+
 /// How many regions an EpochNotMatch may carry (TiKV's cap).
 const MAX_REGIONS_IN_ERROR: usize = 10;
 
@@ -128,8 +145,57 @@ impl Cluster {
         access: Access,
     ) -> Result<(), ContextError> {
         self.check_store(store_id, ctx)?;
-        self.check_region(store_id, ctx, touched, mode, access)
+        let left_of = |region: &Region| self.held_left_of(region, store_id);
+        let held = Held {
+            local: self.regions.get(&ctx.region_id),
+            left_of: &left_of,
+        };
+        self.check_region(store_id, ctx, touched, mode, access, held)
             .map_err(ContextError::Region)
+    }
+
+    /// The region checks of [`Cluster::check_context`] against what one store holds, when
+    /// that differs from the current layout (see [`HeldRegions`]). The store must have
+    /// passed [`Cluster::check_store`].
+    ///
+    /// Errors with the region error the store answers.
+    pub(crate) fn check_region_held(
+        &self,
+        store_id: u64,
+        ctx: &kvrpcpb::Context,
+        touched: &[Touched<'_>],
+        mode: KeyMode,
+        access: Access,
+        held: &HeldRegions<'_>,
+    ) -> Result<(), ContextError> {
+        let left_of = |region: &Region| {
+            held.all
+                .iter()
+                .rev()
+                .filter(|r| r.start_key < region.start_key && r.peer_on(store_id).is_some())
+                .take(MAX_REGIONS_IN_ERROR)
+                .cloned()
+                .collect()
+        };
+        let held = Held {
+            local: held.local,
+            left_of: &left_of,
+        };
+        self.check_region(store_id, ctx, touched, mode, access, held)
+            .map_err(ContextError::Region)
+    }
+
+    /// The regions left of `region` (nearest first) with a peer on `store_id`, as many as
+    /// an EpochNotMatch may carry.
+    fn held_left_of(&self, region: &Region, store_id: u64) -> Vec<Region> {
+        self.by_start
+            .range::<[u8], _>(key_range::below(&region.start_key))
+            .rev()
+            .filter_map(|(_, id)| self.regions.get(id))
+            .filter(|r| r.peer_on(store_id).is_some())
+            .take(MAX_REGIONS_IN_ERROR)
+            .cloned()
+            .collect()
     }
 
     /// The first part of [`Cluster::check_context`]: the store must be running and the
@@ -159,7 +225,9 @@ impl Cluster {
         touched: &[Touched<'_>],
         mode: KeyMode,
         access: Access,
+        held: Held<'_>,
     ) -> Result<(), Box<errorpb::Error>> {
+        let Held { local, left_of } = held;
         let requested = ctx.peer.unwrap_or_default();
         if requested.store_id != store_id {
             return Err(Box::new(errorpb::Error {
@@ -173,10 +241,7 @@ impl Cluster {
                 ))
             }));
         }
-        let found = self
-            .regions
-            .get(&ctx.region_id)
-            .and_then(|region| region.peer_on(store_id).map(|peer| (region, *peer)));
+        let found = local.and_then(|region| region.peer_on(store_id).map(|peer| (region, *peer)));
         let Some((region, local)) = found else {
             return Err(Box::new(errorpb::Error {
                 region_not_found: Some(errorpb::RegionNotFound {
@@ -216,7 +281,7 @@ impl Cluster {
         if epoch.version != region.epoch.version {
             return Err(Box::new(errorpb::Error {
                 epoch_not_match: Some(errorpb::EpochNotMatch {
-                    current_regions: self.epoch_not_match_regions(region, store_id, epoch),
+                    current_regions: epoch_not_match_regions(region, epoch, left_of),
                 }),
                 ..region_error(format!(
                     "EpochNotMatch current epoch of region {} is {:?}, but you sent {epoch:?}",
@@ -229,43 +294,36 @@ impl Cluster {
         }
         Ok(())
     }
+}
 
-    /// The regions an EpochNotMatch carries: this region, then (when the client's version is
-    /// older) left neighbours on this store, nearest first, as many as the version gap
-    /// suggests were split off (right-derive puts new regions on the left), up to 10.
-    fn epoch_not_match_regions(
-        &self,
-        region: &Region,
-        store_id: u64,
-        requested: metapb::RegionEpoch,
-    ) -> Vec<metapb::Region> {
-        let mut out = vec![region.to_proto()];
-        let mut max_version = region.epoch.version;
-        if requested.version >= max_version {
-            return out;
-        }
-        let mut wanted = max_version - requested.version;
-        let neighbours = self
-            .by_start
-            .range::<[u8], _>(key_range::below(&region.start_key))
-            .rev()
-            .filter_map(|(_, id)| self.regions.get(id))
-            .filter(|r| r.peer_on(store_id).is_some())
-            .take(MAX_REGIONS_IN_ERROR);
-        for neighbour in neighbours {
-            wanted -= 1;
-            // A neighbour with a newer version has split again; look that much further.
-            if neighbour.epoch.version >= max_version {
-                wanted += neighbour.epoch.version - max_version;
-                max_version = neighbour.epoch.version;
-            }
-            out.push(neighbour.to_proto());
-            if wanted == 0 {
-                break;
-            }
-        }
-        out
+/// The regions an EpochNotMatch carries (raftstore's `collect_sibling_region`): this region,
+/// then (when the client's version is older) the store's regions to its left, nearest
+/// first, as many as the version gap suggests were split off (right-derive puts new regions
+/// on the left), up to 10.
+fn epoch_not_match_regions(
+    region: &Region,
+    requested: metapb::RegionEpoch,
+    left_of: &dyn Fn(&Region) -> Vec<Region>,
+) -> Vec<metapb::Region> {
+    let mut out = vec![region.to_proto()];
+    let mut max_version = region.epoch.version;
+    if requested.version >= max_version {
+        return out;
     }
+    let mut wanted = max_version - requested.version;
+    for neighbour in left_of(region) {
+        wanted -= 1;
+        // A neighbour with a newer version has split again; look that much further.
+        if neighbour.epoch.version >= max_version {
+            wanted += neighbour.epoch.version - max_version;
+            max_version = neighbour.epoch.version;
+        }
+        out.push(neighbour.to_proto());
+        if wanted == 0 {
+            break;
+        }
+    }
+    out
 }
 
 /// The NotLeader error of `region`, with its leader as the hint (none while it has none).

@@ -9,6 +9,10 @@
 //!   `delay_ms` after it was committed and stays `entries` entries behind the commit index
 //!   ([`ApplyLag`], per store, changeable at run time). The leader has always applied
 //!   everything, and so has a peer the moment it becomes leader.
+//! - **Splits and merges** (`admin.rs`) are log entries too: a follower or learner holds the
+//!   region as it was (old range, old epoch) until it applies the entry, and has no peer of
+//!   the regions a split created until then ([`crate::Sim::store_region`] shows what a
+//!   store holds); requests to it are checked against that.
 //! - **Replica reads** (`replica_read`, sent to a follower or learner) go through read
 //!   index (`replica_read.rs`): the leader's commit index at arrival is the read index, the
 //!   leader's `max_ts` is raised to the read's timestamp, and the read waits until the replica
@@ -38,10 +42,13 @@
 //! reports due by then, oldest first, so a run replays exactly and an idle cluster has no
 //! timers ([`crate::Sim::next_timeout_ms`] only names the wake-ups of waiting reads).
 
+mod admin;
 mod replica_read;
 mod resolved;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use admin::AdminEntry;
 
 pub(crate) use replica_read::ReadGate;
 pub use replica_read::{READ_WAIT_ID_BASE, data_is_not_ready};
@@ -244,6 +251,10 @@ pub struct Replicas {
     /// Replica reads waiting for their replica, by the id they are parked under.
     pub(crate) waits: BTreeMap<u64, ReadWait>,
     next_wait: u64,
+    /// Splits and merges each `(region, store)` peer has not applied yet, oldest first.
+    admin: BTreeMap<(u64, u64), VecDeque<AdminEntry>>,
+    /// `(region, store)` pairs whose peer a split the store has not applied yet creates.
+    not_created: BTreeSet<(u64, u64)>,
 }
 
 impl Replicas {
@@ -261,6 +272,8 @@ impl Replicas {
             pd_min_resolved_ts: 0,
             waits: BTreeMap::new(),
             next_wait: 0,
+            admin: BTreeMap::new(),
+            not_created: BTreeSet::new(),
         }
     }
 
@@ -346,19 +359,24 @@ impl Replicas {
         log.commit_index += 1;
         let index = log.commit_index;
         log.entries.push_back((index, now_ms));
-        self.progress_mut(region_id, leader_store)
-            .update_applied(index);
+        self.advance_applied(region_id, leader_store, index);
     }
 
-    /// `store_id`'s peer of `region_id` became leader: it has applied everything.
+    /// `store_id`'s peer of `region_id` became leader: it has applied everything (and, if
+    /// a split its store had not applied created it, that split first: only an existing
+    /// peer can be elected).
     pub(crate) fn became_leader(&mut self, region_id: u64, store_id: u64) {
+        self.create_by_split(region_id, store_id);
         let commit_index = self.commit_index(region_id);
-        self.progress_mut(region_id, store_id)
-            .update_applied(commit_index);
+        self.advance_applied(region_id, store_id, commit_index);
     }
 
-    /// Moves a non-leader peer's applied index as far as its lag allows at `now_ms`.
+    /// Moves a non-leader peer's applied index as far as its lag allows at `now_ms` (a
+    /// peer a split has not created yet applies nothing).
     fn catch_up(&mut self, region_id: u64, store_id: u64, now_ms: u64) {
+        if self.not_created.contains(&(region_id, store_id)) {
+            return;
+        }
         let lag = self.apply_lag(store_id);
         let Some(log) = self.logs.get(&region_id) else {
             return;
@@ -382,8 +400,7 @@ impl Replicas {
             None => applied,
         };
         if reached > applied {
-            self.progress_mut(region_id, store_id)
-                .update_applied(reached);
+            self.advance_applied(region_id, store_id, reached);
         }
     }
 
@@ -421,34 +438,7 @@ impl Replicas {
     fn retain_peers(&mut self, region_id: u64, stores: &[u64]) {
         self.peers
             .retain(|(region, store), _| *region != region_id || stores.contains(store));
-    }
-
-    /// `source_id` merged into `target_id`: each target peer's safe ts drops to the smaller
-    /// of the two (TiKV's `merge_safe_ts`), its follower read cache is reset, and items from
-    /// before the merge are ignored from now on.
-    pub(crate) fn merged(&mut self, source_id: u64, target_id: u64) {
-        let source: BTreeMap<u64, u64> = self
-            .peers
-            .range((source_id, 0)..=(source_id, u64::MAX))
-            .map(|((_, store), p)| (*store, p.safe_ts))
-            .collect();
-        let merge_index = self.commit_index(target_id);
-        for ((region, store), progress) in self.peers.iter_mut() {
-            if *region != target_id {
-                continue;
-            }
-            progress.update_applied(merge_index);
-            progress.last_merge_index = merge_index;
-            progress.safe_ts = progress
-                .safe_ts
-                .min(source.get(store).copied().unwrap_or(0));
-            progress.read_index_safe_ts = 0;
-        }
-        let source_resolved = self.resolved_ts(source_id);
-        let target = self.log_mut(target_id);
-        target.resolved_ts = target.resolved_ts.min(source_resolved);
-        self.logs.remove(&source_id);
-        self.peers.retain(|(region, _), _| *region != source_id);
+        self.retain_admin(region_id, stores);
     }
 
     /// `store_id` restarted: its peers start over with no safe ts (their read progress is

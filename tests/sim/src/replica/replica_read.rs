@@ -54,7 +54,8 @@ impl Sim {
         read_ts: u64,
         now_ms: u64,
     ) -> ReadGate {
-        let Some(region) = self.cluster.region(ctx.region_id) else {
+        // The region as this store holds it (the checks before passed against it).
+        let Some(region) = self.store_region(store_id, ctx.region_id) else {
             return ReadGate::Serve;
         };
         let region_id = region.id;
@@ -71,13 +72,13 @@ impl Sim {
         }
         // A replica read: the leader hands out its commit index as the read index.
         let Some(read_index) = self.read_index(region_id, read_ts) else {
-            let Some(region) = self.cluster.region(region_id) else {
-                return ReadGate::Serve;
-            };
-            if region.leader().is_none() {
-                return ReadGate::Refuse(not_leader(region));
+            if let Some(region) = self.cluster.region(region_id) {
+                if region.leader().is_none() {
+                    return ReadGate::Refuse(not_leader(region));
+                }
             }
-            // The leader's store is down: the read waits for one that answers.
+            // The leader's store is down, or the region was merged away and its leader is
+            // gone: the read waits for an answer (or for its peer to go).
             return self.park_read(store_id, region_id, request, None, read_ts);
         };
         let progress = self.replicas.peer(region_id, store_id);
@@ -174,6 +175,8 @@ impl Sim {
             let Some(wait) = self.replicas.waits.get(&id).cloned() else {
                 continue;
             };
+            // The read is checked again against the region as its store now holds it.
+            self.replicas.catch_up_store(wait.store_id, now_ms);
             if self.read_wait_still_valid(&wait) && !self.read_wait_caught_up(id, &wait, now_ms) {
                 continue;
             }
@@ -218,20 +221,21 @@ impl Sim {
     }
 
     /// Whether the waiting read's replica still holds the region with the epoch the read
-    /// was sent for.
+    /// was sent for (a follower that applies a split after the read's index still serves
+    /// it as the old region, as TiKV's does).
     fn read_wait_still_valid(&self, wait: &ReadWait) -> bool {
         let Some(ctx) = wait.request.context() else {
             return false;
         };
-        self.cluster.region(wait.region_id).is_some_and(|region| {
-            region.peer_on(wait.store_id).is_some()
-                && ctx
-                    .region_epoch
+        self.store_region(wait.store_id, wait.region_id)
+            .is_some_and(|region| {
+                ctx.region_epoch
                     .is_some_and(|epoch| epoch.version == region.epoch.version)
-        }) && self
-            .cluster
-            .store(wait.store_id)
-            .is_some_and(|store| store.running)
+            })
+            && self
+                .cluster
+                .store(wait.store_id)
+                .is_some_and(|store| store.running)
     }
 
     /// When the next waiting replica read can be served by time alone (the earliest time a

@@ -102,8 +102,11 @@ impl Sim {
                     continue;
                 }
                 replicas.catch_up(view.id, *store_id, at_ms);
-                // A stopped store gets no word from the leader.
-                if running.contains(store_id) {
+                // A stopped store gets no word from the leader, nor does one that has not
+                // created its peer yet (it drops the leader's messages).
+                if running.contains(store_id)
+                    && !replicas.not_created.contains(&(view.id, *store_id))
+                {
                     replicas
                         .progress_mut(view.id, *store_id)
                         .update_safe_ts(index, resolved);
@@ -157,10 +160,11 @@ impl Sim {
     /// they could by `now_ms`; 0 when none has one (TiKV's `get_range_safe_ts` and
     /// `get_min_resolved_ts`).
     fn store_min_safe_ts(&mut self, store_id: u64, start: &[u8], end: &[u8], now_ms: u64) -> u64 {
+        self.replicas.catch_up_store(store_id, now_ms);
+        // The regions as the store holds them (a follower behind a split has the old one).
         let regions: Vec<u64> = self
-            .cluster
-            .regions()
-            .filter(|region| region.peer_on(store_id).is_some())
+            .store_regions(store_id)
+            .iter()
             .filter(|region| overlaps(&region.start_key, &region.end_key, start, end))
             .map(|region| region.id)
             .collect();

@@ -137,7 +137,22 @@ fn merge_takes_the_smaller_safe_ts() {
     replicas.progress_mut(1, 2).update_safe_ts(index, 500);
     replicas.progress_mut(2, 2).update_safe_ts(index, 300);
     replicas.progress_mut(2, 2).read_index_safe_ts = 700;
-    replicas.merged(1, 2);
+    let region = |id: u64, start: &'static [u8], end: &'static [u8]| crate::cluster::Region {
+        id,
+        start_key: bytes::Bytes::from_static(start),
+        end_key: bytes::Bytes::from_static(end),
+        epoch: crate::cluster::RegionEpoch {
+            conf_ver: 1,
+            version: 2,
+        },
+        peers: vec![
+            crate::cluster::Peer::voter(10 + id, 1),
+            crate::cluster::Peer::voter(20 + id, 2),
+        ],
+        leader_peer_id: 10 + id,
+        term: crate::cluster::FIRST_ELECTED_TERM,
+    };
+    replicas.merge(&region(1, b"", b"m"), &region(2, b"m", b""), 10);
     assert_eq!(replicas.peer(2, 2).safe_ts, 300);
     assert_eq!(replicas.peer(2, 2).read_index_safe_ts, 0);
     assert_eq!(

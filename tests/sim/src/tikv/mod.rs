@@ -435,6 +435,9 @@ impl Sim {
         // New leaders, splits and merges first change what the stores keep in memory.
         self.observe_cluster(now_ms);
         let execution = self.execute_checked(store_id, request, now_ms, false);
+        // A split the command caused goes into the region's log now, before any follower
+        // looks at its regions again.
+        self.take_cluster_changes();
         // A write may have brought a waiting replica read's replica far enough.
         self.poll_read_waits(now_ms);
         execution
@@ -481,9 +484,8 @@ impl Sim {
             .map(|key| Touched::Key(key.as_ref()))
             .collect();
         let access = access(&request);
-        if let Err(err) = self
-            .cluster
-            .check_context(store_id, &context, &touched, mode, access)
+        if let Err(err) =
+            self.check_held_context(store_id, &context, &touched, mode, access, now_ms)
         {
             return context_failure(&request, err);
         }
@@ -504,9 +506,10 @@ impl Sim {
         if let Some(err) = self.refuse_on_full_disk(store_id, &request, &context) {
             return context_failure(&request, ContextError::Region(Box::new(err)));
         }
+        // The region as this store holds it: a follower that has not applied a split yet
+        // answers for the range it had before.
         let region = self
-            .cluster
-            .region(context.region_id)
+            .store_region(store_id, context.region_id)
             .map(|r| r.to_proto())
             .unwrap_or_default();
         let (region_start, region_end) = request_space_range(&region, mode);
@@ -528,6 +531,37 @@ impl Sim {
             self.note_write(region.id, keys, bytes, now_ms);
         }
         execution
+    }
+
+    /// The region checks of a request on `store_id` against the regions as that store holds
+    /// them at `now_ms`: after its peers applied what their lag allows, a follower that
+    /// has not applied a split or merge yet checks the epoch and range it had before, and
+    /// has no peer of a region a split it has not applied created (raftstore's
+    /// `check_region_epoch` runs against the peer's own applied region).
+    fn check_held_context(
+        &mut self,
+        store_id: u64,
+        context: &kvrpcpb::Context,
+        touched: &[Touched<'_>],
+        mode: KeyMode,
+        access: Access,
+        now_ms: u64,
+    ) -> Result<(), ContextError> {
+        self.replicas.catch_up_store(store_id, now_ms);
+        if self.replicas.store_is_current(store_id) {
+            return self
+                .cluster
+                .check_context(store_id, context, touched, mode, access);
+        }
+        self.cluster.check_store(store_id, context)?;
+        let local = self.store_region(store_id, context.region_id);
+        let held = self.store_regions(store_id);
+        let held = crate::cluster::HeldRegions {
+            local: local.as_ref(),
+            all: &held,
+        };
+        self.cluster
+            .check_region_held(store_id, context, touched, mode, access, &held)
     }
 
     /// TiKV's `check_normal_proposal_with_disk_full_opt` for the leader's own disk: a write
