@@ -492,8 +492,9 @@ fn knobs(knobs: CommitKnobs) -> TransactionOptions {
 /// - stopped after prewrite with a 1 ms lock TTL, waited past: client-go's reads find the
 ///   primary's lock expired, roll the transaction back (TiKV's `check_txn_status`) and
 ///   read nothing; no lock is left;
-/// - two-phase with the primary committed and the secondaries left locked: client-go's
-///   reads find the primary committed and commit the secondaries (TiKV's `resolve_lock`);
+/// - two-phase with the primary's batch committed (the keys of its region) and the other
+///   region's secondaries left locked: client-go's reads find the primary committed and
+///   commit the secondaries (TiKV's `resolve_lock`);
 /// - async commit with every key left locked (1 ms TTL): client-go checks the secondaries
 ///   (TiKV's `check_secondary_locks`), finds them all prewritten and commits them.
 async fn interop_ours_read_by_go(api: ApiVersion) {
