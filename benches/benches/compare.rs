@@ -326,32 +326,7 @@ fn measure_go(fixture: &Fixture, binary: &std::path::Path, case: Case, ticks: u6
         fixture.sim.pid().to_string(),
     ];
     args.extend(case.go_args());
-    let run = tikv_tests::client_go::run(binary, &args)
-        .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()));
-    let round = run
-        .other
-        .iter()
-        .find_map(|line| line.strip_prefix("ROUND "))
-        .unwrap_or_else(|| panic!("client-go bench printed no round:\n{}", run.describe()));
-    let field = |name: &str| -> u64 {
-        round
-            .split_whitespace()
-            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in client-go's round `{round}`"))
-    };
-    let from_ticks = |count: u64| Duration::from_micros(count * 1_000_000 / ticks);
-    let client_cpu = from_ticks(field("client_cpu_ticks"));
-    let sim_cpu = from_ticks(field("sim_cpu_ticks"));
-    Measured {
-        ops: field("ops"),
-        wall: Duration::from_micros(field("wall_us")),
-        client_cpu,
-        sim_cpu,
-        other_cpu: from_ticks(field("machine_ticks")).saturating_sub(client_cpu + sim_cpu),
-        p50: Duration::from_micros(field("p50_us")),
-        p99: Duration::from_micros(field("p99_us")),
-    }
+    process::client_go_round(binary, &args, ticks)
 }
 
 /// The best round of each client for one case.

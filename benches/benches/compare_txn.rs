@@ -1,6 +1,6 @@
-//! Our transactions and client-rust's (`tikv-client` 0.4) side by side on one simulated
-//! cluster: optimistic commits of 1 and 10 keys with 1, 64 and 512 callers (two-phase,
-//! async commit, 1PC), and snapshot get, batch get and scan.
+//! Our transactions, client-rust's (`tikv-client` 0.4) and client-go's side by side on one
+//! simulated cluster: optimistic commits of 1 and 10 keys with 1, 64 and 512 callers
+//! (two-phase, async commit, 1PC), and snapshot get, batch get and scan.
 //!
 //! ```text
 //! cargo build --release -p tikv-sim
@@ -8,19 +8,26 @@
 //! ```
 //!
 //! As in `compare`, the cluster runs in its own process, so this process's CPU time is
-//! client CPU. Each case runs a fixed number of transactions per client (best of
-//! `COMPARE_CPU_ROUNDS` rounds, default 3, the two clients interleaved) and prints a
-//! markdown row: throughput, and client CPU per transaction from `/proc`. Run without
-//! `--bench` (as `cargo test --benches` does) it does one short round of each case.
+//! client CPU; client-go runs in a third process, the Go harness of `benches/client-go`
+//! (`bench --case txn_commit|txn_get|txn_batch_get|txn_scan`), built first with the `go` on
+//! the PATH; without Go the bench says so and compares the two Rust clients only. Each case
+//! runs a fixed number of transactions per client (best of `COMPARE_CPU_ROUNDS` rounds,
+//! default 3, the clients interleaved) and prints markdown tables: throughput, latency
+//! (p50/p99) and client CPU per transaction from `/proc`. Run without `--bench` (as
+//! `cargo test -p tikv-benches --bench compare_txn` does) it does one short round of each
+//! case (2 transactions per caller), which checks the wiring, not the speed.
 
 #![allow(missing_docs)]
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tikv_benches::process::{SimProcess, best, clock_ticks_per_second, measure};
+use tikv_benches::process::{
+    Measured, SimProcess, best, client_go_round, clock_ticks_per_second, measure,
+};
 
 /// Keys `key-0000` ..= `key-0999` are pre-loaded; these split them into four regions.
 const SPLIT_KEYS: &str = "key-0250,key-0500,key-0750";
@@ -285,14 +292,87 @@ impl Case {
     }
 }
 
-async fn run<C: TxnClient>(client: &C, case: Case, ops_per_caller: u64, round: usize) -> Duration {
+impl Case {
+    /// The case as the Go harness's `bench` takes it.
+    fn go_args(self) -> Vec<String> {
+        let mut args = vec!["--case".to_owned()];
+        match self {
+            Self::Commit {
+                keys,
+                protocol,
+                callers,
+            } => {
+                let protocol = match protocol {
+                    Protocol::TwoPhase => "2pc",
+                    Protocol::AsyncCommit => "async_commit",
+                    Protocol::OnePc => "1pc",
+                };
+                args.extend(
+                    [
+                        "txn_commit",
+                        "--keys",
+                        &keys.to_string(),
+                        "--protocol",
+                        protocol,
+                        "--callers",
+                        &callers.to_string(),
+                    ]
+                    .map(str::to_owned),
+                );
+            }
+            Self::Get => args.push("txn_get".to_owned()),
+            Self::BatchGet => args.push("txn_batch_get".to_owned()),
+            Self::Scan => args.push("txn_scan".to_owned()),
+        }
+        args
+    }
+}
+
+/// One round of `case` by client-go, in the harness's own process. Its transactions write
+/// under round numbers `2_000 + 2 * round` (warm-up) and one more (measured), apart from
+/// ours and client-rust's.
+fn measure_go(
+    binary: &Path,
+    sim: &SimProcess,
+    case: Case,
+    per_caller: u64,
+    round: usize,
+    ticks: u64,
+) -> Measured {
+    let mut args = vec![
+        "bench".to_owned(),
+        "--pd".to_owned(),
+        sim.pd.clone(),
+        "--ops-per-caller".to_owned(),
+        per_caller.to_string(),
+        "--rounds".to_owned(),
+        "1".to_owned(),
+        "--sim-pid".to_owned(),
+        sim.pid().to_string(),
+        "--txn-round".to_owned(),
+        (2_000 + 2 * round).to_string(),
+    ];
+    args.extend(case.go_args());
+    client_go_round(binary, &args, ticks)
+}
+
+/// Runs `case` with `ops_per_caller` transactions (or reads) on each of its callers (one
+/// tokio task each); returns the wall time and every operation's latency.
+async fn run<C: TxnClient>(
+    client: &C,
+    case: Case,
+    ops_per_caller: u64,
+    round: usize,
+) -> (Duration, Vec<Duration>) {
     let started = Instant::now();
     let tasks: Vec<_> = (0..case.callers())
         .map(|caller| {
             let client = client.clone();
             tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(ops_per_caller as usize);
                 for op in 0..ops_per_caller as usize {
                     let index = caller * 131 + op * 7;
+                    let op_started = Instant::now();
                     match case {
                         Case::Commit { keys, protocol, .. } => {
                             // Each round writes its own keys: no transaction meets another's
@@ -307,15 +387,108 @@ async fn run<C: TxnClient>(client: &C, case: Case, ops_per_caller: u64, round: u
                         }
                         Case::Scan => client.scan().await,
                     }
+                    latencies.push(op_started.elapsed());
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::new();
     for task in tasks {
-        task.await
-            .unwrap_or_else(|err| panic!("caller failed: {err}"));
+        latencies.extend(
+            task.await
+                .unwrap_or_else(|err| panic!("caller failed: {err}")),
+        );
     }
-    started.elapsed()
+    (started.elapsed(), latencies)
+}
+
+/// The best round of each client for one case (leanest round, fastest throughput).
+struct Row {
+    case: Case,
+    ours: (Measured, f64),
+    /// `None`: a client-rust commit panicked.
+    rust: Option<(Measured, f64)>,
+    /// `None`: no Go.
+    go: Option<(Measured, f64)>,
+}
+
+fn cell(
+    best: Option<&(Measured, f64)>,
+    missing: &str,
+    show: impl Fn(&(Measured, f64)) -> String,
+) -> String {
+    best.map_or_else(|| missing.to_owned(), show)
+}
+
+/// Prints the throughput, latency and client CPU tables (markdown, for
+/// docs/performance.md).
+fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
+    // A missing client-rust cell is a panic in its commit; a missing client-go cell, no Go.
+    let rust = |row: &Row, show: &dyn Fn(&(Measured, f64)) -> String| {
+        cell(row.rust.as_ref(), "panicked", show)
+    };
+    let go =
+        |row: &Row, show: &dyn Fn(&(Measured, f64)) -> String| cell(row.go.as_ref(), "-", show);
+    println!("\ntransactions, best of {rounds} rounds (tikv-sim pid {sim_pid}):\n");
+    println!(
+        "| case | txns | ours txn/s | client-rust txn/s | client-go txn/s | ours / client-rust | \
+         ours / client-go |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let ours = row.ours.1;
+        println!(
+            "| {} | {} | {ours:.0} | {} | {} | {} | {} |",
+            row.case.label(),
+            row.ours.0.ops,
+            rust(row, &|theirs| format!("{:.0}", theirs.1)),
+            go(row, &|theirs| format!("{:.0}", theirs.1)),
+            rust(row, &|theirs| format!("{:.2}x", ours / theirs.1)),
+            go(row, &|theirs| format!("{:.2}x", ours / theirs.1)),
+        );
+    }
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let latency = |m: &(Measured, f64)| format!("{:.0} / {:.0}", micros(m.0.p50), micros(m.0.p99));
+    println!("\nlatency of the leanest round, p50 / p99 in µs:\n");
+    println!("| case | ours | client-rust | client-go |");
+    println!("|---|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            row.case.label(),
+            latency(&row.ours),
+            rust(row, &latency),
+            go(row, &latency),
+        );
+    }
+    println!("\nclient CPU per transaction (leanest round; client-go in its own process):\n");
+    println!(
+        "| case | ours µs/txn | client-rust | client-go | client-rust / ours | client-go / ours \
+         | sim µs/txn ours / client-rust / client-go |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let ours = row.ours.0.client_us_per_op();
+        println!(
+            "| {} | {ours:.1} | {} | {} | {} | {} | {:.1} / {} / {} |",
+            row.case.label(),
+            rust(row, &|theirs| format!("{:.1}", theirs.0.client_us_per_op())),
+            go(row, &|theirs| format!("{:.1}", theirs.0.client_us_per_op())),
+            rust(row, &|theirs| format!(
+                "{:.2}x",
+                theirs.0.client_us_per_op() / ours
+            )),
+            go(row, &|theirs| format!(
+                "{:.2}x",
+                theirs.0.client_us_per_op() / ours
+            )),
+            row.ours.0.sim_us_per_op(),
+            rust(row, &|theirs| format!("{:.1}", theirs.0.sim_us_per_op())),
+            go(row, &|theirs| format!("{:.1}", theirs.0.sim_us_per_op())),
+        );
+    }
+    println!();
 }
 
 fn main() {
@@ -357,61 +530,42 @@ fn main() {
     } else {
         1
     };
+    let go = match tikv_tests::client_go::harness() {
+        Ok(binary) => Some(binary),
+        Err(err) => {
+            println!("client-go left out: {err}");
+            None
+        }
+    };
     let ticks = clock_ticks_per_second();
-    println!(
-        "\ntransactions, best of {rounds} rounds (tikv-sim pid {}):\n",
-        sim.pid()
-    );
-    println!(
-        "| case | txns | ours txn/s | client-rust txn/s | ratio | ours client CPU µs/txn | \
-         client-rust client CPU µs/txn | ratio |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
     for case in Case::all() {
         let per_caller = case.ops_per_caller(full);
         let ops = per_caller * case.callers() as u64;
         let mut ours_rounds = Vec::with_capacity(rounds);
         let mut theirs_rounds = Vec::with_capacity(rounds);
+        let mut go_rounds = Vec::with_capacity(rounds);
         for round in 0..rounds {
             // A short warm-up each, then the measured run.
             runtime.block_on(run(&ours, case, 1, 2 * round + 1_000));
             ours_rounds.push(measure(sim.pid(), ops, ticks, || {
-                (
-                    runtime.block_on(run(&ours, case, per_caller, 2 * round)),
-                    Vec::new(),
-                )
+                runtime.block_on(run(&ours, case, per_caller, 2 * round))
             }));
             runtime.block_on(run(&theirs, case, 1, 2 * round + 1_001));
             theirs_rounds.push(measure(sim.pid(), ops, ticks, || {
-                (
-                    runtime.block_on(run(&theirs, case, per_caller, 2 * round + 1)),
-                    Vec::new(),
-                )
+                runtime.block_on(run(&theirs, case, per_caller, 2 * round + 1))
             }));
+            if let Some(binary) = &go {
+                go_rounds.push(measure_go(binary, &sim, case, per_caller, round, ticks));
+            }
         }
-        let (ours_best, ours_rate) = best(&ours_rounds);
-        let (theirs_best, theirs_rate) = best(&theirs_rounds);
-        if THEIRS_PANICKED.swap(false, Ordering::Relaxed) {
-            println!(
-                "| {} | {} | {:.0} | panicked | | {:.1} | panicked | |",
-                case.label(),
-                ops,
-                ours_rate,
-                ours_best.client_us_per_op(),
-            );
-            continue;
-        }
-        println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.2}x |",
-            case.label(),
-            ops,
-            ours_rate,
-            theirs_rate,
-            ours_rate / theirs_rate,
-            ours_best.client_us_per_op(),
-            theirs_best.client_us_per_op(),
-            theirs_best.client_us_per_op() / ours_best.client_us_per_op(),
-        );
+        let panicked = THEIRS_PANICKED.swap(false, Ordering::Relaxed);
+        rows.push(Row {
+            case,
+            ours: best(&ours_rounds),
+            rust: (!panicked).then(|| best(&theirs_rounds)),
+            go: (!go_rounds.is_empty()).then(|| best(&go_rounds)),
+        });
     }
-    println!();
+    print_tables(&rows, rounds, sim.pid());
 }

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/tikv/client-go/v2/rawkv"
+	"github.com/tikv/client-go/v2/txnkv"
+	"github.com/tikv/client-go/v2/txnkv/txnsnapshot"
 )
 
-// The workloads of benches/benches/compare.rs, with the same constants: keys `key-0000` to
-// `key-0999` are pre-loaded by the Rust bench, values are 64 bytes.
+// The workloads of benches/benches/compare.rs and compare_txn.rs, with the same constants:
+// keys `key-0000` to `key-0999` are pre-loaded by the Rust bench, values are 64 bytes.
 const (
 	benchKeyCount  = 1000
 	benchValueLen  = 64
@@ -34,37 +36,65 @@ func benchKey(index int) []byte {
 //
 // CPU figures are clock ticks from /proc (the reader knows CLK_TCK); sim_cpu_ticks is 0
 // without --sim-pid.
+//
+// Raw cases (benches/benches/compare.rs): get, put, batch_get, scan. Transactional cases
+// (benches/benches/compare_txn.rs): txn_commit (an optimistic transaction writing --keys
+// fresh keys, committed with --protocol 2pc, async_commit or 1pc), txn_get,
+// txn_batch_get and txn_scan (snapshot reads at a fresh ts each). Each txn_commit round
+// writes keys no other round wrote: round r of a run writes under round number
+// --txn-round + 1 + r, its warm-up under --txn-round, so a caller gives every run its own
+// --txn-round (ten apart).
 func runBench(args []string) int {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	o.register(fs)
-	caseName := fs.String("case", "get", "get, put, batch_get or scan")
-	callers := fs.Int("callers", 1, "concurrent callers (get and put)")
+	caseName := fs.String("case", "get", "get, put, batch_get, scan, txn_commit, txn_get, txn_batch_get or txn_scan")
+	callers := fs.Int("callers", 1, "concurrent callers (get, put and txn_commit)")
 	opsPerCaller := fs.Int("ops-per-caller", 1000, "operations per caller in each measured round")
 	rounds := fs.Int("rounds", 1, "measured rounds")
 	simPid := fs.Int("sim-pid", 0, "the cluster's process id, to report its CPU time")
+	keys := fs.Int("keys", 1, "txn_commit: keys each transaction writes")
+	protocol := fs.String("protocol", "2pc", "txn_commit: 2pc, async_commit or 1pc")
+	txnRound := fs.Int("txn-round", 0, "txn_commit: the first round number of this run's keys")
 	_ = fs.Parse(args)
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	switch *caseName {
-	case "get", "put":
-	case "batch_get", "scan":
+	case "get", "put", "txn_commit":
+	case "batch_get", "scan", "txn_get", "txn_batch_get", "txn_scan":
 		*callers = 1
 	default:
 		fmt.Fprintf(os.Stderr, "unknown case %q\n", *caseName)
 		return 2
 	}
+	switch *protocol {
+	case "2pc", "async_commit", "1pc":
+	default:
+		fmt.Fprintf(os.Stderr, "unknown protocol %q\n", *protocol)
+		return 2
+	}
 	ctx, cancel := contextFor(&o)
 	defer cancel()
-	client, err := newRaw(ctx, &o, o.keyspace)
-	if err != nil {
-		fmt.Printf("FAIL bench connect %s\n", oneLine(err.Error()))
-		return 1
+	w := &workload{name: *caseName, callers: *callers, keys: *keys, protocol: *protocol, round: *txnRound}
+	if strings.HasPrefix(*caseName, "txn_") {
+		store, err := newTxn(&o)
+		if err != nil {
+			fmt.Printf("FAIL bench connect %s\n", oneLine(err.Error()))
+			return 1
+		}
+		defer store.Close()
+		w.store = store
+	} else {
+		client, err := newRaw(ctx, &o, o.keyspace)
+		if err != nil {
+			fmt.Printf("FAIL bench connect %s\n", oneLine(err.Error()))
+			return 1
+		}
+		defer client.Close()
+		w.client = client
 	}
-	defer client.Close()
-	w := &workload{client: client, name: *caseName, callers: *callers}
 	// A short warm-up so that connections and the region cache exist.
 	warmup := *opsPerCaller / 20
 	if warmup < 1 {
@@ -75,6 +105,7 @@ func runBench(args []string) int {
 		return 1
 	}
 	for round := 0; round < *rounds; round++ {
+		w.round = *txnRound + 1 + round
 		machineBefore := machineBusyTicks()
 		clientBefore := processTicks("self")
 		simBefore := uint64(0)
@@ -100,11 +131,17 @@ func runBench(args []string) int {
 	return 0
 }
 
-// workload is one case of compare.rs through client-go's raw client.
+// workload is one case of compare.rs (through client-go's raw client) or of
+// compare_txn.rs (through its transactional client).
 type workload struct {
 	client  *rawkv.Client
+	store   *txnkv.Client
 	name    string
 	callers int
+	// txn_commit: keys per transaction, how it commits, and the round number in its keys.
+	keys     int
+	protocol string
+	round    int
 }
 
 // run runs opsPerCaller sequential operations on each caller (one goroutine each) and
@@ -121,9 +158,8 @@ func (w *workload) run(ctx context.Context, opsPerCaller int) (time.Duration, []
 			own := make([]time.Duration, 0, opsPerCaller)
 			value := bytes.Repeat([]byte{'w'}, benchValueLen)
 			for op := 0; op < opsPerCaller; op++ {
-				index := caller*131 + op*7
 				opStarted := time.Now()
-				if err := w.one(ctx, index, value); err != nil {
+				if err := w.one(ctx, caller, op, value); err != nil {
 					errs[caller] = err
 					return
 				}
@@ -144,8 +180,10 @@ func (w *workload) run(ctx context.Context, opsPerCaller int) (time.Duration, []
 	return wall, all, nil
 }
 
-// one runs one operation and checks its result, so that no client wins by doing less.
-func (w *workload) one(ctx context.Context, index int, value []byte) error {
+// one runs operation op of caller and checks its result, so that no client wins by doing
+// less.
+func (w *workload) one(ctx context.Context, caller, op int, value []byte) error {
+	index := caller*131 + op*7
 	switch w.name {
 	case "get":
 		got, err := w.client.Get(ctx, benchKey(index))
@@ -158,11 +196,7 @@ func (w *workload) one(ctx context.Context, index int, value []byte) error {
 	case "put":
 		return w.client.Put(ctx, benchKey(index), value)
 	case "batch_get":
-		keys := make([][]byte, benchBatchKeys)
-		for i := range keys {
-			keys[i] = benchKey(index + i*9)
-		}
-		values, err := w.client.BatchGet(ctx, keys)
+		values, err := w.client.BatchGet(ctx, batchKeys(index))
 		if err != nil {
 			return err
 		}
@@ -182,6 +216,106 @@ func (w *workload) one(ctx context.Context, index int, value []byte) error {
 		}
 		if len(keys) != benchKeyCount {
 			return fmt.Errorf("scan returned %d keys, want %d", len(keys), benchKeyCount)
+		}
+	case "txn_commit":
+		return w.commit(ctx, txnKeys(caller, op+w.round*100000, w.keys, w.protocol), value)
+	case "txn_get", "txn_batch_get", "txn_scan":
+		ts, err := w.store.GetTimestamp(ctx)
+		if err != nil {
+			return err
+		}
+		return w.snapshotRead(ctx, w.store.GetSnapshot(ts), index)
+	}
+	return nil
+}
+
+func batchKeys(index int) [][]byte {
+	keys := make([][]byte, benchBatchKeys)
+	for i := range keys {
+		keys[i] = benchKey(index + i*9)
+	}
+	return keys
+}
+
+// txnKeys are the keys transaction op of caller writes, as compare_txn.rs's `txn_keys`
+// makes them: fresh ones, spread over the four regions (250 pre-loaded keys apart) unless
+// the transaction commits in one phase, which needs them in one region.
+func txnKeys(caller, op, keys int, protocol string) [][]byte {
+	base := caller*131 + op*7
+	out := make([][]byte, keys)
+	for i := range out {
+		spread := i * 250
+		if protocol == "1pc" {
+			spread = 0
+		}
+		out[i] = []byte(fmt.Sprintf("%s-%d-%d-%d", benchKey(base+spread), caller, op, i))
+	}
+	return out
+}
+
+// commit writes keys in one optimistic transaction committed with the workload's protocol.
+func (w *workload) commit(ctx context.Context, keys [][]byte, value []byte) error {
+	txn, err := w.store.Begin()
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	switch w.protocol {
+	case "async_commit":
+		txn.SetEnableAsyncCommit(true)
+	case "1pc":
+		txn.SetEnable1PC(true)
+	}
+	for _, key := range keys {
+		if err := txn.Set(key, value); err != nil {
+			return fmt.Errorf("set: %w", err)
+		}
+	}
+	if err := txn.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// snapshotRead is one snapshot read of the pre-loaded keys, checked as compare_txn.rs
+// checks its own.
+func (w *workload) snapshotRead(ctx context.Context, snapshot *txnsnapshot.KVSnapshot, index int) error {
+	switch w.name {
+	case "txn_get":
+		entry, err := snapshot.Get(ctx, benchKey(index))
+		if err != nil {
+			return fmt.Errorf("get %s: %w", benchKey(index), err)
+		}
+		if entry.Value == nil {
+			return fmt.Errorf("pre-loaded key %s missing", benchKey(index))
+		}
+	case "txn_batch_get":
+		got, err := snapshot.BatchGet(ctx, batchKeys(index))
+		if err != nil {
+			return err
+		}
+		if len(got) != benchBatchKeys {
+			return fmt.Errorf("batch get found %d of %d keys", len(got), benchBatchKeys)
+		}
+	case "txn_scan":
+		// The range of compare_txn.rs; it holds the committed transactions' keys too, so
+		// the scan stops at the limit.
+		iter, err := snapshot.Iter([]byte("key-0000"), []byte("key-1000"))
+		if err != nil {
+			return err
+		}
+		defer iter.Close()
+		n := 0
+		for iter.Valid() && n < benchScanLimit {
+			n++
+			// No step past the last pair wanted: it could fetch a batch nobody reads.
+			if n < benchScanLimit {
+				if err := iter.Next(); err != nil {
+					return err
+				}
+			}
+		}
+		if n != benchScanLimit {
+			return fmt.Errorf("scan returned %d pairs, want %d", n, benchScanLimit)
 		}
 	}
 	return nil

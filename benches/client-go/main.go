@@ -2,12 +2,15 @@
 // used as an ordinary module dependency) against a TiKV cluster, usually tikv-sim:
 //
 //	client-go-harness check   --pd ADDR [--api-version 1|2] [--keyspace NAME] [--other-keyspace NAME] [--prefix P]
-//	client-go-harness bench   --pd ADDR --case get|put|batch_get|scan [--callers N] [--ops-per-caller N] [--rounds N] [--sim-pid PID]
-//	client-go-harness interop --pd ADDR <step> [--api-version 1|2] [--keyspace NAME] [--prefix P] [--count N]
+//	client-go-harness bench   --pd ADDR --case CASE [--callers N] [--ops-per-caller N] [--rounds N] [--sim-pid PID]
+//	                          [--keys N] [--protocol 2pc|async_commit|1pc] [--txn-round R]
+//	client-go-harness interop <step> --pd ADDR [--api-version 1|2] [--keyspace NAME] [--prefix P] [--count N]
+//	                          [--commit-primary] [--group G] [--value-prefix V | --absent] [--ts TS]
 //
 // Every result is one line that a program can read: scenario results are
 // `PASS <name>` or `FAIL <name> <error>` (the error on one line), bench results one
-// `BENCH key=value ...` line, interop results `PASS`/`FAIL` lines and `KEY=value` facts.
+// `ROUND key=value ...` line per round, interop results `PASS`/`FAIL` lines and
+// `KEY=value` facts.
 // `check` and `interop` end with `N passed, M failed` and exit 1 when anything failed.
 package main
 

@@ -1,8 +1,8 @@
-//! What the side-by-side benchmarks share: the simulated cluster in a child process, and
-//! CPU time read from `/proc`.
+//! What the side-by-side benchmarks share: the simulated cluster in a child process, CPU
+//! time read from `/proc`, and client-go's rounds read from its harness.
 
 use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
@@ -249,4 +249,41 @@ pub fn best(rounds: &[Measured]) -> (Measured, f64) {
         .min_by(|a, b| a.client_us_per_op().total_cmp(&b.client_us_per_op()))
         .unwrap_or_else(|| panic!("no rounds"));
     (leanest, fastest)
+}
+
+/// One round of the client-go harness's `bench` (`benches/client-go`), run as its own
+/// process with `args` (the harness reads its own CPU time, the simulator's and the
+/// machine's from `/proc`, in clock ticks): its first `ROUND` line as a [`Measured`].
+///
+/// # Panics
+///
+/// When the harness cannot start or prints no round (a failed client-go run stops the
+/// bench, as a failed run of ours does).
+pub fn client_go_round(binary: &Path, args: &[String], ticks: u64) -> Measured {
+    let run = tikv_tests::client_go::run(binary, args)
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()));
+    let round = run
+        .other
+        .iter()
+        .find_map(|line| line.strip_prefix("ROUND "))
+        .unwrap_or_else(|| panic!("client-go bench printed no round:\n{}", run.describe()));
+    let field = |name: &str| -> u64 {
+        round
+            .split_whitespace()
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in client-go's round `{round}`"))
+    };
+    let from_ticks = |count: u64| Duration::from_micros(count * 1_000_000 / ticks);
+    let client_cpu = from_ticks(field("client_cpu_ticks"));
+    let sim_cpu = from_ticks(field("sim_cpu_ticks"));
+    Measured {
+        ops: field("ops"),
+        wall: Duration::from_micros(field("wall_us")),
+        client_cpu,
+        sim_cpu,
+        other_cpu: from_ticks(field("machine_ticks")).saturating_sub(client_cpu + sim_cpu),
+        p50: Duration::from_micros(field("p50_us")),
+        p99: Duration::from_micros(field("p99_us")),
+    }
 }

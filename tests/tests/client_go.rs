@@ -8,6 +8,10 @@
 //!   a keyspace); transactional pairs committed by client-go read through our
 //!   `Client::snapshot`; a client-go transaction stopped after prewrite whose locks our
 //!   snapshot read (primary committed) and our `Client::resolve_locks` (expired) resolve.
+//!   The other way, our transactions (two-phase over several regions, async commit, 1PC)
+//!   read back exactly by client-go's snapshot, and ours left part-way (stopped after
+//!   prewrite; primary committed and secondaries left locked; async commit with every key
+//!   left locked) whose locks client-go's reads resolve.
 //!
 //! Each test starts its own cluster in-process, built from the `tikv-sim` binary's flags.
 //! Without `go` on the PATH every test prints why and passes without running.
@@ -16,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tikv_core::error::{LockInfo, LockKind};
-use tikv_core::{ApiVersion, Client, Config, Timestamp};
+use tikv_core::transaction::TransactionOptions;
+use tikv_core::{ApiVersion, Client, CommitKnobs, CommitMode, Config, Timestamp};
 use tikv_proto::codec::{KeyMode, Keyspace};
 use tikv_proto::kvrpcpb;
 use tikv_sim::SimServer;
@@ -435,6 +440,251 @@ async fn interop_txn(api: ApiVersion) {
     assert_eq!(snapshot.get(secondary).await.ok(), Some(None));
     assert_eq!(snapshot.get(primary).await.ok(), Some(None));
     client.close().await;
+}
+
+/// The locks the cluster holds on the keys of `group` (`interop/GROUP/000` ..= `/999`).
+fn group_locks(
+    server: &SimServer,
+    api: ApiVersion,
+    prefix: &str,
+    group: &str,
+    max_version: Timestamp,
+) -> Vec<kvrpcpb::LockInfo> {
+    let request = kvrpcpb::ScanLockRequest {
+        max_version: max_version.version(),
+        start_key: storage_txn_key(api, interop_key(prefix, group, 0).as_bytes()).into(),
+        end_key: storage_txn_key(api, interop_key(prefix, group, 999).as_bytes()).into(),
+        limit: 1_000,
+        ..Default::default()
+    };
+    server.with(|sim| sim.mvcc.scan_lock(&request)).locks
+}
+
+/// Waits until the TSO's clock is past `start_ts` + `ttl_ms`: a lock of that transaction
+/// and TTL has then expired for any status check with a timestamp taken from now on (TiKV's
+/// `Lock::is_expired` compares physical times).
+async fn wait_lock_expiry(client: &Client, start_ts: Timestamp, ttl_ms: u64) {
+    while now(client).await.physical_ms() <= start_ts.physical_ms() + ttl_ms {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// How one of our transactions in `interop_ours_read_by_go` commits.
+struct OurTxn {
+    /// The key group (and value prefix) it writes.
+    group: &'static str,
+    options: TransactionOptions,
+    /// The protocol it must have used (`None`: it stops before deciding).
+    mode: Option<CommitMode>,
+    /// Whether the group's keys span a region boundary (at key 010).
+    split: bool,
+}
+
+fn knobs(knobs: CommitKnobs) -> TransactionOptions {
+    TransactionOptions::new().with_testing_knobs(knobs)
+}
+
+/// Our transactions, read by client-go (its snapshot's get, batch get, scan and reverse
+/// scan, in the harness's `interop txn-read`):
+/// - committed with two phases across two regions, with async commit across two
+///   regions, and in one phase: client-go reads every pair at a fresh ts, and (for the
+///   two-phase one) nothing just before the commit ts;
+/// - stopped after prewrite with a 1 ms lock TTL, waited past: client-go's reads find the
+///   primary's lock expired, roll the transaction back (TiKV's `check_txn_status`) and
+///   read nothing; no lock is left;
+/// - two-phase with the primary's batch committed (the keys of its region) and the other
+///   region's secondaries left locked: client-go's reads find the primary committed and
+///   commit the secondaries (TiKV's `resolve_lock`);
+/// - async commit with every key left locked (1 ms TTL): client-go checks the secondaries
+///   (TiKV's `check_secondary_locks`), finds them all prewritten and commits them.
+async fn interop_ours_read_by_go(api: ApiVersion) {
+    let Some(binary) = harness() else { return };
+    let flags: &[&str] = match api {
+        ApiVersion::V2 => &[
+            "--stores",
+            "3",
+            "--api-version",
+            "2",
+            "--keyspaces",
+            KEYSPACE,
+        ],
+        _ => &["--stores", "3"],
+    };
+    let server = start_sim(flags).await;
+    let prefix = "ours/";
+    let count = 20;
+    let short_ttl = 1;
+    let client = our_client(&server, api);
+    let txns = [
+        OurTxn {
+            group: "rust-2pc",
+            options: TransactionOptions::new(),
+            mode: Some(CommitMode::TwoPhase),
+            split: true,
+        },
+        OurTxn {
+            group: "rust-async",
+            options: TransactionOptions::new().with_async_commit(true),
+            mode: Some(CommitMode::AsyncCommit),
+            split: true,
+        },
+        OurTxn {
+            group: "rust-1pc",
+            options: TransactionOptions::new().with_try_one_pc(true),
+            mode: Some(CommitMode::OnePc),
+            split: false,
+        },
+        OurTxn {
+            group: "rust-lock-expired",
+            options: knobs(CommitKnobs {
+                stop_after_prewrite: true,
+                lock_ttl_ms: Some(short_ttl),
+                ..CommitKnobs::default()
+            }),
+            mode: None,
+            split: true,
+        },
+        OurTxn {
+            group: "rust-lock-committed",
+            options: knobs(CommitKnobs {
+                skip_secondaries: true,
+                ..CommitKnobs::default()
+            }),
+            mode: Some(CommitMode::TwoPhase),
+            split: true,
+        },
+        OurTxn {
+            group: "rust-lock-async",
+            options: knobs(CommitKnobs {
+                skip_secondaries: true,
+                lock_ttl_ms: Some(short_ttl),
+                ..CommitKnobs::default()
+            })
+            .with_async_commit(true),
+            mode: Some(CommitMode::AsyncCommit),
+            split: true,
+        },
+    ];
+    let split_keys: Vec<String> = txns
+        .iter()
+        .filter(|txn| txn.split)
+        .map(|txn| interop_key(prefix, txn.group, 10))
+        .collect();
+    client
+        .regions()
+        .split_regions(split_keys, false)
+        .await
+        .unwrap_or_else(|err| panic!("txn split: {err}"));
+    let read = |group: &str, extra: &[String]| {
+        let mut args = vec!["interop".to_owned(), "txn-read".to_owned()];
+        args.extend(cluster_args(&server, api, prefix));
+        args.extend(
+            ["--group", group, "--count", &count.to_string()]
+                .iter()
+                .map(|arg| (*arg).to_owned()),
+        );
+        args.extend(extra.iter().cloned());
+        args
+    };
+    let values = |group: &str| vec!["--value-prefix".to_owned(), group.to_owned()];
+    let absent = || vec!["--absent".to_owned()];
+
+    for txn in txns {
+        let group = txn.group;
+        let mut ours = client
+            .begin_with(txn.options)
+            .await
+            .unwrap_or_else(|err| panic!("{group}: begin: {err}"));
+        for i in 0..count {
+            ours.put(interop_key(prefix, group, i), format!("{group}-{i}"))
+                .unwrap_or_else(|err| panic!("{group}: put: {err}"));
+        }
+        let commit_ts = ours
+            .commit()
+            .await
+            .unwrap_or_else(|err| panic!("{group}: commit: {err}"))
+            // A commit stopped after prewrite answers a zero commit ts.
+            .filter(|ts| ts.version() != 0);
+        assert_eq!(commit_ts.is_some(), txn.mode.is_some(), "{group}");
+        if let Some(mode) = txn.mode {
+            let outcome = ours.commit_outcome();
+            assert_eq!(outcome.map(|o| o.mode), Some(mode), "{group}: {outcome:?}");
+            assert!(
+                outcome.is_some_and(|o| !o.async_commit_fallback && !o.one_pc_fallback),
+                "{group}: {outcome:?}"
+            );
+        }
+        // What the knobs leave behind (the other transactions may still be committing
+        // their secondaries in the background: client-go's reads resolve what they meet).
+        let expected_locks = match group {
+            "rust-lock-expired" | "rust-lock-async" => Some(count),
+            // The primary is committed, and with it the keys of its region (000 to 009:
+            // one commit request, the primary's batch, as in client-go); 010 to 019 are
+            // left locked.
+            "rust-lock-committed" => Some(count - 10),
+            _ => None,
+        };
+        if let Some(expected) = expected_locks {
+            let locked = group_locks(&server, api, prefix, group, now(&client).await).len();
+            assert_eq!(locked, expected, "{group}: locks before client-go reads");
+        }
+        match group {
+            "rust-lock-expired" => {
+                wait_lock_expiry(&client, ours.start_ts(), short_ttl).await;
+                let run = run_harness(&binary, read(group, &absent())).await;
+                assert_all_passed(&run, &format!("interop txn-read {group}"));
+                // What client-go decided is what we read too.
+                let got = client
+                    .snapshot(now(&client).await)
+                    .get(interop_key(prefix, group, 0))
+                    .await
+                    .unwrap_or_else(|err| panic!("{err}"));
+                assert_eq!(got, None, "{group}: rolled back");
+            }
+            _ => {
+                if group == "rust-lock-async" {
+                    wait_lock_expiry(&client, ours.start_ts(), short_ttl).await;
+                }
+                let run = run_harness(&binary, read(group, &values(group))).await;
+                assert_all_passed(&run, &format!("interop txn-read {group}"));
+            }
+        }
+        let left = group_locks(&server, api, prefix, group, now(&client).await);
+        assert!(
+            left.is_empty(),
+            "{group}: client-go's reads resolved every lock, but left {:?}",
+            left.iter()
+                .map(|lock| String::from_utf8_lossy(&lock.key).into_owned())
+                .collect::<Vec<_>>()
+        );
+        if group == "rust-2pc" {
+            let commit_ts = commit_ts.map_or(0, Timestamp::version);
+            let at = |ts: u64| vec!["--ts".to_owned(), ts.to_string()];
+            let run = run_harness(
+                &binary,
+                read(group, &[values(group), at(commit_ts)].concat()),
+            )
+            .await;
+            assert_all_passed(&run, "interop txn-read at the commit ts");
+            let run = run_harness(
+                &binary,
+                read(group, &[absent(), at(commit_ts - 1)].concat()),
+            )
+            .await;
+            assert_all_passed(&run, "interop txn-read before the commit ts");
+        }
+    }
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_ours_read_by_go_api_v1() {
+    interop_ours_read_by_go(ApiVersion::V1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_ours_read_by_go_api_v2_keyspace() {
+    interop_ours_read_by_go(ApiVersion::V2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
