@@ -200,6 +200,8 @@ pub(crate) struct Committer {
     keep_alive: Option<OpId>,
     context: kvrpcpb::Context,
     batch_limit: usize,
+    /// Most requests one step (prewrite, commit, rollback) has out at once.
+    concurrency: usize,
     timeout: Duration,
     max_execution_ms: u64,
     /// The caller stopped waiting: a two-phase commit not yet deciding rolls back instead.
@@ -289,7 +291,8 @@ impl Committer {
             prewrite_budget,
             config.read_timeout_short,
         )
-        .tracking_undetermined(!tried_async && !tried_one_pc);
+        .tracking_undetermined(!tried_async && !tried_one_pc)
+        .with_max_inflight(config.committer_concurrency);
         Ok(Self {
             space: space.clone(),
             start_ts,
@@ -310,6 +313,7 @@ impl Committer {
             keep_alive: None,
             context,
             batch_limit: config.txn_commit_batch_size,
+            concurrency: config.committer_concurrency,
             timeout: config.read_timeout_short,
             max_execution_ms,
             abandoned: false,
@@ -557,6 +561,7 @@ impl Committer {
             primary_first,
             budget,
             self.timeout,
+            self.concurrency,
         )));
     }
 
@@ -598,7 +603,8 @@ impl Committer {
             knob_budget(&self.options, COMMIT_BUDGET),
             self.timeout,
         )
-        .tracking_undetermined(false);
+        .tracking_undetermined(false)
+        .with_max_inflight(self.concurrency);
         self.commit = Some((dispatch, plan));
         self.stage = Stage::CommittingPrimary;
         self.drive_commit(cx, DispatchInput::Start)
