@@ -125,6 +125,8 @@ pub struct Config {
     pub(crate) low_resolution_ts_staleness: Duration,
     /// Largest size of one prewrite or commit request's keys (and values).
     pub(crate) txn_commit_batch_size: usize,
+    /// Most requests one commit action (prewrite, commit, rollback) has in flight.
+    pub(crate) committer_concurrency: usize,
     /// Most keys a transaction may have and still use async commit.
     pub(crate) async_commit_keys_limit: usize,
     /// Largest total key size a transaction may have and still use async commit.
@@ -174,6 +176,7 @@ impl Default for Config {
             max_message_size: 1 << 30,
             low_resolution_ts_staleness: Duration::from_secs(2),
             txn_commit_batch_size: 16 * 1024,
+            committer_concurrency: 128,
             async_commit_keys_limit: 256,
             async_commit_total_key_size_limit: 4 * 1024,
             async_commit_safe_window: Duration::from_secs(2),
@@ -381,6 +384,16 @@ impl Config {
         self
     }
 
+    /// Sets how many requests one step of a commit (its prewrites, its commits, its
+    /// rollbacks) may have in flight at once (client-go `TiKVClient.CommitterConcurrency`,
+    /// 128). A large transaction's further requests go out one by one as earlier ones are
+    /// answered, so a commit of thousands of batches does not flood the stores. At least 1.
+    #[must_use]
+    pub fn with_committer_concurrency(mut self, requests: usize) -> Self {
+        self.committer_concurrency = requests.max(1);
+        self
+    }
+
     /// Sets the most keys a transaction may write and still use async commit (client-go
     /// `AsyncCommit.KeysLimit`, 256).
     #[must_use]
@@ -573,6 +586,11 @@ impl Config {
     /// The largest size of one transactional write request.
     pub fn txn_commit_batch_size(&self) -> usize {
         self.txn_commit_batch_size
+    }
+
+    /// The most requests one step of a commit has in flight.
+    pub fn committer_concurrency(&self) -> usize {
+        self.committer_concurrency
     }
 
     /// The most keys an async-commit transaction may write.

@@ -281,6 +281,8 @@ macro_rules! for_each_snapshot_test {
         $m!(test_point_get_skip_txn_lock);
         $m!(test_snapshot_thread_safe);
         $m!(test_rc_read);
+        $m!(test_snapshot_cache);
+        $m!(test_snapshot_cache_bypass_max_uint64);
         // integration_tests/snapshot_fail_test.go
         $m!(test_batch_get_response_key_error);
         $m!(test_scan_response_key_error);

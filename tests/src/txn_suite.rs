@@ -528,6 +528,7 @@ macro_rules! for_each_txn_test {
         $m!(test_ticlient_multi_keys);
         $m!(test_ticlient_not_exist);
         $m!(test_ticlient_large_request);
+        $m!(test_ticlient_split_region_in_2pc);
         // integration_tests/safepoint_test.go
         $m!(test_safepoint);
         // integration_tests/split_test.go

@@ -7,6 +7,7 @@ pub mod range_task;
 pub mod raw_client;
 pub mod regions;
 pub mod snapshot;
+mod snapshot_cache;
 pub mod transaction;
 
 pub use key_range::KeyRange;

@@ -1,12 +1,15 @@
 //! [`Snapshot`]: consistent reads of the transactional key space at one timestamp
 //! (client-go's `KVSnapshot`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeBounds;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 use super::KeyRange;
+pub use super::snapshot_cache::SnapshotCacheStats;
+use super::snapshot_cache::{CachedValue, SnapshotCache};
 use crate::command::TxnCommand;
 use crate::driver::Handle;
 use crate::error::Error;
@@ -25,12 +28,22 @@ pub const DEFAULT_SCAN_BATCH_SIZE: u32 = 256;
 /// backoff budget); what it learns is kept by the snapshot (and its clones), so later reads
 /// skip or read through the same locks without asking again.
 ///
+/// Point reads ([`get`](Self::get), [`batch_get`](Self::batch_get) and their commit
+/// timestamp forms) are cached, as client-go's `KVSnapshot` caches them: what a key held at
+/// the timestamp never changes, so a key read once, found or not, is answered from the
+/// cache afterwards. A read asking for commit timestamps uses a cached value only if its
+/// timestamp is known. Scans neither use nor fill the cache; a snapshot at
+/// [`Timestamp::MAX`] (always the latest data) caches nothing. The cache belongs to the
+/// handle and its clones; see [`cache_stats`](Self::cache_stats),
+/// [`update_cache`](Self::update_cache) and [`clean_cache`](Self::clean_cache).
+///
 /// Cheap to clone. Made by [`Client::snapshot`](crate::Client::snapshot).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     handle: Handle,
     options: ReadOptions,
     learned: Arc<Mutex<ReadLockSets>>,
+    cache: Arc<Mutex<SnapshotCache>>,
 }
 
 impl Snapshot {
@@ -39,6 +52,7 @@ impl Snapshot {
             handle,
             options: ReadOptions::at(ts),
             learned: Arc::default(),
+            cache: Arc::default(),
         }
     }
 
@@ -47,9 +61,13 @@ impl Snapshot {
         self.options.ts
     }
 
-    /// This snapshot reading under `level` (snapshot isolation by default).
+    /// This snapshot reading under `level` (snapshot isolation by default). A changed level
+    /// starts an empty cache: values read under one level are not answers for another.
     #[must_use]
     pub fn with_isolation(mut self, level: IsolationLevel) -> Self {
+        if self.options.isolation != level {
+            self.cache = Arc::default();
+        }
         self.options.isolation = level;
         self
     }
@@ -89,11 +107,7 @@ impl Snapshot {
     /// [`Error::BackoffExhausted`] when a lock stays alive (or the region unreachable) past
     /// the read's backoff budget; with [`Error::Key`] for a key error other than a lock.
     pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
-        let read = self.read(TxnCommand::Get {
-            key: key.into(),
-            options: self.options(),
-        });
-        Ok(read.await?.into_iter().next().map(|entry| entry.value))
+        Ok(self.get_entry(key.into(), false).await?.value)
     }
 
     /// The value of `key` and when it was committed, or `None` when it does not exist.
@@ -104,18 +118,10 @@ impl Snapshot {
         &self,
         key: impl Into<Bytes>,
     ) -> Result<Option<(Bytes, Timestamp)>, Error> {
-        let mut options = self.options();
-        options.need_commit_ts = true;
-        let entries = self
-            .read(TxnCommand::Get {
-                key: key.into(),
-                options,
-            })
-            .await?;
-        entries
-            .into_iter()
-            .next()
-            .map(|entry| Ok((entry.value, required_commit_ts(entry.commit_ts)?)))
+        let entry = self.get_entry(key.into(), true).await?;
+        entry
+            .value
+            .map(|value| Ok((value, required_commit_ts(entry.commit_ts)?)))
             .transpose()
     }
 
@@ -127,17 +133,14 @@ impl Snapshot {
         &self,
         keys: impl IntoIterator<Item = K>,
     ) -> Result<Vec<KvPair>, Error> {
-        let keys: Vec<Bytes> = keys.into_iter().map(Into::into).collect();
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let entries = self
-            .read(TxnCommand::BatchGet {
-                keys,
-                options: self.options(),
+        let found = self.batch_entries(keys, false).await?;
+        Ok(found
+            .into_iter()
+            .map(|(key, value)| KvPair {
+                key,
+                value: value.0,
             })
-            .await?;
-        Ok(entries.into_iter().map(pair).collect())
+            .collect())
     }
 
     /// Like [`batch_get`](Self::batch_get), each pair with the timestamp its value was
@@ -148,20 +151,141 @@ impl Snapshot {
         &self,
         keys: impl IntoIterator<Item = K>,
     ) -> Result<Vec<(KvPair, Timestamp)>, Error> {
-        let keys: Vec<Bytes> = keys.into_iter().map(Into::into).collect();
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut options = self.options();
-        options.need_commit_ts = true;
-        let entries = self.read(TxnCommand::BatchGet { keys, options }).await?;
-        entries
+        let found = self.batch_entries(keys, true).await?;
+        found
             .into_iter()
-            .map(|entry| {
-                let commit_ts = required_commit_ts(entry.commit_ts)?;
-                Ok((pair(entry), commit_ts))
+            .map(|(key, (value, commit_ts))| {
+                Ok((KvPair { key, value }, required_commit_ts(commit_ts)?))
             })
             .collect()
+    }
+
+    /// What this snapshot's cache holds and how often it answered.
+    pub fn cache_stats(&self) -> SnapshotCacheStats {
+        self.cache().stats()
+    }
+
+    /// Records values of keys at this snapshot's timestamp, for later reads to find in the
+    /// cache (client-go's `UpdateSnapshotCache`): `Some(value)` for a key that exists,
+    /// `None` for one that does not. The caller vouches for them: reads answer with them as
+    /// they are. Nothing is recorded at [`Timestamp::MAX`].
+    pub fn update_cache<K: Into<Bytes>, V: Into<Bytes>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, Option<V>)>,
+    ) {
+        if !self.caches() {
+            return;
+        }
+        let mut cache = self.cache();
+        for (key, value) in entries {
+            let key: Bytes = key.into();
+            if key.is_empty() {
+                // No read of an empty key reaches the cache: it is refused.
+                continue;
+            }
+            let value = value.map_or_else(CachedValue::missing, |value| {
+                CachedValue::found(value.into(), None)
+            });
+            cache.insert(key, value);
+        }
+    }
+
+    /// Forgets the cached values of `keys`, so that the next read of each goes to the store
+    /// (client-go's `CleanCache`).
+    pub fn clean_cache<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) {
+        let mut cache = self.cache();
+        for key in keys {
+            cache.remove(key.as_ref());
+        }
+    }
+
+    /// Whether reads fill the cache: not for a snapshot of the latest data, whose answers
+    /// change.
+    fn caches(&self) -> bool {
+        self.options.ts != Timestamp::MAX
+    }
+
+    fn cache(&self) -> MutexGuard<'_, SnapshotCache> {
+        match self.cache.lock() {
+            Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// One key's value, from the cache or the store (which then fills the cache).
+    async fn get_entry(&self, key: Bytes, need_commit_ts: bool) -> Result<CachedValue, Error> {
+        if let Some(hit) = self.cache().lookup(&key, need_commit_ts) {
+            return Ok(hit);
+        }
+        let mut options = self.options();
+        options.need_commit_ts = need_commit_ts;
+        let entries = self
+            .read(TxnCommand::Get {
+                key: key.clone(),
+                options,
+            })
+            .await?;
+        let entry = entries
+            .into_iter()
+            .next()
+            .map_or_else(CachedValue::missing, |entry| {
+                CachedValue::found(entry.value, entry.commit_ts)
+            });
+        if self.caches() {
+            self.cache().insert(key, entry.clone());
+        }
+        Ok(entry)
+    }
+
+    /// The existing ones of `keys` with their values and commit timestamps (when known),
+    /// from the cache where it can answer and from the store for the rest.
+    async fn batch_entries<K: Into<Bytes>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        need_commit_ts: bool,
+    ) -> Result<BTreeMap<Bytes, (Bytes, Option<Timestamp>)>, Error> {
+        let keys: BTreeSet<Bytes> = keys.into_iter().map(Into::into).collect();
+        let mut found = BTreeMap::new();
+        let mut misses = Vec::new();
+        {
+            let mut cache = self.cache();
+            for key in keys {
+                match cache.lookup(&key, need_commit_ts) {
+                    Some(CachedValue {
+                        value: Some(value),
+                        commit_ts,
+                    }) => {
+                        found.insert(key, (value, commit_ts));
+                    }
+                    Some(CachedValue { value: None, .. }) => {}
+                    None => misses.push(key),
+                }
+            }
+        }
+        if misses.is_empty() {
+            return Ok(found);
+        }
+        let mut options = self.options();
+        options.need_commit_ts = need_commit_ts;
+        let entries = self
+            .read(TxnCommand::BatchGet {
+                keys: misses.clone(),
+                options,
+            })
+            .await?;
+        let fetched: BTreeMap<Bytes, CachedValue> = entries
+            .into_iter()
+            .map(|entry| (entry.key, CachedValue::found(entry.value, entry.commit_ts)))
+            .collect();
+        if self.caches() {
+            self.cache().fill(&misses, &fetched);
+        }
+        for (key, entry) in fetched {
+            if let Some(value) = entry.value {
+                found.insert(key, (value, entry.commit_ts));
+            }
+        }
+        Ok(found)
     }
 
     /// Up to `limit` pairs of `range`, in key order.

@@ -284,6 +284,13 @@ impl Transaction {
         self.snapshot.timestamp()
     }
 
+    /// The snapshot this transaction reads through (client-go's `GetSnapshot`): reads
+    /// made on it see the start timestamp without this transaction's own writes, and share
+    /// the transaction's read cache.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
     /// How the transaction committed, once it has.
     pub fn commit_outcome(&self) -> Option<CommitOutcome> {
         self.outcome

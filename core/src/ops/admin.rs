@@ -89,7 +89,7 @@ pub(super) fn build(command: PdCommand, cx: &Cx<'_>) -> Box<dyn Operation> {
 }
 
 /// Waiting until PD has finished scattering `region_id`, backing off within `budget`.
-pub(super) fn scatter_wait(region_id: u64, budget: Duration) -> Box<dyn Operation> {
+pub(crate) fn scatter_wait(region_id: u64, budget: Duration) -> Box<dyn Operation> {
     Box::new(OperatorWait::new(region_id, true, budget))
 }
 

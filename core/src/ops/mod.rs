@@ -6,12 +6,12 @@
 //! for it through [`AwaitKeyspace`], so a named keyspace under API V2 is never queried under
 //! the wrong scope, whichever command comes first.
 
-mod admin;
+pub(crate) mod admin;
 mod destroy;
 pub(crate) mod keys;
 mod locate;
 mod raw;
-mod split;
+pub(crate) mod split;
 pub(crate) mod txn;
 pub(crate) mod visibility;
 

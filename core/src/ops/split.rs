@@ -72,13 +72,24 @@ impl SplitOp {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::at_request_keys(space, request_keys, scatter, timeout))
+    }
+
+    /// Like [`new`](Self::new), at keys already in `space`'s request form (a commit's
+    /// keys, which it holds that way).
+    pub(crate) fn at_request_keys(
+        space: &KeySpace,
+        request_keys: Vec<Bytes>,
+        scatter: Option<String>,
+        timeout: std::time::Duration,
+    ) -> Self {
         let routing_keys: Vec<Bytes> = request_keys
             .iter()
             .map(|key| space.routing_key(key))
             .collect();
         let raw_keys = space.is_plain();
         let budget = split_budget(request_keys.len());
-        Ok(Self {
+        Self {
             dispatch: Dispatch::new(
                 routing_keys.iter().cloned().collect(),
                 false,
@@ -94,7 +105,7 @@ impl SplitOp {
             },
             scatter,
             scattering: None,
-        })
+        }
     }
 
     /// Advances the split; `Some` when it finished.

@@ -7,6 +7,7 @@
 //! items at once (new leader), after a backoff, or hands them back for regrouping. One
 //! [`Backoffer`] bounds the whole operation, as client-go's forked backoffers do.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -73,6 +74,15 @@ struct Sent {
     route: Route,
 }
 
+/// A request built but held back by the in-flight cap.
+#[derive(Debug)]
+struct Queued {
+    items: Items,
+    route: Route,
+    request: StoreRequest,
+    retried: bool,
+}
+
 /// Items in flight towards their regions.
 ///
 /// Sized for point operations: one key, one request in flight, no backoff yet all live
@@ -84,8 +94,14 @@ pub(crate) struct Dispatch {
     /// Items waiting to be routed; sorted by key before routing (so one PD lookup serves the
     /// next keys).
     pending: Items,
-    /// Requests out, searched linearly: an operation has few at a time.
+    /// Requests out, searched linearly: an operation has few at a time (at most
+    /// `max_inflight`).
     inflight: SmallVec<[Sent; 1]>,
+    /// Requests built but not sent yet, oldest first: the cap was reached.
+    queued: VecDeque<Queued>,
+    /// Most requests out at once (client-go's committer concurrency for commit actions;
+    /// unbounded otherwise).
+    max_inflight: usize,
     /// PD lookups the dispatch waits on (their call ids).
     parked: SmallVec<[RequestId; 1]>,
     sleep_until: Option<Time>,
@@ -131,6 +147,8 @@ impl Dispatch {
             reverse,
             pending,
             inflight: SmallVec::new(),
+            queued: VecDeque::new(),
+            max_inflight: usize::MAX,
             parked: SmallVec::new(),
             sleep_until: None,
             budget_ms,
@@ -140,6 +158,14 @@ impl Dispatch {
             leader_hops: 0,
             undetermined: None,
         }
+    }
+
+    /// This dispatch keeps at most `max` requests out at once (at least one): further
+    /// requests wait in build order and go out one by one as answers come back, as
+    /// client-go's committer `batchExecutor` hands out its tokens.
+    pub(crate) fn with_max_inflight(mut self, max: usize) -> Self {
+        self.max_inflight = max.max(1);
+        self
     }
 
     /// This dispatch remembers which items' last attempt failed in transport, for
@@ -239,6 +265,8 @@ impl Dispatch {
 
     /// Whether the dispatch waits on nothing it sent or parked on (a backoff at most).
     fn resume(&mut self, cx: &mut Cx<'_>, plan: &mut dyn Plan) -> Progress {
+        // Requests already built wait for a free slot, not for another item's backoff.
+        self.send_queued(cx);
         if let Some(until) = self.sleep_until {
             if until > cx.now() {
                 cx.wake_at(until);
@@ -263,7 +291,7 @@ impl Dispatch {
     }
 
     fn progress(&self) -> Progress {
-        if self.pending.is_empty() && self.inflight.is_empty() {
+        if self.pending.is_empty() && self.inflight.is_empty() && self.queued.is_empty() {
             Progress::Done
         } else {
             Progress::Pending
@@ -418,22 +446,38 @@ impl Dispatch {
                 }
             }
         }
-        let timeout = self.timeout;
         let retried = self.retried;
         for (route, items) in groups {
-            let inflight = &mut self.inflight;
-            let op = cx.op();
-            let services = cx.services();
+            let queued = &mut self.queued;
             plan.build(&items, &route, &mut |items, request| {
-                let id = super::send_store(services, op, &route, request, timeout, retried);
-                inflight.push(Sent {
-                    id,
+                queued.push_back(Queued {
                     items,
                     route: route.clone(),
+                    request,
+                    retried,
                 });
             });
         }
+        self.send_queued(cx);
         Ok(())
+    }
+
+    /// Sends queued requests while the in-flight cap allows.
+    fn send_queued(&mut self, cx: &mut Cx<'_>) {
+        while self.inflight.len() < self.max_inflight {
+            let Some(Queued {
+                items,
+                route,
+                request,
+                retried,
+            }) = self.queued.pop_front()
+            else {
+                return;
+            };
+            let op = cx.op();
+            let id = super::send_store(cx.services(), op, &route, request, self.timeout, retried);
+            self.inflight.push(Sent { id, items, route });
+        }
     }
 }
 

@@ -231,6 +231,12 @@ pub struct CommitKnobs {
     /// instead of 40 s each (client-go's tests lower `CommitMaxBackoff` so that a commit
     /// failing for good fails fast).
     pub max_backoff_ms: Option<u64>,
+    /// Keys of one region from which the commit splits it before prewriting, instead of
+    /// 100,000 (client-go's tests lower `preSplitDetectThreshold`).
+    pub pre_split_detect_threshold: Option<usize>,
+    /// Bytes per new region of such a split, instead of 32 MiB (client-go's tests lower
+    /// `preSplitSizeThreshold`).
+    pub pre_split_size_threshold: Option<u64>,
 }
 
 impl Default for CommitOptions {

@@ -1,10 +1,10 @@
 //! `integration_tests/ticlient_test.go` (`testTiclientSuite`): basic transactional reads
-//! and writes. `TestSplitRegionIn2PC` is not ported: this client's committer does not
-//! pre-split regions that a large commit would write many keys to (client-go's
-//! `preSplitDetectThreshold`), and its pessimistic half needs pessimistic transactions.
+//! and writes, and the committer's pre-split of a region a large commit writes many keys to.
+//! The pessimistic half of `TestSplitRegionIn2PC` is not ported: it needs pessimistic
+//! transactions.
 
-use tikv_core::Error;
 use tikv_core::txn::buffer::{BufferError, SizeLimits};
+use tikv_core::{CommitKnobs, Error, TransactionOptions};
 
 use super::{Env, b, ok, start};
 
@@ -90,4 +90,49 @@ pub async fn test_ticlient_large_request<E: Env>(env: &E) {
         "{e}"
     );
     assert_eq!(ok("commit", txn.commit().await), None);
+}
+
+/// `TestSplitRegionIn2PC` (its optimistic half): with the pre-split thresholds lowered to
+/// 500 keys and 5,000 bytes (Go's `StorePreSplitDetectThreshold` and
+/// `StorePreSplitSizeThreshold`), a commit of 500 keys to one region splits it before
+/// prewriting, so the first key and the 500th end up in different regions.
+pub async fn test_ticlient_split_region_in_2pc<E: Env>(env: &E) {
+    const PRE_SPLIT_THRESHOLD: usize = 500;
+    let tc = start(env).await;
+    let first = key(0);
+    let last = key(PRE_SPLIT_THRESHOLD);
+    assert_eq!(
+        tc.region_of(first.as_bytes()),
+        tc.region_of(last.as_bytes()),
+        "one region before the commit"
+    );
+    let knobs = CommitKnobs {
+        pre_split_detect_threshold: Some(PRE_SPLIT_THRESHOLD),
+        pre_split_size_threshold: Some(5_000),
+        ..CommitKnobs::default()
+    };
+    let mut txn = tc
+        .begin_with(TransactionOptions::new().with_testing_knobs(knobs))
+        .await;
+    for i in 0..PRE_SPLIT_THRESHOLD {
+        ok("put", txn.put(b(key(i)), b(format!("value{i}"))));
+    }
+    ok("commit", txn.commit().await);
+    assert_ne!(
+        tc.region_of(first.as_bytes()),
+        tc.region_of(last.as_bytes()),
+        "the commit split the region"
+    );
+    assert_eq!(
+        tc.requests.count(|r| r.name() == "SplitRegion"),
+        1,
+        "one split request"
+    );
+    // Everything was committed, across the new regions.
+    let txn = tc.begin().await;
+    let keys: Vec<_> = (0..PRE_SPLIT_THRESHOLD).map(|i| b(key(i))).collect();
+    assert_eq!(
+        ok("batch get", txn.batch_get(keys).await).len(),
+        PRE_SPLIT_THRESHOLD
+    );
 }

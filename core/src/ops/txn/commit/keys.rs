@@ -226,25 +226,30 @@ pub(crate) struct FinishKeys {
     plan: KeysPlan,
     timeout: Duration,
     budget: Duration,
+    /// Most requests out at once (the committer's concurrency).
+    concurrency: usize,
 }
 
 impl FinishKeys {
     /// Does `plan` to its keys (routing keys `routing`, indexed like the plan's keys);
     /// with `primary_first`, the primary's batch goes before the rest (a rollback, so
-    /// that a reader resolving a secondary finds the primary rolled back).
+    /// that a reader resolving a secondary finds the primary rolled back). At most
+    /// `concurrency` requests are out at once.
     pub(crate) fn new(
         mut plan: KeysPlan,
         routing: SmallVec<[Bytes; 1]>,
         primary_first: bool,
         budget: Duration,
         timeout: Duration,
+        concurrency: usize,
     ) -> Self {
         plan.primary_only = primary_first;
         Self {
-            dispatch: Dispatch::new(routing, false, budget, timeout),
+            dispatch: Dispatch::new(routing, false, budget, timeout).with_max_inflight(concurrency),
             plan,
             timeout,
             budget,
+            concurrency,
         }
     }
 
@@ -263,7 +268,8 @@ impl FinishKeys {
                     let routing = self.dispatch.keys_of(&rest);
                     let keys = self.plan.keys_of(&rest);
                     self.plan.keys = keys;
-                    self.dispatch = Dispatch::new(routing, false, self.budget, self.timeout);
+                    self.dispatch = Dispatch::new(routing, false, self.budget, self.timeout)
+                        .with_max_inflight(self.concurrency);
                     return self.drive(cx, DispatchInput::Start);
                 }
                 Next::Done(Ok(Output::Unit))

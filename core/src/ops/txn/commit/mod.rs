@@ -27,6 +27,7 @@
 mod batch;
 pub(crate) mod heartbeat;
 pub(crate) mod keys;
+pub(crate) mod presplit;
 mod prewrite;
 #[cfg(test)]
 mod tests;
@@ -57,6 +58,7 @@ use crate::sender::dispatch::{Dispatch, DispatchInput, Progress};
 use crate::time::Time;
 use heartbeat::{Heartbeats, KeepAlive};
 use keys::{FinishKeys, KeysAction, KeysPlan};
+use presplit::{PreSplit, Thresholds};
 use prewrite::{PrewritePlan, PrewriteShape};
 
 /// Total backoff of the prewrites (client-go `PrewriteMaxBackoff`).
@@ -125,6 +127,30 @@ fn knob_budget(options: &CommitOptions, default: Duration) -> Duration {
     }
 }
 
+/// When the commit pre-splits its regions: client-go's thresholds, unless a test lowered
+/// them.
+fn pre_split_thresholds(options: &CommitOptions) -> Thresholds {
+    let defaults = Thresholds::default();
+    #[cfg(any(test, feature = "testing"))]
+    {
+        Thresholds {
+            keys: options
+                .knobs
+                .pre_split_detect_threshold
+                .unwrap_or(defaults.keys),
+            size: options
+                .knobs
+                .pre_split_size_threshold
+                .unwrap_or(defaults.size),
+        }
+    }
+    #[cfg(not(any(test, feature = "testing")))]
+    {
+        let _ = options;
+        defaults
+    }
+}
+
 /// Whether test lever `$field` of `$options` is set (never, without the `testing`
 /// feature).
 macro_rules! knob {
@@ -147,6 +173,8 @@ fn millis(duration: Duration) -> u64 {
 /// Where a commit stands.
 #[derive(Debug)]
 enum Stage {
+    /// Splitting regions that would take too many of the keys (a [`PreSplit`] child).
+    PreSplitting(OpId),
     /// Waiting for a timestamp.
     Timestamp(RequestId, TsPurpose),
     /// Waiting for TSO to pass `commit_wait_until_tso` before asking again.
@@ -193,6 +221,8 @@ pub(crate) struct Committer {
     plan: PrewritePlan,
     /// The primary's commit, once it started.
     commit: Option<(Dispatch, KeysPlan)>,
+    /// The pre-split to run first, for a commit with enough keys to need one.
+    pre_split: Option<Box<PreSplit>>,
     /// Backs off live locks met by prewrites.
     lock_backoff: Backoffer,
     /// Backs off waiting for TSO to pass `commit_wait_until_tso`.
@@ -200,6 +230,8 @@ pub(crate) struct Committer {
     keep_alive: Option<OpId>,
     context: kvrpcpb::Context,
     batch_limit: usize,
+    /// Most requests one step (prewrite, commit, rollback) has out at once.
+    concurrency: usize,
     timeout: Duration,
     max_execution_ms: u64,
     /// The caller stopped waiting: a two-phase commit not yet deciding rolls back instead.
@@ -283,13 +315,30 @@ impl Committer {
         };
         let plan = PrewritePlan::new(shape, wire, actions, tried_async, tried_one_pc, 0);
         let prewrite_budget = knob_budget(&options, PREWRITE_BUDGET);
+        let thresholds = pre_split_thresholds(&options);
+        // Fewer keys than the threshold cannot put that many in one region.
+        let pre_split = (mutations.len() >= thresholds.keys).then(|| {
+            Box::new(PreSplit::new(
+                space.clone(),
+                thresholds,
+                keys.clone(),
+                routing.iter().cloned().collect(),
+                mutations
+                    .iter()
+                    .map(|m| (m.key.len() + m.value.len()) as u64)
+                    .collect(),
+                prewrite_budget,
+                config.read_timeout_short,
+            ))
+        });
         let prewrite = Dispatch::new(
             routing.iter().cloned().collect(),
             false,
             prewrite_budget,
             config.read_timeout_short,
         )
-        .tracking_undetermined(!tried_async && !tried_one_pc);
+        .tracking_undetermined(!tried_async && !tried_one_pc)
+        .with_max_inflight(config.committer_concurrency);
         Ok(Self {
             space: space.clone(),
             start_ts,
@@ -305,11 +354,13 @@ impl Committer {
             prewrite,
             plan,
             commit: None,
+            pre_split,
             lock_backoff: Backoffer::new(millis(prewrite_budget)),
             lag_backoff: None,
             keep_alive: None,
             context,
             batch_limit: config.txn_commit_batch_size,
+            concurrency: config.committer_concurrency,
             timeout: config.read_timeout_short,
             max_execution_ms,
             abandoned: false,
@@ -557,6 +608,7 @@ impl Committer {
             primary_first,
             budget,
             self.timeout,
+            self.concurrency,
         )));
     }
 
@@ -598,7 +650,8 @@ impl Committer {
             knob_budget(&self.options, COMMIT_BUDGET),
             self.timeout,
         )
-        .tracking_undetermined(false);
+        .tracking_undetermined(false)
+        .with_max_inflight(self.concurrency);
         self.commit = Some((dispatch, plan));
         self.stage = Stage::CommittingPrimary;
         self.drive_commit(cx, DispatchInput::Start)
@@ -726,14 +779,26 @@ fn validate(start_ts: Timestamp, mutations: &[Mutation], primary: &Bytes) -> Res
     Ok(())
 }
 
-impl Operation for Committer {
-    fn on_start(self: Box<Self>, cx: &mut Cx<'_>) -> Next {
+impl Committer {
+    /// Starts the commit proper (after the pre-split, if there was one).
+    fn begin(self: Box<Self>, cx: &mut Cx<'_>) -> Next {
         let linearizable =
             !self.options.causal_consistency || self.options.commit_wait_until_tso.is_some();
         if (self.tried_async || self.tried_one_pc) && linearizable {
             return self.ask_timestamp(cx, TsPurpose::MinCommit);
         }
         self.start_prewrite(cx)
+    }
+}
+
+impl Operation for Committer {
+    fn on_start(mut self: Box<Self>, cx: &mut Cx<'_>) -> Next {
+        if let Some(pre_split) = self.pre_split.take() {
+            let child = cx.spawn_child(pre_split);
+            self.stage = Stage::PreSplitting(child);
+            return Next::Pending(self);
+        }
+        self.begin(cx)
     }
 
     fn waiting(self: Box<Self>) -> Next {
@@ -777,6 +842,13 @@ impl Operation for Committer {
         if self.keep_alive == Some(child) {
             // The TTL manager stopped (too old, or the lock is gone); the commit goes on.
             return Next::Pending(self);
+        }
+        if matches!(self.stage, Stage::PreSplitting(id) if id == child) {
+            if self.abandoned {
+                // Nobody waits and nothing is written yet.
+                return Next::Done(Ok(Output::Unit));
+            }
+            return self.begin(cx);
         }
         if !matches!(self.stage, Stage::Resolving(id) if id == child) {
             return Next::Pending(self);

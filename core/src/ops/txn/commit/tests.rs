@@ -98,6 +98,7 @@ fn describe(request: &StoreRequest) -> String {
             r.use_async_commit
         ),
         StoreRequest::BatchRollback(r) => format!("rollback [{}]", keys_text(&r.keys)),
+        StoreRequest::SplitRegion(r) => format!("split [{}]", keys_text(&r.split_keys)),
         StoreRequest::TxnHeartBeat(r) => format!("heartbeat ttl={}", r.advise_lock_ttl),
         StoreRequest::CheckTxnStatus(r) => format!("check lock_ts={}", r.lock_ts),
         StoreRequest::ResolveLock(r) => format!(
@@ -820,4 +821,428 @@ fn a_lowered_budget_ends_a_failing_commit_sooner() {
     });
     let default = failing(CommitOptions::default());
     assert!(lowered < default, "{lowered} attempts vs {default}");
+}
+
+/// What [`drive_one_at_a_time`] saw.
+struct Paced {
+    seen: Vec<String>,
+    events: Vec<Event>,
+    /// Most store requests out at once.
+    peak: usize,
+    /// The PD requests, described.
+    pd: Vec<String>,
+}
+
+/// Drives `core` answering store requests one at a time, oldest first (PD and TSO at once),
+/// and records how many store requests were out at once. `store` answers as in [`drive`];
+/// `after` runs after each store answer with the number answered so far.
+fn drive_one_at_a_time(
+    core: &mut Core,
+    store: &mut Store<'_>,
+    after: &mut dyn FnMut(&mut Core, usize),
+) -> Paced {
+    let mut responder = Responder::default();
+    let mut paced = Paced {
+        seen: Vec::new(),
+        events: Vec::new(),
+        peak: 0,
+        pd: Vec::new(),
+    };
+    let mut outstanding = std::collections::VecDeque::new();
+    let mut answered = 0;
+    let mut now = Time::ZERO;
+    for _ in 0..20_000 {
+        while let Some(transmit) = core.poll_transmit() {
+            match &transmit.request {
+                Request::Store(_) => outstanding.push_back(transmit),
+                _ => {
+                    paced
+                        .pd
+                        .push(crate::machine::testing::describe(&transmit.request));
+                    let reply = responder.answer(&transmit);
+                    core.handle_reply(now, transmit.id, reply);
+                }
+            }
+        }
+        paced.peak = paced.peak.max(outstanding.len());
+        while let Some(event) = core.poll_event() {
+            paced.events.push(event);
+        }
+        if let Some(transmit) = outstanding.pop_front() {
+            let Request::Store(request) = &transmit.request else {
+                continue;
+            };
+            paced.seen.push(describe(request));
+            let reply = match store(request) {
+                Some(reply) => reply.map(|r| Response::Store(Box::new(r))),
+                None => responder.answer(&transmit),
+            };
+            core.handle_reply(now, transmit.id, reply);
+            answered += 1;
+            after(core, answered);
+            continue;
+        }
+        if core.ops_in_flight() == 0 {
+            return paced;
+        }
+        match core.poll_timeout() {
+            Some(at) => {
+                now = now.max(at);
+                core.handle_timeout(now);
+            }
+            None => panic!("stuck: {:?}", core.leftovers()),
+        }
+    }
+    panic!("not finished after {} requests", paced.seen.len());
+}
+
+fn many_keys(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("k{i:03}")).collect()
+}
+
+fn count(seen: &[String], prefix: &str) -> usize {
+    seen.iter().filter(|line| line.starts_with(prefix)).count()
+}
+
+#[test]
+fn the_committer_keeps_at_most_its_concurrency_in_flight() {
+    // 300 keys, one per request (client-go's batchExecutor with CommitterConcurrency 4).
+    let config = Config::default()
+        .with_txn_commit_batch_size(1)
+        .with_committer_concurrency(4);
+    let mut core = core_with(config);
+    let keys = many_keys(300);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    commit(&mut core, request(&keys, CommitOptions::default()));
+    let paced = drive_one_at_a_time(&mut core, &mut |_| None, &mut |_, _| {});
+    let outcome = committed(&paced.events);
+    assert_eq!(outcome.mode, CommitMode::TwoPhase);
+    assert_eq!(
+        paced.peak, 4,
+        "never more than the cap, and the cap is used"
+    );
+    assert_eq!(count(&paced.seen, "prewrite"), 300);
+    assert_eq!(count(&paced.seen, "commit"), 300);
+    // Each request carries one key, and every key is prewritten and committed once.
+    for key in &keys {
+        assert_eq!(count(&paced.seen, &format!("prewrite [{key}]")), 1, "{key}");
+        assert_eq!(count(&paced.seen, &format!("commit [{key}] ")), 1, "{key}");
+    }
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+}
+
+#[test]
+fn the_default_concurrency_is_client_gos() {
+    assert_eq!(Config::default().committer_concurrency(), 128);
+    assert_eq!(
+        Config::default()
+            .with_committer_concurrency(0)
+            .committer_concurrency(),
+        1
+    );
+    // 300 batches with the default cap: 128 out at once.
+    let mut core = core_with(Config::default().with_txn_commit_batch_size(1));
+    let keys = many_keys(300);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    commit(&mut core, request(&keys, CommitOptions::default()));
+    let paced = drive_one_at_a_time(&mut core, &mut |_| None, &mut |_, _| {});
+    let _ = committed(&paced.events);
+    assert_eq!(paced.peak, 128);
+}
+
+#[test]
+fn a_capped_prewrite_that_fails_sends_no_more_and_rolls_back_within_the_cap() {
+    let config = Config::default()
+        .with_txn_commit_batch_size(1)
+        .with_committer_concurrency(4);
+    let mut core = core_with(config);
+    let keys = many_keys(300);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    commit(&mut core, request(&keys, CommitOptions::default()));
+    let paced = drive_one_at_a_time(
+        &mut core,
+        &mut |request| match request {
+            StoreRequest::Prewrite(r) if r.mutations[0].key == key("k010") => {
+                Some(Ok(StoreResponse::Prewrite(kvrpcpb::PrewriteResponse {
+                    errors: vec![kvrpcpb::KeyError {
+                        conflict: Some(kvrpcpb::WriteConflict {
+                            start_ts: START,
+                            conflict_ts: 150,
+                            conflict_commit_ts: 160,
+                            key: key("k010"),
+                            primary: key("k000"),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })))
+            }
+            _ => None,
+        },
+        &mut |_, _| {},
+    );
+    let err = failed(&paced.events);
+    assert!(
+        matches!(err.key_error(), Some(KeyError::WriteConflict { .. })),
+        "{err}"
+    );
+    // The prewrites queued behind the cap were never sent.
+    let prewrites = count(&paced.seen, "prewrite");
+    assert!(prewrites < 20, "{prewrites} prewrites sent");
+    // The rollback covers every key, primary first, also within the cap.
+    assert_eq!(count(&paced.seen, "rollback"), 300);
+    let first_rollback = paced
+        .seen
+        .iter()
+        .position(|line| line.starts_with("rollback"))
+        .unwrap_or_else(|| panic!("{:#?}", paced.seen));
+    assert_eq!(paced.seen[first_rollback], "rollback [k000]");
+    assert!(paced.peak <= 4, "peak {}", paced.peak);
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+}
+
+#[test]
+fn a_capped_commit_abandoned_during_prewrite_still_rolls_back() {
+    let config = Config::default()
+        .with_txn_commit_batch_size(1)
+        .with_committer_concurrency(4);
+    let mut core = core_with(config);
+    let keys = many_keys(300);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::Txn(TxnCommand::Commit(Box::new(request(
+            &keys,
+            CommitOptions::default(),
+        )))),
+    );
+    // The caller goes away after 50 prewrites were answered.
+    let paced = drive_one_at_a_time(&mut core, &mut |_| None, &mut |core, answered| {
+        if answered == 50 {
+            core.cancel(Time::ZERO, op);
+        }
+    });
+    assert!(
+        paced.events.is_empty(),
+        "nobody hears an abandoned commit: {:?}",
+        paced.events
+    );
+    // Every key was prewritten (the commit stays to clean up) and then rolled back; none
+    // committed.
+    assert_eq!(count(&paced.seen, "prewrite"), 300);
+    assert_eq!(count(&paced.seen, "rollback"), 300);
+    assert_eq!(count(&paced.seen, "commit"), 0);
+    assert!(paced.peak <= 4, "peak {}", paced.peak);
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+}
+
+#[test]
+fn a_capped_batch_backing_off_does_not_hold_up_the_others() {
+    let config = Config::default()
+        .with_txn_commit_batch_size(1)
+        .with_committer_concurrency(4);
+    let mut core = core_with(config);
+    let keys = many_keys(300);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    commit(&mut core, request(&keys, CommitOptions::default()));
+    let mut busy_once = true;
+    let paced = drive_one_at_a_time(
+        &mut core,
+        &mut |request| match request {
+            StoreRequest::Prewrite(r) if r.mutations[0].key == key("k005") && busy_once => {
+                busy_once = false;
+                let mut response = prewrite_ok();
+                response.set_region_error(tikv_proto::errorpb::Error {
+                    server_is_busy: Some(Default::default()),
+                    ..Default::default()
+                });
+                Some(Ok(response))
+            }
+            _ => None,
+        },
+        &mut |_, _| {},
+    );
+    let _ = committed(&paced.events);
+    // The other 299 prewrites went out while k005 slept; it went again last.
+    let attempts: Vec<usize> = paced
+        .seen
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.starts_with("prewrite [k005]"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[1], 300, "{attempts:?}");
+    assert!(paced.peak <= 4, "peak {}", paced.peak);
+}
+
+fn pre_split_options(keys: usize, size: u64) -> CommitOptions {
+    CommitOptions {
+        knobs: CommitKnobs {
+            pre_split_detect_threshold: Some(keys),
+            pre_split_size_threshold: Some(size),
+            ..CommitKnobs::default()
+        },
+        ..CommitOptions::default()
+    }
+}
+
+/// TiKV's answer to a split at `count` keys of region 2: the new regions 100, 101, ... to
+/// the left, the original last.
+fn split_answer(count: usize) -> StoreResponse {
+    let mut regions: Vec<tikv_proto::metapb::Region> = (0..count)
+        .map(|i| tikv_proto::metapb::Region {
+            id: 100 + i as u64,
+            ..Default::default()
+        })
+        .collect();
+    regions.push(tikv_proto::metapb::Region {
+        id: 2,
+        ..Default::default()
+    });
+    StoreResponse::SplitRegion(kvrpcpb::SplitRegionResponse {
+        regions,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_region_over_the_key_threshold_is_split_and_scattered_before_the_prewrite() {
+    // client-go `preSplitRegion` with lowered thresholds: 4 keys, 10 bytes per region.
+    let mut core = core_with(Config::default());
+    let keys = many_keys(10);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    commit(&mut core, request(&keys, pre_split_options(4, 10)));
+    let paced = drive_one_at_a_time(
+        &mut core,
+        &mut |request| match request {
+            StoreRequest::SplitRegion(r) => Some(Ok(split_answer(r.split_keys.len()))),
+            _ => None,
+        },
+        &mut |_, _| {},
+    );
+    let outcome = committed(&paced.events);
+    assert_eq!(outcome.mode, CommitMode::TwoPhase);
+    // Each key and value is 5 bytes: a split key every second key.
+    assert_eq!(paced.seen[0], "split [k001,k003,k005,k007,k009]");
+    assert!(paced.seen[1].starts_with("prewrite"), "{:#?}", paced.seen);
+    assert_eq!(count(&paced.seen, "split"), 1);
+    // The five new regions are scattered, and each scatter waited for.
+    assert!(
+        paced
+            .pd
+            .contains(&"pd.ScatterRegion regions=[100, 101, 102, 103, 104]".to_owned()),
+        "{:#?}",
+        paced.pd
+    );
+    for region in 100..105 {
+        assert!(
+            paced
+                .pd
+                .contains(&format!("pd.GetOperator region={region}")),
+            "{:#?}",
+            paced.pd
+        );
+    }
+    // The split region left the cache: the prewrite located it again.
+    let scatter = paced
+        .pd
+        .iter()
+        .position(|line| line.starts_with("pd.ScatterRegion"))
+        .unwrap_or(0);
+    assert!(
+        paced.pd[scatter..]
+            .iter()
+            .any(|line| line.starts_with("pd.GetRegion") || line.starts_with("pd.BatchScan")),
+        "{:#?}",
+        paced.pd
+    );
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+}
+
+#[test]
+fn regions_under_the_key_threshold_are_not_split() {
+    let mut core = core_with(Config::default());
+    let keys = many_keys(3);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    commit(&mut core, request(&keys, pre_split_options(4, 1)));
+    let (seen, events) = drive(&mut core, &mut |_| None);
+    let _ = committed(&events);
+    assert_eq!(count(&seen, "split"), 0, "{seen:#?}");
+    // Over the key threshold but under the size threshold: nothing to split at either.
+    let mut core = core_with(Config::default());
+    let keys = many_keys(6);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    commit(&mut core, request(&keys, pre_split_options(4, 1_000)));
+    let (seen, events) = drive(&mut core, &mut |_| None);
+    let _ = committed(&events);
+    assert_eq!(count(&seen, "split"), 0, "{seen:#?}");
+}
+
+#[test]
+fn a_failed_pre_split_leaves_the_regions_and_the_commit_goes_on() {
+    let mut core = core_with(Config::default());
+    let keys = many_keys(10);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    commit(&mut core, request(&keys, pre_split_options(4, 10)));
+    let paced = drive_one_at_a_time(
+        &mut core,
+        &mut |request| match request {
+            StoreRequest::SplitRegion(_) => Some(Ok(StoreResponse::SplitRegion(
+                kvrpcpb::SplitRegionResponse {
+                    errors: vec![kvrpcpb::KeyError {
+                        abort: "split refused".to_owned(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ))),
+            _ => None,
+        },
+        &mut |_, _| {},
+    );
+    let _ = committed(&paced.events);
+    assert_eq!(count(&paced.seen, "split"), 1);
+    assert_eq!(count(&paced.seen, "prewrite"), 1, "{:#?}", paced.seen);
+    // No scatter, no wait.
+    assert!(
+        !paced
+            .pd
+            .iter()
+            .any(|line| line.starts_with("pd.ScatterRegion") || line.starts_with("pd.GetOperator")),
+        "{:#?}",
+        paced.pd
+    );
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+}
+
+#[test]
+fn a_commit_abandoned_during_its_pre_split_writes_nothing() {
+    let mut core = core_with(Config::default());
+    let keys = many_keys(10);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::Txn(TxnCommand::Commit(Box::new(request(
+            &keys,
+            pre_split_options(4, 10),
+        )))),
+    );
+    // The caller goes away once the split is answered, while the scatter runs.
+    let paced = drive_one_at_a_time(
+        &mut core,
+        &mut |request| match request {
+            StoreRequest::SplitRegion(r) => Some(Ok(split_answer(r.split_keys.len()))),
+            _ => None,
+        },
+        &mut |core, answered| {
+            if answered == 1 {
+                core.cancel(Time::ZERO, op);
+            }
+        },
+    );
+    assert!(paced.events.is_empty(), "{:?}", paced.events);
+    assert_eq!(paced.seen, ["split [k001,k003,k005,k007,k009]"]);
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
 }
