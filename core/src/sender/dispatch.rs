@@ -266,7 +266,9 @@ impl Dispatch {
     /// Whether the dispatch waits on nothing it sent or parked on (a backoff at most).
     fn resume(&mut self, cx: &mut Cx<'_>, plan: &mut dyn Plan) -> Progress {
         // Requests already built wait for a free slot, not for another item's backoff.
-        self.send_queued(cx);
+        if !self.queued.is_empty() {
+            self.send_queued(cx);
+        }
         if let Some(until) = self.sleep_until {
             if until > cx.now() {
                 cx.wake_at(until);
@@ -446,19 +448,31 @@ impl Dispatch {
                 }
             }
         }
-        let retried = self.retried;
+        let (timeout, retried, max_inflight) = (self.timeout, self.retried, self.max_inflight);
+        let op = cx.op();
+        let services = cx.services();
         for (route, items) in groups {
-            let queued = &mut self.queued;
+            let (inflight, queued) = (&mut self.inflight, &mut self.queued);
             plan.build(&items, &route, &mut |items, request| {
-                queued.push_back(Queued {
-                    items,
-                    route: route.clone(),
-                    request,
-                    retried,
-                });
+                // Straight out while under the cap (always, for point operations): the
+                // queue is only for what the cap holds back, in build order.
+                if queued.is_empty() && inflight.len() < max_inflight {
+                    let id = super::send_store(services, op, &route, request, timeout, retried);
+                    inflight.push(Sent {
+                        id,
+                        items,
+                        route: route.clone(),
+                    });
+                } else {
+                    queued.push_back(Queued {
+                        items,
+                        route: route.clone(),
+                        request,
+                        retried,
+                    });
+                }
             });
         }
-        self.send_queued(cx);
         Ok(())
     }
 
