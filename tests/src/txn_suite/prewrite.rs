@@ -24,9 +24,12 @@ pub async fn test_prewrite_set_min_commit_ts_in_async_commit<E: Env>(env: &E) {
         .with_async_commit(true)
         .with_causal_consistency(true);
     let linearizable = TransactionOptions::new().with_async_commit(true);
-    for (options, linearizable) in [(causal, false), (linearizable, true)] {
+    // A key per case: an async commit answers at its commit point and commits its keys in
+    // the background, so a second transaction on the same key could meet the first one's
+    // lock (and prewrite again after checking it) when that background step is slow.
+    for (options, linearizable, key) in [(causal, false, "k1"), (linearizable, true, "k2")] {
         let mut txn = tc.begin_with(options).await;
-        ok("put", txn.put(b("k"), b("v")));
+        ok("put", txn.put(b(key), b("v")));
         tc.requests.clear();
         let commit_ts = ok("commit", txn.commit().await).unwrap_or_else(|| panic!("committed"));
         let prewrites = tc.requests.prewrites();
