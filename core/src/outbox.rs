@@ -6,7 +6,13 @@
 //! flight and one ordered set holds every deadline: the machine's next wake-up is its first
 //! element.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+#[allow(
+    clippy::disallowed_types,
+    reason = "IdMap's hasher has no seed, so its iteration order is the same in every run"
+)]
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +53,49 @@ impl RequestId {
     #[cfg(feature = "testing")]
     pub fn from_wire(id: u64) -> Self {
         Self(id)
+    }
+}
+
+/// A hash map keyed by machine ids (operation and request ids).
+///
+/// The id tables are touched several times per point operation, and an ordered map paid a
+/// tree descent and node shifts for an order nothing reads. Ids are counters, so one
+/// multiply spreads them over the buckets. The hasher has no per-process seed: the same
+/// inputs build the same table in every run, and what iterates one (test reports) sorts.
+#[allow(
+    clippy::disallowed_types,
+    reason = "a seedless hasher: iteration order is the same in every run"
+)]
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// A set of machine ids (see [`IdMap`]).
+#[allow(
+    clippy::disallowed_types,
+    reason = "a seedless hasher: iteration order is the same in every run"
+)]
+pub(crate) type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
+
+/// The hasher of [`IdMap`]: a Fibonacci multiply of the id (good high bits for the table's
+/// control bytes, a permutation of counters in the low bits for the bucket index).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached by keys that are not bare ids; fold them in eight bytes at a time.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (self.0.rotate_left(5) ^ id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -130,7 +179,10 @@ struct InFlight {
 pub(crate) struct Outbox {
     now: Time,
     next_id: u64,
-    inflight: BTreeMap<RequestId, InFlight>,
+    inflight: IdMap<RequestId, InFlight>,
+    /// Request deadlines, one queue per distinct timeout (see [`Deadlines`]).
+    deadlines: Deadlines,
+    /// Every other timer (operations, PD, entities).
     timers: BTreeSet<(Time, TimerKey)>,
     transmits: VecDeque<Transmit>,
     /// Answers ready for operations, in the order they became ready.
@@ -143,7 +195,8 @@ impl Outbox {
         Self {
             now,
             next_id: 1,
-            inflight: BTreeMap::new(),
+            inflight: IdMap::default(),
+            deadlines: Deadlines::default(),
             timers: BTreeSet::new(),
             transmits: VecDeque::new(),
             ready: VecDeque::new(),
@@ -188,7 +241,7 @@ impl Outbox {
                 timeout,
             },
         );
-        self.timers.insert((deadline, TimerKey::Request(id)));
+        self.deadlines.push(timeout, deadline, id);
         self.transmits.push_back(Transmit {
             id,
             address,
@@ -207,8 +260,7 @@ impl Outbox {
         reply: Result<Response, RpcError>,
     ) -> Option<(Owner, Result<Response, RpcError>)> {
         let inflight = self.inflight.remove(&id)?;
-        self.timers
-            .remove(&(inflight.deadline, TimerKey::Request(id)));
+        self.deadlines.answered(inflight.timeout, &self.inflight);
         let reply = if self.now > inflight.deadline {
             Err(RpcError::DeadlineExceeded(inflight.timeout))
         } else {
@@ -237,14 +289,36 @@ impl Outbox {
         self.timers.remove(&(at, key));
     }
 
-    /// Removes and returns the timers due now.
+    /// Removes and returns the timers due now, in (time, key) order across request
+    /// deadlines and other timers alike.
     pub(crate) fn take_due(&mut self) -> Vec<Expired> {
         let mut expired = Vec::new();
-        while let Some(&(at, key)) = self.timers.first() {
-            if at > self.now {
-                break;
-            }
-            self.timers.pop_first();
+        loop {
+            let timer = self
+                .timers
+                .first()
+                .copied()
+                .filter(|(at, _)| *at <= self.now);
+            let deadline = self.deadlines.first_due(self.now);
+            let key = match (timer, deadline) {
+                (None, None) => break,
+                (Some((at, key)), Some((deadline, id)))
+                    if (deadline, TimerKey::Request(id)) < (at, key) =>
+                {
+                    self.deadlines.pop_due(id, &self.inflight);
+                    TimerKey::Request(id)
+                }
+                (Some(_), _) => {
+                    let Some((_, key)) = self.timers.pop_first() else {
+                        break;
+                    };
+                    key
+                }
+                (None, Some((_, id))) => {
+                    self.deadlines.pop_due(id, &self.inflight);
+                    TimerKey::Request(id)
+                }
+            };
             match key {
                 TimerKey::Op(op) => expired.push(Expired::Op(op)),
                 TimerKey::Pd => {
@@ -256,6 +330,7 @@ impl Outbox {
                 TimerKey::Entity(entity) => expired.push(Expired::Entity(entity)),
                 TimerKey::Request(id) => {
                     if let Some(inflight) = self.inflight.remove(&id) {
+                        self.deadlines.answered(inflight.timeout, &self.inflight);
                         expired.push(Expired::Request(inflight.owner, id, inflight.timeout));
                     }
                 }
@@ -276,7 +351,11 @@ impl Outbox {
 
     /// The earliest timer.
     pub(crate) fn next_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|(at, _)| *at)
+        let timer = self.timers.first().map(|(at, _)| *at);
+        match (timer, self.deadlines.first()) {
+            (Some(timer), Some((deadline, _))) => Some(timer.min(deadline)),
+            (timer, deadline) => timer.or(deadline.map(|(at, _)| at)),
+        }
     }
 
     /// Appends requests awaiting answers, armed timers, requests not yet polled and answers
@@ -287,11 +366,20 @@ impl Outbox {
     /// it fires into nothing. Operations removed while sleeping leave such timers, which
     /// are not searched for at removal because that would cost every finish a scan.
     pub(crate) fn leftovers(&self, left: &mut Vec<String>, op_lives: &dyn Fn(OpId) -> bool) {
-        for (id, inflight) in &self.inflight {
+        let mut inflight: Vec<_> = self.inflight.iter().collect();
+        inflight.sort_unstable_by_key(|(id, _)| **id);
+        for (id, inflight) in inflight {
             left.push(format!("request #{} for {:?}", id.0, inflight.owner));
         }
-        for (at, key) in &self.timers {
-            if matches!(key, TimerKey::Op(op) if !op_lives(*op)) {
+        let mut timers: Vec<(Time, TimerKey)> = self.timers.iter().copied().collect();
+        timers.extend(
+            self.deadlines
+                .armed(&self.inflight)
+                .map(|(at, id)| (at, TimerKey::Request(id))),
+        );
+        timers.sort_unstable();
+        for (at, key) in timers {
+            if matches!(key, TimerKey::Op(op) if !op_lives(op)) {
                 continue;
             }
             left.push(format!("timer at {at} for {key:?}"));
@@ -305,6 +393,97 @@ impl Outbox {
                 id.0, op.0
             ));
         }
+    }
+}
+
+/// Request deadlines, kept cheaply: one FIFO queue per distinct timeout.
+///
+/// Every request arms a deadline and nearly every one is answered before it, so an
+/// ordered set paid an insert and a removal (a tree descent each) per request. Here a
+/// deadline is a push to the back of its timeout's queue, which stays sorted because the
+/// machine's clock never runs backwards, and an answered request is dropped lazily: it
+/// leaves the table of requests in flight, and entries no longer in that table are popped
+/// once they reach the front. The front of every queue is always a request still in
+/// flight, so the first deadline is the smallest front. A request stuck in front would let
+/// answered entries pile up behind it; a queue is compacted when it holds more than twice
+/// the requests in flight, which keeps memory proportional to them at amortized O(1) cost.
+#[derive(Debug, Default)]
+struct Deadlines {
+    /// A handful of entries: requests use one of a few configured timeouts.
+    queues: Vec<(Duration, VecDeque<(Time, RequestId)>)>,
+}
+
+impl Deadlines {
+    fn push(&mut self, timeout: Duration, deadline: Time, id: RequestId) {
+        let queue = match self.queues.iter().position(|(t, _)| *t == timeout) {
+            Some(index) => &mut self.queues[index].1,
+            None => {
+                self.queues.push((timeout, VecDeque::new()));
+                let last = self.queues.len() - 1;
+                &mut self.queues[last].1
+            }
+        };
+        queue.push_back((deadline, id));
+    }
+
+    /// A request of `timeout` left `inflight` (answered or expired): restores the
+    /// invariant that the queue's front is in flight, and compacts a queue grown stale.
+    fn answered(&mut self, timeout: Duration, inflight: &IdMap<RequestId, InFlight>) {
+        let Some((_, queue)) = self.queues.iter_mut().find(|(t, _)| *t == timeout) else {
+            return;
+        };
+        while queue
+            .front()
+            .is_some_and(|(_, id)| !inflight.contains_key(id))
+        {
+            queue.pop_front();
+        }
+        if queue.len() > 2 * inflight.len() + 64 {
+            queue.retain(|(_, id)| inflight.contains_key(id));
+        }
+    }
+
+    /// The earliest deadline and its request.
+    fn first(&self) -> Option<(Time, RequestId)> {
+        self.queues
+            .iter()
+            .filter_map(|(_, queue)| queue.front().copied())
+            .min()
+    }
+
+    /// The earliest deadline if it is due at `now`.
+    fn first_due(&self, now: Time) -> Option<(Time, RequestId)> {
+        self.first().filter(|(at, _)| *at <= now)
+    }
+
+    /// Pops the front entry of request `id` (returned by [`first_due`](Self::first_due)).
+    fn pop_due(&mut self, id: RequestId, inflight: &IdMap<RequestId, InFlight>) {
+        for (_, queue) in &mut self.queues {
+            if queue.front().is_some_and(|(_, front)| *front == id) {
+                queue.pop_front();
+                // The request itself is removed from `inflight` by the caller, which then
+                // calls `answered`; entries behind it that were answered earlier go now.
+                while queue
+                    .front()
+                    .is_some_and(|(_, id)| !inflight.contains_key(id))
+                {
+                    queue.pop_front();
+                }
+                return;
+            }
+        }
+    }
+
+    /// Every deadline still armed, for test reports.
+    #[cfg(any(test, feature = "testing"))]
+    fn armed<'a>(
+        &'a self,
+        inflight: &'a IdMap<RequestId, InFlight>,
+    ) -> impl Iterator<Item = (Time, RequestId)> + 'a {
+        self.queues
+            .iter()
+            .flat_map(|(_, queue)| queue.iter().copied())
+            .filter(|(_, id)| inflight.contains_key(id))
     }
 }
 
@@ -366,6 +545,185 @@ mod tests {
         assert_eq!(out.next_timeout(), Some(Time::from_millis(9)));
         out.cancel_timer(TimerKey::Entity(2), Time::from_millis(9));
         assert_eq!(out.next_timeout(), None);
+    }
+
+    #[test]
+    fn request_deadlines_expire_in_order_with_other_timers() {
+        let mut out = Outbox::new(Time::ZERO);
+        let slow = out.transmit(
+            Owner::Pd,
+            Arc::from("pd:1"),
+            request(),
+            Duration::from_secs(5),
+        );
+        let fast = out.transmit(
+            Owner::Pd,
+            Arc::from("pd:1"),
+            request(),
+            Duration::from_secs(1),
+        );
+        out.set_timer(TimerKey::Op(OpId(3)), Time::from_millis(1_000));
+        out.set_timer(TimerKey::Pd, Time::from_millis(1_000));
+        assert_eq!(out.next_timeout(), Some(Time::from_millis(1_000)));
+        out.advance(Time::from_millis(6_000));
+        let due = out.take_due();
+        // At 1 s: the operation's timer, then the request (key order), then PD; at 5 s the
+        // slow request.
+        assert!(
+            matches!(
+                due.as_slice(),
+                [
+                    Expired::Op(OpId(3)),
+                    Expired::Request(Owner::Pd, a, _),
+                    Expired::Pd,
+                    Expired::Request(Owner::Pd, b, _),
+                ] if *a == fast && *b == slow
+            ),
+            "{due:?}"
+        );
+        assert_eq!(out.next_timeout(), None);
+    }
+
+    #[test]
+    fn answered_requests_leave_no_deadline_behind() {
+        let mut out = Outbox::new(Time::ZERO);
+        let ids: Vec<RequestId> = (0..3)
+            .map(|_| {
+                out.transmit(
+                    Owner::Pd,
+                    Arc::from("pd:1"),
+                    request(),
+                    Duration::from_secs(1),
+                )
+            })
+            .collect();
+        out.advance(Time::from_millis(10));
+        let late = out.transmit(
+            Owner::Pd,
+            Arc::from("pd:1"),
+            request(),
+            Duration::from_secs(1),
+        );
+        for id in &ids {
+            assert!(out.take_reply(*id, Err(RpcError::Cancelled)).is_some());
+        }
+        assert_eq!(out.next_timeout(), Some(Time::from_millis(1_010)));
+        out.advance(Time::from_millis(1_005));
+        assert!(out.take_due().is_empty(), "answered deadlines never fire");
+        assert!(out.take_reply(late, Err(RpcError::Cancelled)).is_some());
+        assert_eq!(out.next_timeout(), None);
+    }
+
+    #[test]
+    fn a_stuck_request_does_not_let_answered_deadlines_pile_up() {
+        let mut out = Outbox::new(Time::ZERO);
+        let timeout = Duration::from_secs(30);
+        let stuck = out.transmit(Owner::Pd, Arc::from("pd:1"), request(), timeout);
+        for step in 1..=10_000u64 {
+            out.advance(Time::from_millis(step));
+            let id = out.transmit(Owner::Pd, Arc::from("pd:1"), request(), timeout);
+            assert!(out.take_reply(id, Err(RpcError::Cancelled)).is_some());
+        }
+        let queued: usize = out.deadlines.queues.iter().map(|(_, q)| q.len()).sum();
+        assert!(
+            queued <= 2 * out.inflight.len() + 65,
+            "{queued} entries kept"
+        );
+        assert_eq!(out.next_timeout(), Some(Time::from_millis(30_000)));
+        out.advance(Time::from_millis(30_000));
+        assert!(matches!(
+            out.take_due().as_slice(),
+            [Expired::Request(Owner::Pd, id, _)] if *id == stuck
+        ));
+    }
+
+    /// A step of [`deadlines_behave_as_an_ordered_set`].
+    #[derive(Clone, Debug)]
+    enum Step {
+        Send(u8),
+        Answer(u8),
+        Timer(u8, u8),
+        Advance(u8),
+    }
+
+    impl quickcheck::Arbitrary for Step {
+        fn arbitrary(g: &mut quickcheck::Gen) -> Self {
+            match u8::arbitrary(g) % 4 {
+                0 => Self::Send(u8::arbitrary(g)),
+                1 => Self::Answer(u8::arbitrary(g)),
+                2 => Self::Timer(u8::arbitrary(g), u8::arbitrary(g)),
+                _ => Self::Advance(u8::arbitrary(g)),
+            }
+        }
+    }
+
+    /// The outbox's expiries and next wake-up equal those of one ordered set holding every
+    /// timer, whatever mix of timeouts, answers, timers and clock steps comes.
+    #[test]
+    fn deadlines_behave_as_an_ordered_set() {
+        fn property(steps: Vec<Step>) -> bool {
+            let mut out = Outbox::new(Time::ZERO);
+            let mut model: BTreeSet<(Time, TimerKey)> = BTreeSet::new();
+            let mut live: Vec<(RequestId, Time)> = Vec::new();
+            let mut now = Time::ZERO;
+            for step in steps {
+                match step {
+                    Step::Send(t) => {
+                        let timeout = Duration::from_millis(100 * u64::from(1 + t % 3));
+                        let id = out.transmit(Owner::Pd, Arc::from("pd:1"), request(), timeout);
+                        model.insert((now + timeout, TimerKey::Request(id)));
+                        live.push((id, now + timeout));
+                    }
+                    Step::Answer(i) if !live.is_empty() => {
+                        let (id, deadline) = live.remove(usize::from(i) % live.len());
+                        model.remove(&(deadline, TimerKey::Request(id)));
+                        if out.take_reply(id, Err(RpcError::Cancelled)).is_none() {
+                            return false;
+                        }
+                    }
+                    Step::Answer(_) => {}
+                    Step::Timer(op, at) => {
+                        let at = now + Duration::from_millis(u64::from(at));
+                        let key = TimerKey::Op(OpId(u64::from(op % 4)));
+                        out.set_timer(key, at);
+                        model.insert((at, key));
+                    }
+                    Step::Advance(ms) => {
+                        now += Duration::from_millis(u64::from(ms));
+                        out.advance(now);
+                        let mut expected = Vec::new();
+                        while let Some(&(at, key)) = model.first() {
+                            if at > now {
+                                break;
+                            }
+                            model.pop_first();
+                            expected.push(key);
+                        }
+                        live.retain(|(_, deadline)| *deadline > now);
+                        let got: Vec<TimerKey> = out
+                            .take_due()
+                            .into_iter()
+                            .map(|e| match e {
+                                Expired::Op(op) => TimerKey::Op(op),
+                                Expired::Request(_, id, _) => TimerKey::Request(id),
+                                Expired::Pd => TimerKey::Pd,
+                                Expired::Entity(e) => TimerKey::Entity(e),
+                            })
+                            .collect();
+                        if got != expected {
+                            return false;
+                        }
+                    }
+                }
+                if out.next_timeout() != model.first().map(|(at, _)| *at) {
+                    return false;
+                }
+            }
+            true
+        }
+        quickcheck::QuickCheck::new()
+            .tests(300)
+            .quickcheck(property as fn(Vec<Step>) -> bool);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!   `CloseAddr`): the address may now belong to another store, or resolve elsewhere. The next
 //!   transmit there dials afresh.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +32,7 @@ use tikv_proto::{pdpb, tikvpb};
 use super::Reply;
 use super::tasks::Tasks;
 use crate::machine::{RequestId, Transmit};
+use crate::outbox::IdSet;
 
 use crate::config::Config;
 use crate::rpc::{PdResponse, Request, Response, StoreResponse};
@@ -436,7 +437,7 @@ type TsoOrder = Arc<Mutex<Option<VecDeque<(u64, Time)>>>>;
 
 /// Request ids waiting on one BatchCommands stream, shared with its receiver task; `None` once
 /// the receiver has ended (the stream is dead and must be replaced).
-type PendingIds = Arc<Mutex<Option<BTreeSet<u64>>>>;
+type PendingIds = Arc<Mutex<Option<IdSet<u64>>>>;
 
 struct BatchStream<C: Channel> {
     sender: C::Sender,
@@ -743,7 +744,7 @@ async fn open_batch_stream<R: Runtime>(
     let (sender, receiver) = channel
         .open_stream(tikvpb::tikv::BATCH_COMMANDS.path(), options)
         .await?;
-    let pending: PendingIds = Arc::new(Mutex::new(Some(BTreeSet::new())));
+    let pending: PendingIds = Arc::new(Mutex::new(Some(IdSet::default())));
     let (closing, closed) = futures_channel::oneshot::channel();
     tasks.spawn(
         runtime,
@@ -777,7 +778,7 @@ async fn batch_receiver<C: Channel>(
     let nothing_pending = || {
         pending
             .lock()
-            .map(|p| p.as_ref().is_none_or(BTreeSet::is_empty))
+            .map(|p| p.as_ref().is_none_or(IdSet::is_empty))
             .unwrap_or(true)
     };
     let failure = loop {
@@ -845,6 +846,9 @@ async fn batch_receiver<C: Channel>(
         .map(|mut p| {
             p.take()
                 .map(|ids| {
+                    // In id order (the order they were sent), whatever the set's layout.
+                    let mut ids: Vec<u64> = ids.into_iter().collect();
+                    ids.sort_unstable();
                     ids.into_iter()
                         .map(|id| (RequestId(id), Err(failure.clone())))
                         .collect()

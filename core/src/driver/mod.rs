@@ -25,7 +25,7 @@ mod call;
 mod gate;
 mod tasks;
 
-use std::collections::BTreeMap;
+use crate::outbox::IdMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -278,7 +278,7 @@ struct Driver<R: Runtime> {
     core: Core,
     connections: Connections<R>,
     /// Callers of the operations in flight.
-    waiters: BTreeMap<OpId, CallReply<Outcome>>,
+    waiters: IdMap<OpId, CallReply<Outcome>>,
     gate: Arc<Gate>,
     /// Commands taken from the queue since permits were last returned.
     taken: usize,
@@ -380,7 +380,7 @@ async fn drive<R: Runtime>(
     let mut driver = Driver {
         core,
         connections: Connections::new(runtime.clone(), replies_tx, config),
-        waiters: BTreeMap::new(),
+        waiters: IdMap::default(),
         gate,
         taken: 0,
         accepting: true,

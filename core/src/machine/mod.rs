@@ -24,7 +24,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use smallvec::SmallVec;
 use tikv_proto::rpc::RpcError;
@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::entity::Entities;
 use crate::error::Error;
 use crate::op::{Cx, Next, Operation, Parent, Services};
-use crate::outbox::{Expired, Owner, Reply};
+use crate::outbox::{Expired, IdMap, Owner, Reply};
 use crate::rpc::Response;
 use crate::time::Time;
 
@@ -79,7 +79,7 @@ pub struct PdView {
 #[derive(Debug)]
 pub struct Core {
     services: Services,
-    ops: BTreeMap<OpId, Slot>,
+    ops: IdMap<OpId, Slot>,
     entities: Entities,
     /// Children that finished, for their parents to hear.
     child_results: VecDeque<(OpId, OpId, Result<Output, Error>)>,
@@ -100,7 +100,7 @@ impl Core {
         let seed = config.effective_rng_seed();
         Ok(Self {
             services: Services::new(config, seed, pd_endpoints, now, 0),
-            ops: BTreeMap::new(),
+            ops: IdMap::default(),
             entities: Entities::default(),
             child_results: VecDeque::new(),
             events: VecDeque::new(),
@@ -455,5 +455,8 @@ mod size_tests {
         assert!(size_of::<crate::command::Output>() <= 48);
         assert!(size_of::<Result<crate::command::Output, crate::Error>>() <= 56);
         assert!(size_of::<super::Event>() <= 64);
+        // A raw operation is built on the stack and moved into its box and the table: its
+        // request (several hundred bytes) and a range walk's template are boxed.
+        assert!(size_of::<crate::ops::raw::RawOp>() <= 512);
     }
 }

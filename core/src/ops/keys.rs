@@ -60,10 +60,10 @@ impl KeySpace {
         matches!(self, Self::Plain)
     }
 
-    /// The request key for a user key.
-    pub(crate) fn request_key(&self, user_key: &[u8]) -> Bytes {
+    /// The request key for a user key (the same buffer, shared, when no prefix is added).
+    pub(crate) fn request_key(&self, user_key: &Bytes) -> Bytes {
         match self {
-            Self::Plain | Self::Encoded => Bytes::copy_from_slice(user_key),
+            Self::Plain | Self::Encoded => user_key.clone(),
             Self::Keyspace { prefix, .. } => {
                 let mut key = BytesMut::with_capacity(4 + user_key.len());
                 key.extend_from_slice(prefix);
@@ -75,18 +75,18 @@ impl KeySpace {
 
     /// The request key for the end of a user range; an empty end means "no bound", which in
     /// a keyspace is the keyspace's end.
-    pub(crate) fn request_end(&self, user_end: &[u8]) -> Bytes {
+    pub(crate) fn request_end(&self, user_end: &Bytes) -> Bytes {
         match self {
-            Self::Plain | Self::Encoded => Bytes::copy_from_slice(user_end),
+            Self::Plain | Self::Encoded => user_end.clone(),
             Self::Keyspace { end, .. } if user_end.is_empty() => Bytes::copy_from_slice(end),
             Self::Keyspace { .. } => self.request_key(user_end),
         }
     }
 
-    /// The region-cache key of a request key.
-    pub(crate) fn routing_key(&self, request_key: &[u8]) -> Bytes {
+    /// The region-cache key of a request key (the same buffer, shared, for raw V1).
+    pub(crate) fn routing_key(&self, request_key: &Bytes) -> Bytes {
         match self {
-            Self::Plain => Bytes::copy_from_slice(request_key),
+            Self::Plain => request_key.clone(),
             Self::Encoded | Self::Keyspace { .. } => Bytes::from(codec::encode_bytes(request_key)),
         }
     }
@@ -168,9 +168,15 @@ mod tests {
     #[test]
     fn plain_keys_pass_through() {
         let space = KeySpace::Plain;
-        assert_eq!(space.request_key(b"k"), Bytes::from_static(b"k"));
-        assert_eq!(space.request_end(b""), Bytes::new());
-        assert_eq!(space.routing_key(b"k"), Bytes::from_static(b"k"));
+        assert_eq!(
+            space.request_key(&Bytes::from_static(b"k")),
+            Bytes::from_static(b"k")
+        );
+        assert_eq!(space.request_end(&Bytes::from_static(b"")), Bytes::new());
+        assert_eq!(
+            space.routing_key(&Bytes::from_static(b"k")),
+            Bytes::from_static(b"k")
+        );
         assert_eq!(space.boundary_to_request(b""), None);
         assert_eq!(
             space.boundary_to_request(b"m"),
@@ -188,9 +194,12 @@ mod tests {
         let space = KeySpace::txn(ApiVersion::V1, None).unwrap_or(KeySpace::Plain);
         assert_eq!(space, KeySpace::Encoded);
         assert!(!space.is_plain());
-        assert_eq!(space.request_key(b"k"), Bytes::from_static(b"k"));
         assert_eq!(
-            space.routing_key(b"k"),
+            space.request_key(&Bytes::from_static(b"k")),
+            Bytes::from_static(b"k")
+        );
+        assert_eq!(
+            space.routing_key(&Bytes::from_static(b"k")),
             Bytes::from(codec::encode_bytes(b"k"))
         );
         assert_eq!(
@@ -206,7 +215,10 @@ mod tests {
         assert!(space.is_start(b""));
         // V2 transactional keys carry the 'x' prefix.
         let v2 = KeySpace::txn(ApiVersion::V2, Some(1)).unwrap_or(KeySpace::Plain);
-        assert_eq!(v2.request_key(b"k"), Bytes::from_static(b"x\x00\x00\x01k"));
+        assert_eq!(
+            v2.request_key(&Bytes::from_static(b"k")),
+            Bytes::from_static(b"x\x00\x00\x01k")
+        );
         assert_eq!(
             v2.user_boundary(&codec::encode_bytes(b"x\x00\x00\x01m")),
             Bytes::from_static(b"m")
@@ -217,11 +229,14 @@ mod tests {
     fn keyspace_keys_are_prefixed_and_encoded() {
         let space = KeySpace::raw(ApiVersion::V2, Some(1)).unwrap_or(KeySpace::Plain);
         assert_eq!(
-            space.request_key(b"k"),
+            space.request_key(&Bytes::from_static(b"k")),
             Bytes::from_static(b"r\x00\x00\x01k")
         );
-        assert_eq!(space.request_end(b""), Bytes::from_static(b"r\x00\x00\x02"));
-        let routing = space.routing_key(b"r\x00\x00\x01k");
+        assert_eq!(
+            space.request_end(&Bytes::from_static(b"")),
+            Bytes::from_static(b"r\x00\x00\x02")
+        );
+        let routing = space.routing_key(&Bytes::from_static(b"r\x00\x00\x01k"));
         assert_eq!(
             codec::decode_bytes(&routing).map(|(k, _)| k),
             Ok(b"r\x00\x00\x01k".to_vec())

@@ -31,7 +31,7 @@ pub(crate) struct LocateOp {
 
 impl LocateOp {
     /// The region holding user key `key` (empty: the first region).
-    pub(crate) fn key(space: KeySpace, key: &[u8]) -> Self {
+    pub(crate) fn key(space: KeySpace, key: &Bytes) -> Self {
         let cursor = space.routing_key(&space.request_key(key));
         Self {
             space,
@@ -113,7 +113,7 @@ impl LocateOp {
 
     /// Every region overlapping user range `[start, end)` (an empty `end`: to the end),
     /// at most `limit` of them (0: no limit).
-    pub(crate) fn range(space: KeySpace, start: &[u8], end: &[u8], limit: u32) -> Self {
+    pub(crate) fn range(space: KeySpace, start: &Bytes, end: &Bytes, limit: u32) -> Self {
         let cursor = space.routing_key(&space.request_key(start));
         let end = space.request_end(end);
         let end = if end.is_empty() {

@@ -10,7 +10,7 @@ pub(crate) mod admin;
 mod destroy;
 pub(crate) mod keys;
 mod locate;
-mod raw;
+pub(crate) mod raw;
 pub(crate) mod split;
 pub(crate) mod txn;
 pub(crate) mod visibility;

@@ -43,7 +43,9 @@ enum Kind {
         dispatch: Dispatch,
         plan: BatchPlan,
     },
-    Range(RangeOp),
+    /// Boxed: a range walk carries a request template of several hundred bytes, and the
+    /// point operations sharing this enum are moved into the operation table.
+    Range(Box<RangeOp>),
 }
 
 impl RawOp {
@@ -65,7 +67,7 @@ impl RawOp {
                 timeout,
             ),
             plan: SinglePlan {
-                request,
+                request: Box::new(request),
                 response: None,
             },
         };
@@ -229,7 +231,7 @@ impl RawOp {
                 } else {
                     (space.request_key(&start), space.request_end(&end))
                 };
-                Kind::Range(RangeOp::new(
+                Kind::Range(Box::new(RangeOp::new(
                     RangeKind::Scan {
                         limit,
                         key_only,
@@ -239,20 +241,20 @@ impl RawOp {
                     },
                     cursor,
                     end,
-                ))
+                )))
             }
-            RawCommand::DeleteRange { start, end, cf } => Kind::Range(RangeOp::new(
+            RawCommand::DeleteRange { start, end, cf } => Kind::Range(Box::new(RangeOp::new(
                 RangeKind::DeleteRange { cf },
                 space.request_key(&start),
                 space.request_end(&end),
-            )),
-            RawCommand::Checksum { start, end } => Kind::Range(RangeOp::new(
+            ))),
+            RawCommand::Checksum { start, end } => Kind::Range(Box::new(RangeOp::new(
                 RangeKind::Checksum {
                     sum: RawChecksum::default(),
                 },
                 space.request_key(&start),
                 space.request_end(&end),
-            )),
+            ))),
         };
         Ok(Self { space, kind })
     }
@@ -263,20 +265,20 @@ impl RawOp {
     ///
     /// Errors when the key space cannot be built (API V2 without a keyspace).
     pub(crate) fn txn_delete_range(
-        start: &[u8],
-        end: &[u8],
+        start: &Bytes,
+        end: &Bytes,
         notify_only: bool,
         cx: &Cx<'_>,
     ) -> Result<Self, Error> {
         let space = KeySpace::txn(cx.config().api_version, cx.keyspace_id())?;
-        let kind = Kind::Range(RangeOp::new(
+        let kind = Kind::Range(Box::new(RangeOp::new(
             RangeKind::TxnDeleteRange {
                 notify_only,
                 regions: 0,
             },
             space.request_key(start),
             space.request_end(end),
-        ));
+        )));
         Ok(Self { space, kind })
     }
 
@@ -350,7 +352,9 @@ fn unexpected(response: &StoreResponse) -> Error {
 /// One request to one key's region.
 #[derive(Debug)]
 struct SinglePlan {
-    request: StoreRequest,
+    /// Boxed: a request is several hundred bytes, and the operation holding it is moved
+    /// into the table (each send clones the box straight into a new allocation).
+    request: Box<StoreRequest>,
     response: Option<Box<StoreResponse>>,
 }
 
@@ -359,7 +363,7 @@ impl Plan for SinglePlan {
         &mut self,
         items: &[usize],
         _route: &Route,
-        send: &mut dyn FnMut(Items, StoreRequest),
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
     ) {
         send(Items::from_slice(items), self.request.clone());
     }
@@ -433,7 +437,7 @@ impl Plan for BatchPlan {
         &mut self,
         items: &[usize],
         _route: &Route,
-        send: &mut dyn FnMut(Items, StoreRequest),
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
     ) {
         match self {
             Self::Get { cf, keys, .. } => {
@@ -443,7 +447,10 @@ impl Plan for BatchPlan {
                         cf: cf.clone(),
                         ..Default::default()
                     };
-                    send(Items::from_slice(chunk), StoreRequest::RawBatchGet(request));
+                    send(
+                        Items::from_slice(chunk),
+                        Box::new(StoreRequest::RawBatchGet(request)),
+                    );
                 }
             }
             Self::Delete { cf, keys, atomic } => {
@@ -456,7 +463,7 @@ impl Plan for BatchPlan {
                     };
                     send(
                         Items::from_slice(chunk),
-                        StoreRequest::RawBatchDelete(request),
+                        Box::new(StoreRequest::RawBatchDelete(request)),
                     );
                 }
             }
@@ -491,7 +498,7 @@ impl Plan for BatchPlan {
                         },
                         ..Default::default()
                     };
-                    send(batch, StoreRequest::RawBatchPut(request));
+                    send(batch, Box::new(StoreRequest::RawBatchPut(request)));
                 };
                 let mut current = Items::new();
                 let mut size = 0usize;
@@ -611,7 +618,12 @@ impl RangeStep {
 }
 
 impl Plan for RangeStep {
-    fn build(&mut self, items: &[usize], route: &Route, send: &mut dyn FnMut(Items, StoreRequest)) {
+    fn build(
+        &mut self,
+        items: &[usize],
+        route: &Route,
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
+    ) {
         let request = match &self.template {
             StepTemplate::Scan(r) => StoreRequest::RawScan(r.clone()),
             StepTemplate::Checksum(r) => StoreRequest::RawChecksum(r.clone()),
@@ -626,7 +638,7 @@ impl Plan for RangeStep {
                 StoreRequest::DeleteRange(r)
             }
         };
-        send(Items::from_slice(items), request);
+        send(Items::from_slice(items), Box::new(request));
     }
 
     fn absorb(

@@ -195,7 +195,12 @@ struct SplitPlan {
 }
 
 impl Plan for SplitPlan {
-    fn build(&mut self, items: &[usize], route: &Route, send: &mut dyn FnMut(Items, StoreRequest)) {
+    fn build(
+        &mut self,
+        items: &[usize],
+        route: &Route,
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
+    ) {
         // A key that already starts its region needs no split (client-go filters them the
         // same way); TiKV would refuse it.
         let wanted: Items = items
@@ -216,7 +221,10 @@ impl Plan for SplitPlan {
                 is_raw_kv: self.raw_keys,
                 ..Default::default()
             };
-            send(Items::from_slice(chunk), StoreRequest::SplitRegion(request));
+            send(
+                Items::from_slice(chunk),
+                Box::new(StoreRequest::SplitRegion(request)),
+            );
         }
     }
 

@@ -32,7 +32,12 @@ pub(crate) trait Plan {
     /// Requests for `items` (indices into the dispatch's items), all in `route`'s region,
     /// each handed to `send` with the items it carries; may split them into several requests
     /// (batch size limits).
-    fn build(&mut self, items: &[usize], route: &Route, send: &mut dyn FnMut(Items, StoreRequest));
+    fn build(
+        &mut self,
+        items: &[usize],
+        route: &Route,
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
+    );
 
     /// Takes a response without region error for `items`.
     ///
@@ -79,7 +84,7 @@ struct Sent {
 struct Queued {
     items: Items,
     route: Route,
-    request: StoreRequest,
+    request: Box<StoreRequest>,
     retried: bool,
 }
 

@@ -108,7 +108,7 @@ pub(crate) fn send_store(
     s: &mut Services,
     op: OpId,
     route: &Route,
-    mut request: StoreRequest,
+    mut request: Box<StoreRequest>,
     timeout: Duration,
     is_retry: bool,
 ) -> RequestId {
@@ -127,7 +127,7 @@ pub(crate) fn send_store(
     s.out.transmit(
         Owner::Op(op),
         Arc::clone(&route.address),
-        Request::Store(Box::new(request)),
+        Request::Store(request),
         timeout,
     )
 }

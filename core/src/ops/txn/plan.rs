@@ -73,13 +73,13 @@ impl Plan for KeyedPlan {
         &mut self,
         items: &[usize],
         _route: &Route,
-        send: &mut dyn FnMut(Items, StoreRequest),
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
     ) {
         let mut request = self.prototype.clone();
         if let Some(set_keys) = self.set_keys {
             set_keys(&mut request, self.keys_of(items));
         }
-        send(Items::from_slice(items), request);
+        send(Items::from_slice(items), Box::new(request));
     }
 
     fn absorb(

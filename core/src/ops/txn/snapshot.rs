@@ -91,7 +91,7 @@ impl Plan for ReadPlan {
         &mut self,
         items: &[usize],
         _route: &Route,
-        send: &mut dyn FnMut(Items, StoreRequest),
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
     ) {
         if self.point {
             for &item in items {
@@ -101,7 +101,10 @@ impl Plan for ReadPlan {
                     version: self.ts.version(),
                     need_commit_ts: self.need_commit_ts,
                 };
-                send(Items::from_slice(&[item]), StoreRequest::Get(request));
+                send(
+                    Items::from_slice(&[item]),
+                    Box::new(StoreRequest::Get(request)),
+                );
             }
             return;
         }
@@ -115,7 +118,10 @@ impl Plan for ReadPlan {
                 version: self.ts.version(),
                 need_commit_ts: self.need_commit_ts,
             };
-            send(Items::from_slice(chunk), StoreRequest::BatchGet(request));
+            send(
+                Items::from_slice(chunk),
+                Box::new(StoreRequest::BatchGet(request)),
+            );
         }
     }
 

@@ -181,11 +181,11 @@ impl Plan for HeartbeatPlan {
         &mut self,
         items: &[usize],
         _route: &Route,
-        send: &mut dyn FnMut(Items, StoreRequest),
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
     ) {
         send(
             Items::from_slice(items),
-            StoreRequest::TxnHeartBeat(self.request.clone()),
+            Box::new(StoreRequest::TxnHeartBeat(self.request.clone())),
         );
     }
 

@@ -141,7 +141,7 @@ impl Plan for KeysPlan {
         &mut self,
         items: &[usize],
         _route: &Route,
-        send: &mut dyn FnMut(Items, StoreRequest),
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
     ) {
         let runs = batch::by_size(items.len(), self.batch_limit, |i| {
             items
@@ -157,7 +157,7 @@ impl Plan for KeysPlan {
                 continue;
             }
             let request = self.request(chunk, is_primary);
-            send(Items::from_slice(chunk), request);
+            send(Items::from_slice(chunk), Box::new(request));
         }
     }
 

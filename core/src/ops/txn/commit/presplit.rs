@@ -238,7 +238,7 @@ impl Plan for GroupPlan {
         &mut self,
         items: &[usize],
         route: &Route,
-        _send: &mut dyn FnMut(Items, StoreRequest),
+        _send: &mut dyn FnMut(Items, Box<StoreRequest>),
     ) {
         self.groups
             .entry(route.region.id)

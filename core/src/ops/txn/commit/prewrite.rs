@@ -227,7 +227,7 @@ impl Plan for PrewritePlan {
         &mut self,
         items: &[usize],
         _route: &Route,
-        send: &mut dyn FnMut(Items, StoreRequest),
+        send: &mut dyn FnMut(Items, Box<StoreRequest>),
     ) {
         if items.len() != self.mutations.len() {
             // More than one region: one request cannot carry the transaction.
@@ -258,7 +258,10 @@ impl Plan for PrewritePlan {
         for run in runs {
             let chunk = &items[run];
             let request = self.request(chunk, txn_size);
-            send(Items::from_slice(chunk), StoreRequest::Prewrite(request));
+            send(
+                Items::from_slice(chunk),
+                Box::new(StoreRequest::Prewrite(request)),
+            );
         }
     }
 
