@@ -3,8 +3,8 @@
 //!
 //! Every service that talks to the outside (PD, the region request sender, operations
 //! sending their own requests) goes through here, so one table knows every request in
-//! flight and one ordered set holds every deadline: the machine's next wake-up is its first
-//! element.
+//! flight and every deadline is here: the machine's next wake-up is the earliest of the
+//! request deadline queues' heads and the other timers' ordered set.
 
 use std::collections::{BTreeSet, VecDeque};
 #[allow(
