@@ -359,9 +359,9 @@ impl MvccStore {
     ) -> Result<Vec<kvrpcpb::KvPair>, TxnError> {
         let end = (!req.end_key.is_empty()).then_some(&req.end_key[..]);
         let keys = if req.reverse {
-            self.keys_in_range(end, Some(&req.start_key[..]), true)
+            self.iter_keys_in_range(end, Some(&req.start_key[..]), true)
         } else {
-            self.keys_in_range(Some(&req.start_key[..]), end, false)
+            self.iter_keys_in_range(Some(&req.start_key[..]), end, false)
         };
         let limit = req.limit as usize;
         let mut pairs = Vec::new();
