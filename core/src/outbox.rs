@@ -352,10 +352,8 @@ impl Outbox {
     /// The earliest timer.
     pub(crate) fn next_timeout(&self) -> Option<Time> {
         let timer = self.timers.first().map(|(at, _)| *at);
-        match (timer, self.deadlines.first()) {
-            (Some(timer), Some((deadline, _))) => Some(timer.min(deadline)),
-            (timer, deadline) => timer.or(deadline.map(|(at, _)| at)),
-        }
+        let deadline = self.deadlines.first().map(|(at, _)| at);
+        timer.into_iter().chain(deadline).min()
     }
 
     /// Appends requests awaiting answers, armed timers, requests not yet polled and answers
@@ -432,12 +430,7 @@ impl Deadlines {
         let Some((_, queue)) = self.queues.iter_mut().find(|(t, _)| *t == timeout) else {
             return;
         };
-        while queue
-            .front()
-            .is_some_and(|(_, id)| !inflight.contains_key(id))
-        {
-            queue.pop_front();
-        }
+        drop_answered_front(queue, inflight);
         if queue.len() > 2 * inflight.len() + 64 {
             queue.retain(|(_, id)| inflight.contains_key(id));
         }
@@ -461,14 +454,7 @@ impl Deadlines {
         for (_, queue) in &mut self.queues {
             if queue.front().is_some_and(|(_, front)| *front == id) {
                 queue.pop_front();
-                // The request itself is removed from `inflight` by the caller, which then
-                // calls `answered`; entries behind it that were answered earlier go now.
-                while queue
-                    .front()
-                    .is_some_and(|(_, id)| !inflight.contains_key(id))
-                {
-                    queue.pop_front();
-                }
+                drop_answered_front(queue, inflight);
                 return;
             }
         }
@@ -484,6 +470,20 @@ impl Deadlines {
             .iter()
             .flat_map(|(_, queue)| queue.iter().copied())
             .filter(|(_, id)| inflight.contains_key(id))
+    }
+}
+
+/// Pops the entries at the front of a deadline queue whose requests are no longer in
+/// flight, restoring the invariant that a queue's front is a live request.
+fn drop_answered_front(
+    queue: &mut VecDeque<(Time, RequestId)>,
+    inflight: &IdMap<RequestId, InFlight>,
+) {
+    while queue
+        .front()
+        .is_some_and(|(_, id)| !inflight.contains_key(id))
+    {
+        queue.pop_front();
     }
 }
 

@@ -25,7 +25,6 @@ mod call;
 mod gate;
 mod tasks;
 
-use crate::outbox::IdMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,6 +37,7 @@ use tikv_proto::rpc::{BoxFuture, RpcError};
 use crate::config::Config;
 use crate::error::Error;
 use crate::machine::{Command, Core, Event, OpId, Output, RequestId};
+use crate::outbox::IdMap;
 use crate::rpc::Response;
 use crate::runtime::Runtime;
 use crate::time::Time;
