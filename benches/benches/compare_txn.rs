@@ -16,6 +16,10 @@
 //! (p50/p99) and client CPU per transaction from `/proc`. Run without `--bench` (as
 //! `cargo test -p tikv-benches --bench compare_txn` does) it does one short round of each
 //! case (2 transactions per caller), which checks the wiring, not the speed.
+//!
+//! To look at one case or one client: `COMPARE_TXN_CASES` keeps the cases whose label
+//! contains it (`"OnePc, 512"`), and `COMPARE_TXN_CLIENTS` lists the clients to run
+//! (`ours,rust,go`, the default).
 
 #![allow(missing_docs)]
 
@@ -406,30 +410,49 @@ async fn run<C: TxnClient>(
 /// The best round of each client for one case (leanest round, fastest throughput).
 struct Row {
     case: Case,
-    ours: (Measured, f64),
-    /// `None`: a client-rust commit panicked.
-    rust: Option<(Measured, f64)>,
-    /// `None`: no Go.
+    /// Transactions (or reads) in each client's round.
+    ops: u64,
+    /// `None`: left out by `COMPARE_TXN_CLIENTS`.
+    ours: Option<(Measured, f64)>,
+    /// `Err` holds what the cell shows instead: `panicked` (a client-rust commit panicked)
+    /// or `-` (left out).
+    rust: Result<(Measured, f64), &'static str>,
+    /// `None`: no Go, or left out.
     go: Option<(Measured, f64)>,
 }
 
-fn cell(
-    best: Option<&(Measured, f64)>,
-    missing: &str,
-    show: impl Fn(&(Measured, f64)) -> String,
+/// The text of one table cell: `show` of a client's best round, or what stands in for it.
+fn cell(best: Result<&(Measured, f64), &str>, show: impl Fn(&(Measured, f64)) -> String) -> String {
+    best.map_or_else(str::to_owned, show)
+}
+
+/// A ratio cell: `ratio(ours, theirs)` when both clients ran.
+fn ratio_cell(
+    ours: Option<&(Measured, f64)>,
+    theirs: Result<&(Measured, f64), &str>,
+    ratio: impl Fn(&(Measured, f64), &(Measured, f64)) -> f64,
 ) -> String {
-    best.map_or_else(|| missing.to_owned(), show)
+    match (ours, theirs) {
+        (Some(ours), Ok(theirs)) => format!("{:.2}x", ratio(ours, theirs)),
+        (None, _) => "-".to_owned(),
+        (_, Err(missing)) => missing.to_owned(),
+    }
 }
 
 /// Prints the throughput, latency and client CPU tables (markdown, for
 /// docs/performance.md).
 fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
-    // A missing client-rust cell is a panic in its commit; a missing client-go cell, no Go.
-    let rust = |row: &Row, show: &dyn Fn(&(Measured, f64)) -> String| {
-        cell(row.rust.as_ref(), "panicked", show)
-    };
-    let go =
-        |row: &Row, show: &dyn Fn(&(Measured, f64)) -> String| cell(row.go.as_ref(), "-", show);
+    fn ours(row: &Row) -> Result<&(Measured, f64), &'static str> {
+        row.ours.as_ref().ok_or("-")
+    }
+    fn rust(row: &Row) -> Result<&(Measured, f64), &'static str> {
+        row.rust.as_ref().map_err(|missing| *missing)
+    }
+    fn go(row: &Row) -> Result<&(Measured, f64), &'static str> {
+        row.go.as_ref().ok_or("-")
+    }
+    let throughput = |m: &(Measured, f64)| format!("{:.0}", m.1);
+    let faster = |ours: &(Measured, f64), theirs: &(Measured, f64)| ours.1 / theirs.1;
     println!("\ntransactions, best of {rounds} rounds (tikv-sim pid {sim_pid}):\n");
     println!(
         "| case | txns | ours txn/s | client-rust txn/s | client-go txn/s | ours / client-rust | \
@@ -437,15 +460,15 @@ fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for row in rows {
-        let ours = row.ours.1;
         println!(
-            "| {} | {} | {ours:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             row.case.label(),
-            row.ours.0.ops,
-            rust(row, &|theirs| format!("{:.0}", theirs.1)),
-            go(row, &|theirs| format!("{:.0}", theirs.1)),
-            rust(row, &|theirs| format!("{:.2}x", ours / theirs.1)),
-            go(row, &|theirs| format!("{:.2}x", ours / theirs.1)),
+            row.ops,
+            cell(ours(row), throughput),
+            cell(rust(row), throughput),
+            cell(go(row), throughput),
+            ratio_cell(row.ours.as_ref(), rust(row), faster),
+            ratio_cell(row.ours.as_ref(), go(row), faster),
         );
     }
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
@@ -457,9 +480,9 @@ fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
         println!(
             "| {} | {} | {} | {} |",
             row.case.label(),
-            latency(&row.ours),
-            rust(row, &latency),
-            go(row, &latency),
+            cell(ours(row), latency),
+            cell(rust(row), latency),
+            cell(go(row), latency),
         );
     }
     println!("\nclient CPU per transaction (leanest round; client-go in its own process):\n");
@@ -468,24 +491,23 @@ fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
          | sim µs/txn ours / client-rust / client-go |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
+    let client_cpu = |m: &(Measured, f64)| format!("{:.1}", m.0.client_us_per_op());
+    let sim_cpu = |m: &(Measured, f64)| format!("{:.1}", m.0.sim_us_per_op());
+    let leaner = |ours: &(Measured, f64), theirs: &(Measured, f64)| {
+        theirs.0.client_us_per_op() / ours.0.client_us_per_op()
+    };
     for row in rows {
-        let ours = row.ours.0.client_us_per_op();
         println!(
-            "| {} | {ours:.1} | {} | {} | {} | {} | {:.1} / {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} / {} |",
             row.case.label(),
-            rust(row, &|theirs| format!("{:.1}", theirs.0.client_us_per_op())),
-            go(row, &|theirs| format!("{:.1}", theirs.0.client_us_per_op())),
-            rust(row, &|theirs| format!(
-                "{:.2}x",
-                theirs.0.client_us_per_op() / ours
-            )),
-            go(row, &|theirs| format!(
-                "{:.2}x",
-                theirs.0.client_us_per_op() / ours
-            )),
-            row.ours.0.sim_us_per_op(),
-            rust(row, &|theirs| format!("{:.1}", theirs.0.sim_us_per_op())),
-            go(row, &|theirs| format!("{:.1}", theirs.0.sim_us_per_op())),
+            cell(ours(row), client_cpu),
+            cell(rust(row), client_cpu),
+            cell(go(row), client_cpu),
+            ratio_cell(row.ours.as_ref(), rust(row), leaner),
+            ratio_cell(row.ours.as_ref(), go(row), leaner),
+            cell(ours(row), sim_cpu),
+            cell(rust(row), sim_cpu),
+            cell(go(row), sim_cpu),
         );
     }
     println!();
@@ -530,7 +552,12 @@ fn main() {
     } else {
         1
     };
+    let case_filter = std::env::var("COMPARE_TXN_CASES").unwrap_or_default();
+    let clients = std::env::var("COMPARE_TXN_CLIENTS").unwrap_or_else(|_| "ours,rust,go".into());
+    let wants = |client: &str| clients.split(',').any(|listed| listed.trim() == client);
+    let (run_ours, run_rust) = (wants("ours"), wants("rust"));
     let go = match tikv_tests::client_go::harness() {
+        _ if !wants("go") => None,
         Ok(binary) => Some(binary),
         Err(err) => {
             println!("client-go left out: {err}");
@@ -540,6 +567,9 @@ fn main() {
     let ticks = clock_ticks_per_second();
     let mut rows = Vec::new();
     for case in Case::all() {
+        if !case.label().contains(&case_filter) {
+            continue;
+        }
         let per_caller = case.ops_per_caller(full);
         let ops = per_caller * case.callers() as u64;
         let mut ours_rounds = Vec::with_capacity(rounds);
@@ -547,14 +577,18 @@ fn main() {
         let mut go_rounds = Vec::with_capacity(rounds);
         for round in 0..rounds {
             // A short warm-up each, then the measured run.
-            runtime.block_on(run(&ours, case, 1, 2 * round + 1_000));
-            ours_rounds.push(measure(sim.pid(), ops, ticks, || {
-                runtime.block_on(run(&ours, case, per_caller, 2 * round))
-            }));
-            runtime.block_on(run(&theirs, case, 1, 2 * round + 1_001));
-            theirs_rounds.push(measure(sim.pid(), ops, ticks, || {
-                runtime.block_on(run(&theirs, case, per_caller, 2 * round + 1))
-            }));
+            if run_ours {
+                runtime.block_on(run(&ours, case, 1, 2 * round + 1_000));
+                ours_rounds.push(measure(sim.pid(), ops, ticks, || {
+                    runtime.block_on(run(&ours, case, per_caller, 2 * round))
+                }));
+            }
+            if run_rust {
+                runtime.block_on(run(&theirs, case, 1, 2 * round + 1_001));
+                theirs_rounds.push(measure(sim.pid(), ops, ticks, || {
+                    runtime.block_on(run(&theirs, case, per_caller, 2 * round + 1))
+                }));
+            }
             if let Some(binary) = &go {
                 go_rounds.push(measure_go(binary, &sim, case, per_caller, round, ticks));
             }
@@ -562,8 +596,15 @@ fn main() {
         let panicked = THEIRS_PANICKED.swap(false, Ordering::Relaxed);
         rows.push(Row {
             case,
-            ours: best(&ours_rounds),
-            rust: (!panicked).then(|| best(&theirs_rounds)),
+            ops,
+            ours: (!ours_rounds.is_empty()).then(|| best(&ours_rounds)),
+            rust: if panicked {
+                Err("panicked")
+            } else if theirs_rounds.is_empty() {
+                Err("-")
+            } else {
+                Ok(best(&theirs_rounds))
+            },
             go: (!go_rounds.is_empty()).then(|| best(&go_rounds)),
         });
     }

@@ -76,6 +76,11 @@ pub struct Sim {
     auto_split: bool,
     /// Bytes and keys written to each region since its last split check.
     split_check_diff: BTreeMap<u64, (u64, u64)>,
+    /// Each region's approximate size, as its last split check measured it plus what was
+    /// written since: a check skips the scan while it stays below the max.
+    approximate: BTreeMap<u64, ApproximateSize>,
+    /// Split-check scans run (each reads every entry of a region).
+    split_scans: u64,
     /// Answers of parked requests (lock waits, replica reads) not yet polled.
     ready: VecDeque<(u64, TikvResponse)>,
     /// The transport-layer load each store reports in BatchCommands responses.
@@ -84,6 +89,19 @@ pub struct Sim {
     batch_traffic: BTreeMap<u64, BatchTraffic>,
     /// Stores whose disk is (almost) full.
     disk_usage: BTreeMap<u64, DiskUsage>,
+}
+
+/// A region's size as TiKV keeps it between split checks (its approximate size and keys,
+/// which TiKV reads from SST properties): measured by the last scan of the region, plus every
+/// write since. Writes count keys and bytes as the split-check trigger counts them (a
+/// prewrite and its commit both count), so the estimate only errs high, by at most about
+/// twice what was written since the scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ApproximateSize {
+    /// The region's epoch version when measured: a split or merge since makes it unknown.
+    epoch_version: u64,
+    bytes: u64,
+    keys: u64,
 }
 
 /// How full a store's disk is (TiKV's `DiskUsage`): a leader on a full disk refuses the
@@ -141,6 +159,8 @@ impl Sim {
             store_latency_ms: BTreeMap::new(),
             auto_split: false,
             split_check_diff: BTreeMap::new(),
+            approximate: BTreeMap::new(),
+            split_scans: 0,
             ready: VecDeque::new(),
             transport_load: BTreeMap::new(),
             batch_traffic: BTreeMap::new(),
@@ -227,8 +247,12 @@ impl Sim {
             if rounds > 1024 {
                 break;
             }
-            let cuts = self.split_check(id, now_ms);
+            let Some((cuts, measured)) = self.split_check(id, now_ms) else {
+                continue;
+            };
+            self.split_scans += 1;
             if cuts.is_empty() {
+                self.approximate.insert(id, measured);
                 continue;
             }
             let new_ids = self.cluster.split_region(id, &cuts)?;
@@ -241,11 +265,14 @@ impl Sim {
 
     /// Where TiKV's split checker would cut `region_id` now: its raw and transactional
     /// entries, in region-boundary space and key order, through the split policy; only cuts
-    /// strictly inside the region, each once.
-    fn split_check(&self, region_id: u64, now_ms: u64) -> Vec<bytes::Bytes> {
-        let Some(region) = self.cluster.region(region_id).map(|r| r.to_proto()) else {
-            return Vec::new();
-        };
+    /// strictly inside the region, each once; with the region's size as the scan measured
+    /// it. `None` when the region does not exist.
+    fn split_check(
+        &self,
+        region_id: u64,
+        now_ms: u64,
+    ) -> Option<(Vec<bytes::Bytes>, ApproximateSize)> {
+        let region = self.cluster.region(region_id)?.to_proto();
         let raw_mode = KeyMode::for_request(self.api_version as i32, false);
         let (raw_start, raw_end) = crate::tikv::request_space_range(&region, raw_mode);
         let (txn_start, txn_end) = crate::tikv::request_space_range(&region, KeyMode::Encoded);
@@ -273,16 +300,25 @@ impl Sim {
             .collect();
         // Both parts are sorted already; a stable sort merges them.
         entries.sort_by(|a, b| a.key.cmp(&b.key));
+        let measured = ApproximateSize {
+            epoch_version: region.region_epoch.map_or(0, |epoch| epoch.version),
+            bytes: entries.iter().map(|entry| entry.size).sum(),
+            keys: entries.iter().filter(|entry| entry.commit_version).count() as u64,
+        };
         let mut cuts = self.cluster.config().split_policy.split_keys(&entries);
         cuts.retain(|key| key[..] > region.start_key[..] && inside(key));
         cuts.dedup();
-        cuts
+        Some((cuts, measured))
     }
 
     /// Records a write of `keys` keys and `bytes` bytes to `region_id` and, with automatic
     /// splits on, runs the split check once the region has taken
     /// `raftstore.region-split-check-diff` bytes (or a sixteenth of `region-split-keys` keys)
-    /// since its last check, as TiKV's split-check tick does.
+    /// since its last check, as TiKV's split-check tick does. As TiKV's size and keys
+    /// observers (`SizeCheckObserver::add_checker`, `KeysCheckObserver::add_checker`), the
+    /// check scans the region only when its approximate size or key count has reached the
+    /// max (or is unknown: a region split, merged or never measured): a scan reads every
+    /// entry, and scanning a big region on every check stalled the whole cluster.
     pub(crate) fn note_write(&mut self, region_id: u64, keys: u64, bytes: u64, now_ms: u64) {
         if !self.auto_split {
             return;
@@ -294,9 +330,32 @@ impl Sim {
         if diff.0 < policy.region_split_check_diff && diff.1 < policy.check_diff_keys() {
             return;
         }
-        self.split_check_diff.remove(&region_id);
+        let (bytes, keys) = self.split_check_diff.remove(&region_id).unwrap_or_default();
+        let epoch_version = self
+            .cluster
+            .region(region_id)
+            .map_or(0, |region| region.epoch.version);
+        if let Some(approximate) = self
+            .approximate
+            .get_mut(&region_id)
+            .filter(|approximate| approximate.epoch_version == epoch_version)
+        {
+            approximate.bytes = approximate.bytes.saturating_add(bytes);
+            approximate.keys = approximate.keys.saturating_add(keys);
+            if approximate.bytes < policy.region_max_size
+                && approximate.keys < policy.region_max_keys
+            {
+                return;
+            }
+        }
         // A failed check only means no split this time.
         let _ = self.split_by_size(region_id, now_ms);
+    }
+
+    /// How many split-check scans ran (each reads every entry of one region): a test can
+    /// tell a check that scanned from one that trusted the approximate size.
+    pub fn split_scans(&self) -> u64 {
+        self.split_scans
     }
 
     /// The store and request context that reach the leader of the region holding `key`

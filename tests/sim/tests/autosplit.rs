@@ -279,3 +279,59 @@ fn split_check_waits_for_enough_writes_as_tikv_split_check_trigger() {
 fn key_wide(i: usize) -> Bytes {
     Bytes::from(format!("w{i:05}"))
 }
+
+/// Follows TiKV's `KeysCheckObserver::add_checker` (and `SizeCheckObserver::add_checker`):
+/// a due check scans the region only when its approximate key count (or size) has reached
+/// the max; below it, the check ends without reading the region. The first check of a
+/// region scans (its size is not known yet), later ones trust the size measured then plus
+/// what was written since, until that estimate reaches the max; a split makes the pieces
+/// unknown again.
+#[test]
+fn split_check_scans_only_near_the_max_as_tikv_split_check_observers() {
+    let policy = SplitPolicy::by_keys(1600).unwrap_or_else(|e| panic!("{e}")); // max 2,400
+    let mut sim = sim_with(policy, true);
+    // Each transaction writes 100 keys: its prewrite and its commit each make a check due.
+    commit(&mut sim, &(0..100).map(key_wide).collect::<Vec<_>>());
+    assert_eq!(sim.split_scans(), 1, "the first check measures the region");
+    for batch in 1..6 {
+        let keys: Vec<Bytes> = (batch * 100..(batch + 1) * 100).map(key_wide).collect();
+        commit(&mut sim, &keys);
+    }
+    // 12 checks were due; the estimate (about 1,100 keys) stayed below the max.
+    assert_eq!(sim.split_scans(), 1);
+    // The estimate counts a prewrite and its commit, so it reaches 2,400 before the region
+    // holds 2,400 versions: a scan measures the truth (no split yet) and the estimate
+    // restarts from it.
+    for batch in 6..13 {
+        let keys: Vec<Bytes> = (batch * 100..(batch + 1) * 100).map(key_wide).collect();
+        commit(&mut sim, &keys);
+    }
+    assert_eq!(sim.split_scans(), 2);
+    assert_eq!(sim.cluster.region_count(), 1);
+    // Closer to the max the estimate reaches it sooner after each scan; past the max for
+    // real, a scan cuts, and each piece is scanned once as the split checker re-checks what
+    // it split.
+    for batch in 13..25 {
+        let keys: Vec<Bytes> = (batch * 100..(batch + 1) * 100).map(key_wide).collect();
+        commit(&mut sim, &keys);
+    }
+    assert_eq!(sim.cluster.region_count(), 2);
+    assert_eq!(
+        boundaries(&sim),
+        vec![Bytes::from(encode_bytes(&key_wide(1600)))]
+    );
+    let after_split = sim.split_scans();
+    // Every key has its committed version: nothing was lost by skipping scans.
+    for i in (0..2500).step_by(97) {
+        assert_eq!(
+            read(&mut sim, &key_wide(i)),
+            Some(Bytes::from_static(b"value"))
+        );
+    }
+    // The split measured both pieces: writes to the right one do not scan it again.
+    for batch in 25..28 {
+        let keys: Vec<Bytes> = (batch * 100..(batch + 1) * 100).map(key_wide).collect();
+        commit(&mut sim, &keys);
+    }
+    assert_eq!(sim.split_scans(), after_split);
+}
