@@ -556,10 +556,10 @@ fn main() {
     let clients = std::env::var("COMPARE_TXN_CLIENTS").unwrap_or_else(|_| "ours,rust,go".into());
     let wants = |client: &str| clients.split(',').any(|listed| listed.trim() == client);
     let (run_ours, run_rust) = (wants("ours"), wants("rust"));
-    let go = match tikv_tests::client_go::harness() {
-        _ if !wants("go") => None,
-        Ok(binary) => Some(binary),
-        Err(err) => {
+    let go = match wants("go").then(tikv_tests::client_go::harness) {
+        None => None,
+        Some(Ok(binary)) => Some(binary),
+        Some(Err(err)) => {
             println!("client-go left out: {err}");
             None
         }

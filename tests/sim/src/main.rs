@@ -36,7 +36,10 @@ fn main() -> ExitCode {
     for key in &settings.ignored {
         eprintln!("tikv-sim: ignoring config key {key} (not modelled)");
     }
+    // Named apart from client runtimes' `tokio-rt-worker`, so a profile of a benchmark and
+    // the simulator it started tells their threads apart.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("tikv-sim-worker")
         .enable_all()
         .build()
     {
