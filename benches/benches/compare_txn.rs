@@ -426,16 +426,16 @@ fn cell(best: Result<&(Measured, f64), &str>, show: impl Fn(&(Measured, f64)) ->
     best.map_or_else(str::to_owned, show)
 }
 
-/// A ratio cell: `ratio(ours, theirs)` when both clients ran.
+/// A ratio cell: `ratio(ours, theirs)` when both clients ran, else what stands in for the
+/// missing one.
 fn ratio_cell(
-    ours: Option<&(Measured, f64)>,
+    ours: Result<&(Measured, f64), &str>,
     theirs: Result<&(Measured, f64), &str>,
     ratio: impl Fn(&(Measured, f64), &(Measured, f64)) -> f64,
 ) -> String {
     match (ours, theirs) {
-        (Some(ours), Ok(theirs)) => format!("{:.2}x", ratio(ours, theirs)),
-        (None, _) => "-".to_owned(),
-        (_, Err(missing)) => missing.to_owned(),
+        (Ok(ours), Ok(theirs)) => format!("{:.2}x", ratio(ours, theirs)),
+        (Err(missing), _) | (_, Err(missing)) => missing.to_owned(),
     }
 }
 
@@ -467,8 +467,8 @@ fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
             cell(ours(row), throughput),
             cell(rust(row), throughput),
             cell(go(row), throughput),
-            ratio_cell(row.ours.as_ref(), rust(row), faster),
-            ratio_cell(row.ours.as_ref(), go(row), faster),
+            ratio_cell(ours(row), rust(row), faster),
+            ratio_cell(ours(row), go(row), faster),
         );
     }
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
@@ -503,8 +503,8 @@ fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
             cell(ours(row), client_cpu),
             cell(rust(row), client_cpu),
             cell(go(row), client_cpu),
-            ratio_cell(row.ours.as_ref(), rust(row), leaner),
-            ratio_cell(row.ours.as_ref(), go(row), leaner),
+            ratio_cell(ours(row), rust(row), leaner),
+            ratio_cell(ours(row), go(row), leaner),
             cell(ours(row), sim_cpu),
             cell(rust(row), sim_cpu),
             cell(go(row), sim_cpu),
