@@ -7,10 +7,12 @@
 //! cargo bench -p tikv-benches --bench compare_txn
 //! ```
 //!
-//! As in `compare`, the cluster runs in its own process, so this process's CPU time is
-//! client CPU; client-go runs in a third process, the Go harness of `benches/client-go`
-//! (`bench --case txn_commit|txn_get|txn_batch_get|txn_scan`), built first with the `go` on
-//! the PATH; without Go the bench says so and compares the two Rust clients only. Each case
+//! The cluster runs in its own process, and so does every round of every client: ours and
+//! client-rust's in a child of this binary, client-go's in the Go harness of
+//! `benches/client-go` (`bench --case txn_commit|txn_get|txn_batch_get|txn_scan`), built
+//! first with the `go` on the PATH; without Go the bench says so and compares the two Rust
+//! clients only. A round's client CPU is its process's, read once the client and the
+//! cluster have gone quiet, so background commits count for the client that left them. Each case
 //! runs a fixed number of transactions per client (best of `COMPARE_CPU_ROUNDS` rounds,
 //! default 3, the clients interleaved) and prints markdown tables: throughput, latency
 //! (p50/p99) and client CPU per transaction from `/proc`. Run without `--bench` (as
@@ -513,16 +515,120 @@ fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
     println!();
 }
 
+/// Set in a child process: the client it runs (`ours` or `rust`). The other variables
+/// below carry the cluster and the round.
+const CHILD_ENV: &str = "COMPARE_TXN_CHILD";
+const CHILD_PD: &str = "COMPARE_TXN_PD";
+const CHILD_SIM_PID: &str = "COMPARE_TXN_SIM_PID";
+const CHILD_CASE: &str = "COMPARE_TXN_CASE";
+const CHILD_OPS: &str = "COMPARE_TXN_OPS_PER_CALLER";
+const CHILD_ROUND: &str = "COMPARE_TXN_ROUND";
+/// What a child prints instead of its round when a client-rust commit panicked.
+const PANICKED_LINE: &str = "PANICKED";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// One round of one Rust client in a process of its own (this binary again, with
+/// [`CHILD_ENV`] set), as client-go's rounds run in its harness's process. Sharing one
+/// process let one client's leftovers land on the other's bill: its background work, and
+/// the allocator's free lists fragmented by its allocations (after client-rust's 10-key
+/// two-phase rounds, malloc took a third of our 1PC round's CPU and our CPU per transaction
+/// doubled). `Err("panicked")` when a client-rust commit panicked.
+fn child_round(
+    client: &str,
+    sim: &SimProcess,
+    case_index: usize,
+    per_caller: u64,
+    round: usize,
+) -> Result<Measured, &'static str> {
+    let program = std::env::current_exe().unwrap_or_else(|err| panic!("current_exe: {err}"));
+    let output = std::process::Command::new(program)
+        .env(CHILD_ENV, client)
+        .env(CHILD_PD, &sim.pd)
+        .env(CHILD_SIM_PID, sim.pid().to_string())
+        .env(CHILD_CASE, case_index.to_string())
+        .env(CHILD_OPS, per_caller.to_string())
+        .env(CHILD_ROUND, round.to_string())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot start the {client} child: {err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if stdout.lines().any(|line| line == PANICKED_LINE) {
+        return Err("panicked");
+    }
+    match stdout.lines().find_map(Measured::from_round_line) {
+        Some(measured) if output.status.success() => Ok(measured),
+        _ => panic!(
+            "the {client} child failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+/// A child process: connects its client, warms it up, and prints one measured round of its
+/// case (see [`child_round`]).
+fn child_main(client: &str) {
+    fn var<T: std::str::FromStr>(name: &str) -> T {
+        std::env::var(name)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing or malformed"))
+    }
+    let pd: String = var(CHILD_PD);
+    let sim_pid: u32 = var(CHILD_SIM_PID);
+    let case_index: usize = var(CHILD_CASE);
+    let case = *Case::all()
+        .get(case_index)
+        .unwrap_or_else(|| panic!("no case {case_index}"));
+    let per_caller: u64 = var(CHILD_OPS);
+    let round: usize = var(CHILD_ROUND);
+    let ops = per_caller * case.callers() as u64;
+    let ticks = clock_ticks_per_second();
+    let runtime = runtime();
+    // Each client writes under its own round numbers: nobody meets another's leftovers.
+    let measured = if client == "ours" {
+        let ours = Ours(runtime.block_on(async {
+            tikv_tokio::connect([pd], tikv_core::Config::default())
+                .unwrap_or_else(|err| panic!("{err}"))
+        }));
+        runtime.block_on(run(&ours, case, 1, 2 * round + 1_000));
+        measure(sim_pid, ops, ticks, || {
+            runtime.block_on(run(&ours, case, per_caller, 2 * round))
+        })
+    } else {
+        let config = tikv_client::Config::default().with_timeout(Duration::from_secs(10));
+        let theirs = Theirs(std::sync::Arc::new(runtime.block_on(async {
+            tikv_client::TransactionClient::new_with_config(vec![pd], config)
+                .await
+                .unwrap_or_else(|err| panic!("{err}"))
+        })));
+        runtime.block_on(run(&theirs, case, 1, 2 * round + 1_001));
+        measure(sim_pid, ops, ticks, || {
+            runtime.block_on(run(&theirs, case, per_caller, 2 * round + 1))
+        })
+    };
+    if THEIRS_PANICKED.load(Ordering::Relaxed) {
+        println!("{PANICKED_LINE}");
+    } else {
+        println!("{}", measured.round_line());
+    }
+}
+
 fn main() {
+    if let Ok(client) = std::env::var(CHILD_ENV) {
+        child_main(&client);
+        return;
+    }
     let full = std::env::args().any(|arg| arg == "--bench");
     // Split through the transactional API below, so that every region boundary is an
     // encoded key as TiKV's are (client-rust decodes them; a raw boundary fails it).
     let sim = SimProcess::start(&["--stores", "3"]);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|err| panic!("{err}"));
-    let (ours, theirs) = runtime.block_on(async {
+    runtime().block_on(async {
         let client = tikv_tokio::connect([sim.pd.clone()], tikv_core::Config::default())
             .unwrap_or_else(|err| panic!("{err}"));
         client
@@ -538,11 +644,7 @@ fn main() {
             txn.put(key, value).unwrap_or_else(|err| panic!("{err}"));
         }
         txn.commit().await.unwrap_or_else(|err| panic!("{err}"));
-        let config = tikv_client::Config::default().with_timeout(Duration::from_secs(10));
-        let theirs = tikv_client::TransactionClient::new_with_config(vec![sim.pd.clone()], config)
-            .await
-            .unwrap_or_else(|err| panic!("{err}"));
-        (Ours(client), Theirs(std::sync::Arc::new(theirs)))
+        client.close().await;
     });
     let rounds: usize = if full {
         std::env::var("COMPARE_CPU_ROUNDS")
@@ -566,7 +668,7 @@ fn main() {
     };
     let ticks = clock_ticks_per_second();
     let mut rows = Vec::new();
-    for case in Case::all() {
+    for (case_index, case) in Case::all().into_iter().enumerate() {
         if !case.label().contains(&case_filter) {
             continue;
         }
@@ -575,30 +677,27 @@ fn main() {
         let mut ours_rounds = Vec::with_capacity(rounds);
         let mut theirs_rounds = Vec::with_capacity(rounds);
         let mut go_rounds = Vec::with_capacity(rounds);
+        let mut theirs_panicked = false;
         for round in 0..rounds {
-            // A short warm-up each, then the measured run.
             if run_ours {
-                runtime.block_on(run(&ours, case, 1, 2 * round + 1_000));
-                ours_rounds.push(measure(sim.pid(), ops, ticks, || {
-                    runtime.block_on(run(&ours, case, per_caller, 2 * round))
-                }));
+                let measured = child_round("ours", &sim, case_index, per_caller, round);
+                ours_rounds.push(measured.unwrap_or_else(|err| panic!("ours {err}")));
             }
             if run_rust {
-                runtime.block_on(run(&theirs, case, 1, 2 * round + 1_001));
-                theirs_rounds.push(measure(sim.pid(), ops, ticks, || {
-                    runtime.block_on(run(&theirs, case, per_caller, 2 * round + 1))
-                }));
+                match child_round("rust", &sim, case_index, per_caller, round) {
+                    Ok(measured) => theirs_rounds.push(measured),
+                    Err(_) => theirs_panicked = true,
+                }
             }
             if let Some(binary) = &go {
                 go_rounds.push(measure_go(binary, &sim, case, per_caller, round, ticks));
             }
         }
-        let panicked = THEIRS_PANICKED.swap(false, Ordering::Relaxed);
         rows.push(Row {
             case,
             ops,
             ours: (!ours_rounds.is_empty()).then(|| best(&ours_rounds)),
-            rust: if panicked {
+            rust: if theirs_panicked {
                 Err("panicked")
             } else if theirs_rounds.is_empty() {
                 Err("-")

@@ -106,6 +106,7 @@ func runBench(args []string) int {
 	}
 	for round := 0; round < *rounds; round++ {
 		w.round = *txnRound + 1 + round
+		waitUntilQuiet(*simPid)
 		machineBefore := machineBusyTicks()
 		clientBefore := processTicks("self")
 		simBefore := uint64(0)
@@ -113,6 +114,7 @@ func runBench(args []string) int {
 			simBefore = processTicks(strconv.Itoa(*simPid))
 		}
 		wall, latencies, err := w.run(ctx, *opsPerCaller)
+		waitUntilQuiet(*simPid)
 		clientTicks := processTicks("self") - clientBefore
 		simTicks := uint64(0)
 		if *simPid != 0 {
@@ -330,6 +332,33 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 }
 
 // processTicks is user + system CPU time of a process in clock ticks, from /proc/<pid>/stat.
+// waitUntilQuiet returns once this process and the simulator (when its pid is known) used
+// less than a fifth of a core together over 100 ms, or after 60 s. client-go commits
+// secondaries in the background after Commit returns; waiting before and after a round
+// charges that work to the round that caused it (compare_txn's rounds do the same).
+func waitUntilQuiet(simPid int) {
+	busy := func() uint64 {
+		ticks := processTicks("self")
+		if simPid != 0 {
+			ticks += processTicks(strconv.Itoa(simPid))
+		}
+		return ticks
+	}
+	const window = 100 * time.Millisecond
+	// A fifth of a core over the window, in clock ticks (100 per second on Linux).
+	const quietTicks = 2
+	deadline := time.Now().Add(60 * time.Second)
+	before := busy()
+	for time.Now().Before(deadline) {
+		time.Sleep(window)
+		now := busy()
+		if now-before < quietTicks {
+			return
+		}
+		before = now
+	}
+}
+
 func processTicks(pid string) uint64 {
 	stat, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {

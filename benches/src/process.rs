@@ -134,7 +134,7 @@ pub fn clock_ticks_per_second() -> u64 {
 }
 
 /// One measured run: operations, wall time, and the CPU each party used.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Measured {
     /// Operations done.
     pub ops: u64,
@@ -153,6 +153,45 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// The round as one line for a parent process: `ROUND ops=N wall_us=W client_cpu_us=C
+    /// sim_cpu_us=S other_cpu_us=O p50_us=P p99_us=Q` ([`from_round_line`](Self::from_round_line)
+    /// reads it back).
+    pub fn round_line(&self) -> String {
+        let us = |duration: Duration| duration.as_micros();
+        format!(
+            "ROUND ops={} wall_us={} client_cpu_us={} sim_cpu_us={} other_cpu_us={} p50_us={} p99_us={}",
+            self.ops,
+            us(self.wall),
+            us(self.client_cpu),
+            us(self.sim_cpu),
+            us(self.other_cpu),
+            us(self.p50),
+            us(self.p99),
+        )
+    }
+
+    /// Reads a [`round_line`](Self::round_line) back; `None` when `line` is not one.
+    pub fn from_round_line(line: &str) -> Option<Self> {
+        let fields = line.strip_prefix("ROUND ")?;
+        let field = |name: &str| -> Option<u64> {
+            fields
+                .split_whitespace()
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?
+                .parse()
+                .ok()
+        };
+        let us = |name: &str| field(name).map(Duration::from_micros);
+        Some(Self {
+            ops: field("ops")?,
+            wall: us("wall_us")?,
+            client_cpu: us("client_cpu_us")?,
+            sim_cpu: us("sim_cpu_us")?,
+            other_cpu: us("other_cpu_us")?,
+            p50: us("p50_us")?,
+            p99: us("p99_us")?,
+        })
+    }
+
     /// Throughput.
     #[expect(
         clippy::cast_precision_loss,
@@ -203,7 +242,8 @@ pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 /// Measures `run` (which does `ops` operations and returns its wall time and, when it
 /// records them, each operation's latency) with the CPU of this process, the simulator
-/// `sim_pid` and the machine read around it.
+/// `sim_pid` and the machine read around it, once both have gone quiet
+/// ([`wait_until_quiet`]) before and after.
 pub fn measure(
     sim_pid: u32,
     ops: u64,
@@ -211,10 +251,12 @@ pub fn measure(
     run: impl FnOnce() -> (Duration, Vec<Duration>),
 ) -> Measured {
     let sim_pid = sim_pid.to_string();
+    wait_until_quiet(&sim_pid, ticks);
     let machine_before = machine_busy(ticks);
     let client_before = process_cpu("self", ticks);
     let sim_before = process_cpu(&sim_pid, ticks);
     let (wall, mut latencies) = run();
+    wait_until_quiet(&sim_pid, ticks);
     let client_cpu = process_cpu("self", ticks).saturating_sub(client_before);
     let sim_cpu = process_cpu(&sim_pid, ticks).saturating_sub(sim_before);
     let machine = machine_busy(ticks).saturating_sub(machine_before);
@@ -229,6 +271,30 @@ pub fn measure(
             percentile(&latencies, 0.50)
         },
         p99: percentile(&latencies, 0.99),
+    }
+}
+
+/// Waits until this process and the simulator `sim_pid` are idle together (under a fifth
+/// of a core over 100 ms; at most 60 s).
+///
+/// Every client commits secondaries in the background after `commit` returns (client-rust
+/// and client-go as we do), and client-rust leaves a heartbeat task per transaction. Waiting
+/// before and after a round charges that work to the round that caused it rather than to
+/// whichever client runs next in the same process; the round's wall time (its throughput)
+/// still ends when its last commit returned.
+pub fn wait_until_quiet(sim_pid: &str, ticks: u64) {
+    const WINDOW: Duration = Duration::from_millis(100);
+    const LIMIT: Duration = Duration::from_secs(60);
+    let busy = || process_cpu("self", ticks) + process_cpu(sim_pid, ticks);
+    let started = std::time::Instant::now();
+    let mut before = busy();
+    while started.elapsed() < LIMIT {
+        std::thread::sleep(WINDOW);
+        let now = busy();
+        if now.saturating_sub(before) < WINDOW / 5 {
+            return;
+        }
+        before = now;
     }
 }
 
@@ -285,5 +351,27 @@ pub fn client_go_round(binary: &Path, args: &[String], ticks: u64) -> Measured {
         other_cpu: from_ticks(field("machine_ticks")).saturating_sub(client_cpu + sim_cpu),
         p50: Duration::from_micros(field("p50_us")),
         p99: Duration::from_micros(field("p99_us")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_line_reads_back_as_the_round_it_came_from() {
+        let round = Measured {
+            ops: 16_384,
+            wall: Duration::from_micros(812_345),
+            client_cpu: Duration::from_micros(540_000),
+            sim_cpu: Duration::from_micros(700_000),
+            other_cpu: Duration::from_micros(10_000),
+            p50: Duration::from_micros(25_000),
+            p99: Duration::from_micros(48_000),
+        };
+        let line = round.round_line();
+        assert_eq!(Measured::from_round_line(&line), Some(round));
+        assert_eq!(Measured::from_round_line("PANICKED"), None);
+        assert_eq!(Measured::from_round_line("ROUND ops=3"), None);
     }
 }
