@@ -3,15 +3,19 @@
 //! scan and lock-resolution tests, ported, plus checks of every path of the lock resolver.
 //!
 //! Every test serves its own simulated cluster ([`SimServer`]) and connects a [`Client`] with
-//! the runtime under test. Our committer does not exist yet, so committed data and the locks
-//! a read meets are placed directly through a [`Writer`], which sends the cluster the
-//! Prewrite / Commit / PessimisticLock requests client-go's committer would send. Where the
-//! Go tests use failpoints or the lock resolver's callbacks, these tests use the cluster's
-//! fault injection and a log of every request the client sent ([`RequestLog`]).
+//! the runtime under test (and, where Go uses a second lock resolver, a second client). Most
+//! committed data and the locks a read meets are placed directly through a [`Writer`], which
+//! sends the cluster the Prewrite / Commit / PessimisticLock requests client-go's committer
+//! would send (the suite predates our committer); tests about the committer or whose locks
+//! it can place use the client's own commit, stopped after the prewrite where the locks
+//! must stay. Where the Go tests use failpoints or the lock resolver's callbacks, these
+//! tests use the cluster's fault injection and a log of every request the client sent
+//! ([`RequestLog`]).
 //!
 //! Lock TTLs here are either long (the lock outlives the test) or already over when the
 //! read starts: tests that need a read to wait for a lock to expire run in the deterministic
-//! simulation (`tests/snapshot_simulation.rs`), where time is virtual.
+//! simulation (`tests/snapshot_simulation.rs`), where time is virtual. The exception is
+//! `test_clean_lock`, whose commit waits for 3 s locks to expire as long as it takes.
 //!
 //! - [`snapshot`] ports `integration_tests/snapshot_test.go`.
 //! - [`snapshot_fail`] ports the read tests of `integration_tests/snapshot_fail_test.go`.
