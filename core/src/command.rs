@@ -90,6 +90,18 @@ pub enum TxnCommand {
         /// The locks (keys in the request key space, as TiKV reported them).
         locks: Vec<crate::error::LockInfo>,
     },
+    /// Find the status of transaction `txn` on its primary key (client-go's
+    /// `LockResolver.GetTxnStatus`): answers it from the resolver's cache or a
+    /// CheckTxnStatus that rolls back an expired or missing primary lock.
+    GetTxnStatus {
+        /// The transaction's start timestamp.
+        txn: Timestamp,
+        /// The start timestamp of whoever asks (a live lock's `min_commit_ts` is pushed
+        /// past it).
+        caller_start_ts: Timestamp,
+        /// The transaction's primary key (a user key).
+        primary: Bytes,
+    },
 }
 
 /// PD and TSO queries.
@@ -338,6 +350,14 @@ impl TxnCommand {
     pub(crate) fn resolve_call(self) -> Call<ResolveOutcome> {
         Call::new(Command::Txn(self), |output| match output {
             Output::Resolved(outcome) => Some(*outcome),
+            _ => None,
+        })
+    }
+
+    /// A call of [`TxnCommand::GetTxnStatus`].
+    pub(crate) fn status_call(self) -> Call<TxnStatus> {
+        Call::new(Command::Txn(self), |output| match output {
+            Output::TxnStatus { status, .. } => Some(*status),
             _ => None,
         })
     }

@@ -64,7 +64,10 @@ impl TxnAction {
     }
 }
 
-/// A transaction's status as its primary key tells it (client-go's `TxnStatus`).
+/// A transaction's status as its primary key tells it (client-go's `TxnStatus`), as
+/// [`Client::get_txn_status`](crate::Client::get_txn_status) answers it: committed
+/// ([`commit_ts`](Self::commit_ts)), rolled back, or alive ([`ttl_ms`](Self::ttl_ms) over
+/// 0).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxnStatus {
     /// The primary lock's TTL in milliseconds while the transaction is alive; 0 once it is
@@ -94,6 +97,12 @@ impl TxnStatus {
     /// Whether it committed.
     pub fn is_committed(&self) -> bool {
         self.commit_ts.is_some()
+    }
+
+    /// Whether its primary lock is still alive: neither committed nor rolled back, with
+    /// [`ttl_ms`](Self::ttl_ms) left to live.
+    pub fn is_alive(&self) -> bool {
+        self.ttl_ms != 0 && !self.is_committed()
     }
 
     /// Whether it is rolled back for good (TiKV answered without a lock, without a commit,

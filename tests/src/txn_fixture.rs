@@ -689,6 +689,35 @@ impl<'a> Writer<'a> {
     }
 }
 
+impl Writer<'_> {
+    /// TxnHeartBeat of transaction `start_ts` on its primary, user key `primary`, asking
+    /// for a TTL of `advise_ttl_ms` (client-go's `SendTxnHeartbeat`, a test probe there
+    /// too): the lock's TTL after it, or TiKV's key error (the lock is gone).
+    pub fn txn_heartbeat(
+        &mut self,
+        primary: &[u8],
+        start_ts: u64,
+        advise_ttl_ms: u64,
+    ) -> Result<u64, kvrpcpb::KeyError> {
+        let primary_lock = self.space.request_key(primary);
+        let Resp::TxnHeartBeat(response) = self.run(primary, |context| {
+            Req::TxnHeartBeat(kvrpcpb::TxnHeartBeatRequest {
+                context: Some(context),
+                primary_lock,
+                start_version: start_ts,
+                advise_lock_ttl: advise_ttl_ms,
+                ..Default::default()
+            })
+        }) else {
+            panic!("txn heartbeat answered with another command");
+        };
+        match response.error {
+            Some(err) => Err(*err),
+            None => Ok(response.lock_ttl),
+        }
+    }
+}
+
 /// The key a region boundary stands for (empty for the unbounded ends).
 fn decode_boundary(boundary: &[u8]) -> Bytes {
     if boundary.is_empty() {
@@ -709,6 +738,7 @@ fn region_error(response: &Resp) -> Option<&tikv_proto::errorpb::Error> {
         Resp::PessimisticLock(r) => r.region_error.as_deref(),
         Resp::Get(r) => r.region_error.as_deref(),
         Resp::CheckTxnStatus(r) => r.region_error.as_deref(),
+        Resp::TxnHeartBeat(r) => r.region_error.as_deref(),
         _ => None,
     }
 }

@@ -50,6 +50,12 @@ impl Env for AsyncStdEnv {
         })
     }
 
+    fn connect(&self, pd: &str, config: Config) -> Client {
+        let runtime = AsyncStdRuntime::new(ConnectOptions::default());
+        Client::start(runtime, vec![pd.to_owned()], config)
+            .unwrap_or_else(|err| panic!("connecting: {err}"))
+    }
+
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         Box::pin(async_std::task::sleep(duration))
     }

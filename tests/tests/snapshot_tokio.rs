@@ -34,6 +34,13 @@ impl Env for TokioEnv {
         })
     }
 
+    fn connect(&self, pd: &str, config: Config) -> Client {
+        let runtime = TokioRuntime::current(ConnectOptions::default())
+            .unwrap_or_else(|err| panic!("no tokio runtime: {err}"));
+        Client::start(runtime, vec![pd.to_owned()], config)
+            .unwrap_or_else(|err| panic!("connecting: {err}"))
+    }
+
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         Box::pin(tokio::time::sleep(duration))
     }

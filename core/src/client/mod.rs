@@ -170,6 +170,52 @@ impl Client {
         self.handle.call(command.resolve_call()).await
     }
 
+    /// The status of the transaction that started at `txn` and whose primary key is
+    /// `primary` (client-go's `LockResolver.GetTxnStatus`), for a caller that started at
+    /// `caller_start_ts`: committed (with its commit timestamp), rolled back, or alive (the
+    /// primary lock's TTL, its `min_commit_ts` pushed past `caller_start_ts`). A transaction
+    /// the client already saw settled is answered from the resolver's cache without asking
+    /// TiKV.
+    ///
+    /// Not read-only: the check rolls back a primary lock whose TTL ran out, and writes a
+    /// rollback record when the primary holds neither a lock nor a record of the
+    /// transaction (so a late prewrite of it fails). Wait a few seconds after a
+    /// transaction's prewrite before asking, or it may be aborted.
+    ///
+    /// Errors when the primary's region or the timestamp cannot be had within 20 s of
+    /// backoff, or with [`Error::Key`] carrying TiKV's answer when it refuses the check.
+    pub async fn get_txn_status(
+        &self,
+        txn: Timestamp,
+        caller_start_ts: Timestamp,
+        primary: impl Into<bytes::Bytes>,
+    ) -> Result<crate::resolver::TxnStatus, Error> {
+        let command = crate::command::TxnCommand::GetTxnStatus {
+            txn,
+            caller_start_ts,
+            primary: primary.into(),
+        };
+        self.handle.call(command.status_call()).await
+    }
+
+    /// Resolves `lock` whatever its TTL says (client-go's `ForceResolveLock`): the lock is
+    /// treated as expired (TTL 0, TiKV's "resolve unconditionally"), so a live 2PC
+    /// transaction is rolled back from its primary, and the lock is then committed or
+    /// rolled back as its transaction's fate says. The answer is
+    /// [`resolve_locks`](Self::resolve_locks)' for this one lock: an async-commit
+    /// transaction cannot be forced (its outcome is decided by its secondaries), so while
+    /// its primary lock lives by this client's clock `ms_before_expiry` says how long it
+    /// has left and nothing was resolved.
+    ///
+    /// Errors like [`resolve_locks`](Self::resolve_locks).
+    pub async fn force_resolve_lock(
+        &self,
+        mut lock: crate::error::LockInfo,
+    ) -> Result<crate::resolver::ResolveOutcome, Error> {
+        lock.ttl_ms = 0;
+        self.resolve_locks(Timestamp::ZERO, vec![lock]).await
+    }
+
     /// A timestamp from PD's TSO (requests from concurrent callers share one TSO call).
     ///
     /// Errors when PD cannot be reached within its backoff budget.

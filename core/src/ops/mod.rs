@@ -241,6 +241,15 @@ fn build_txn(
             caller_start_ts,
             locks,
         } => resolve_op(caller_start_ts, locks, true, space, cx),
+        TxnCommand::GetTxnStatus {
+            txn,
+            caller_start_ts,
+            primary,
+        } => txn::resolve::txn_status(
+            resolve_params(caller_start_ts, false, space, cx, STATUS_QUERY_BUDGET),
+            txn,
+            space.request_key(&primary),
+        ),
         TxnCommand::Begin { start_ts } => Box::new(txn::commit::Begin::new(start_ts)),
         TxnCommand::Commit(request) => Box::new(txn::commit::Committer::new(
             *request,
@@ -261,21 +270,42 @@ fn resolve_op(
     space: &KeySpace,
     cx: &Cx<'_>,
 ) -> Box<dyn Operation> {
-    let config = cx.config();
     Box::new(txn::resolve::ResolveLocks::new(
-        txn::resolve::ResolveParams {
+        resolve_params(
             caller_start_ts,
             for_read,
-            lite: false,
-            pessimistic_region_resolve: false,
-            space: space.clone(),
-            timeout: config.read_timeout_short,
-            budget: std::time::Duration::from_secs(40),
-            max_execution_ms: u64::try_from(config.max_write_execution.as_millis())
-                .unwrap_or(u64::MAX),
-        },
+            space,
+            cx,
+            std::time::Duration::from_secs(40),
+        ),
         locks,
     ))
+}
+
+/// The backoff budget of a [`TxnCommand::GetTxnStatus`] (client-go's
+/// `getTxnStatusMaxBackoff`, which `GetTxnStatus` gives its whole call).
+const STATUS_QUERY_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How the lock resolver's requests go out for a caller at `caller_start_ts`, each with
+/// `budget` of backoff.
+fn resolve_params(
+    caller_start_ts: crate::oracle::Timestamp,
+    for_read: bool,
+    space: &KeySpace,
+    cx: &Cx<'_>,
+    budget: std::time::Duration,
+) -> txn::resolve::ResolveParams {
+    let config = cx.config();
+    txn::resolve::ResolveParams {
+        caller_start_ts,
+        for_read,
+        lite: false,
+        pessimistic_region_resolve: false,
+        space: space.clone(),
+        timeout: config.read_timeout_short,
+        budget,
+        max_execution_ms: u64::try_from(config.max_write_execution.as_millis()).unwrap_or(u64::MAX),
+    }
 }
 
 /// A command waiting for the keyspace (API V2) before it can be built: its keys carry the

@@ -1,24 +1,28 @@
 //! The read and lock-resolution tests of `integration_tests/lock_test.go`, ported.
 //!
 //! client-go's `lockKey`, `putKV` and `mustGetLock` are the [`Writer`]'s `lock_key`, `put`
-//! and `must_get_lock`; its `LockResolver.ResolveLocks` and `ResolveLocksForRead` are
-//! [`Client::resolve_locks`](tikv_core::Client::resolve_locks) and
-//! [`Client::resolve_locks_for_read`](tikv_core::Client::resolve_locks_for_read). Checks of
-//! a transaction's status that Go makes through `GetTxnStatus` (not a public API here) send
-//! the same CheckTxnStatus to the cluster through the writer. Tests that need our committer
-//! (heartbeats, TTL choice, pessimistic lock waits, prewrite over locks) and the GC-side
-//! `BatchResolveLocks` are listed in docs/porting.md.
+//! and `must_get_lock` (or, where the test is about our committer or the key is its own
+//! primary, `lock_own_key` and `put_kv` through the client); its
+//! `LockResolver.ResolveLocks`, `ResolveLocksForRead`, `GetTxnStatus` and
+//! `ForceResolveLock` are [`Client::resolve_locks`](tikv_core::Client::resolve_locks),
+//! [`resolve_locks_for_read`](tikv_core::Client::resolve_locks_for_read),
+//! [`get_txn_status`](tikv_core::Client::get_txn_status) and
+//! [`force_resolve_lock`](tikv_core::Client::force_resolve_lock); the probe's
+//! `SendTxnHeartbeat` is the writer's `txn_heartbeat`. Tests that need pessimistic lock
+//! waits and the GC-side `BatchResolveLocks` are listed in docs/porting.md.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tikv_core::Timestamp;
-use tikv_core::error::LockInfo;
+use tikv_core::error::{KeyError, LockInfo};
 use tikv_core::rpc::StoreRequest;
+use tikv_core::transaction::TransactionOptions;
+use tikv_core::{CommitKnobs, Error, Timestamp, TxnAction};
 use tikv_proto::kvrpcpb;
 use tikv_sim::faults::{FaultAction, FaultRule};
 
-use super::{Env, b, ok, start, texts};
+use super::{Env, Layout, PATIENCE, TestCluster, b, ok, start, start_with, texts};
 use crate::txn_fixture::{Prewrite, Writer};
 
 fn key(name: &str) -> Bytes {
@@ -714,4 +718,428 @@ pub async fn test_resolve_lock_with_tikv_side_async(env: &dyn Env) {
             }
         }
     }
+}
+
+/// A transaction whose commit stops once every key is prewritten, leaving its locks with
+/// TTL `ttl_ms` (`None`: the TTL our committer computes), as client-go's tests do with a
+/// committer probe's `PrewriteAllMutations`.
+fn prewrite_only(ttl_ms: Option<u64>) -> TransactionOptions {
+    TransactionOptions::new().with_testing_knobs(CommitKnobs {
+        stop_after_prewrite: true,
+        lock_ttl_ms: ttl_ms,
+        ..CommitKnobs::default()
+    })
+}
+
+/// client-go's `lockKey` for a key that is its own primary, through our committer: `key`
+/// written with locks of TTL `ttl_ms`, then committed or left locked. Returns the start
+/// timestamp and, when committed, the commit timestamp.
+async fn lock_own_key(
+    cluster: &TestCluster,
+    key: &Bytes,
+    value: impl Into<Bytes>,
+    ttl_ms: u64,
+    commit: bool,
+) -> (Timestamp, Option<Timestamp>) {
+    let options = if commit {
+        TransactionOptions::new().with_testing_knobs(CommitKnobs {
+            lock_ttl_ms: Some(ttl_ms),
+            ..CommitKnobs::default()
+        })
+    } else {
+        prewrite_only(Some(ttl_ms))
+    };
+    let mut txn = ok("begin", cluster.client.begin_with(options).await);
+    ok("put", txn.put(key.clone(), value));
+    let commit_ts = ok("commit", txn.commit().await);
+    let start_ts = txn.start_ts();
+    if commit {
+        let commit_ts = commit_ts.unwrap_or_else(|| panic!("nothing committed"));
+        assert!(commit_ts > start_ts);
+        (start_ts, Some(commit_ts))
+    } else {
+        (start_ts, None)
+    }
+}
+
+/// client-go's `putKV` through the client: returns the start and commit timestamps.
+async fn put_kv(
+    cluster: &TestCluster,
+    key: &Bytes,
+    value: impl Into<Bytes>,
+) -> (Timestamp, Timestamp) {
+    let mut txn = ok("begin", cluster.client.begin().await);
+    ok("put", txn.put(key.clone(), value));
+    let commit_ts = ok("commit", txn.commit().await);
+    let commit_ts = commit_ts.unwrap_or_else(|| panic!("nothing committed"));
+    (txn.start_ts(), commit_ts)
+}
+
+/// `TestCleanLock`: a transaction writing 26 keys, each locked by a transaction that never
+/// commits (TTL 3 s, as in Go: the commit must wait for the locks to expire, however long
+/// that takes), commits once it has rolled them back. Go stops at the commit; this also
+/// reads the values back and finds no lock left.
+pub async fn test_clean_lock(env: &dyn Env) {
+    let cluster = start(env).await;
+    for ch in b'a'..=b'z' {
+        let k = alphabet_key(ch);
+        lock_own_key(&cluster, &k, k.clone(), 3_000, false).await;
+    }
+    let mut txn = ok("begin", cluster.client.begin().await);
+    for ch in b'a'..=b'z' {
+        ok("put", txn.put(alphabet_key(ch), vec![ch + 1]));
+    }
+    ok("commit", txn.commit().await);
+
+    let snapshot = cluster.snapshot().await;
+    for ch in b'a'..=b'z' {
+        let value = ok("get", snapshot.get(alphabet_key(ch)).await);
+        assert_eq!(value, Some(b([ch + 1])), "key {}", ch as char);
+    }
+    let locks = cluster.write(|w| w.scan_locks(&key(""), b"", u64::MAX));
+    assert!(locks.is_empty(), "{locks:?}");
+}
+
+/// `TestGetTxnStatus`: the status of a committed transaction (written plainly, and with
+/// the TTL set) is its commit timestamp; a transaction left prewritten is alive, with TTL
+/// left. Its lock lives 60 s instead of Go's 3 s, so a slow machine cannot expire it.
+pub async fn test_get_txn_status(env: &dyn Env) {
+    let cluster = start(env).await;
+    let a = key("a");
+    let (start_ts, commit_ts) = put_kv(&cluster, &a, "a").await;
+    let status = ok(
+        "status",
+        cluster
+            .client
+            .get_txn_status(start_ts, start_ts, a.clone())
+            .await,
+    );
+    assert!(status.is_committed());
+    assert_eq!(status.commit_ts, Some(commit_ts));
+
+    let (start_ts, commit_ts) = lock_own_key(&cluster, &a, "a", 3_000, true).await;
+    let status = ok(
+        "status",
+        cluster
+            .client
+            .get_txn_status(start_ts, start_ts, a.clone())
+            .await,
+    );
+    assert!(status.is_committed());
+    assert_eq!(status.commit_ts, commit_ts);
+
+    let (start_ts, _) = lock_own_key(&cluster, &a, "a", 60_000, false).await;
+    let status = ok(
+        "status",
+        cluster
+            .client
+            .get_txn_status(start_ts, start_ts, a.clone())
+            .await,
+    );
+    assert!(!status.is_committed());
+    assert!(status.ttl_ms > 0, "action {:?}", status.action);
+    assert!(status.is_alive());
+}
+
+/// `TestCheckTxnStatusTTL`: a prewritten transaction is alive with TTL left and no commit
+/// timestamp; forcing its lock rolls it back, after which its status is rolled back (TTL
+/// 0, no commit timestamp, TiKV's `NoAction`); a committed transaction has its commit
+/// timestamp.
+///
+/// The lock lives 60 s instead of Go's 1 s past the transaction's age. Go checks the
+/// rolled-back status with another `LockResolver` than the one that forced the lock; here
+/// another client does (this client's resolver answers from its cache, which keeps the
+/// action its own check caused, `TtlExpireRollback`).
+pub async fn test_check_txn_status_ttl(env: &dyn Env) {
+    let cluster = start(env).await;
+    let k = key("key");
+    let (start_ts, _) = lock_own_key(&cluster, &k, "value", 60_000, false).await;
+    let caller = cluster.ts().await;
+
+    let status = ok(
+        "status",
+        cluster
+            .client
+            .get_txn_status(start_ts, caller, k.clone())
+            .await,
+    );
+    assert!(!status.is_committed());
+    assert!(status.ttl_ms > 0);
+    assert_eq!(status.commit_ts, None);
+
+    let lock = lock_info(&cluster.write(|w| w.must_get_lock(&k)));
+    let outcome = ok(
+        "force resolve",
+        cluster.client.force_resolve_lock(lock).await,
+    );
+    assert_eq!(outcome.ms_before_expiry, 0);
+    assert!(!cluster.write(|w| w.is_locked(&k)));
+
+    let other = cluster.another_client(env);
+    let status = ok(
+        "status",
+        other.get_txn_status(start_ts, caller, k.clone()).await,
+    );
+    assert_eq!(status.ttl_ms, 0);
+    assert_eq!(status.commit_ts, None);
+    assert_eq!(status.action, TxnAction::NoAction);
+    assert!(status.is_rolled_back());
+    let cached = ok(
+        "status",
+        cluster.client.get_txn_status(start_ts, caller, k).await,
+    );
+    assert!(cached.is_rolled_back(), "{cached:?}");
+    assert_eq!(cached.action, TxnAction::TtlExpireRollback);
+
+    let a = key("a");
+    let (start_ts, commit_ts) = put_kv(&cluster, &a, "a").await;
+    let status = ok("status", other.get_txn_status(start_ts, caller, a).await);
+    assert_eq!(status.ttl_ms, 0);
+    assert_eq!(status.commit_ts, Some(commit_ts));
+    other.close().await;
+}
+
+/// `TestTxnHeartBeat`: a heartbeat raises the primary lock's TTL and never lowers it;
+/// once the lock is forced away, a heartbeat fails. client-go sends the heartbeat through
+/// a test probe (it has no public heartbeat call, nor do we: the committer's TTL manager
+/// sends them); here the test's writer sends it. Go's failed heartbeat also answers TTL 0;
+/// ours answers TiKV's error alone.
+pub async fn test_txn_heart_beat(env: &dyn Env) {
+    let cluster = start(env).await;
+    let k = key("key");
+    let mut txn = ok(
+        "begin",
+        cluster.client.begin_with(prewrite_only(None)).await,
+    );
+    ok("put", txn.put(k.clone(), "value"));
+    ok("prewrite", txn.commit().await);
+    let start_ts = txn.start_ts().version();
+
+    let ttl = cluster.write(|w| w.txn_heartbeat(&k, start_ts, 6_666));
+    assert_eq!(ttl, Ok(6_666));
+    let ttl = cluster.write(|w| w.txn_heartbeat(&k, start_ts, 5_555));
+    assert_eq!(ttl, Ok(6_666));
+
+    let lock = lock_info(&cluster.write(|w| w.must_get_lock(&k)));
+    assert_eq!(lock.ttl_ms, 6_666);
+    ok(
+        "force resolve",
+        cluster.client.force_resolve_lock(lock).await,
+    );
+
+    let refused = cluster.write(|w| w.txn_heartbeat(&k, start_ts, 6_666));
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|err| err.txn_not_found.is_some()),
+        "{refused:?}"
+    );
+}
+
+/// Milliseconds in `duration`, rounded up.
+fn ceil_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX)
+}
+
+/// Commits `pairs` with a commit that stops after the prewrite, `pause` after its begin,
+/// and returns the TTL of the lock on `probe` with the bounds of the transaction's age
+/// when the committer took it: at least `pause`, at most the time from before the begin
+/// to after the commit (in milliseconds, with one of rounding either way).
+async fn lock_ttl_of(
+    cluster: &TestCluster,
+    env: &dyn Env,
+    pairs: Vec<(Bytes, Bytes)>,
+    probe: &Bytes,
+    pause: Duration,
+) -> (u64, u64, u64) {
+    let before = Instant::now();
+    let mut txn = ok(
+        "begin",
+        cluster.client.begin_with(prewrite_only(None)).await,
+    );
+    if !pause.is_zero() {
+        env.sleep(pause).await;
+    }
+    for (key, value) in pairs {
+        ok("put", txn.put(key, value));
+    }
+    ok("prewrite", txn.commit().await);
+    let max_age = ceil_ms(before.elapsed());
+    let lock = lock_info(&cluster.write(|w| w.must_get_lock(probe)));
+    // The machine's clock counts whole microseconds: allow one millisecond of rounding.
+    let min_age = u64::try_from(pause.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_sub(1);
+    (lock.ttl_ms, min_age, max_age + 1)
+}
+
+/// `TestLockTTL`: our committer's lock TTL is client-go's `txnLockTTL`: 3 s for a small
+/// transaction, 6 s per square root of MiB written for a huge one (4 MiB here: 12 s), plus
+/// the time the transaction has run, here 50 ms of it spent between begin and commit.
+///
+/// Go checks the TTL of its probe's commit within 500 ms of the expected value, and the
+/// first case with the TTL it set itself; this checks the computed TTL of a real commit
+/// stopped after its prewrite (`stop_after_prewrite`) against the formula exactly, with
+/// the age bounded by the test's own clock. The huge transaction's 2,048 keys are
+/// 1,024-byte keys of one letter and a number instead of random letters.
+pub async fn test_lock_ttl(env: &dyn Env) {
+    let cluster = start(env).await;
+    const DEFAULT_TTL_MS: u64 = 3_000;
+
+    let small = key("ttl_key_1");
+    let (ttl, _, max_age) = lock_ttl_of(
+        &cluster,
+        env,
+        vec![(small.clone(), b("value"))],
+        &small,
+        Duration::ZERO,
+    )
+    .await;
+    assert!(
+        (DEFAULT_TTL_MS..=DEFAULT_TTL_MS + max_age).contains(&ttl),
+        "small transaction: TTL {ttl}, age at most {max_age}"
+    );
+
+    let huge = key("ttl_key_2");
+    let mut pairs = vec![(huge.clone(), b("value"))];
+    for i in 0..2_048 {
+        let mut k = format!("a{i:04}");
+        k.extend(std::iter::repeat_n('a', 1_024 - k.len()));
+        pairs.push((key(&k), b(vec![b'c'; 1_024])));
+    }
+    let size: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    // 6,000 ms times the square root of the size in MiB, rounded down (client-go's
+    // float arithmetic may land one below an exact integer).
+    let base = (36_000_000 * size).isqrt() / 1_024;
+    assert!((12_000..20_000).contains(&base), "{base}");
+    let (ttl, _, max_age) = lock_ttl_of(&cluster, env, pairs, &huge, Duration::ZERO).await;
+    assert!(
+        (base - 1..=base + max_age).contains(&ttl),
+        "huge transaction of {size} bytes: TTL {ttl}, expected {base} plus at most {max_age}"
+    );
+
+    let slow = key("ttl_key_3");
+    let (ttl, min_age, max_age) = lock_ttl_of(
+        &cluster,
+        env,
+        vec![(slow.clone(), b("value"))],
+        &slow,
+        Duration::from_millis(50),
+    )
+    .await;
+    assert!(
+        (DEFAULT_TTL_MS + min_age..=DEFAULT_TTL_MS + max_age).contains(&ttl),
+        "slow transaction: TTL {ttl}, age between {min_age} and {max_age}"
+    );
+}
+
+/// How long the stores hold the later transaction's primary prewrite in
+/// [`test_prewrite_encounters_larger_ts_lock`].
+const PRIMARY_HOLD_MS: u64 = 3_000;
+
+/// `TestPrewriteEncountersLargerTsLock`: an optimistic transaction whose prewrite meets
+/// the lock of a younger transaction (larger start timestamp, TTL 20 s, its primary not
+/// yet prewritten) fails at once with a write conflict instead of waiting for the lock.
+///
+/// Go pauses the younger transaction's primary prewrite with a failpoint; here the stores
+/// hold it for 3 s (a `Delay` fault on the primary's region, split from the secondary's,
+/// which also stands for Go's one-key batches), and the younger transaction commits from
+/// another client. Go bounds the older commit by a 1 s context; here its client must have
+/// sent no status check and no lock resolution, and the conflict must name the younger
+/// transaction (and its secondary, when the older commit ended while the primary was still
+/// held, which is the case unless the machine stalled for seconds).
+pub async fn test_prewrite_encounters_larger_ts_lock(env: &dyn Env) {
+    let cluster = start_with(
+        env,
+        Layout {
+            splits: vec![b"~lock_k2".to_vec()],
+            ..Layout::default()
+        },
+    )
+    .await;
+    let (k1, k2) = (key("k1"), key("k2"));
+    let primary_region = cluster.region_of(&k1);
+    assert_ne!(primary_region, cluster.region_of(&k2));
+
+    let mut t1 = ok("begin", cluster.client.begin().await);
+    ok("put", t1.put(k1.clone(), "v1"));
+    ok("put", t1.put(k2.clone(), "v2"));
+
+    let other = cluster.another_client(env);
+    let mut t2 = ok(
+        "begin",
+        other
+            .begin_with(TransactionOptions::new().with_testing_knobs(CommitKnobs {
+                lock_ttl_ms: Some(20_000),
+                ..CommitKnobs::default()
+            }))
+            .await,
+    );
+    assert!(t2.start_ts() > t1.start_ts());
+    ok("put", t2.put(k1.clone(), "v1"));
+    ok("put", t2.put(k2.clone(), "v2"));
+    let t2_start = t2.start_ts();
+
+    cluster.server.with(|sim| {
+        sim.faults.inject(FaultRule {
+            region_id: Some(primary_region),
+            ..FaultRule::command("KvPrewrite", FaultAction::Delay(PRIMARY_HOLD_MS), 1)
+        });
+    });
+    let held_at = Instant::now();
+    cluster.log.take();
+
+    let younger = async { t2.commit().await };
+    let older = async {
+        // Wait until the younger transaction's secondary is prewritten.
+        let waited = Instant::now();
+        loop {
+            let lock = cluster.write(|w| {
+                let ts = w.ts();
+                w.lock_at(&k2, ts)
+            });
+            if lock.is_some_and(|lock| lock.lock_version == t2_start.version()) {
+                break;
+            }
+            assert!(
+                waited.elapsed() < PATIENCE,
+                "the secondary was never prewritten"
+            );
+            env.sleep(Duration::from_millis(2)).await;
+        }
+        let result = t1.commit().await;
+        (result, held_at.elapsed())
+    };
+    let (younger, (older, older_done)) = futures_util::future::join(younger, older).await;
+
+    let Err(Error::Key(err)) = &older else {
+        panic!("the older commit did not fail with a key error: {older:?}");
+    };
+    let KeyError::WriteConflict {
+        conflict_start_ts,
+        key: conflict_key,
+        ..
+    } = err.as_ref()
+    else {
+        panic!("not a write conflict: {err:?}");
+    };
+    assert_eq!(*conflict_start_ts, t2_start);
+    if older_done < Duration::from_millis(PRIMARY_HOLD_MS) {
+        assert_eq!(
+            *conflict_key, k2,
+            "the conflict is on the younger secondary"
+        );
+    }
+    let names = cluster.log.names();
+    assert!(
+        !names.contains(&"KvCheckTxnStatus") && !names.contains(&"KvResolveLock"),
+        "the older commit tried to resolve the younger lock: {names:?}"
+    );
+
+    // The younger transaction goes on once its primary is let through.
+    assert!(ok("younger commit", younger).is_some());
+    let snapshot = cluster.snapshot().await;
+    assert_eq!(ok("get", snapshot.get(k1).await), Some(b("v1")));
+    assert_eq!(ok("get", snapshot.get(k2).await), Some(b("v2")));
+    other.close().await;
 }

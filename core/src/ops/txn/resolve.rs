@@ -19,6 +19,11 @@
 //! `ResolveLocks` then turns the statuses into client-go's `ResolveLockResult`: how long
 //! until the soonest live lock expires, and for readers which transactions to skip
 //! (rolled back, pushed, committed after the read) or read through (committed before it).
+//!
+//! A status query ([`txn_status`], client-go's `LockResolver.GetTxnStatus`) is a
+//! `ResolveTxn` without locks: it looks, checks with `rollback_if_not_exist` from the
+//! start (a transaction with no trace on its primary is rolled back, not waited for), and
+//! finishes with the status instead of resolving anything.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
@@ -217,6 +222,25 @@ fn is_pessimistic(lock: &LockInfo) -> bool {
     )
 }
 
+/// The status of transaction `txn` whose primary key is `primary` (in the request key
+/// space), as client-go's `LockResolver.GetTxnStatus` finds it: from the resolver's cache
+/// of settled transactions, else by a CheckTxnStatus at a low-resolution timestamp that
+/// rolls back an expired primary lock and writes a rollback record where there is none.
+/// Nothing is resolved; finishes with [`Output::TxnStatus`].
+pub(crate) fn txn_status(
+    params: ResolveParams,
+    txn: Timestamp,
+    primary: Bytes,
+) -> Box<dyn Operation> {
+    let mut op = ResolveTxn::new(params, Vec::new());
+    op.txn = txn;
+    op.primary = primary;
+    op.pessimistic = false;
+    op.rollback_if_not_exist = true;
+    op.status_only = true;
+    Box::new(op)
+}
+
 /// Resolves the locks of one transaction; finishes with [`Output::TxnStatus`].
 #[derive(Debug)]
 struct ResolveTxn {
@@ -225,6 +249,8 @@ struct ResolveTxn {
     primary: Bytes,
     locks: Vec<LockInfo>,
     pessimistic: bool,
+    /// Only find the status (see [`txn_status`]): resolve nothing.
+    status_only: bool,
     rollback_if_not_exist: bool,
     force_sync_commit: bool,
     /// Backs off `TxnNotFound` answers.
@@ -279,6 +305,7 @@ impl ResolveTxn {
             primary,
             locks,
             pessimistic,
+            status_only: false,
             rollback_if_not_exist: false,
             force_sync_commit: false,
             backoff: Backoffer::new(millis(STATUS_CHECK_BUDGET)),
@@ -424,7 +451,10 @@ impl ResolveTxn {
         };
         if let Some(err) = &response.error {
             return match KeyError::from_proto(err) {
-                KeyError::TxnNotFound { .. } => self.not_found(cx, current_ts),
+                // A status query already asks TiKV to write a rollback record where the
+                // primary has no trace, so this answer is unexpected: report it rather
+                // than wait for a primary lock.
+                KeyError::TxnNotFound { .. } if !self.status_only => self.not_found(cx, current_ts),
                 KeyError::PrimaryMismatch(_) if self.pessimistic => {
                     // The lock points at a primary that is not one: roll the stale
                     // pessimistic lock back.
@@ -502,6 +532,9 @@ impl ResolveTxn {
 
     /// The transaction's status is known: resolve what needs it.
     fn after_status(self: Box<Self>, cx: &mut Cx<'_>, status: TxnStatus) -> Next {
+        if self.status_only {
+            return self.done(cx, Ok(status));
+        }
         let wall_ms = cx.wall_ms();
         let expired_async_commit = status
             .primary_lock

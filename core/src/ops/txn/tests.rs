@@ -368,3 +368,152 @@ fn a_read_waits_for_a_live_async_commit_lock() {
     assert_eq!(read.entries[0].value.as_ref(), b"after", "{seen:#?}");
     assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
 }
+
+/// Runs `core` until its operations finish, answering every store request with `answer`
+/// and everything else (PD, TSO) with the scripted responder. Returns the store requests
+/// and the events.
+fn run_with(
+    core: &mut Core,
+    mut answer: impl FnMut(&StoreRequest) -> StoreResponse,
+) -> (Vec<StoreRequest>, Vec<Event>) {
+    let mut responder = Responder::default();
+    let mut seen = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        let mut replies = Vec::new();
+        while let Some(transmit) = core.poll_transmit() {
+            let reply = match &transmit.request {
+                Request::Store(request) => {
+                    seen.push((**request).clone());
+                    Ok(Response::Store(Box::new(answer(request))))
+                }
+                _ => responder.answer(&transmit),
+            };
+            replies.push((transmit.id, reply));
+        }
+        while let Some(event) = core.poll_event() {
+            events.push(event);
+        }
+        if replies.is_empty() {
+            if core.ops_in_flight() == 0 {
+                break;
+            }
+            match core.poll_timeout() {
+                Some(at) => core.handle_timeout(at),
+                None => panic!("stuck: {:?}", core.leftovers()),
+            }
+        }
+        for (id, reply) in replies {
+            core.handle_reply(Time::ZERO, id, reply);
+        }
+    }
+    (seen, events)
+}
+
+fn get_txn_status(core: &mut Core, txn: u64) {
+    core.handle_command(
+        Time::ZERO,
+        Command::Txn(TxnCommand::GetTxnStatus {
+            txn: Timestamp::from_version(txn),
+            caller_start_ts: Timestamp::from_version(100),
+            primary: Bytes::from_static(b"p"),
+        }),
+    );
+}
+
+/// A status query sends one CheckTxnStatus that may write a rollback record, resolves
+/// nothing, and answers with the status; a settled status is then answered from the cache.
+#[test]
+fn a_status_query_checks_once_then_answers_from_the_cache() {
+    let mut core = core();
+    core.handle_wall_clock(1_700_000_000_000);
+    get_txn_status(&mut core, 50);
+    let (seen, events) = run_with(&mut core, |request| match request {
+        StoreRequest::CheckTxnStatus(_) => {
+            StoreResponse::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
+                commit_version: 60,
+                ..Default::default()
+            })
+        }
+        other => panic!("unexpected request {other:?}"),
+    });
+    let [StoreRequest::CheckTxnStatus(check)] = seen.as_slice() else {
+        panic!("one status check, got {seen:?}");
+    };
+    assert_eq!(check.lock_ts, 50);
+    assert_eq!(check.caller_start_ts, 100);
+    assert_eq!(check.primary_key.as_ref(), b"p");
+    assert!(check.rollback_if_not_exist);
+    assert!(!check.force_sync_commit);
+    assert!(!check.resolving_pessimistic_lock);
+    assert!(check.verify_is_primary);
+    assert_ne!(check.current_ts, u64::MAX, "a low-resolution timestamp");
+    let [Event::Done(_, Ok(Output::TxnStatus { status, .. }))] = events.as_slice() else {
+        panic!("one status, got {events:?}");
+    };
+    assert_eq!(status.commit_ts, Some(Timestamp::from_version(60)));
+    assert!(status.is_committed() && !status.is_alive());
+
+    get_txn_status(&mut core, 50);
+    let (seen, events) = run_with(&mut core, |request| panic!("asked {request:?}"));
+    assert!(seen.is_empty());
+    assert!(matches!(
+        events.as_slice(),
+        [Event::Done(_, Ok(Output::TxnStatus { status, .. }))] if status.is_committed()
+    ));
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+}
+
+/// A live transaction's status is not remembered, and a TxnNotFound answer (which TiKV
+/// should not give once asked to write a rollback record) fails the query instead of
+/// waiting for a primary that is not coming.
+#[test]
+fn a_status_query_reports_a_live_lock_and_fails_on_txn_not_found() {
+    let mut core = core();
+    core.handle_wall_clock(1_700_000_000_000);
+    let alive = || {
+        StoreResponse::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
+            lock_ttl: 3_000,
+            action: kvrpcpb::Action::MinCommitTsPushed as i32,
+            ..Default::default()
+        })
+    };
+    // Started at the wall clock's time: alive by this client's clock too, so the check
+    // at the cached timestamp is not repeated at a fresh one.
+    let live = Timestamp::compose(1_700_000_000_000, 0).version();
+    for _ in 0..2 {
+        get_txn_status(&mut core, live);
+        let (seen, events) = run_with(&mut core, |_| alive());
+        assert_eq!(seen.len(), 1, "asked TiKV each time: {seen:?}");
+        let [Event::Done(_, Ok(Output::TxnStatus { status, .. }))] = events.as_slice() else {
+            panic!("one status, got {events:?}");
+        };
+        assert!(status.is_alive());
+        assert_eq!(status.ttl_ms, 3_000);
+        assert_eq!(status.action, crate::resolver::TxnAction::MinCommitTsPushed);
+    }
+
+    get_txn_status(&mut core, 70);
+    let (seen, events) = run_with(&mut core, |_| {
+        StoreResponse::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
+            error: Some(Box::new(kvrpcpb::KeyError {
+                txn_not_found: Some(kvrpcpb::TxnNotFound {
+                    start_ts: 70,
+                    primary_key: Bytes::from_static(b"p"),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+    });
+    assert_eq!(seen.len(), 1, "no retry: {seen:?}");
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Done(_, Err(crate::error::Error::Key(err)))]
+                if matches!(**err, crate::error::KeyError::TxnNotFound { .. })
+        ),
+        "{events:?}"
+    );
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+}
