@@ -139,7 +139,7 @@ pub use error::Error;
 pub use ops::txn::commit::CommitKnobs;
 pub use ops::txn::commit::{
     Assertion, AssertionLevel, CommitMode, CommitOptions, CommitOutcome, CommitRequest,
-    DiskFullOpt, Mutation, MutationOp,
+    CommitTsUpperBoundCheck, DiskFullOpt, Mutation, MutationOp, PrewriteLockPolicy,
 };
 pub use ops::txn::{IsolationLevel, Priority, ReadOptions, SnapshotRead, TxnEntry};
 pub use ops::{RAW_BATCH_PAIR_COUNT, RAW_BATCH_PUT_SIZE, SPLIT_BATCH_KEY_LIMIT};

@@ -6,7 +6,8 @@
 //! commit reported successful must really be decided: for two-phase, a commit of the
 //! primary at that timestamp was acknowledged; for async commit, every key was prewritten
 //! and the timestamp is the largest `min_commit_ts` answered; for 1PC, a prewrite answered
-//! that commit timestamp.
+//! that commit timestamp. A commit with an upper bound check on its timestamp is two-phase,
+//! and a refused timestamp was never committed at.
 
 #![no_main]
 
@@ -20,7 +21,10 @@ use tikv_core::machine::{Command, Core, Event, Output, TxnCommand};
 use tikv_core::proto::{errorpb, kvrpcpb};
 use tikv_core::proto::rpc::RpcError;
 use tikv_core::rpc::{Request, Response, StoreRequest, StoreResponse};
-use tikv_core::{CommitMode, CommitOptions, CommitRequest, Config, Mutation, Time, Timestamp};
+use tikv_core::{
+    CommitMode, CommitOptions, CommitRequest, CommitTsUpperBoundCheck, Config, Error, Mutation,
+    PrewriteLockPolicy, Time, Timestamp,
+};
 
 const START_TS: u64 = 1_000;
 
@@ -204,8 +208,17 @@ fuzz_target!(|input: (u8, u8, Vec<u8>)| {
         async_commit: shape & 0x10 != 0,
         try_one_pc: shape & 0x20 != 0,
         causal_consistency: shape & 0x80 != 0,
+        prewrite_lock_policy: if shape & 0x04 == 0 {
+            PrewriteLockPolicy::TryResolve
+        } else {
+            PrewriteLockPolicy::NoResolve
+        },
+        // Refuses odd commit timestamps.
+        commit_ts_upper_bound_check: (shape & 0x08 != 0)
+            .then(|| CommitTsUpperBoundCheck::new(|ts| ts.version() % 2 == 0)),
         ..CommitOptions::default()
     };
+    let bounded = options.commit_ts_upper_bound_check.is_some();
     let request = CommitRequest {
         start_ts: Timestamp::from_version(START_TS),
         begun_at: Time::ZERO,
@@ -257,8 +270,17 @@ fuzz_target!(|input: (u8, u8, Vec<u8>)| {
     let Some(result) = result else {
         panic!("the commit never finished");
     };
+    if let Err(Error::CommitTsUpperBound { commit_ts, .. }) = &result {
+        assert!(bounded && commit_ts.version() % 2 == 1, "refused {commit_ts} unasked");
+        assert!(
+            !facts.primary_commits.contains(&(primary.clone(), commit_ts.version())),
+            "the primary was committed at the refused {commit_ts}"
+        );
+    }
     if let Ok(Output::Committed(outcome)) = result {
         let ts = outcome.commit_ts.version();
+        // A checked commit timestamp is chosen by the client: never async commit or 1PC.
+        assert!(!bounded || outcome.mode == CommitMode::TwoPhase, "{outcome:?} with a check");
         match outcome.mode {
             CommitMode::TwoPhase => assert!(
                 facts.primary_commits.contains(&(primary.clone(), ts)),

@@ -16,6 +16,8 @@
 //! `test_async_commit_fail_`, `test_prewrite_`, `test_isolation_`, `test_option_`,
 //! `test_ticlient_`, `test_safepoint_` and `test_split_` for the others (a Go name that
 //! repeats its file's name keeps it once: `Test1PCIsolation` is `test_1pc_isolation`).
+//! Tests of client-go features its suites do not test are this client's own, in
+//! [`policy`] (`test_policy_`).
 //! docs/porting.md lists what each file leaves out, and why.
 
 pub mod async_commit;
@@ -23,6 +25,7 @@ pub mod async_commit_fail;
 pub mod isolation;
 pub mod one_pc;
 pub mod option;
+pub mod policy;
 pub mod prewrite;
 pub mod safepoint;
 pub mod split;
@@ -523,6 +526,11 @@ macro_rules! for_each_txn_test {
         // integration_tests/option_test.go
         $m!(test_option_set_commit_wait_until_tso);
         $m!(test_option_set_commit_wait_until_tso_timeout);
+        // policy.rs (no Go counterpart): SetCommitTSUpperBoundCheck,
+        // SetPrewriteEncounterLockPolicy
+        $m!(test_policy_commit_ts_upper_bound_check_passes);
+        $m!(test_policy_commit_ts_upper_bound_check_fails);
+        $m!(test_policy_prewrite_no_resolve);
         // integration_tests/ticlient_test.go
         $m!(test_ticlient_single_key);
         $m!(test_ticlient_multi_keys);
@@ -548,6 +556,8 @@ pub use isolation::*;
 pub use one_pc::*;
 #[doc(hidden)]
 pub use option::*;
+#[doc(hidden)]
+pub use policy::*;
 #[doc(hidden)]
 pub use prewrite::*;
 #[doc(hidden)]

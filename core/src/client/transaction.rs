@@ -21,7 +21,7 @@ use crate::driver::Handle;
 use crate::error::Error;
 use crate::ops::txn::commit::{
     Assertion, AssertionLevel, CommitMode, CommitOptions, CommitOutcome, CommitRequest,
-    DiskFullOpt, Mutation, MutationOp,
+    CommitTsUpperBoundCheck, DiskFullOpt, Mutation, MutationOp, PrewriteLockPolicy,
 };
 use crate::ops::txn::{IsolationLevel, Priority};
 use crate::oracle::Timestamp;
@@ -191,6 +191,46 @@ impl TransactionOptions {
     #[must_use]
     pub fn with_assertion_level(mut self, level: AssertionLevel) -> Self {
         self.commit.assertion_level = level;
+        self
+    }
+
+    /// Commits only at a timestamp `check` accepts (client-go
+    /// `SetCommitTSUpperBoundCheck`; TiDB bounds cached tables' writes by their lease).
+    ///
+    /// The check is asked once, about the two-phase commit timestamp, after TSO gave it
+    /// (and after any [`with_commit_wait_until_tso`](Self::with_commit_wait_until_tso)
+    /// wait) and before the primary is committed. When it returns `false` the commit
+    /// fails with [`Error::CommitTsUpperBound`] and the prewritten locks are rolled back.
+    /// A commit timestamp renewed because the primary's lock asked for a later one is not
+    /// checked again, as in client-go. Setting a check turns async commit and 1PC off:
+    /// their commit timestamps are chosen by the stores, past any check. It runs on the
+    /// client's driver task, so it must be quick and must not block.
+    ///
+    /// ```
+    /// # use tikv_core::transaction::TransactionOptions;
+    /// # use tikv_core::Timestamp;
+    /// let lease = Timestamp::compose(1_700_000_060_000, 0);
+    /// let options = TransactionOptions::new()
+    ///     .with_commit_ts_upper_bound_check(move |commit_ts| commit_ts < lease);
+    /// ```
+    #[must_use]
+    pub fn with_commit_ts_upper_bound_check(
+        mut self,
+        check: impl Fn(Timestamp) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.commit.commit_ts_upper_bound_check = Some(CommitTsUpperBoundCheck::new(check));
+        self
+    }
+
+    /// What the commit's prewrites do with other transactions' locks (client-go
+    /// `SetPrewriteEncounterLockPolicy`): resolve them (the default), or, with
+    /// [`PrewriteLockPolicy::NoResolve`], fail at the first lock met with a write conflict
+    /// ([`KeyError::WriteConflict`](crate::error::KeyError::WriteConflict) naming the
+    /// lock's start timestamp and key) without checking the lock's transaction, and roll
+    /// back what was prewritten.
+    #[must_use]
+    pub fn with_prewrite_lock_policy(mut self, policy: PrewriteLockPolicy) -> Self {
+        self.commit.prewrite_lock_policy = policy;
         self
     }
 
@@ -606,6 +646,8 @@ impl Transaction {
     /// Errors with [`Error::Key`] for a write conflict
     /// ([`KeyError::WriteConflict`](crate::error::KeyError::WriteConflict)), a key that
     /// exists where [`insert`](Self::insert) required it not to, or another refused key;
+    /// with [`Error::CommitTsUpperBound`] when the commit timestamp fails
+    /// [the upper bound check](TransactionOptions::with_commit_ts_upper_bound_check);
     /// with [`Error::Undetermined`] when the commit's outcome is unknown (a lost reply to
     /// the deciding request): read back before acting on either outcome; with
     /// [`Error::TxnFinished`] when called again.

@@ -103,6 +103,16 @@ pub enum Error {
         /// The commit timestamp it would have had.
         commit_ts: Timestamp,
     },
+    /// The commit timestamp failed the transaction's upper bound check
+    /// ([`TransactionOptions::with_commit_ts_upper_bound_check`](crate::transaction::TransactionOptions::with_commit_ts_upper_bound_check)):
+    /// nothing was committed and the prewritten locks are rolled back.
+    #[error("commit timestamp {commit_ts} of transaction {start_ts} fails its upper bound check")]
+    CommitTsUpperBound {
+        /// The transaction's start timestamp.
+        start_ts: Timestamp,
+        /// The commit timestamp the check refused.
+        commit_ts: Timestamp,
+    },
     /// The transaction already committed or rolled back: it takes no more reads, writes
     /// or commits (client-go's `ErrInvalidTxn`).
     #[error("transaction {start_ts} is finished")]

@@ -1,6 +1,7 @@
 //! What a commit is asked to do and what it reports: mutations, commit options, outcome
 //! (the data; the committer that acts on it is `ops::txn::commit`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -108,6 +109,53 @@ impl DiskFullOpt {
     }
 }
 
+/// What a prewrite does when it meets another transaction's lock (client-go's
+/// `PrewriteEncounterLockPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PrewriteLockPolicy {
+    /// Resolve locks of older transactions (checking their status, waiting out live
+    /// ones) and prewrite again (the default). A lock of a newer transaction fails an
+    /// optimistic commit with a write conflict at once.
+    #[default]
+    TryResolve,
+    /// Resolve nothing: any lock met fails the commit with a write conflict naming the
+    /// lock's transaction and key, and what was prewritten is rolled back. Lets the
+    /// caller retry another way (client-go's users retry in pessimistic mode).
+    NoResolve,
+}
+
+/// A predicate a commit timestamp must pass (client-go's `SetCommitTSUpperBoundCheck`):
+/// `false` aborts the commit. Compared by identity.
+#[derive(Clone)]
+pub struct CommitTsUpperBoundCheck(Arc<dyn Fn(Timestamp) -> bool + Send + Sync>);
+
+impl CommitTsUpperBoundCheck {
+    /// A check that accepts the timestamps `check` returns `true` for.
+    pub fn new(check: impl Fn(Timestamp) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(check))
+    }
+
+    /// Whether `commit_ts` may be committed at.
+    pub fn allows(&self, commit_ts: Timestamp) -> bool {
+        (self.0)(commit_ts)
+    }
+}
+
+impl std::fmt::Debug for CommitTsUpperBoundCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitTsUpperBoundCheck(..)")
+    }
+}
+
+impl PartialEq for CommitTsUpperBoundCheck {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CommitTsUpperBoundCheck {}
+
 /// One key's mutation, as the write buffer produced it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mutation {
@@ -204,6 +252,12 @@ pub struct CommitOptions {
     pub txn_source: u64,
     /// How strictly TiKV checks the mutations' assertions.
     pub assertion_level: AssertionLevel,
+    /// What the prewrites do with other transactions' locks.
+    pub prewrite_lock_policy: PrewriteLockPolicy,
+    /// A check the two-phase commit timestamp must pass before the primary is committed
+    /// (`None`: no check). Setting one turns async commit and 1PC off, since those
+    /// decide their commit timestamp in the stores.
+    pub commit_ts_upper_bound_check: Option<CommitTsUpperBoundCheck>,
     /// Test levers (client-go's commit failpoints).
     #[cfg(any(test, feature = "testing"))]
     pub knobs: CommitKnobs,
@@ -255,6 +309,8 @@ impl Default for CommitOptions {
             disk_full_opt: DiskFullOpt::NotAllowedOnFull,
             txn_source: 0,
             assertion_level: AssertionLevel::Off,
+            prewrite_lock_policy: PrewriteLockPolicy::TryResolve,
+            commit_ts_upper_bound_check: None,
             #[cfg(any(test, feature = "testing"))]
             knobs: CommitKnobs::default(),
         }

@@ -9,17 +9,23 @@
 //!     ├─ 1PC answered a commit ts ─────────────────────────────► Done(1PC)
 //!     ├─ async commit kept ── commit every key in background ──► Done(async)
 //!     ▼
-//!  CommitTs (TSO, waiting past commit_wait_until_tso) ──► CommittingPrimary
-//!     ▲                                                       │ commit ts expired
-//!     └──────────────────────── RenewCommitTs ◄───────────────┘
-//!                                                             │ primary committed
-//!                                     secondaries in background ──► Done(2PC)
+//!  CommitTs (TSO, waiting past commit_wait_until_tso, upper bound check) ──► CommittingPrimary
+//!     ▲                                                                          │ commit ts expired
+//!     └──────────────────────── RenewCommitTs ◄──────────────────────────────────┘
+//!                                                                                │ primary committed
+//!                                                        secondaries in background ──► Done(2PC)
 //! ```
 //!
 //! A failure before the primary is committed rolls back what was prewritten (in the
 //! background) and reports the error, unless the outcome is unknown: a lost reply to the
 //! primary's commit, or to any async-commit or 1PC prewrite, reports
 //! [`Error::Undetermined`] and leaves the locks for resolvers to settle.
+//!
+//! Two options change the path (client-go's `SetCommitTSUpperBoundCheck` and
+//! `SetPrewriteEncounterLockPolicy`): an upper bound check on the commit timestamp rules
+//! out async commit and 1PC and, when the first two-phase commit timestamp fails it, rolls
+//! back instead of committing ([`Error::CommitTsUpperBound`]); the no-resolve lock policy
+//! turns every lock a prewrite meets into a write conflict, with no `Resolving` step.
 //!
 //! Large transactions keep their primary lock alive with a [`heartbeat::KeepAlive`] child,
 //! which ends with the commit.
@@ -42,7 +48,7 @@ use tikv_proto::kvrpcpb;
 pub use crate::txn::commit::CommitKnobs;
 pub use crate::txn::commit::{
     Assertion, AssertionLevel, CommitMode, CommitOptions, CommitOutcome, CommitRequest,
-    DiskFullOpt, Mutation, MutationOp,
+    CommitTsUpperBoundCheck, DiskFullOpt, Mutation, MutationOp, PrewriteLockPolicy,
 };
 
 use super::resolve::{ResolveLocks, ResolveParams};
@@ -266,11 +272,16 @@ impl Committer {
         // Existence checks alone decide nothing: they are prewritten in two phases and
         // nothing is committed after them.
         let checks_only = mutations.iter().all(|m| m.op == MutationOp::CheckNotExists);
+        // A commit timestamp to check must be one the client chooses: async commit and
+        // 1PC take theirs from the stores, so they are not tried (client-go
+        // `checkAsyncCommit`, `checkOnePC`).
+        let bounded = options.commit_ts_upper_bound_check.is_some();
         let tried_async = options.async_commit
             && !checks_only
+            && !bounded
             && mutations.len() <= config.async_commit_keys_limit
             && key_total <= config.async_commit_total_key_size_limit;
-        let tried_one_pc = options.try_one_pc && !checks_only;
+        let tried_one_pc = options.try_one_pc && !checks_only && !bounded;
         let elapsed_ms = millis(now.saturating_since(begun_at));
         let max_execution_ms = millis(config.max_write_execution);
         let context = options.context(max_execution_ms);
@@ -312,6 +323,7 @@ impl Committer {
             batch_limit: config.txn_commit_batch_size,
             pessimistic,
             for_update_ts: 0,
+            no_resolve: options.prewrite_lock_policy == PrewriteLockPolicy::NoResolve,
         };
         let plan = PrewritePlan::new(shape, wire, actions, tried_async, tried_one_pc, 0);
         let prewrite_budget = knob_budget(&options, PREWRITE_BUDGET);
@@ -621,6 +633,20 @@ impl Committer {
         {
             self.roll_back(cx);
             return Next::Done(Err(Error::TxnTooOld {
+                start_ts: self.start_ts,
+                commit_ts,
+            }));
+        }
+        // Only this first commit timestamp is checked: one renewed after the primary's
+        // lock refused it is not (client-go checks in `execute` only).
+        let refused = self
+            .options
+            .commit_ts_upper_bound_check
+            .as_ref()
+            .is_some_and(|check| !check.allows(commit_ts));
+        if refused {
+            self.roll_back(cx);
+            return Next::Done(Err(Error::CommitTsUpperBound {
                 start_ts: self.start_ts,
                 commit_ts,
             }));

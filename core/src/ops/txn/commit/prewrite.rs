@@ -27,6 +27,9 @@ pub(crate) struct PrewriteShape {
     pub(crate) pessimistic: bool,
     /// The pessimistic transaction's `for_update_ts` (0 for an optimistic one).
     pub(crate) for_update_ts: u64,
+    /// Any lock met fails the commit as a write conflict instead of being resolved
+    /// ([`PrewriteLockPolicy::NoResolve`](crate::txn::commit::PrewriteLockPolicy::NoResolve)).
+    pub(crate) no_resolve: bool,
 }
 
 /// The prewrites of one commit, as a dispatch plan.
@@ -201,8 +204,9 @@ impl PrewritePlan {
             }
             for lock in met {
                 // An optimistic transaction meeting a younger transaction's lock fails
-                // anyway (a write conflict at commit); say so now.
-                if lock.lock_ts > start_ts && !self.shape.pessimistic {
+                // anyway (a write conflict at commit); say so now. Under the no-resolve
+                // policy every lock is such a conflict (client-go `extractKeyErrs`).
+                if (lock.lock_ts > start_ts && !self.shape.pessimistic) || self.shape.no_resolve {
                     return Err(KeyError::WriteConflict {
                         start_ts,
                         conflict_start_ts: lock.lock_ts,

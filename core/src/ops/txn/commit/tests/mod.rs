@@ -280,5 +280,6 @@ fn count(seen: &[String], prefix: &str) -> usize {
 mod async_one_pc;
 mod concurrency;
 mod lifecycle;
+mod policy;
 mod presplit;
 mod two_phase;
