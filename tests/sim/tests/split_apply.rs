@@ -4,11 +4,11 @@
 //! names the TiKV function whose behaviour it follows. Time is virtual.
 
 use bytes::Bytes;
-use tikv_proto::errorpb;
 use tikv_proto::kvrpcpb::{self, Op};
 use tikv_proto::tikvpb::batch_commands_request::request::Cmd as Req;
 use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
-use tikv_sim::cluster::{KeyMode, Region};
+use tikv_proto::{errorpb, metapb, pdpb};
+use tikv_sim::cluster::{ClusterConfig, KeyMode, Region};
 use tikv_sim::replica::{ApplyLag, DEFAULT_ADVANCE_TS_INTERVAL_MS, ReplicaConfig};
 use tikv_sim::tikv::{Execution, TikvRequest, TikvResponse};
 use tikv_sim::{Sim, SimConfig};
@@ -32,7 +32,7 @@ struct Harness {
 
 impl Harness {
     fn new(delay_ms: u64) -> Self {
-        let mut sim = Sim::new(SimConfig {
+        Self::with(SimConfig {
             replicas: ReplicaConfig {
                 apply_lag: ApplyLag {
                     delay_ms,
@@ -42,7 +42,10 @@ impl Harness {
             },
             ..SimConfig::default()
         })
-        .unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    fn with(config: SimConfig) -> Self {
+        let mut sim = Sim::new(config).unwrap_or_else(|err| panic!("{err}"));
         sim.handle_timeout(NOW_MS);
         Self {
             sim,
@@ -183,6 +186,51 @@ impl Harness {
         }
     }
 
+    /// Splits the region holding `key` at `key` (right-derived); returns the new left
+    /// region's id.
+    fn split(&mut self, key: &str) -> u64 {
+        self.sim
+            .cluster
+            .split_at(&boundary(key))
+            .unwrap_or_else(|err| panic!("{err}"))
+            .unwrap_or_else(|| panic!("no split at {key}"))
+    }
+
+    /// A replica read (read index) of `key` at a fresh timestamp on `store_id`, addressed
+    /// with `region`'s id and epoch.
+    fn replica_get(&mut self, store_id: u64, region: &Region, key: &str) -> Execution {
+        let read_ts = self.ts();
+        self.get(store_id, region, key, read_ts, |c| c.replica_read = true)
+    }
+
+    /// The answers of waiting reads, in the order they came out.
+    fn ready(&mut self) -> Vec<(u64, kvrpcpb::GetResponse)> {
+        let mut out = Vec::new();
+        while let Some((id, response)) = self.sim.poll_ready() {
+            out.push((id, get_response(Execution::Done(response))));
+        }
+        out
+    }
+
+    /// GetStoreSafeTS on `store_id` for the user keys `[start, end)` (empty end: unbounded).
+    fn store_safe_ts(&mut self, store_id: u64, start: &str, end: &str) -> u64 {
+        let key_range = kvrpcpb::KeyRange {
+            start_key: boundary(start),
+            end_key: if end.is_empty() {
+                Bytes::new()
+            } else {
+                boundary(end)
+            },
+        };
+        let request = TikvRequest::StoreSafeTs(kvrpcpb::StoreSafeTsRequest {
+            key_range: Some(key_range),
+        });
+        match self.sim.execute(store_id, request, self.now_ms) {
+            Execution::Done(TikvResponse::StoreSafeTs(resp)) => resp.safe_ts,
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// The replica peers' safe ts after a resolved-ts round.
     fn resolve(&mut self) -> u64 {
         self.advance(DEFAULT_ADVANCE_TS_INTERVAL_MS);
@@ -213,6 +261,26 @@ fn get_response(execution: Execution) -> kvrpcpb::GetResponse {
         Execution::Done(TikvResponse::Batch(Resp::Get(resp))) => resp,
         other => panic!("expected a Get answer, got {other:?}"),
     }
+}
+
+/// The regions an EpochNotMatch answer carries (panics on any other answer).
+fn epoch_not_match(resp: &kvrpcpb::GetResponse) -> Vec<metapb::Region> {
+    region_error(resp)
+        .epoch_not_match
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected EpochNotMatch, got {resp:?}"))
+        .current_regions
+        .clone()
+}
+
+/// The value of a Get answered without error (panics otherwise).
+fn value(execution: Execution) -> Bytes {
+    let resp = get_response(execution);
+    assert!(
+        resp.region_error.is_none() && resp.error.is_none(),
+        "{resp:?}"
+    );
+    resp.value
 }
 
 fn region_error(resp: &kvrpcpb::GetResponse) -> &errorpb::Error {
@@ -443,4 +511,395 @@ fn follows_exec_batch_split_a_store_that_takes_the_new_regions_lead_applies_the_
     let left = h.region("a");
     let resp = get_response(h.get(2, &left, "b", read_ts, |_| {}));
     assert_eq!(resp.value, b("2"));
+}
+
+/// A cluster of three voters and one learner (store 4), every non-leader `LAG_MS` behind.
+fn with_learner(delay_ms: u64) -> Harness {
+    Harness::with(SimConfig {
+        cluster: ClusterConfig {
+            store_count: 4,
+            replica_count: 3,
+            learner_count: 1,
+            ..ClusterConfig::default()
+        },
+        replicas: ReplicaConfig {
+            apply_lag: ApplyLag {
+                delay_ms,
+                entries: 0,
+            },
+            ..ReplicaConfig::default()
+        },
+        ..SimConfig::default()
+    })
+}
+
+/// Follows raftstore's `check_region_epoch` (util.rs, `compare_region_epoch`: versions
+/// compared strictly, `include_region` set) as a follower's and a learner's reads run it:
+/// a stale read goes through `LocalReader`, whose own epoch check fails and redirects it
+/// to the peer's `PeerFsmDelegate::pre_propose_raft_command`; a replica read is proposed
+/// there for read index. Both check the request against the region the peer has applied,
+/// and `collect_sibling_region` adds nothing when the request's version is not older than
+/// the peer's ("our information is stale"). So a client that learned the split from the
+/// leader (or PD) and sends the new epoch to a follower or learner that has not applied it
+/// gets `EpochNotMatch` whose `current_regions` is exactly the peer's old region (old id,
+/// old range, old epoch), and no read index is asked for. The leader, asked with the old
+/// epoch, answers with its new region and the new sibling on its left.
+#[test]
+fn check_region_epoch_on_lagging_follower_and_learner_answers_the_new_epoch_with_the_old_region() {
+    let mut h = with_learner(LAG_MS);
+    h.put("a", "1");
+    h.put("z", "2");
+    let safe_ts = h.resolve();
+    let old = h.region("a");
+    let left_id = h.split("m");
+    h.advance(1);
+    let (left, right) = (h.region("a"), h.region("z"));
+    assert_eq!(right.id, old.id);
+    assert!(right.epoch.version > old.epoch.version);
+
+    for store_id in [2, 4] {
+        assert_eq!(
+            h.sim.store_region(store_id, old.id),
+            Some(old.clone()),
+            "store {store_id} has not applied the split"
+        );
+        let resp = h.stale_get(store_id, &right, "z", safe_ts);
+        assert_eq!(epoch_not_match(&resp), [old.to_proto()], "store {store_id}");
+        let max_ts_before = h.sim.concurrency.max_ts(1);
+        let resp = get_response(h.replica_get(store_id, &right, "z"));
+        assert_eq!(epoch_not_match(&resp), [old.to_proto()], "store {store_id}");
+        assert_eq!(
+            h.sim.concurrency.max_ts(1),
+            max_ts_before,
+            "refused before the leader was asked for a read index"
+        );
+        // The old epoch still passes there.
+        assert_eq!(h.stale_get(store_id, &old, "a", safe_ts).value, b("1"));
+    }
+    let resp = h.stale_get(1, &old, "z", safe_ts);
+    assert_eq!(epoch_not_match(&resp), [right.to_proto(), left.to_proto()]);
+
+    h.advance(LAG_MS);
+    for store_id in [2, 4] {
+        assert_eq!(h.sim.store_region(store_id, old.id), Some(right.clone()));
+        assert_eq!(h.stale_get(store_id, &right, "z", safe_ts).value, b("2"));
+        let resp = h.stale_get(store_id, &old, "z", safe_ts);
+        assert_eq!(epoch_not_match(&resp), [right.to_proto(), left.to_proto()]);
+        assert_eq!(value(h.replica_get(store_id, &left, "a")), b("1"));
+    }
+    assert_eq!(left.id, left_id);
+}
+
+/// Follows raftstore's `check_region_epoch` after `ApplyDelegate::exec_commit_merge`: the
+/// merged region's epoch (version above both) is newer than what a follower that has not
+/// applied `CommitMerge` holds for the target, so a read sent with it there gets
+/// `EpochNotMatch` carrying only the target as the follower holds it (its range before the
+/// merge, its old epoch); the follower's source peer still serves the source's old epoch.
+/// Once the follower applied the merge the source is gone there (`RegionNotFound`).
+#[test]
+fn check_region_epoch_on_lagging_follower_answers_the_merged_epoch_with_the_old_target() {
+    let mut h = with_learner(0);
+    let left_id = h.split("m");
+    h.put("a", "1");
+    h.put("z", "2");
+    let safe_ts = h.resolve();
+    let (left, right) = (h.region("a"), h.region("z"));
+    let lag = ApplyLag {
+        delay_ms: LAG_MS,
+        entries: 0,
+    };
+    h.sim.set_apply_lag(Some(2), lag);
+    h.sim.set_apply_lag(Some(4), lag);
+    h.sim
+        .cluster
+        .merge(left_id, right.id)
+        .unwrap_or_else(|err| panic!("{err}"));
+    h.advance(1);
+    let merged = h.region("a");
+    assert_eq!(merged.id, right.id);
+
+    for store_id in [2, 4] {
+        let resp = h.stale_get(store_id, &merged, "z", safe_ts);
+        assert_eq!(
+            epoch_not_match(&resp),
+            [right.to_proto()],
+            "store {store_id}"
+        );
+        let resp = get_response(h.replica_get(store_id, &merged, "a"));
+        assert_eq!(
+            epoch_not_match(&resp),
+            [right.to_proto()],
+            "store {store_id}"
+        );
+        assert_eq!(h.stale_get(store_id, &left, "a", safe_ts).value, b("1"));
+    }
+    // Store 3 has no lag: it applied the merge with the leader.
+    assert_eq!(h.stale_get(3, &merged, "a", safe_ts).value, b("1"));
+    let resp = h.stale_get(3, &left, "a", safe_ts);
+    assert!(region_error(&resp).region_not_found.is_some(), "{resp:?}");
+
+    h.advance(LAG_MS);
+    for store_id in [2, 4] {
+        let resp = h.stale_get(store_id, &left, "a", safe_ts);
+        assert!(region_error(&resp).region_not_found.is_some(), "{resp:?}");
+        assert_eq!(h.stale_get(store_id, &merged, "a", safe_ts).value, b("1"));
+        assert_eq!(value(h.replica_get(store_id, &merged, "z")), b("2"));
+    }
+}
+
+/// Follows raftstore's `Peer::read_index` on a follower and `Peer::response_read`, which
+/// answers a read once the peer has applied its read index through `handle_read`, and
+/// that runs `check_region_epoch(req, region, true)` against the region the peer holds
+/// then (no `collect_sibling_region` on this path). A replica read sent with the old
+/// epoch to a follower behind the split passes the first check (the follower still holds
+/// the old region) and waits for the leader's commit index, which includes the split; once
+/// the follower has applied that far it holds the new layout, and the waiting read gets
+/// `EpochNotMatch` carrying only the follower's new region (even for a key the region no
+/// longer covers: the epoch is checked before the key). Sent again with the new epochs,
+/// replica reads there are served, the left region's from the new peer the split created.
+#[test]
+fn peer_response_read_on_lagging_follower_sees_the_split_once_it_applied_the_read_index() {
+    let mut h = Harness::new(LAG_MS);
+    h.put("a", "1");
+    h.put("z", "2");
+    let old = h.region("a");
+    let left_id = h.split("m");
+    h.advance(1);
+    let (left, right) = (h.region("a"), h.region("z"));
+    assert_eq!(left.id, left_id);
+    h.put("b", "3");
+
+    let Execution::Parked(first) = h.replica_get(2, &old, "a") else {
+        panic!("the old epoch passes on the follower and waits for its read index");
+    };
+    let Execution::Parked(second) = h.replica_get(2, &old, "z") else {
+        panic!("the old epoch passes on the follower and waits for its read index");
+    };
+    let wake_ms = h.sim.next_timeout_ms().expect("a wake-up for the reads");
+    h.advance(wake_ms - 1 - h.now_ms);
+    assert!(h.ready().is_empty(), "not before the split is applied");
+    assert_eq!(h.sim.store_region(2, old.id), Some(old.clone()));
+
+    h.advance(1);
+    assert_eq!(h.sim.store_region(2, old.id), Some(right.clone()));
+    let answers = h.ready();
+    assert_eq!(
+        answers.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [first, second]
+    );
+    for (_, resp) in &answers {
+        assert_eq!(epoch_not_match(resp), [right.to_proto()]);
+    }
+
+    // The client's retry with the new layout: the right region at once, the left one
+    // from the peer the split created (it waits for the write the new leader took).
+    assert_eq!(value(h.replica_get(2, &right, "z")), b("2"));
+    let waited = match h.replica_get(2, &left, "b") {
+        Execution::Parked(_) => {
+            let wake_ms = h.sim.next_timeout_ms().expect("a wake-up");
+            h.advance(wake_ms - h.now_ms);
+            let answers = h.ready();
+            assert_eq!(answers.len(), 1);
+            answers[0].1.value.clone()
+        }
+        served => value(served),
+    };
+    assert_eq!(waited, b("3"));
+    assert_eq!(value(h.replica_get(2, &left, "a")), b("1"));
+}
+
+/// Follows TiKV's `RegionReadProgress` on a follower (`update_safe_ts` keeps a leader's
+/// `(apply index, safe ts)` until the peer has applied that index) and
+/// `ApplyDelegate::exec_batch_split` (a split region's peer, and its read progress, come
+/// into being on a follower only when it applies the split, with safe ts 0): while a
+/// follower has not applied the split, the resolved-ts rounds give the new region's peer
+/// there nothing, and the parent keeps the safe ts it had for its old range (the rounds'
+/// items wait for an index past the split). `GetStoreSafeTS` on that store answers from the
+/// old region. After the split is applied the parent takes the round's safe ts, and the
+/// new region's peer gets one at the next round.
+#[test]
+fn region_read_progress_on_lagging_follower_has_no_safe_ts_for_a_split_region_before_the_split() {
+    const SLOW_MS: u64 = DEFAULT_ADVANCE_TS_INTERVAL_MS + DEFAULT_ADVANCE_TS_INTERVAL_MS / 2;
+    let mut h = Harness::new(0);
+    h.put("a", "1");
+    h.put("z", "2");
+    let before = h.resolve();
+    h.sim.set_apply_lag(
+        Some(2),
+        ApplyLag {
+            delay_ms: SLOW_MS,
+            entries: 0,
+        },
+    );
+    // The round that gave `before` ran now; the next ones run an interval apart.
+    let rounds_ms = h.now_ms;
+    let old = h.region("a");
+    let left_id = h.split("m");
+    h.advance(1);
+    let split_ms = h.now_ms;
+    h.advance(rounds_ms + DEFAULT_ADVANCE_TS_INTERVAL_MS - h.now_ms);
+    let (left, right) = (h.region("a"), h.region("z"));
+
+    // Store 3 (no lag) has both regions, each with the round's safe ts.
+    let round = h.sim.replicas().peer(left_id, 3).safe_ts;
+    assert!(round > before);
+    assert_eq!(h.sim.replicas().peer(right.id, 3).safe_ts, round);
+    // Store 2 has not applied the split: nothing for the new region, the old safe ts for
+    // the parent's old range.
+    assert_eq!(h.sim.store_region(2, left_id), None);
+    assert_eq!(h.sim.replicas().peer(left_id, 2).safe_ts, 0);
+    assert_eq!(h.sim.replicas().peer(old.id, 2).safe_ts, before);
+    assert_eq!(h.store_safe_ts(2, "a", "b"), before);
+    assert_eq!(h.store_safe_ts(3, "a", "b"), round);
+    // (Just above the safe ts, so that the refusal asks for no early round.)
+    let resp = h.stale_get(2, &old, "a", before + 1);
+    assert_eq!(
+        region_error(&resp).data_is_not_ready.map(|e| e.safe_ts),
+        Some(before)
+    );
+    assert_eq!(h.stale_get(2, &old, "a", before).value, b("1"));
+    let resp = h.stale_get(2, &left, "a", before);
+    assert_eq!(
+        region_error(&resp).region_not_found,
+        Some(errorpb::RegionNotFound { region_id: left_id })
+    );
+
+    // The split applied: the parent takes the round's safe ts, the new peer starts at 0.
+    h.advance(split_ms + SLOW_MS - h.now_ms);
+    assert_eq!(h.sim.store_region(2, left_id), Some(left.clone()));
+    assert_eq!(h.sim.replicas().peer(old.id, 2).safe_ts, round);
+    assert_eq!(h.sim.replicas().peer(left_id, 2).safe_ts, 0);
+    assert_eq!(
+        h.store_safe_ts(2, "a", "b"),
+        0,
+        "no peer with a safe ts there"
+    );
+    // Refused, and far enough above the safe ts to ask for an early round...
+    let resp = h.stale_get(2, &left, "a", before);
+    assert_eq!(
+        region_error(&resp).data_is_not_ready.map(|e| e.safe_ts),
+        Some(0)
+    );
+    // ...which reaches the new peer, now that it exists there.
+    h.advance(1);
+    let next = h.sim.replicas().peer(left_id, 2).safe_ts;
+    assert!(next > round);
+    assert_eq!(h.stale_get(2, &left, "a", next).value, b("1"));
+}
+
+/// Follows raftstore's `Peer::heartbeat_pd`: only a region's leader reports it to PD, after
+/// it applied the split or merge, so PD's view is the leader's whatever its followers have
+/// applied. While a follower still holds the old region, PD answers the new layout.
+#[test]
+fn heartbeat_pd_reports_the_leaders_regions_while_a_follower_lags() {
+    let mut h = Harness::new(LAG_MS);
+    let old = h.region("a");
+    let left_id = h.split("m");
+    h.advance(1);
+    assert_eq!(h.sim.store_region(2, old.id), Some(old.clone()));
+    let header = Some(pdpb::RequestHeader {
+        cluster_id: h.sim.cluster.cluster_id(),
+        ..Default::default()
+    });
+    let pd_region = |h: &Harness, key: &str| {
+        h.sim
+            .cluster
+            .handle_get_region(&pdpb::GetRegionRequest {
+                header: header.clone(),
+                region_key: boundary(key),
+                ..Default::default()
+            })
+            .unwrap_or_else(|err| panic!("{err:?}"))
+            .region
+            .unwrap_or_else(|| panic!("PD knows no region for {key}"))
+    };
+    assert_eq!(pd_region(&h, "a"), h.region("a").to_proto());
+    assert_eq!(pd_region(&h, "a").id, left_id);
+    assert_eq!(pd_region(&h, "z"), h.region("z").to_proto());
+    assert_ne!(pd_region(&h, "z").region_epoch, Some(old.epoch.to_proto()));
+
+    h.advance(LAG_MS);
+    h.sim
+        .cluster
+        .merge(left_id, old.id)
+        .unwrap_or_else(|err| panic!("{err}"));
+    h.advance(1);
+    assert!(
+        h.sim.store_region(2, left_id).is_some(),
+        "not merged there yet"
+    );
+    assert_eq!(pd_region(&h, "a"), h.region("z").to_proto());
+    assert_eq!(pd_region(&h, "a").id, old.id);
+}
+
+/// Follows raftstore's `check_region_epoch` with no apply lag: every peer applies the split
+/// and the merge when the leader does, so followers and learners answer as the leader
+/// (the new epoch is served, the old one gets `EpochNotMatch` with the region and its new
+/// sibling, the merged-away source `RegionNotFound`), as before splits and merges went
+/// through the log.
+#[test]
+fn check_region_epoch_with_zero_lag_every_peer_takes_splits_and_merges_at_once() {
+    let mut h = with_learner(0);
+    h.put("a", "1");
+    h.put("z", "2");
+    let safe_ts = h.resolve();
+    let old = h.region("a");
+    let left_id = h.split("m");
+    h.advance(1);
+    let (left, right) = (h.region("a"), h.region("z"));
+    for store_id in 1..=4 {
+        assert_eq!(h.sim.store_region(store_id, left_id), Some(left.clone()));
+        assert_eq!(h.sim.store_region(store_id, old.id), Some(right.clone()));
+        let resp = h.stale_get(store_id, &old, "z", safe_ts);
+        assert_eq!(epoch_not_match(&resp), [right.to_proto(), left.to_proto()]);
+        assert_eq!(h.stale_get(store_id, &right, "z", safe_ts).value, b("2"));
+        assert_eq!(value(h.replica_get(store_id, &left, "a")), b("1"));
+    }
+    assert_eq!(h.sim.replicas().peer(left_id, 2).safe_ts, 0, "new region");
+    assert_eq!(h.sim.replicas().peer(old.id, 2).safe_ts, safe_ts);
+
+    h.sim
+        .cluster
+        .merge(left_id, old.id)
+        .unwrap_or_else(|err| panic!("{err}"));
+    h.advance(1);
+    let merged = h.region("a");
+    for store_id in 1..=4 {
+        assert_eq!(h.sim.store_region(store_id, left_id), None);
+        assert_eq!(h.sim.store_region(store_id, old.id), Some(merged.clone()));
+        let resp = h.stale_get(store_id, &left, "a", safe_ts);
+        assert!(region_error(&resp).region_not_found.is_some(), "{resp:?}");
+        assert_eq!(value(h.replica_get(store_id, &merged, "a")), b("1"));
+    }
+}
+
+/// Follows `ApplyDelegate::exec_batch_split` with a follower that stays entries behind
+/// (`apply-lag-entries`): the split is one entry of the parent's log like a write, so the
+/// follower applies it only once the parent's log has moved that many entries past it.
+#[test]
+fn exec_batch_split_on_a_follower_entries_behind_waits_for_later_entries() {
+    let mut h = Harness::with(SimConfig {
+        replicas: ReplicaConfig {
+            apply_lag: ApplyLag {
+                delay_ms: 0,
+                entries: 2,
+            },
+            ..ReplicaConfig::default()
+        },
+        ..SimConfig::default()
+    });
+    let old = h.region("a");
+    let left_id = h.split("m");
+    h.advance(1);
+    assert_eq!(h.sim.store_region(2, old.id), Some(old.clone()));
+    assert_eq!(h.sim.store_region(2, left_id), None);
+    // A write to the new left region moves another log, not the parent's.
+    h.put("a", "1");
+    h.advance(1);
+    assert_eq!(h.sim.store_region(2, left_id), None);
+    // A transaction on the parent's range appends two entries (prewrite, commit).
+    h.put("z", "2");
+    h.advance(1);
+    assert_eq!(h.sim.store_region(2, old.id), Some(h.region("z")));
+    assert_eq!(h.sim.store_region(2, left_id), Some(h.region("a")));
 }

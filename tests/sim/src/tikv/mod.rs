@@ -484,9 +484,12 @@ impl Sim {
             .map(|key| Touched::Key(key.as_ref()))
             .collect();
         let access = access(&request);
-        if let Err(err) =
+        if let Err(mut err) =
             self.check_held_context(store_id, &context, &touched, mode, access, now_ms)
         {
+            if read_index_granted {
+                only_own_region_on_epoch_not_match(&mut err);
+            }
             return context_failure(&request, err);
         }
         if access != Access::Write && !read_index_granted {
@@ -868,6 +871,18 @@ fn undetermined() -> errorpb::Error {
 
 /// How a request refused before it runs is answered: a region error in the response, or a
 /// failed call (store down, another cluster).
+/// A replica read answered once its read index was applied is checked by raftstore's
+/// `Peer::response_read` through `handle_read`, which calls `check_region_epoch` with
+/// `include_region` and nothing more: its EpochNotMatch carries the peer's own region only,
+/// without the neighbours `collect_sibling_region` adds when a request is first proposed.
+fn only_own_region_on_epoch_not_match(err: &mut ContextError) {
+    if let ContextError::Region(err) = err {
+        if let Some(epoch_not_match) = err.epoch_not_match.as_mut() {
+            epoch_not_match.current_regions.truncate(1);
+        }
+    }
+}
+
 fn context_failure(request: &TikvRequest, err: ContextError) -> Execution {
     match err {
         ContextError::Region(err) => match request.region_error_response(*err) {
