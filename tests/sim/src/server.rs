@@ -754,7 +754,15 @@ async fn batch_commands(
                 // Resolved per message: a test may move stores between addresses.
                 let store_id = shared.store_at(address.get().map(String::as_str), opened_for);
                 shared.sim().note_batch_message(store_id, batch.requests.len());
-                for (entry, id) in batch.requests.into_iter().zip(batch.request_ids) {
+                let entries = batch.requests.into_iter().zip(batch.request_ids);
+                for (index, (entry, id)) in entries.enumerate() {
+                    if index > 0 {
+                        // TiKV hands each entry to its worker pools and goes on reading; here
+                        // the entries run in turn, so let other streams (PD's TSO among
+                        // them) have the thread between two entries rather than wait for
+                        // the whole message.
+                        tokio::task::yield_now().await;
+                    }
                     let Some(cmd) = entry.cmd else {
                         // TiKV answers an entry without a command with an empty entry.
                         ready_now.push((id, Ok(TikvResponse::Batch(
