@@ -41,99 +41,73 @@ fn lock(key: &[u8], primary: &[u8], ts: u64) -> kvrpcpb::KeyError {
 /// key alone, and the read is sent again reading through the committed transaction.
 /// Returns the store requests it saw, described.
 fn run_committed_lock(core: &mut Core) -> (Vec<String>, Vec<Event>) {
-    let mut responder = Responder::default();
     let mut seen = Vec::new();
-    let mut events = Vec::new();
     let mut gets = 0;
-    for _ in 0..200 {
-        let mut replies = Vec::new();
-        while let Some(transmit) = core.poll_transmit() {
-            let reply = match &transmit.request {
-                Request::Store(request) => {
-                    let response = match request.as_ref() {
-                        StoreRequest::Get(r) => {
-                            gets += 1;
-                            let context = r.context.clone().unwrap_or_default();
-                            seen.push(format!("get committed_locks={:?}", context.committed_locks));
-                            if context.committed_locks.contains(&50) {
-                                StoreResponse::Get(kvrpcpb::GetResponse {
-                                    value: Bytes::from_static(b"v"),
-                                    ..Default::default()
-                                })
-                            } else {
-                                StoreResponse::Get(kvrpcpb::GetResponse {
-                                    error: Some(Box::new(lock(b"k", b"p", 50))),
-                                    ..Default::default()
-                                })
-                            }
-                        }
-                        StoreRequest::BatchGet(r) => {
-                            gets += 1;
-                            let context = r.context.clone().unwrap_or_default();
-                            seen.push(format!(
-                                "batch get committed_locks={:?}",
-                                context.committed_locks
-                            ));
-                            let pair = if context.committed_locks.contains(&50) {
-                                kvrpcpb::KvPair {
-                                    key: Bytes::from_static(b"k"),
-                                    value: Bytes::from_static(b"v"),
-                                    ..Default::default()
-                                }
-                            } else {
-                                // TiKV's error pairs carry no key: only the lock names it.
-                                kvrpcpb::KvPair {
-                                    error: Some(Box::new(lock(b"k", b"p", 50))),
-                                    ..Default::default()
-                                }
-                            };
-                            StoreResponse::BatchGet(kvrpcpb::BatchGetResponse {
-                                pairs: vec![pair],
-                                ..Default::default()
-                            })
-                        }
-                        StoreRequest::CheckTxnStatus(r) => {
-                            seen.push(format!(
-                                "check lock_ts={} caller={} primary={:?}",
-                                r.lock_ts, r.caller_start_ts, r.primary_key
-                            ));
-                            StoreResponse::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
-                                commit_version: 60,
-                                ..Default::default()
-                            })
-                        }
-                        StoreRequest::ResolveLock(r) => {
-                            seen.push(format!(
-                                "resolve start={} commit={} keys={:?}",
-                                r.start_version, r.commit_version, r.keys
-                            ));
-                            StoreResponse::ResolveLock(Default::default())
-                        }
-                        other => panic!("unexpected request {other:?}"),
-                    };
-                    Ok(Response::Store(Box::new(response)))
+    let (_, events) = run_with(core, |request| {
+        let response = match request {
+            StoreRequest::Get(r) => {
+                gets += 1;
+                let context = r.context.clone().unwrap_or_default();
+                seen.push(format!("get committed_locks={:?}", context.committed_locks));
+                if context.committed_locks.contains(&50) {
+                    StoreResponse::Get(kvrpcpb::GetResponse {
+                        value: Bytes::from_static(b"v"),
+                        ..Default::default()
+                    })
+                } else {
+                    StoreResponse::Get(kvrpcpb::GetResponse {
+                        error: Some(Box::new(lock(b"k", b"p", 50))),
+                        ..Default::default()
+                    })
                 }
-                _ => responder.answer(&transmit),
-            };
-            replies.push((transmit.id, reply));
-        }
-        while let Some(event) = core.poll_event() {
-            events.push(event);
-        }
-        if replies.is_empty() {
-            if core.ops_in_flight() == 0 {
-                break;
             }
-            match core.poll_timeout() {
-                Some(at) => core.handle_timeout(at),
-                None => panic!("stuck: {:?}", core.leftovers()),
+            StoreRequest::BatchGet(r) => {
+                gets += 1;
+                let context = r.context.clone().unwrap_or_default();
+                seen.push(format!(
+                    "batch get committed_locks={:?}",
+                    context.committed_locks
+                ));
+                let pair = if context.committed_locks.contains(&50) {
+                    kvrpcpb::KvPair {
+                        key: Bytes::from_static(b"k"),
+                        value: Bytes::from_static(b"v"),
+                        ..Default::default()
+                    }
+                } else {
+                    // TiKV's error pairs carry no key: only the lock names it.
+                    kvrpcpb::KvPair {
+                        error: Some(Box::new(lock(b"k", b"p", 50))),
+                        ..Default::default()
+                    }
+                };
+                StoreResponse::BatchGet(kvrpcpb::BatchGetResponse {
+                    pairs: vec![pair],
+                    ..Default::default()
+                })
             }
-        }
-        for (id, reply) in replies {
-            core.handle_reply(Time::ZERO, id, reply);
-        }
+            StoreRequest::CheckTxnStatus(r) => {
+                seen.push(format!(
+                    "check lock_ts={} caller={} primary={:?}",
+                    r.lock_ts, r.caller_start_ts, r.primary_key
+                ));
+                StoreResponse::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
+                    commit_version: 60,
+                    ..Default::default()
+                })
+            }
+            StoreRequest::ResolveLock(r) => {
+                seen.push(format!(
+                    "resolve start={} commit={} keys={:?}",
+                    r.start_version, r.commit_version, r.keys
+                ));
+                StoreResponse::ResolveLock(Default::default())
+            }
+            other => panic!("unexpected request {other:?}"),
+        };
         assert!(gets < 10, "the read keeps retrying: {seen:#?}");
-    }
+        response
+    });
     (seen, events)
 }
 
