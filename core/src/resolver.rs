@@ -125,6 +125,10 @@ impl TxnStatus {
     }
 }
 
+/// Most region-wide cleanups readers leave running in the background at once (client-go's
+/// `AsyncResolveLockSemaphoreLimit`); past it a reader waits for its own cleanup.
+pub(crate) const BACKGROUND_RESOLVE_LIMIT: usize = 10_000;
+
 /// The resolver's state, shared by every operation.
 #[derive(Debug, Default)]
 pub(crate) struct Resolver {
@@ -132,9 +136,26 @@ pub(crate) struct Resolver {
     order: VecDeque<u64>,
     /// Transactions being checked, and by which operation.
     checking: BTreeMap<u64, OpId>,
+    /// Cleanups running in the background for readers.
+    background: usize,
 }
 
 impl Resolver {
+    /// Takes a slot for a cleanup in the background; `false` when
+    /// [`BACKGROUND_RESOLVE_LIMIT`] are running.
+    pub(crate) fn start_background(&mut self) -> bool {
+        if self.background >= BACKGROUND_RESOLVE_LIMIT {
+            return false;
+        }
+        self.background += 1;
+        true
+    }
+
+    /// Gives back the slot of a background cleanup that ended.
+    pub(crate) fn end_background(&mut self) {
+        self.background = self.background.saturating_sub(1);
+    }
+
     /// The settled status of transaction `start_ts`, if known.
     pub(crate) fn settled(&self, start_ts: Timestamp) -> Option<&TxnStatus> {
         self.settled.get(&start_ts.version())
@@ -348,5 +369,16 @@ mod tests {
         sets.fill(&mut context);
         assert_eq!(context.resolved_locks, vec![1, 2]);
         assert_eq!(context.committed_locks, vec![3]);
+    }
+
+    #[test]
+    fn background_cleanups_stop_at_the_limit_and_free_their_slots() {
+        let mut resolver = Resolver::default();
+        for _ in 0..BACKGROUND_RESOLVE_LIMIT {
+            assert!(resolver.start_background());
+        }
+        assert!(!resolver.start_background(), "past client-go's limit");
+        resolver.end_background();
+        assert!(resolver.start_background(), "a freed slot is taken again");
     }
 }

@@ -600,7 +600,15 @@ impl ResolveTxn {
                 // Big transactions: one region-wide resolve per region holding a lock.
                 KeyedPlan::per_region(keys.clone(), prototype)
             };
-            batches.push_back((self.dispatch(&keys), plan));
+            let dispatch = self.dispatch(&keys);
+            // A reader goes on by the status alone and leaves a big transaction's
+            // region-wide cleanup running in the background (client-go's async resolve
+            // pool), unless too many already run.
+            if !with_keys && self.params.for_read && cx.services().resolver.start_background() {
+                cx.spawn_detached(Box::new(BackgroundResolve { dispatch, plan }));
+                continue;
+            }
+            batches.push_back((dispatch, plan));
         }
         self.resolve_next(cx, status, batches)
     }
@@ -839,6 +847,50 @@ impl Operation for ResolveTxn {
 
     fn on_timer(self: Box<Self>, cx: &mut Cx<'_>) -> Next {
         self.drive(cx, DispatchInput::Timer)
+    }
+}
+
+/// A big transaction's region-wide ResolveLock left by a reader to run on its own
+/// (client-go's async resolve pool, with the read's 40 s budget). Whatever the outcome it
+/// finishes with [`Output::Unit`] and gives its slot back: a failed cleanup is done again
+/// by whoever meets the locks next.
+#[derive(Debug)]
+struct BackgroundResolve {
+    dispatch: Dispatch,
+    plan: KeyedPlan,
+}
+
+impl BackgroundResolve {
+    fn step(mut self: Box<Self>, cx: &mut Cx<'_>, input: DispatchInput) -> Next {
+        let progress = match input {
+            DispatchInput::Start => self.dispatch.start(cx, &mut self.plan),
+            input => self.dispatch.handle(cx, input, &mut self.plan),
+        };
+        match progress {
+            Progress::Pending => Next::Pending(self),
+            Progress::Done | Progress::Failed(_) => {
+                cx.services().resolver.end_background();
+                Next::Done(Ok(Output::Unit))
+            }
+        }
+    }
+}
+
+impl Operation for BackgroundResolve {
+    fn on_start(self: Box<Self>, cx: &mut Cx<'_>) -> Next {
+        self.step(cx, DispatchInput::Start)
+    }
+
+    fn waiting(self: Box<Self>) -> Next {
+        Next::Pending(self)
+    }
+
+    fn on_reply(self: Box<Self>, cx: &mut Cx<'_>, id: RequestId, reply: Reply) -> Next {
+        self.step(cx, DispatchInput::Reply(id, reply))
+    }
+
+    fn on_timer(self: Box<Self>, cx: &mut Cx<'_>) -> Next {
+        self.step(cx, DispatchInput::Timer)
     }
 }
 

@@ -491,3 +491,104 @@ fn a_status_query_reports_a_live_lock_and_fails_on_txn_not_found() {
     );
     assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
 }
+
+/// A batch get meets a lock of a big transaction (over the lite threshold) whose primary
+/// is committed: the read finishes by the status alone while the region-wide ResolveLock
+/// is still unanswered (client-go's async resolve for reads), and the cleanup ends on its
+/// own once answered, leaving nothing behind.
+#[test]
+fn a_read_leaves_a_big_transactions_cleanup_running_in_the_background() {
+    let mut core = core();
+    core.handle_wall_clock(1_700_000_000_000);
+    let op = core.handle_command(
+        Time::ZERO,
+        Command::Txn(TxnCommand::BatchGet {
+            keys: vec![Bytes::from_static(b"k")],
+            options: ReadOptions::at(Timestamp::from_version(100)),
+        }),
+    );
+    let mut big_lock = lock(b"k", b"p", 50);
+    if let Some(info) = big_lock.locked.as_mut() {
+        info.txn_size = 10_000;
+    }
+    let mut responder = Responder::default();
+    let mut held = Vec::new();
+    let mut read_done = None;
+    for _ in 0..200 {
+        let mut replies = Vec::new();
+        while let Some(transmit) = core.poll_transmit() {
+            let reply = match &transmit.request {
+                Request::Store(request) => match request.as_ref() {
+                    StoreRequest::BatchGet(r) => {
+                        let context = r.context.clone().unwrap_or_default();
+                        let pair = if context.committed_locks.contains(&50) {
+                            kvrpcpb::KvPair {
+                                key: Bytes::from_static(b"k"),
+                                value: Bytes::from_static(b"v"),
+                                ..Default::default()
+                            }
+                        } else {
+                            kvrpcpb::KvPair {
+                                error: Some(Box::new(big_lock.clone())),
+                                ..Default::default()
+                            }
+                        };
+                        Ok(Response::Store(Box::new(StoreResponse::BatchGet(
+                            kvrpcpb::BatchGetResponse {
+                                pairs: vec![pair],
+                                ..Default::default()
+                            },
+                        ))))
+                    }
+                    StoreRequest::CheckTxnStatus(_) => Ok(Response::Store(Box::new(
+                        StoreResponse::CheckTxnStatus(kvrpcpb::CheckTxnStatusResponse {
+                            commit_version: 60,
+                            ..Default::default()
+                        }),
+                    ))),
+                    StoreRequest::ResolveLock(r) => {
+                        // Region-wide (no keys): a big transaction's cleanup. Held back.
+                        assert!(r.keys.is_empty(), "{r:?}");
+                        assert_eq!((r.start_version, r.commit_version), (50, 60));
+                        held.push(transmit.id);
+                        continue;
+                    }
+                    other => panic!("unexpected request {other:?}"),
+                },
+                _ => responder.answer(&transmit),
+            };
+            replies.push((transmit.id, reply));
+        }
+        while let Some(Event::Done(id, result)) = core.poll_event() {
+            if id == op {
+                read_done = Some(result);
+            }
+        }
+        if replies.is_empty() {
+            break;
+        }
+        for (id, reply) in replies {
+            core.handle_reply(Time::ZERO, id, reply);
+        }
+    }
+    let Some(Ok(Output::Read(read))) = read_done else {
+        panic!("the read did not finish: {read_done:?}");
+    };
+    assert_eq!(read.entries.len(), 1);
+    assert_eq!(read.entries[0].value.as_ref(), b"v");
+    assert_eq!(held.len(), 1, "one region-wide cleanup, still out");
+    assert_eq!(core.ops_in_flight(), 1, "the cleanup runs on");
+
+    for id in held {
+        core.handle_reply(
+            Time::ZERO,
+            id,
+            Ok(Response::Store(Box::new(StoreResponse::ResolveLock(
+                Default::default(),
+            )))),
+        );
+    }
+    assert_eq!(core.ops_in_flight(), 0);
+    assert!(core.poll_transmit().is_none());
+    assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
+}
