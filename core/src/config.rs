@@ -127,6 +127,8 @@ pub struct Config {
     pub(crate) txn_commit_batch_size: usize,
     /// Most requests one commit action (prewrite, commit, rollback) has in flight.
     pub(crate) committer_concurrency: usize,
+    /// Most lock cleanups readers leave running in the background at once.
+    pub(crate) async_resolve_limit: usize,
     /// Most keys a transaction may have and still use async commit.
     pub(crate) async_commit_keys_limit: usize,
     /// Largest total key size a transaction may have and still use async commit.
@@ -177,6 +179,7 @@ impl Default for Config {
             low_resolution_ts_staleness: Duration::from_secs(2),
             txn_commit_batch_size: 16 * 1024,
             committer_concurrency: 128,
+            async_resolve_limit: 10_000,
             async_commit_keys_limit: 256,
             async_commit_total_key_size_limit: 4 * 1024,
             async_commit_safe_window: Duration::from_secs(2),
@@ -394,6 +397,17 @@ impl Config {
         self
     }
 
+    /// Sets how many lock cleanups readers may leave running in the background at once
+    /// (client-go's async resolve pool: `AsyncResolveLockSemaphoreLimit`, 10,000, and
+    /// `LockResolver.SetAsyncResolvePoolSize`). Once the status of a lock's transaction is
+    /// known a reader goes on and its ResolveLock runs on; with this many running (0: always)
+    /// the reader waits for its own cleanup instead.
+    #[must_use]
+    pub fn with_async_resolve_limit(mut self, cleanups: usize) -> Self {
+        self.async_resolve_limit = cleanups;
+        self
+    }
+
     /// Sets the most keys a transaction may write and still use async commit (client-go
     /// `AsyncCommit.KeysLimit`, 256).
     #[must_use]
@@ -591,6 +605,11 @@ impl Config {
     /// The most requests one step of a commit has in flight.
     pub fn committer_concurrency(&self) -> usize {
         self.committer_concurrency
+    }
+
+    /// The most lock cleanups readers leave running in the background at once.
+    pub fn async_resolve_limit(&self) -> usize {
+        self.async_resolve_limit
     }
 
     /// The most keys an async-commit transaction may write.
@@ -831,7 +850,9 @@ mod config_tests {
             .with_tso_max_batch(16)
             .with_max_message_size(17)
             .with_low_resolution_ts_staleness(secs(18))
-            .with_pd_member_refresh_interval(secs(19));
+            .with_pd_member_refresh_interval(secs(19))
+            .with_async_resolve_limit(20);
+        assert_eq!(config.async_resolve_limit(), 20);
         assert_eq!(config.rng_seed(), Some(9));
         assert_eq!(config.effective_rng_seed(), 9);
         assert_eq!(config.api_version(), ApiVersion::V1Ttl);

@@ -125,10 +125,6 @@ impl TxnStatus {
     }
 }
 
-/// Most region-wide cleanups readers leave running in the background at once (client-go's
-/// `AsyncResolveLockSemaphoreLimit`); past it a reader waits for its own cleanup.
-pub(crate) const BACKGROUND_RESOLVE_LIMIT: usize = 10_000;
-
 /// The resolver's state, shared by every operation.
 #[derive(Debug, Default)]
 pub(crate) struct Resolver {
@@ -141,10 +137,10 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
-    /// Takes a slot for a cleanup in the background; `false` when
-    /// [`BACKGROUND_RESOLVE_LIMIT`] are running.
-    pub(crate) fn start_background(&mut self) -> bool {
-        if self.background >= BACKGROUND_RESOLVE_LIMIT {
+    /// Takes a slot for a cleanup in the background; `false` when `limit` are running
+    /// ([`Config::async_resolve_limit`](crate::Config::async_resolve_limit)).
+    pub(crate) fn start_background(&mut self, limit: usize) -> bool {
+        if self.background >= limit {
             return false;
         }
         self.background += 1;
@@ -373,12 +369,21 @@ mod tests {
 
     #[test]
     fn background_cleanups_stop_at_the_limit_and_free_their_slots() {
+        let limit = crate::Config::default().async_resolve_limit();
+        assert_eq!(limit, 10_000, "client-go's AsyncResolveLockSemaphoreLimit");
         let mut resolver = Resolver::default();
-        for _ in 0..BACKGROUND_RESOLVE_LIMIT {
-            assert!(resolver.start_background());
+        for _ in 0..limit {
+            assert!(resolver.start_background(limit));
         }
-        assert!(!resolver.start_background(), "past client-go's limit");
+        assert!(!resolver.start_background(limit), "past the limit");
         resolver.end_background();
-        assert!(resolver.start_background(), "a freed slot is taken again");
+        assert!(
+            resolver.start_background(limit),
+            "a freed slot is taken again"
+        );
+        assert!(
+            !Resolver::default().start_background(0),
+            "a limit of 0: never"
+        );
     }
 }

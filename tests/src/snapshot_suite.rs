@@ -127,6 +127,8 @@ pub struct Layout {
     pub keyspace: Option<&'static str>,
     /// Other keyspaces to create first (API V2).
     pub other_keyspaces: Vec<&'static str>,
+    /// The client's [`Config::with_async_resolve_limit`] (`None`: the default).
+    pub async_resolve_limit: Option<usize>,
 }
 
 /// A running simulated cluster, a client connected to it and the log of what it sent.
@@ -173,6 +175,9 @@ pub async fn start_with(env: &dyn Env, layout: Layout) -> TestCluster {
         }
         space = create_keyspace(&mut sim, name);
         config = config.with_keyspace(name);
+    }
+    if let Some(limit) = layout.async_resolve_limit {
+        config = config.with_async_resolve_limit(limit);
     }
     for key in &layout.splits {
         sim.cluster

@@ -417,12 +417,22 @@ fn resolve_requests(requests: &[StoreRequest]) -> BTreeMap<u64, Vec<(u64, Vec<By
     by_txn
 }
 
+/// Waits until the client has no operation running: a reader's cleanups run on in the
+/// background after its resolution answered.
+async fn wait_for_background_cleanups(env: &dyn Env, cluster: &TestCluster) {
+    let started = Instant::now();
+    while ok("ops in flight", cluster.client.ops_in_flight().await) > 0 {
+        assert!(started.elapsed() < PATIENCE, "cleanups still running");
+        env.sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// `TestBatchLiteResolveLocksByRegion`, for a writer and for a reader: the locks of a small
 /// transaction spanning two regions are resolved with one ResolveLock per region carrying
 /// its keys, a small one-key transaction with one carrying its key, and a big transaction
 /// (size over the lite threshold, 512) with one region-wide ResolveLock without keys; every
-/// lock is gone afterwards. (Go runs the reader's cleanup in the background; ours waits for
-/// it, which changes nothing the test checks but the timing.)
+/// lock is gone afterwards. A reader's cleanups run in the background, as in Go: the test
+/// waits until the client is idle before it looks.
 pub async fn test_batch_lite_resolve_locks_by_region(env: &dyn Env) {
     let cluster = start(env).await;
     for (name, for_read) in [("write", false), ("for_read", true)] {
@@ -472,6 +482,7 @@ pub async fn test_batch_lite_resolve_locks_by_region(env: &dyn Env) {
             )
         };
         assert_eq!(outcome.ms_before_expiry, 0);
+        wait_for_background_cleanups(env, &cluster).await;
 
         let by_txn = resolve_requests(&cluster.log.take());
         assert_eq!(by_txn.len(), 3, "{by_txn:?}");
@@ -506,13 +517,22 @@ pub async fn test_batch_lite_resolve_locks_by_region(env: &dyn Env) {
     }
 }
 
-/// `TestBatchLiteResolveLocksForReadIgnoresInlineCleanupError`: once the status check found
-/// the transaction committed, a reader may read through its lock even when the cleanup
-/// (ResolveLock) fails; the lock stays for later. Go injects a timeout into the cleanup
-/// RPC; here the cluster answers it once with a key error (a transport error would be
-/// retried and succeed).
+/// `TestBatchLiteResolveLocksForReadIgnoresInlineCleanupError`: with no room for cleanups
+/// in the background (Go's `SetAsyncResolvePoolSize(0)`, here an async resolve limit of 0)
+/// the reader's cleanup runs inline; once the status check found the transaction
+/// committed, the reader may read through its lock even when that cleanup (ResolveLock)
+/// fails; the lock stays for later. Go injects a timeout into the cleanup RPC; here the
+/// cluster answers it once with a key error (a transport error would be retried and
+/// succeed).
 pub async fn test_batch_lite_resolve_locks_for_read_ignores_inline_cleanup_error(env: &dyn Env) {
-    let cluster = start(env).await;
+    let cluster = start_with(
+        env,
+        Layout {
+            async_resolve_limit: Some(0),
+            ..Layout::default()
+        },
+    )
+    .await;
     let (k, primary) = (
         key("batch_lite_for_read_fallback_key"),
         key("batch_lite_for_read_fallback_primary"),
@@ -546,6 +566,7 @@ pub async fn test_batch_lite_resolve_locks_for_read_ignores_inline_cleanup_error
         outcome.sets.committed,
         vec![Timestamp::from_version(start_ts)]
     );
+    // Inline: the cleanup was sent (and failed) before the resolution answered.
     assert_eq!(
         cluster.server.with(|sim| sim.faults.active()),
         0,

@@ -506,6 +506,7 @@ pub async fn reads_in_an_api_v2_keyspace(env: &dyn Env) {
             keyspace: Some("tenant1"),
             other_keyspaces: vec!["tenant0"],
             splits: vec![b"m".to_vec()],
+            async_resolve_limit: None,
         },
     )
     .await;

@@ -601,10 +601,10 @@ impl ResolveTxn {
                 KeyedPlan::per_region(keys.clone(), prototype)
             };
             let dispatch = self.dispatch(&keys);
-            // A reader goes on by the status alone and leaves a big transaction's
-            // region-wide cleanup running in the background (client-go's async resolve
-            // pool), unless too many already run.
-            if !with_keys && self.params.for_read && cx.services().resolver.start_background() {
+            // A reader goes on by the status alone and leaves the cleanup running in the
+            // background (client-go's async resolve pool), unless too many already run.
+            let limit = cx.config().async_resolve_limit;
+            if self.params.for_read && cx.services().resolver.start_background(limit) {
                 cx.spawn_detached(Box::new(BackgroundResolve { dispatch, plan }));
                 continue;
             }
