@@ -601,16 +601,27 @@ impl ResolveTxn {
                 KeyedPlan::per_region(keys.clone(), prototype)
             };
             let dispatch = self.dispatch(&keys);
-            // A reader goes on by the status alone and leaves the cleanup running in the
-            // background (client-go's async resolve pool), unless too many already run.
-            let limit = cx.config().async_resolve_limit;
-            if self.params.for_read && cx.services().resolver.start_background(limit) {
-                cx.spawn_detached(Box::new(BackgroundResolve { dispatch, plan }));
-                continue;
-            }
-            batches.push_back((dispatch, plan));
+            self.schedule(cx, dispatch, plan, &mut batches);
         }
         self.resolve_next(cx, status, batches)
+    }
+
+    /// Queues a cleanup for this operation to send, or, for a reader, leaves it running in
+    /// the background (client-go's async resolve pool): the reader goes on by the status
+    /// alone, unless the client's limit of background cleanups is reached.
+    fn schedule(
+        &self,
+        cx: &mut Cx<'_>,
+        dispatch: Dispatch,
+        plan: KeyedPlan,
+        queue: &mut VecDeque<(Dispatch, KeyedPlan)>,
+    ) {
+        let limit = cx.config().async_resolve_limit;
+        if self.params.for_read && cx.services().resolver.start_background(limit) {
+            cx.spawn_detached(Box::new(BackgroundResolve { dispatch, plan }));
+        } else {
+            queue.push_back((dispatch, plan));
+        }
     }
 
     fn write_context(&self) -> kvrpcpb::Context {
@@ -745,7 +756,11 @@ impl ResolveTxn {
         });
         let dispatch = self.dispatch(&keys);
         let plan = KeyedPlan::with_keys(keys, prototype, set_resolve_keys);
-        self.resolve_next(cx, status, VecDeque::from([(dispatch, plan)]))
+        let mut queue = VecDeque::new();
+        // A reader does not wait for the recovered transaction's cleanup either
+        // (client-go's `resolveAsyncCommitLock` with `asyncResolveAll`).
+        self.schedule(cx, dispatch, plan, &mut queue);
+        self.resolve_next(cx, status, queue)
     }
 
     fn drive(mut self: Box<Self>, cx: &mut Cx<'_>, input: DispatchInput) -> Next {
@@ -850,8 +865,8 @@ impl Operation for ResolveTxn {
     }
 }
 
-/// A big transaction's region-wide ResolveLock left by a reader to run on its own
-/// (client-go's async resolve pool, with the read's 40 s budget). Whatever the outcome it
+/// A ResolveLock cleanup left by a reader to run on its own (client-go's async resolve
+/// pool, with the read's 40 s budget). Whatever the outcome it
 /// finishes with [`Output::Unit`] and gives its slot back: a failed cleanup is done again
 /// by whoever meets the locks next.
 #[derive(Debug)]
