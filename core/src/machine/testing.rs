@@ -13,7 +13,7 @@ use tikv_proto::{errorpb, metapb, pdpb};
 
 use super::{Core, Event, OpId, Output, RequestId, Transmit};
 use crate::error::Error;
-use crate::rpc::{PdRequest, PdResponse, Request, Response, StoreResponse};
+use crate::rpc::{PdRequest, PdResponse, Request, Response, StoreRequest, StoreResponse};
 use crate::time::Time;
 
 /// What to do with one request instead of answering it normally.
@@ -456,4 +456,72 @@ pub fn run(
         }
     }
     Err(format!("not finished after {max_steps} steps"))
+}
+
+/// A store's scripted answer to one request: `None` answers as [`Responder`] does (an empty
+/// success of the right type).
+pub type StoreScript<'a> = dyn FnMut(&StoreRequest) -> Option<Result<StoreResponse, RpcError>> + 'a;
+
+/// What [`drive_store_script`] saw.
+#[derive(Debug, Default)]
+pub struct ScriptedRun {
+    /// Every store request, in the order sent.
+    pub requests: Vec<StoreRequest>,
+    /// Every user event, in order.
+    pub events: Vec<Event>,
+    /// Whether every operation finished within the bound.
+    pub finished: bool,
+}
+
+/// Drives `core` for at most `max_rounds` rounds (each sends everything queued and answers
+/// it): PD and TSO answered by a [`Responder`], store requests by `store`, timers fired in
+/// virtual time (answers arrive at the latest timer's time).
+///
+/// # Panics
+///
+/// When operations are in flight with nothing sent and no timer armed (a stuck machine).
+pub fn drive_store_script(
+    core: &mut Core,
+    store: &mut StoreScript<'_>,
+    max_rounds: usize,
+) -> ScriptedRun {
+    let mut responder = Responder::default();
+    let mut run = ScriptedRun::default();
+    let mut now = Time::ZERO;
+    for _ in 0..max_rounds {
+        let mut replies = Vec::new();
+        while let Some(transmit) = core.poll_transmit() {
+            let reply = match &transmit.request {
+                Request::Store(request) => {
+                    run.requests.push((**request).clone());
+                    match store(request) {
+                        Some(reply) => reply.map(|r| Response::Store(Box::new(r))),
+                        None => responder.answer(&transmit),
+                    }
+                }
+                _ => responder.answer(&transmit),
+            };
+            replies.push((transmit.id, reply));
+        }
+        while let Some(event) = core.poll_event() {
+            run.events.push(event);
+        }
+        if replies.is_empty() {
+            if core.ops_in_flight() == 0 {
+                run.finished = true;
+                return run;
+            }
+            match core.poll_timeout() {
+                Some(at) => {
+                    now = now.max(at);
+                    core.handle_timeout(now);
+                }
+                None => panic!("stuck: {:?}", core.leftovers()),
+            }
+        }
+        for (id, reply) in replies {
+            core.handle_reply(now, id, reply);
+        }
+    }
+    run
 }

@@ -5,7 +5,7 @@ use tikv_proto::kvrpcpb;
 
 use crate::command::{Command, Output, TxnCommand};
 use crate::config::Config;
-use crate::machine::testing::Responder;
+use crate::machine::testing::{Responder, drive_store_script};
 use crate::machine::{Core, Event};
 use crate::ops::txn::ReadOptions;
 use crate::oracle::Timestamp;
@@ -343,45 +343,15 @@ fn a_read_waits_for_a_live_async_commit_lock() {
     assert!(core.leftovers().is_empty(), "{:?}", core.leftovers());
 }
 
-/// Runs `core` until its operations finish, answering every store request with `answer`
-/// and everything else (PD, TSO) with the scripted responder. Returns the store requests
-/// and the events.
+/// Runs `core` until its operations finish (or 200 rounds), answering every store request
+/// with `answer` and everything else (PD, TSO) with the scripted responder. Returns the
+/// store requests and the events.
 fn run_with(
     core: &mut Core,
     mut answer: impl FnMut(&StoreRequest) -> StoreResponse,
 ) -> (Vec<StoreRequest>, Vec<Event>) {
-    let mut responder = Responder::default();
-    let mut seen = Vec::new();
-    let mut events = Vec::new();
-    for _ in 0..200 {
-        let mut replies = Vec::new();
-        while let Some(transmit) = core.poll_transmit() {
-            let reply = match &transmit.request {
-                Request::Store(request) => {
-                    seen.push((**request).clone());
-                    Ok(Response::Store(Box::new(answer(request))))
-                }
-                _ => responder.answer(&transmit),
-            };
-            replies.push((transmit.id, reply));
-        }
-        while let Some(event) = core.poll_event() {
-            events.push(event);
-        }
-        if replies.is_empty() {
-            if core.ops_in_flight() == 0 {
-                break;
-            }
-            match core.poll_timeout() {
-                Some(at) => core.handle_timeout(at),
-                None => panic!("stuck: {:?}", core.leftovers()),
-            }
-        }
-        for (id, reply) in replies {
-            core.handle_reply(Time::ZERO, id, reply);
-        }
-    }
-    (seen, events)
+    let run = drive_store_script(core, &mut |request| Some(Ok(answer(request))), 200);
+    (run.requests, run.events)
 }
 
 fn get_txn_status(core: &mut Core, txn: u64) {

@@ -29,7 +29,7 @@ use tikv_proto::rpc::RpcError;
 use super::{CommitKnobs, CommitMode, CommitOptions, CommitOutcome, CommitRequest, Mutation};
 use crate::command::{Command, Output, TxnCommand};
 use crate::error::{Error, KeyError};
-use crate::machine::testing::Responder;
+use crate::machine::testing::{Responder, StoreScript, drive_store_script};
 use crate::machine::{Core, Event};
 use crate::oracle::Timestamp;
 use crate::rpc::{Request, Response, StoreRequest, StoreResponse};
@@ -110,51 +110,16 @@ fn describe(request: &StoreRequest) -> String {
 }
 
 /// A store's answer to one request: `None` answers normally (an empty success).
-type Store<'a> = dyn FnMut(&StoreRequest) -> Option<Result<StoreResponse, RpcError>> + 'a;
+type Store<'a> = StoreScript<'a>;
 
 /// Drives `core` until nothing is in flight: PD and TSO answered by a [`Responder`], store
 /// requests by `store`, timers fired in virtual time. Returns the store requests seen, in
 /// order, and the user events.
 fn drive(core: &mut Core, store: &mut Store<'_>) -> (Vec<String>, Vec<Event>) {
-    let mut responder = Responder::default();
-    let mut seen = Vec::new();
-    let mut events = Vec::new();
-    let mut now = Time::ZERO;
-    for _ in 0..2_000 {
-        let mut replies = Vec::new();
-        while let Some(transmit) = core.poll_transmit() {
-            let reply = match &transmit.request {
-                Request::Store(request) => {
-                    seen.push(describe(request));
-                    match store(request) {
-                        Some(reply) => reply.map(|r| Response::Store(Box::new(r))),
-                        None => responder.answer(&transmit),
-                    }
-                }
-                _ => responder.answer(&transmit),
-            };
-            replies.push((transmit.id, reply));
-        }
-        while let Some(event) = core.poll_event() {
-            events.push(event);
-        }
-        if replies.is_empty() {
-            if core.ops_in_flight() == 0 {
-                return (seen, events);
-            }
-            match core.poll_timeout() {
-                Some(at) => {
-                    now = now.max(at);
-                    core.handle_timeout(now);
-                }
-                None => panic!("stuck: {:?}", core.leftovers()),
-            }
-        }
-        for (id, reply) in replies {
-            core.handle_reply(now, id, reply);
-        }
-    }
-    panic!("not finished: {seen:#?}");
+    let run = drive_store_script(core, store, 2_000);
+    let seen: Vec<String> = run.requests.iter().map(describe).collect();
+    assert!(run.finished, "not finished: {seen:#?}");
+    (seen, run.events)
 }
 
 fn commit(core: &mut Core, request: CommitRequest) {
