@@ -333,7 +333,7 @@ fn batch_dispatch(
     budget: std::time::Duration,
     timeout: std::time::Duration,
 ) -> Dispatch {
-    let routing = keys.iter().map(|key| space.routing_key(key)).collect();
+    let routing = space.routing_keys(keys);
     Dispatch::new(routing, false, budget, timeout)
 }
 

@@ -220,6 +220,16 @@ impl RegionRef {
     }
 }
 
+/// Whether a region spanning `start..end` holds `key`: as [`Region::contains`], or as
+/// [`Region::contains_by_end`] when `by_end` (a reverse lookup).
+pub(crate) fn range_holds(start: &[u8], end: &[u8], key: &[u8], by_end: bool) -> bool {
+    if by_end {
+        contains_by_end(start, end, key)
+    } else {
+        contains(start, end, key)
+    }
+}
+
 /// Whether `start <= key < end`, with an empty `end` unbounded.
 fn contains(start: &[u8], end: &[u8], key: &[u8]) -> bool {
     start <= key && (end.is_empty() || key < end)

@@ -426,6 +426,20 @@ impl Dispatch {
         // group starts whenever the region changes.
         let mut groups: SmallVec<[(Route, Items); 1]> = SmallVec::new();
         for (position, &item) in pending.iter().enumerate() {
+            // A key inside the region just routed goes with it: the cache would answer the
+            // same region and peer, so one look-up serves the whole run of keys.
+            if let Some((last, items)) = groups.last_mut() {
+                let region = &last.region;
+                if crate::region::range_holds(
+                    &region.start_key,
+                    &region.end_key,
+                    &keys[item],
+                    self.reverse,
+                ) {
+                    items.push(item);
+                    continue;
+                }
+            }
             let op = cx.op();
             match super::route(
                 cx.services(),
@@ -436,7 +450,12 @@ impl Dispatch {
             ) {
                 Routing::Ready(route) => match groups.last_mut() {
                     Some((last, items)) if last.region.id == route.region.id => items.push(item),
-                    _ => groups.push((route, smallvec::smallvec![item])),
+                    _ => {
+                        // Room for every key left: most of them usually land here.
+                        let mut items = Items::with_capacity(pending.len() - position);
+                        items.push(item);
+                        groups.push((route, items));
+                    }
                 },
                 Routing::Parked(call) => {
                     // Later keys most likely fall in the region this lookup returns: wait for it

@@ -12,7 +12,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use tikv_proto::codec::encode_bytes;
+use tikv_proto::codec::{encode_bytes, encode_bytes_into, encoded_len};
 use tikv_proto::kvrpcpb::{self, ApiVersion, Context, KeyError};
 use tikv_proto::tikvpb::batch_commands_request::request::Cmd as Req;
 use tikv_proto::tikvpb::batch_commands_response::response::Cmd as Resp;
@@ -366,14 +366,33 @@ pub(crate) fn refuse_txn_request(
     max_key_size: usize,
     cmd: &Req,
 ) -> Option<Resp> {
-    fn keys(keys: &mut dyn Iterator<Item = &Bytes>) -> Vec<Vec<u8>> {
-        keys.map(|key| encode_bytes(key)).collect()
+    /// The keys encoded back to back in one buffer (a fixed few allocations per request,
+    /// not one per key), with the end of each.
+    struct Encoded {
+        buffer: Vec<u8>,
+        ends: Vec<usize>,
     }
-    fn slices(keys: &[Vec<u8>]) -> impl Iterator<Item = &[u8]> {
-        keys.iter().map(Vec::as_slice)
+    fn keys(keys: &mut dyn Iterator<Item = &Bytes>) -> Encoded {
+        let keys: Vec<&Bytes> = keys.collect();
+        let total = keys.iter().map(|key| encoded_len(key.len())).sum();
+        let mut encoded = Encoded {
+            buffer: Vec::with_capacity(total),
+            ends: Vec::with_capacity(keys.len()),
+        };
+        for key in keys {
+            encode_bytes_into(&mut encoded.buffer, key);
+            encoded.ends.push(encoded.buffer.len());
+        }
+        encoded
+    }
+    fn slices(encoded: &Encoded) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(encoded.ends.iter().copied());
+        starts
+            .zip(encoded.ends.iter().copied())
+            .map(|(start, end)| &encoded.buffer[start..end])
     }
     // Writes: API version and key mode first, then the key size.
-    let write = |ctx: Option<&Context>, cmd: TxnCommand, encoded: &[Vec<u8>]| {
+    let write = |ctx: Option<&Context>, cmd: TxnCommand, encoded: &Encoded| {
         check_api_version(storage, ctx, cmd, slices(encoded))
             .and_then(|()| check_key_size(slices(encoded), max_key_size))
             .err()

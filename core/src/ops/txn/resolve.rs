@@ -315,10 +315,7 @@ impl ResolveTxn {
     }
 
     fn dispatch(&self, request_keys: &[Bytes]) -> Dispatch {
-        let routing = request_keys
-            .iter()
-            .map(|key| self.params.space.routing_key(key))
-            .collect();
+        let routing = self.params.space.routing_keys(request_keys);
         Dispatch::new(routing, false, self.params.budget, self.params.timeout)
     }
 

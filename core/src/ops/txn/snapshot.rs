@@ -242,7 +242,7 @@ impl ReadKeys {
             .enumerate()
             .map(|(item, key)| (key.clone(), item))
             .collect();
-        let routing = request_keys.iter().map(|k| space.routing_key(k)).collect();
+        let routing = space.routing_keys(&request_keys);
         let dispatch = Dispatch::new(routing, false, READ_BUDGET, timeout);
         let learned = ReadLockSets::default();
         let plan = ReadPlan {

@@ -114,7 +114,7 @@ impl MvccStore {
             .filter(|keys| !keys.is_empty())
             .map(|_| req.primary_lock.clone());
         let mut try_one_pc = req.try_one_pc;
-        let mut one_pc_locks = Vec::new();
+        let mut one_pc_locks = Vec::with_capacity(if try_one_pc { mutations.len() } else { 0 });
         let mut final_min_commit_ts = 0;
         let mut locks = Vec::new();
         let mut assertion_failure = None;

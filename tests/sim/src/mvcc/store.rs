@@ -363,12 +363,12 @@ impl MvccStore {
     }
 
     pub(super) fn put_write(&mut self, key: &Bytes, commit_ts: u64, write: Write) {
+        // One search of the key map: this runs for every key of every commit.
         let previous = self
             .writes
-            .get(key)
-            .and_then(|w| w.get(&commit_ts))
-            .cloned();
-        self.set_write(key.clone(), commit_ts, Some(write));
+            .entry(key.clone())
+            .or_default()
+            .insert(commit_ts, write);
         self.undo.push(Undo::Write {
             key: key.clone(),
             commit_ts,

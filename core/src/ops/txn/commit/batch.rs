@@ -10,8 +10,8 @@ pub(crate) fn by_size(
     count: usize,
     limit: usize,
     mut size_of: impl FnMut(usize) -> usize,
-) -> Vec<Range<usize>> {
-    let mut runs = Vec::new();
+) -> smallvec::SmallVec<[Range<usize>; 1]> {
+    let mut runs = smallvec::SmallVec::new();
     let mut start = 0;
     while start < count {
         let mut end = start;
@@ -35,13 +35,13 @@ mod tests {
     fn a_run_closes_once_it_reaches_the_limit() {
         let sizes = [4, 4, 4, 10, 1, 1];
         let runs = by_size(sizes.len(), 8, |i| sizes[i]);
-        assert_eq!(runs, vec![0..2, 2..4, 4..6]);
+        assert_eq!(runs.to_vec(), vec![0..2, 2..4, 4..6]);
     }
 
     #[test]
     fn an_oversized_item_goes_alone() {
         let sizes = [100, 1];
-        assert_eq!(by_size(2, 8, |i| sizes[i]), vec![0..1, 1..2]);
+        assert_eq!(by_size(2, 8, |i| sizes[i]).to_vec(), vec![0..1, 1..2]);
     }
 
     #[test]

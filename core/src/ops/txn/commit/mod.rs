@@ -294,23 +294,24 @@ impl Committer {
                 Timestamp::compose(millis(config.async_commit_safe_window), 0).version(),
             );
         let mut keys = Vec::with_capacity(mutations.len());
-        let mut routing = Vec::with_capacity(mutations.len());
         let mut wire = Vec::with_capacity(mutations.len());
         let mut actions = Vec::with_capacity(mutations.len());
         for mutation in &mutations {
             let key = space.request_key(&mutation.key);
-            routing.push(space.routing_key(&key));
             wire.push(mutation.to_proto(key.clone()));
             actions.push(mutation.pessimistic_action() as i32);
             keys.push(key);
         }
+        let routing: Vec<Bytes> = space.routing_keys(&keys);
         let primary = space.request_key(&primary);
-        let committed_items = mutations
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.op != MutationOp::CheckNotExists)
-            .map(|(i, _)| i)
-            .collect();
+        let mut committed_items = Vec::with_capacity(mutations.len());
+        committed_items.extend(
+            mutations
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.op != MutationOp::CheckNotExists)
+                .map(|(i, _)| i),
+        );
         let pessimistic = mutations.iter().any(|m| m.pessimistic);
         let shape = PrewriteShape {
             start_ts,

@@ -117,19 +117,18 @@ impl PrewritePlan {
             .min_commit_ts
             .max(start_ts.saturating_add(1))
             .max(self.shape.for_update_ts.saturating_add(1));
+        // Sized up front: a filtered iterator would grow the vectors step by step.
+        let mut mutations = Vec::with_capacity(items.len());
+        mutations.extend(items.iter().filter_map(|&i| self.mutations.get(i).cloned()));
+        let mut pessimistic_actions = Vec::with_capacity(items.len());
+        pessimistic_actions.extend(items.iter().filter_map(|&i| self.actions.get(i).copied()));
         kvrpcpb::PrewriteRequest {
             context: Some(self.shape.context.clone()),
-            mutations: items
-                .iter()
-                .filter_map(|&i| self.mutations.get(i).cloned())
-                .collect(),
+            mutations,
             primary_lock: self.shape.primary.clone(),
             start_version: start_ts,
             lock_ttl: self.shape.lock_ttl,
-            pessimistic_actions: items
-                .iter()
-                .filter_map(|&i| self.actions.get(i).copied())
-                .collect(),
+            pessimistic_actions,
             txn_size,
             min_commit_ts,
             max_commit_ts: if self.async_commit || self.one_pc {
