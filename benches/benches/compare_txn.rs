@@ -7,11 +7,11 @@
 //! cargo bench -p tikv-benches --bench compare_txn
 //! ```
 //!
-//! The cluster runs in its own process, and so does every round of every client: ours and
-//! client-rust's in a child of this binary, client-go's in the Go harness of
-//! `benches/client-go` (`bench --case txn_commit|txn_get|txn_batch_get|txn_scan`), built
-//! first with the `go` on the PATH; without Go the bench says so and compares the two Rust
-//! clients only. A round's client CPU is its process's, read once the client and the
+//! Each case runs on a fresh cluster of its own (see `start_cluster`), in its own process,
+//! and so does every round of every client: ours and client-rust's in a child of this
+//! binary, client-go's in the Go harness of `benches/client-go` (`bench --case
+//! txn_commit|txn_get|txn_batch_get|txn_scan`), built first with the `go` on the PATH;
+//! without Go the bench says so and compares the two Rust clients only. A round's client CPU is its process's, read once the client and the
 //! cluster have gone quiet, so background commits count for the client that left them. Each case
 //! runs a fixed number of transactions per client (best of `COMPARE_CPU_ROUNDS` rounds,
 //! default 3, the clients interleaved) and prints markdown tables: throughput, latency
@@ -486,7 +486,7 @@ fn ratio_cell(
 
 /// Prints the throughput, latency and client CPU tables (markdown, for
 /// docs/performance.md).
-fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
+fn print_tables(rows: &[Row], rounds: usize) {
     fn ours(row: &Row) -> Result<&(Measured, f64), &'static str> {
         row.ours.as_ref().ok_or("-")
     }
@@ -498,7 +498,7 @@ fn print_tables(rows: &[Row], rounds: usize, sim_pid: u32) {
     }
     let throughput = |m: &(Measured, f64)| format!("{:.0}", m.1);
     let faster = |ours: &(Measured, f64), theirs: &(Measured, f64)| ours.1 / theirs.1;
-    println!("\ntransactions, best of {rounds} rounds (tikv-sim pid {sim_pid}):\n");
+    println!("\ntransactions, best of {rounds} rounds (a fresh cluster for each case):\n");
     println!(
         "| case | txns | ours txn/s | client-rust txn/s | client-go txn/s | ours / client-rust | \
          ours / client-go |"
@@ -662,13 +662,13 @@ fn child_main(client: &str) {
     }
 }
 
-fn main() {
-    if let Ok(client) = std::env::var(CHILD_ENV) {
-        child_main(&client);
-        return;
-    }
-    let full = std::env::args().any(|arg| arg == "--bench");
-    check_txn_keys();
+/// A fresh simulated cluster of three stores for one case: split into four regions and
+/// loaded with the keys the reads look for. Each case gets its own, so that no case runs on
+/// the versions every earlier case left behind (the simulator keeps its data in memory, and
+/// a store grown by millions of versions costs more per request than a new one): a case's
+/// figures no longer depend on where it comes in the run. Every client of a case still
+/// shares the one cluster, rounds interleaved.
+fn start_cluster() -> SimProcess {
     // Split through the transactional API below, so that every region boundary is an
     // encoded key as TiKV's are (client-rust decodes them; a raw boundary fails it).
     let sim = SimProcess::start(&["--stores", "3"]);
@@ -690,6 +690,16 @@ fn main() {
         txn.commit().await.unwrap_or_else(|err| panic!("{err}"));
         client.close().await;
     });
+    sim
+}
+
+fn main() {
+    if let Ok(client) = std::env::var(CHILD_ENV) {
+        child_main(&client);
+        return;
+    }
+    let full = std::env::args().any(|arg| arg == "--bench");
+    check_txn_keys();
     let rounds: usize = if full {
         std::env::var("COMPARE_CPU_ROUNDS")
             .ok()
@@ -716,6 +726,7 @@ fn main() {
         if !case.label().contains(&case_filter) {
             continue;
         }
+        let sim = start_cluster();
         let per_caller = case.ops_per_caller(full);
         let ops = per_caller * case.callers() as u64;
         let mut ours_rounds = Vec::with_capacity(rounds);
@@ -751,5 +762,5 @@ fn main() {
             go: (!go_rounds.is_empty()).then(|| best(&go_rounds)),
         });
     }
-    print_tables(&rows, rounds, sim.pid());
+    print_tables(&rows, rounds);
 }

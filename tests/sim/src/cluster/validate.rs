@@ -11,7 +11,7 @@
 //! commands) → KeyNotInRegion.
 
 use bytes::Bytes;
-use tikv_proto::codec::encode_bytes;
+use tikv_proto::codec::{encode_bytes, encode_bytes_into};
 use tikv_proto::errorpb;
 use tikv_proto::kvrpcpb::{self, ApiVersion};
 use tikv_proto::metapb;
@@ -36,6 +36,23 @@ impl KeyMode {
             Self::Encoded
         } else {
             Self::Plain
+        }
+    }
+
+    /// Whether `region` holds `key` (as the request carries it): the question every
+    /// request asks for every key, answered without allocating (an encoded key is built in
+    /// a buffer the thread keeps).
+    fn holds(self, region: &Region, key: &[u8]) -> bool {
+        thread_local! {
+            static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        match self {
+            Self::Plain => region.contains(key),
+            Self::Encoded => ENCODED.with_borrow_mut(|buffer| {
+                buffer.clear();
+                encode_bytes_into(buffer, key);
+                region.contains(buffer)
+            }),
         }
     }
 
@@ -364,11 +381,10 @@ fn check_touched(
 ) -> Result<(), Box<errorpb::Error>> {
     match touched {
         Touched::Key(key) => {
-            let key = mode.to_boundary(key);
-            if region.contains(&key) {
+            if mode.holds(region, key) {
                 Ok(())
             } else {
-                Err(Box::new(key_not_in_region(region, key)))
+                Err(Box::new(key_not_in_region(region, mode.to_boundary(key))))
             }
         }
         Touched::Range { start, end } => {
