@@ -133,6 +133,9 @@ struct Undetermined {
     retry_region_error: bool,
 }
 
+/// Most items a new region group reserves room for up front.
+const GROUP_RESERVE: usize = 64;
+
 /// Leader hints followed in a row before backing off.
 const MAX_LEADER_HOPS: u32 = 8;
 
@@ -451,8 +454,11 @@ impl Dispatch {
                 Routing::Ready(route) => match groups.last_mut() {
                     Some((last, items)) if last.region.id == route.region.id => items.push(item),
                     _ => {
-                        // Room for every key left: most of them usually land here.
-                        let mut items = Items::with_capacity(pending.len() - position);
+                        // Room for the keys left (most often they land here), capped so
+                        // that a batch over many regions does not reserve its whole length
+                        // once per region.
+                        let mut items =
+                            Items::with_capacity((pending.len() - position).min(GROUP_RESERVE));
                         items.push(item);
                         groups.push((route, items));
                     }
